@@ -1,0 +1,1 @@
+"""RTP stream detection and per-stream RFC 3550 statistics."""

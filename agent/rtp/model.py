@@ -1,0 +1,113 @@
+"""Frozen result types of the RTP layer: stream identity and final statistics.
+
+`StreamStats.to_json()` is the `analyze --json` stream object (issue 2's JSON
+contract). Later issues add keys; these are never renamed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.decode.frames import format_endpoint
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StreamKey:
+    """5-tuple (UDP implied) plus SSRC. Addresses as 128-bit (hi, lo) words, IPv4-mapped."""
+
+    src_hi: int
+    src_lo: int
+    sport: int
+    dst_hi: int
+    dst_lo: int
+    dport: int
+    ssrc: int
+
+    @property
+    def src(self) -> str:
+        return format_endpoint(self.src_hi, self.src_lo, self.sport)
+
+    @property
+    def dst(self) -> str:
+        return format_endpoint(self.dst_hi, self.dst_lo, self.dport)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """Final (or snapshot) statistics of one RTP stream. Units are in the names."""
+
+    key: StreamKey
+    payload_types: tuple[int, ...]
+    codec: str | None
+    clock_rate: int | None
+    clock_rate_estimated: bool
+    packets: int  # every packet received, duplicates included
+    expected: int  # extended highest seq - first seq + 1 (per RFC 3550 A.3, from the first packet)
+    lost: int  # expected - distinct sequence numbers received; never negative
+    duplicates: int
+    reordered: int
+    seq_wraps: int
+    restarts: int  # large sequence jumps confirmed as a source restart (RFC 3550 A.1 bad_seq)
+    loss_bursts: int  # runs of consecutive lost sequence numbers
+    loss_burst_max: int
+    loss_burst_mean: float
+    max_seq_gap: int  # largest jump forward in sequence number (1 = no loss)
+    jitter_ms: float  # final RFC 3550 A.8 estimate
+    jitter_mean_ms: float
+    jitter_max_ms: float
+    max_delta_ms: float  # largest inter-arrival time between consecutive packets
+    mean_delta_ms: float
+    markers: int
+    telephone_event_packets: int  # RFC 4733, excluded from jitter
+    comfort_noise_packets: int  # RFC 3389, excluded from jitter
+    dscp: dict[int, int] = field(hash=False)  # DSCP value -> packets
+    vlan: int | None
+    pcp: int | None
+    first_ts: float
+    last_ts: float
+    previous_ssrc: int | None = None  # set when this stream replaced another SSRC on its 5-tuple
+
+    @property
+    def loss_ratio(self) -> float:
+        return self.lost / self.expected if self.expected > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The `analyze --json` stream object."""
+        return {
+            "kind": "stream",
+            "src": self.key.src,
+            "dst": self.key.dst,
+            "ssrc": self.key.ssrc,
+            "payload_types": list(self.payload_types),
+            "codec": self.codec,
+            "clock_rate": self.clock_rate,
+            "clock_rate_estimated": self.clock_rate_estimated,
+            "packets": self.packets,
+            "expected": self.expected,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "loss_ratio": round(self.loss_ratio, 6),
+            "seq_wraps": self.seq_wraps,
+            "restarts": self.restarts,
+            "loss_bursts": self.loss_bursts,
+            "loss_burst_max": self.loss_burst_max,
+            "loss_burst_mean": round(self.loss_burst_mean, 3),
+            "max_seq_gap": self.max_seq_gap,
+            "jitter_ms": round(self.jitter_ms, 4),
+            "jitter_mean_ms": round(self.jitter_mean_ms, 4),
+            "jitter_max_ms": round(self.jitter_max_ms, 4),
+            "max_delta_ms": round(self.max_delta_ms, 3),
+            "mean_delta_ms": round(self.mean_delta_ms, 3),
+            "markers": self.markers,
+            "telephone_event_packets": self.telephone_event_packets,
+            "comfort_noise_packets": self.comfort_noise_packets,
+            "dscp": {str(k): v for k, v in sorted(self.dscp.items())},
+            "vlan": self.vlan,
+            "pcp": self.pcp,
+            "first_ts": round(self.first_ts, 6),
+            "last_ts": round(self.last_ts, 6),
+            "duration_s": round(self.last_ts - self.first_ts, 6),
+            "previous_ssrc": self.previous_ssrc,
+        }

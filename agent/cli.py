@@ -1,0 +1,167 @@
+"""Command line: ``voipprobe analyze | version`` (``run`` and ``check-config`` come with the agent).
+
+Exit codes: 0 success, 2 unusable input or usage error (argparse's own code),
+1 an internal error (a bug: report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from agent import __version__
+from agent.capture.pcapfile import CaptureFormatError, open_capture
+from agent.engine import Engine, Event, StreamEnded
+from agent.rtp.model import StreamStats
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+SAMPLE_CAPTURE = "sample.pcap.gz"
+
+
+def bundled_sample() -> Path:
+    """Path of the capture shipped with the package (used when analyze gets no FILE)."""
+    return Path(str(resources.files("agent") / "data" / SAMPLE_CAPTURE))
+
+
+class Progress:
+    """A one-line progress indicator on a terminal; silent elsewhere."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled and stream.isatty()
+        self._last = 0.0
+
+    def update(self, name: str, done: int, total: int, packets: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.25:
+            return
+        self._last = now
+        pct = 100.0 * done / total if total else 0.0
+        self.stream.write(f"\r{name}: {pct:5.1f}%  {packets:,} packets")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def analyze_files(
+    paths: Sequence[Path], progress: Progress, err: TextIO
+) -> tuple[list[StreamStats], Engine, int]:
+    """Run every file through one engine, in the order given (a rotated capture set
+    continues across files). Returns the streams, the engine, and the exit code."""
+    engine = Engine()
+    events: list[Event] = []
+    code = EXIT_OK
+    for path in paths:
+        try:
+            with open_capture(path) as reader:
+                for batch in reader:
+                    events.extend(engine.feed(batch))
+                    done, total = reader.progress()
+                    progress.update(path.name, done, total, engine.packets)
+                for warning in reader.warnings:
+                    progress.clear()
+                    print(f"voipprobe: warning: {path}: {warning}", file=err)
+        except (CaptureFormatError, OSError) as exc:
+            progress.clear()
+            print(f"voipprobe: error: {path}: {exc}", file=err)
+            code = EXIT_BAD_INPUT
+    events.extend(engine.finish())
+    progress.clear()
+    streams = [e.stats for e in events if isinstance(e, StreamEnded)]
+    streams.sort(key=lambda s: (s.first_ts, s.key))
+    return streams, engine, code
+
+
+def _fmt_ms(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def stream_table(streams: Iterable[StreamStats]) -> str:
+    """The human-readable stream table of ``analyze``."""
+    header = (
+        "src", "dst", "ssrc", "codec", "pkts", "lost", "lost%", "dup", "reord",
+        "jit ms", "jit max", "max Δ ms", "dscp", "vlan", "dur s",
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for s in streams:
+        dscp = ",".join(f"{k}" if len(s.dscp) == 1 else f"{k}:{v}" for k, v in sorted(s.dscp.items()))
+        codec = s.codec or "PT" + "/".join(str(p) for p in s.payload_types)
+        if s.clock_rate_estimated:
+            codec += "?"
+        rows.append((
+            s.key.src, s.key.dst, f"0x{s.key.ssrc:08X}", codec, str(s.packets), str(s.lost),
+            f"{100 * s.loss_ratio:.2f}", str(s.duplicates), str(s.reordered),
+            _fmt_ms(s.jitter_mean_ms), _fmt_ms(s.jitter_max_ms), f"{s.max_delta_ms:.1f}",
+            dscp, "-" if s.vlan is None else str(s.vlan), f"{s.last_ts - s.first_ts:.1f}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    numeric = set(range(4, 15)) - {12}
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    out: TextIO = sys.stdout
+    err: TextIO = sys.stderr
+    paths = [Path(p) for p in args.files] or [bundled_sample()]
+    if not args.files:
+        print(f"voipprobe: no FILE given; analysing the bundled sample {paths[0]}", file=err)
+    progress = Progress(err, enabled=not args.no_progress)
+    streams, engine, code = analyze_files(paths, progress, err)
+    if args.json:
+        for s in streams:
+            out.write(json.dumps(s.to_json(), separators=(",", ":")) + "\n")
+        summary = {"kind": "summary", "files": [str(p) for p in paths], "streams": len(streams)}
+        summary.update(engine.counters())
+        out.write(json.dumps(summary, separators=(",", ":")) + "\n")
+    else:
+        if streams:
+            out.write(stream_table(streams) + "\n")
+        out.write(f"\n{engine.packets:,} packets, {len(streams)} RTP streams\n")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voipprobe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"voipprobe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("analyze", help="measure the RTP streams in capture files")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="pcap/pcapng files (gzip ok), read in the order given; default: bundled sample")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--streams", action="store_true", help="show the stream table (the default for now)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.set_defaults(func=cmd_analyze)
+    v = sub.add_parser("version", help="print the version")
+    v.set_defaults(func=lambda _a: print(f"voipprobe {__version__}") or EXIT_OK)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,7 @@
 """Link, network and transport decoding of a `Batch` into `Frames`."""
 
+from agent.decode.counters import DecodeCounters, DecodeLimits
+from agent.decode.decoder import Decoder
 from agent.decode.frames import Frames
 
-__all__ = ["Frames"]
+__all__ = ["DecodeCounters", "DecodeLimits", "Decoder", "Frames"]

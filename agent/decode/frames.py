@@ -98,7 +98,7 @@ def empty_frames(data: npt.NDArray[np.uint8] | None = None) -> Frames:
     """Frames with no rows (over ``data``, or an empty buffer)."""
     buf = np.zeros(0, dtype=np.uint8) if data is None else data
     cols = {name: np.zeros(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()}
-    return Frames(data=buf, **cols)  # type: ignore[arg-type]
+    return Frames(data=buf, **cols)  # type: ignore[arg-type,unused-ignore]
 
 
 def format_addr(hi: int, lo: int) -> str:

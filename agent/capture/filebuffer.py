@@ -1,0 +1,118 @@
+"""Incremental reading of a capture file into a sliding window of whole-record buffers.
+
+Theory of operation: a capture file is read in windows of about ``read_size``
+bytes.  A format parser walks the whole records inside the current window and
+hands out `Batch`es whose ``data`` is a read-only view of that window, so the
+packet bytes are copied exactly once (file -> window) and never per packet.
+When the parser reaches a record that does not fit, `ByteWindow.refill` starts
+a *new* window holding the unparsed tail plus the next read; the old window is
+never written again, so batches already handed out stay valid.  Memory is
+therefore bounded by one window plus the largest record a parser accepts,
+whatever the file size.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import numpy.typing as npt
+
+
+class CaptureFormatError(Exception):
+    """The file is not a capture this reader understands (the message says why)."""
+
+
+class ByteWindow:
+    """A window of consecutive bytes of a (possibly decompressed) capture stream.
+
+    ``buf[pos:end]`` are the bytes not yet consumed; ``base`` is the stream
+    offset (bytes from the start of the decompressed stream) of ``buf[0]``.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase, read_size: int, *, compressed: bool) -> None:
+        self._stream = stream
+        self._read_size = max(1, read_size)
+        self._compressed = compressed
+        self.buf = bytearray()
+        self.base = 0
+        self.pos = 0
+        self.end = 0
+        self.eof = False
+        #: Why the stream ended early (a broken gzip member), or None.
+        self.stream_error: str | None = None
+
+    def available(self) -> int:
+        """Bytes in the window not yet consumed."""
+        return self.end - self.pos
+
+    def offset_of(self, index: int) -> int:
+        """Stream offset (bytes) of ``buf[index]``, for messages."""
+        return self.base + index
+
+    def refill(self, need: int) -> bool:
+        """Start a new window with the unconsumed tail plus at least one more read.
+
+        ``need`` is the number of unconsumed bytes the parser wants to see;
+        the new window is at least that large.  Returns False when the
+        stream had nothing more to give (end of file).
+        """
+        if self.eof:
+            return False
+        tail = self.end - self.pos
+        size = max(self._read_size, need, tail + 1)
+        new = bytearray(size)
+        new[:tail] = memoryview(self.buf)[self.pos : self.end]
+        got = self._read_into(memoryview(new)[tail:])
+        self.base += self.pos
+        self.buf, self.pos, self.end = new, 0, tail + got
+        return got > 0
+
+    def _read_into(self, view: memoryview) -> int:
+        """Fill ``view`` as far as the stream allows; return the byte count."""
+        filled = 0
+        while filled < len(view):
+            try:
+                got = self._stream.readinto(view[filled:])
+            except (OSError, EOFError, zlib.error) as exc:
+                if not self._compressed:
+                    raise
+                # A cut or damaged gzip member: keep what inflated cleanly.
+                self.stream_error = f"gzip stream broken ({exc})"
+                got = 0
+            if not got:
+                self.eof = True
+                break
+            filled += got
+        return filled
+
+    def array(self) -> npt.NDArray[np.uint8]:
+        """The valid part of the window as a read-only uint8 array (no copy).
+
+        Read-only because batches from several calls share it.
+        """
+        arr = np.frombuffer(self.buf, dtype=np.uint8, count=self.end)
+        arr.flags.writeable = False
+        return arr
+
+
+def gather_rows(
+    data: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], width: int
+) -> npt.NDArray[np.uint8]:
+    """Copy ``width`` bytes at each offset into a C-contiguous (n, width) array.
+
+    Offsets past ``len(data) - width`` are clamped to it: callers read
+    fixed-size headers from records that may be shorter (pcapng SPBs at the
+    end of a window) and ignore the columns that do not apply.
+    """
+    if data.shape[0] < width:
+        data = np.concatenate([data, np.zeros(width - data.shape[0], dtype=np.uint8)])
+    # Overlapping records of `width` bytes starting at every byte: fancy
+    # indexing this 1-D view copies one fixed-size item per offset, several
+    # times faster than gathering (n, width) byte indices.
+    starts = data.shape[0] - width + 1
+    items = np.ndarray(shape=(starts,), dtype=np.dtype(f"V{width}"), buffer=data, strides=(1,))
+    picked = items[np.minimum(offsets, starts - 1)]
+    rows: npt.NDArray[np.uint8] = picked.view(np.uint8).reshape(offsets.shape[0], width)
+    return rows

@@ -1,0 +1,190 @@
+"""The statistics' definitions, shared by the reference and the vectorised implementation.
+
+Theory of operation (docs/rtp-metrics.md has the long form):
+
+Sequence space (RFC 3550 A.1, A.3). Each packet's step is the signed 16-bit
+difference to the last *accepted* packet of the stream. A step of
+``MAX_DROPOUT`` or more forward, or ``MAX_MISORDER`` or more backward, is a
+large jump: the packet is held; if the very next packet of the stream is
+``seq + 1`` the source restarted (a new *segment* begins at the held packet),
+otherwise the held packet is a *stray*: counted in ``packets`` but not in the
+sequence space, jitter or delta. Extended sequence numbers (``ext``) are the
+running sum of steps from the segment's first packet (``base``).
+
+Per segment: ``expected = max_ext - base + 1``; every packet that advances the
+maximum or fills a hole is a distinct sequence number; ``lost = expected -
+distinct`` (= the holes). A packet at or below the maximum is a duplicate when
+its number was already received, a reordered fill when it was a hole. Numbers
+``HOLE_WINDOW`` or more behind the maximum at arrival (or before ``base``) are
+*untracked*: counted as reordered, never as duplicate or fill, so the hole
+table stays bounded. A restart closes the segment: its expected/lost/bursts/
+wraps are added to the stream totals and the new segment starts from scratch.
+
+Jitter (RFC 3550 A.8), in seconds internally, on media packets only (not RFC
+4733 events, not RFC 3389 CN, not duplicates/untracked/strays), in arrival
+order: ``D = (R_j - R_i) - (S_j - S_i) / clock`` against the previous jitter
+packet of the segment; ``J += (|D| - J) / 16``. When ``|D| >
+JITTER_DISCONTINUITY_S`` the RTP clock and the wall clock disagree by more than
+any jitter buffer could absorb (timestamp jump, media switch): J is left
+unchanged and the packet becomes the new reference. The mean/max of J and the
+inter-arrival delta statistics count *regular* packets only, as Wireshark's
+RTP analysis does: a jitter packet with a reference, no discontinuity, no
+marker bit, and whose previous accepted packet was media (not after CN/events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.rtp.model import StreamKey, StreamStats
+
+MAX_DROPOUT = 3000  # RFC 3550 A.1
+MAX_MISORDER = 100  # RFC 3550 A.1
+SEQ_MOD = 1 << 16
+TS_MOD = 1 << 32
+HOLE_WINDOW = 1024  # sequence numbers behind the max still tracked for fill/duplicate
+JITTER_DISCONTINUITY_S = 1.0  # |D| above this is a timestamp discontinuity, not jitter
+JITTER_GAIN = 1.0 / 16.0  # RFC 3550 A.8
+
+
+def seq_step(seq: int, prev_seq: int) -> int:
+    """Signed 16-bit difference ``seq - prev_seq`` (RFC 3550 A.1 ``udelta``, centred)."""
+    return ((seq - prev_seq + SEQ_MOD // 2) % SEQ_MOD) - SEQ_MOD // 2
+
+
+def ts_step(ts: int, prev_ts: int) -> int:
+    """Signed 32-bit RTP timestamp difference."""
+    return ((ts - prev_ts + TS_MOD // 2) % TS_MOD) - TS_MOD // 2
+
+
+def is_large_jump(step: int) -> bool:
+    """RFC 3550 A.1: not within MAX_DROPOUT ahead nor MAX_MISORDER behind."""
+    return step >= MAX_DROPOUT or step <= -MAX_MISORDER
+
+
+def run_lengths(sorted_values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Lengths of the runs of consecutive integers in a sorted, distinct array."""
+    if sorted_values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(sorted_values) != 1) + 1
+    edges = np.concatenate(([0], breaks, [sorted_values.size]))
+    return np.diff(edges).astype(np.int64)
+
+
+def split_final_holes(
+    holes: npt.NDArray[np.int64], max_ext: int | None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Split sorted holes into (lengths of runs that can never be filled, holes kept).
+
+    A hole ``e`` can never be filled once ``e <= max_ext - HOLE_WINDOW`` (arrivals
+    there are untracked). A run is final when its last hole is; ``max_ext=None``
+    finalises everything (segment closed). Finalising whole runs keeps burst
+    statistics independent of when this is called.
+    """
+    if holes.size == 0:
+        return np.zeros(0, dtype=np.int64), holes
+    if max_ext is None:
+        return run_lengths(holes), holes[:0]
+    breaks = np.flatnonzero(np.diff(holes) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [holes.size]))
+    final = holes[ends - 1] <= max_ext - HOLE_WINDOW
+    if not final.any():
+        return np.zeros(0, dtype=np.int64), holes
+    cut = int(ends[final][-1])
+    return (ends - starts)[final].astype(np.int64), holes[cut:]
+
+
+@dataclass(slots=True)
+class BurstTotals:
+    """Loss bursts finalised so far (RFC 3611 §4.7.2 style runs of lost numbers)."""
+
+    count: int = 0
+    longest: int = 0
+    total: int = 0
+
+    def add(self, lengths: npt.NDArray[np.int64]) -> None:
+        if lengths.size:
+            self.count += int(lengths.size)
+            self.longest = max(self.longest, int(lengths.max()))
+            self.total += int(lengths.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    """What the tracker knows about a stream before its statistics."""
+
+    key: StreamKey
+    codec: str | None
+    clock_rate: int | None
+    clock_rate_estimated: bool = False
+    previous_ssrc: int | None = None
+
+
+@dataclass(slots=True)
+class Totals:
+    """Scalar results both implementations reduce to; `to_stats` is the one conversion."""
+
+    payload_types: tuple[int, ...]
+    packets: int
+    expected: int
+    lost: int
+    duplicates: int
+    reordered: int
+    seq_wraps: int
+    restarts: int
+    bursts: BurstTotals
+    max_seq_gap: int
+    jitter_s: float
+    jitter_sum_s: float
+    jitter_max_s: float
+    regular: int
+    delta_sum_s: float
+    delta_max_s: float
+    markers: int
+    events: int
+    comfort_noise: int
+    dscp: dict[int, int]
+    vlan: int | None
+    pcp: int | None
+    first_ts: float
+    last_ts: float
+
+    def to_stats(self, meta: StreamMeta) -> StreamStats:
+        n = self.regular
+        b = self.bursts
+        return StreamStats(
+            key=meta.key,
+            payload_types=self.payload_types,
+            codec=meta.codec,
+            clock_rate=meta.clock_rate,
+            clock_rate_estimated=meta.clock_rate_estimated,
+            packets=self.packets,
+            expected=self.expected,
+            lost=self.lost,
+            duplicates=self.duplicates,
+            reordered=self.reordered,
+            seq_wraps=self.seq_wraps,
+            restarts=self.restarts,
+            loss_bursts=b.count,
+            loss_burst_max=b.longest,
+            loss_burst_mean=b.total / b.count if b.count else 0.0,
+            max_seq_gap=self.max_seq_gap,
+            jitter_ms=self.jitter_s * 1000.0,
+            jitter_mean_ms=self.jitter_sum_s / n * 1000.0 if n else 0.0,
+            jitter_max_ms=self.jitter_max_s * 1000.0,
+            max_delta_ms=self.delta_max_s * 1000.0,
+            mean_delta_ms=self.delta_sum_s / n * 1000.0 if n else 0.0,
+            markers=self.markers,
+            telephone_event_packets=self.events,
+            comfort_noise_packets=self.comfort_noise,
+            dscp=dict(sorted(self.dscp.items())),
+            vlan=self.vlan,
+            pcp=self.pcp,
+            first_ts=self.first_ts,
+            last_ts=self.last_ts,
+            previous_ssrc=meta.previous_ssrc,
+        )

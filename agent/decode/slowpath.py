@@ -216,6 +216,8 @@ class SlowPath:
         if not more and offset == 0:
             return self._transport(buf, pos + hlen, end, proto, ip, ctx)
         _need(buf, end)  # a fragment cut by the snaplen cannot be reassembled
+        if offset + total > 0xFFFF:  # "ping of death": datagram beyond the IPv4 maximum
+            raise _Drop("fragments_bad")
         key = (4, ip.src, ip.dst, proto, ident)
         done = self._reasm.add(key, ctx.ts, offset, more, buf[pos + hlen : end], proto)
         if done is None:

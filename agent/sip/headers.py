@@ -1,0 +1,312 @@
+"""SIP header fields: names, the ordered header table, and the structured values
+the rest of the probe needs (name-addr, CSeq, Via).
+
+Theory of operation
+-------------------
+A header line is kept as (canonical name, raw value), in wire order. Names are
+case-insensitive (RFC 3261 §7.3.1) and have compact forms (§7.3.3 plus the
+extensions that registered one), so both are folded to one canonical spelling
+at parse time and looked up by lower-case key. Several header fields may also
+be sent as one line with comma-separated values (§7.3.1: "if and only if the
+entire field-value for that header field is defined as a comma-separated
+list"); for those, `get_all` splits on commas outside quoted strings and angle
+brackets, so `Via: a, b` and two `Via:` lines read the same. Headers that are
+not lists (From, To, WWW-Authenticate, Date ...) are never split: their commas
+are part of the value.
+
+The structured parsers here (`parse_name_addr`, `parse_cseq`, `parse_via`) are
+total over `str`: they return a value or raise `SipParseError`, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from agent.sip.errors import SipParseError
+
+# RFC 3261 §7.3.3 (c e f i k l m s t v) and the extensions that define a
+# compact form: a/j/d RFC 3841, b RFC 3892, n/y RFC 4474, o/u RFC 6665,
+# r RFC 3515, x RFC 4028.
+COMPACT_FORMS: dict[str, str] = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# Spellings that str.title() gets wrong, and the common ones for display.
+_CANONICAL: dict[str, str] = {
+    name.lower(): name
+    for name in (
+        *COMPACT_FORMS.values(),
+        "Call-ID", "CSeq", "WWW-Authenticate", "Max-Forwards", "Record-Route", "Route",
+        "MIME-Version", "RAck", "RSeq", "P-Asserted-Identity", "P-Preferred-Identity",
+        "Min-SE", "SIP-ETag", "SIP-If-Match", "User-Agent", "Proxy-Authenticate",
+        "Proxy-Authorization", "Authorization", "Authentication-Info", "Content-Disposition",
+    )
+}
+
+# Header fields whose whole value is a comma-separated list (RFC 3261 §20 and
+# the extension RFCs), so one line may carry several values.
+LIST_HEADERS: frozenset[str] = frozenset(
+    name.lower()
+    for name in (
+        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Call-Info", "Contact", "Content-Encoding", "Content-Language",
+        "Error-Info", "In-Reply-To", "Path", "Proxy-Require", "Reason", "Record-Route",
+        "Require", "Route", "Security-Client", "Security-Server", "Security-Verify",
+        "Service-Route", "Supported", "Unsupported", "Via", "Warning",
+        "P-Asserted-Identity", "P-Preferred-Identity", "Accept-Contact", "Reject-Contact",
+        "Request-Disposition", "Privacy",
+    )
+)
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+
+
+def canonical_name(name: str) -> str:
+    """Canonical spelling of a header name; compact forms expanded (RFC 3261 §7.3.3)."""
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    known = _CANONICAL.get(lower)
+    if known is not None:
+        return known
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+def is_token(text: str) -> bool:
+    """True if `text` is an RFC 3261 §25.1 token (method names, header names)."""
+    return _TOKEN_RE.match(text) is not None
+
+
+def split_outside_quotes(value: str, sep: str) -> list[str]:
+    """Split on `sep` where it is outside "quoted strings" and <angle brackets>.
+
+    Empty elements are dropped and whitespace stripped; a backslash escapes the
+    next character inside a quoted string (RFC 3261 §25.1 quoted-pair).
+    """
+    parts: list[str] = []
+    start = 0
+    in_quotes = False
+    in_angle = False
+    escaped = False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        elif ch == sep and not in_angle:
+            parts.append(value[start:i])
+            start = i + 1
+    parts.append(value[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Header fields in wire order, canonical names, case-insensitive access."""
+
+    fields: tuple[tuple[str, str], ...]
+    _index: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[str]] = {}
+        for name, value in self.fields:
+            index.setdefault(name.lower(), []).append(value)
+        object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
+
+    def _key(self, name: str) -> str:
+        return canonical_name(name).lower()
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._key(name) in self._index
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def lines(self, name: str) -> tuple[str, ...]:
+        """Raw values of every line of this header, in order (never split)."""
+        return self._index.get(self._key(name), ())
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of this header in order; list headers split on commas."""
+        key = self._key(name)
+        raw = self._index.get(key, ())
+        if key not in LIST_HEADERS:
+            return list(raw)
+        out: list[str] = []
+        for line in raw:
+            out.extend(split_outside_quotes(line, ","))
+        return out
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """First value of this header (first list element for list headers)."""
+        values = self.get_all(name)
+        return values[0] if values else default
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """From/To/Contact value: display name, URI and header parameters (RFC 3261 §20.10)."""
+
+    display: str | None
+    uri: str
+    params: tuple[tuple[str, str | None], ...]
+
+    def param(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.params:
+            if key == lower:
+                return value
+        return None
+
+    @property
+    def tag(self) -> str | None:
+        return self.param("tag")
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """CSeq: sequence number (32-bit) and method (RFC 3261 §20.16)."""
+
+    number: int
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value: transport, sent-by host/port and parameters (RFC 3261 §20.42)."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: tuple[tuple[str, str | None], ...]
+
+    def param(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.params:
+            if key == lower:
+                return value
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+
+def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
+    """`;a=b;c` -> (("a", "b"), ("c", None)); names lower-cased, quotes kept."""
+    out: list[tuple[str, str | None]] = []
+    for item in split_outside_quotes(text, ";"):
+        name, eq, value = item.partition("=")
+        out.append((name.strip().lower(), value.strip() if eq else None))
+    return tuple(out)
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """Parse a name-addr or addr-spec with header parameters (RFC 3261 §20.10, §25.1).
+
+    In the addr-spec form (no angle brackets) everything after the first `;`
+    is a header parameter, not a URI parameter (§20.10).
+    """
+    text = value.strip()
+    display: str | None = None
+    if text.startswith('"'):
+        match = re.match(r'"((?:[^"\\]|\\.)*)"\s*', text)
+        if match is None:
+            raise SipParseError("unterminated quoted display name")
+        display = _unquote(match.group(1))
+        text = text[match.end() :]
+        if not text.startswith("<"):
+            raise SipParseError("quoted display name without <uri>")
+    lt = text.find("<")
+    if lt >= 0:
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SipParseError("unterminated <uri>")
+        if display is None:
+            display = text[:lt].strip() or None
+        uri = text[lt + 1 : gt].strip()
+        rest = text[gt + 1 :]
+    else:
+        uri, _, rest = text.partition(";")
+        uri = uri.strip()
+        rest = ";" + rest
+    if not uri:
+        raise SipParseError("empty URI in name-addr")
+    return NameAddr(display=display, uri=uri, params=parse_params(rest))
+
+
+def parse_cseq(value: str) -> CSeq:
+    """`CSeq: 314159 INVITE` (RFC 3261 §20.16; number < 2**31 by §8.1.1.5, we allow 32 bits)."""
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit():
+        raise SipParseError(f"bad CSeq {value[:40]!r}")
+    if len(parts[0]) > 10 or int(parts[0]) > 0xFFFFFFFF:
+        raise SipParseError("CSeq number out of range")
+    if not is_token(parts[1]):
+        raise SipParseError("bad CSeq method")
+    return CSeq(number=int(parts[0]), method=parts[1])
+
+
+_VIA_RE = re.compile(
+    r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-]+)\s+"  # sent-protocol
+    r"(\[[0-9A-Fa-f:.]+\]|[^\s:;]+)"  # host or [IPv6reference]
+    r"(?:\s*:\s*(\d{1,5}))?\s*"  # port
+    r"(.*)\Z",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def parse_via(value: str) -> Via:
+    """One Via value (already split from a comma list), RFC 3261 §20.42."""
+    match = _VIA_RE.match(value)
+    if match is None:
+        raise SipParseError(f"bad Via {value[:40]!r}")
+    port = int(match.group(3)) if match.group(3) else None
+    if port is not None and port > 65535:
+        raise SipParseError("Via port out of range")
+    host = match.group(2)
+    if host.startswith("["):
+        host = host[1:-1]
+    return Via(
+        transport=match.group(1).upper(),
+        host=host,
+        port=port,
+        params=parse_params(match.group(4)),
+    )

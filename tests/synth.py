@@ -115,8 +115,15 @@ def compute_truth(
     *,
     telephone_event_pts: frozenset[int] = frozenset({PT_TELEPHONE_EVENT}),
     comfort_noise_pts: frozenset[int] = frozenset({PT_CN}),
+    duplicates_in_jitter: bool = True,
 ) -> StreamTruth:
-    """Statistics of ``arrivals`` (in arrival order) from their definitions."""
+    """Statistics of ``arrivals`` (in arrival order) from their definitions.
+
+    ``duplicates_in_jitter``: RFC 3550 A.8 runs J over every data packet received
+    and tshark does the same (checked: its mean/max match this truth to its 3
+    printed decimals on heavily duplicated streams). False leaves repeated
+    sequence numbers out of J, the alternative some receivers choose.
+    """
     if not arrivals:
         raise ValueError("a stream needs at least one packet")
     first = arrivals[0].ext_seq
@@ -138,7 +145,13 @@ def compute_truth(
     bursts = _runs(missing)
 
     excluded = telephone_event_pts | comfort_noise_pts
-    jit = _a8_jitter_ns([a for a in arrivals if a.pt not in excluded], clock_rate)
+    included, seen_j = [], set()
+    for a in arrivals:
+        if a.pt in excluded or (not duplicates_in_jitter and a.ext_seq in seen_j):
+            continue
+        seen_j.add(a.ext_seq)
+        included.append(a)
+    jit = _a8_jitter_ns(included, clock_rate)
     return StreamTruth(
         packets=len(arrivals),
         expected=expected,

@@ -14,6 +14,10 @@ Tolerances, and why:
   still catching any definitional difference (e.g. DTMF not excluded, or
   jitter computed on sequence order instead of arrival order);
 - first_ts/last_ts: 2 µs (float64 epoch seconds + 6-decimal JSON rounding).
+
+Jitter definition (synth.compute_truth): A.8 over the audio packets in arrival
+order -- telephone-event and CN left out, duplicates and reordered packets kept,
+as RFC 3550 and tshark do; mean/max over J after each such packet.
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ from synth import (
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Moderate impairments used where the variant is about framing, not statistics.
-MILD = Impairments(loss=0.01, duplicate=0.005, reorder=0.005, jitter_ms=6.0)
+# Moderate impairments used where the variant is about framing, not statistics. No
+# duplicates here: whether a duplicate takes part in jitter is a definition with its own
+# variant (duplicates_jitter), and a framing variant should fail only for framing.
+MILD = Impairments(loss=0.01, reorder=0.005, jitter_ms=6.0)
 HEAVY = Impairments(loss=0.05, duplicate=0.03, reorder=0.05, jitter_ms=40.0)
 
 
@@ -164,6 +170,15 @@ def v_seq_wrap(tmp: Path) -> tuple[Path, list[Expect]]:
 
 def v_heavy(tmp: Path) -> tuple[Path, list[Expect]]:
     return _one(tmp, n=2000, seed=13, impair=HEAVY)
+
+
+def v_duplicates_jitter(tmp: Path) -> tuple[Path, list[Expect]]:
+    """Network duplicates take part in jitter like every received packet (RFC 3550 A.8
+    "for each data packet"; tshark agrees, see test_truth_duplicates_against_tshark)."""
+    dup = Impairments(loss=0.01, duplicate=0.02, reorder=0.005, jitter_ms=6.0)
+    path, exp = _one(tmp, n=800, seed=16, impair=dup)
+    assert exp[0].stream.truth.duplicates > 5
+    return path, exp
 
 
 def v_dtmf_cn(tmp: Path) -> tuple[Path, list[Expect]]:

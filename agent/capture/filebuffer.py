@@ -31,8 +31,18 @@ class ByteWindow:
     offset (bytes from the start of the decompressed stream) of ``buf[0]``.
     """
 
-    def __init__(self, stream: io.BufferedIOBase, read_size: int, *, compressed: bool) -> None:
+    def __init__(
+        self,
+        stream: io.BufferedIOBase,
+        read_size: int,
+        *,
+        compressed: bool,
+        stream_size: int | None = None,
+    ) -> None:
         self._stream = stream
+        # Known length of an uncompressed stream: a garbage length field near
+        # the end of a small file then never makes us allocate a big window.
+        self._stream_size = stream_size
         self._read_size = max(1, read_size)
         self._compressed = compressed
         self.buf = bytearray()
@@ -62,6 +72,9 @@ class ByteWindow:
             return False
         tail = self.end - self.pos
         size = max(self._read_size, need, tail + 1)
+        if self._stream_size is not None:
+            left = self._stream_size - (self.base + self.end)
+            size = min(size, tail + max(left, 1))
         new = bytearray(size)
         new[:tail] = memoryview(self.buf)[self.pos : self.end]
         got = self._read_into(memoryview(new)[tail:])
@@ -74,7 +87,7 @@ class ByteWindow:
         filled = 0
         while filled < len(view):
             try:
-                got = self._stream.readinto(view[filled:])
+                got = self._read_some(view[filled:])
             except (OSError, EOFError, zlib.error) as exc:
                 if not self._compressed:
                     raise
@@ -86,6 +99,16 @@ class ByteWindow:
                 break
             filled += got
         return filled
+
+    def _read_some(self, view: memoryview) -> int:
+        """One read into ``view``; returns the byte count (0 at end of stream)."""
+        if not self._compressed:
+            return self._stream.readinto(view)
+        # read1 inflates piecewise: a gzip error then loses only the last
+        # piece, where readinto would drop everything inflated in this call.
+        piece = self._stream.read1(len(view))
+        view[: len(piece)] = piece
+        return len(piece)
 
     def array(self) -> npt.NDArray[np.uint8]:
         """The valid part of the window as a read-only uint8 array (no copy).
@@ -102,9 +125,10 @@ def gather_rows(
 ) -> npt.NDArray[np.uint8]:
     """Copy ``width`` bytes at each offset into a C-contiguous (n, width) array.
 
-    Offsets past ``len(data) - width`` are clamped to it: callers read
-    fixed-size headers from records that may be shorter (pcapng SPBs at the
-    end of a window) and ignore the columns that do not apply.
+    Offsets past ``len(data) - width`` are clamped to it, so such a row is
+    shifted: callers read fixed-size headers from records that may be shorter
+    (pcapng SPBs at the end of a window) and must not trust the row of a
+    record shorter than ``width``.
     """
     if data.shape[0] < width:
         data = np.concatenate([data, np.zeros(width - data.shape[0], dtype=np.uint8)])

@@ -118,7 +118,8 @@ def open_capture(
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
         stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
-        window = ByteWindow(stream, chunk_bytes, compressed=compressed)
+        size = None if compressed else os.fstat(raw.fileno()).st_size
+        window = ByteWindow(stream, chunk_bytes, compressed=compressed, stream_size=size)
         warnings: list[str] = []
         parser = _make_parser(name, window, compressed, warnings)
         return CaptureReader(name, (raw, stream), parser, warnings, chunk_packets)

@@ -214,16 +214,20 @@ class PcapngParser:
         """Decode the packet blocks at ``offsets`` into a batch over the window."""
         data = self._win.array()
         offs = np.frombuffer(array.array("q", offsets), dtype=np.int64)
+        # Every block has its first 12 bytes (type, length, SPB original
+        # length); the 28-byte EPB/PB header rows may be shifted for blocks
+        # shorter than 28 bytes at the window's end, which fail `bad` below.
+        head = gather_rows(data, offs, 12).view(self._endian + "u4").astype(np.int64)
         rows = gather_rows(data, offs, _HEAD_LEN)
         u32 = rows.view(self._endian + "u4").astype(np.int64)
-        typ, length = u32[:, 0], u32[:, 1]
+        typ, length = head[:, 0], head[:, 1]
         spb, pb = typ == SPB, typ == PB
         iface = u32[:, 2].copy()
         if pb.any():  # PB: u16 interface id, u16 drops count
             iface[pb] = rows[pb].view(self._endian + "u2")[:, 4]
         iface[spb] = 0
-        caplen = np.where(spb, np.minimum(u32[:, 2], length - 16), u32[:, 5])
-        wirelen = np.where(spb, u32[:, 2], u32[:, 6])
+        caplen = np.where(spb, np.minimum(head[:, 2], length - 16), u32[:, 5])
+        wirelen = np.where(spb, head[:, 2], u32[:, 6])
         start = offs + np.where(spb, 12, 28)
         bad = (
             (caplen > MAX_CAPLEN)

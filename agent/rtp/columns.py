@@ -1,0 +1,78 @@
+"""`RtpColumns`: per-packet RTP fields of validated streams, as numpy columns.
+
+The tracker builds these from `Frames` (vectorised header parse) and hands them
+to `agent.rtp.batch.BatchStats`; tests build them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class RtpColumns:
+    """Equal-length columns, one row per RTP packet, in arrival order within a stream.
+
+    ``sid`` is the stream slot of `BatchStats`; ``arrival_s`` epoch seconds; ``seq``
+    0..65535; ``ts`` 0..2^32-1; ``kind`` a `PayloadKind`; ``vlan``/``pcp`` -1 if untagged.
+    """
+
+    sid: I64
+    arrival_s: npt.NDArray[np.float64]
+    seq: I64
+    ts: I64
+    pt: I64
+    marker: npt.NDArray[np.bool_]
+    kind: I64
+    dscp: I64
+    vlan: I64
+    pcp: I64
+
+    def __len__(self) -> int:
+        return int(self.sid.shape[0])
+
+    def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> RtpColumns:
+        return RtpColumns(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: Sequence[RtpColumns]) -> RtpColumns:
+        names = [f.name for f in fields(RtpColumns)]
+        return RtpColumns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+    @staticmethod
+    def build(
+        sid: Sequence[int] | I64,
+        arrival_s: Sequence[float] | npt.NDArray[np.float64],
+        seq: Sequence[int] | I64,
+        ts: Sequence[int] | I64,
+        pt: Sequence[int] | I64,
+        marker: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
+        kind: Sequence[int] | I64 | None = None,
+        dscp: Sequence[int] | I64 | None = None,
+        vlan: Sequence[int] | I64 | None = None,
+        pcp: Sequence[int] | I64 | None = None,
+    ) -> RtpColumns:
+        """Columns from sequences; omitted ones default to 0 / False / -1 (untagged)."""
+        n = len(sid)
+
+        def col(v: object, fill: int) -> I64:
+            return np.full(n, fill, np.int64) if v is None else np.asarray(v, dtype=np.int64)
+
+        return RtpColumns(
+            sid=np.asarray(sid, dtype=np.int64),
+            arrival_s=np.asarray(arrival_s, dtype=np.float64),
+            seq=np.asarray(seq, dtype=np.int64),
+            ts=np.asarray(ts, dtype=np.int64),
+            pt=np.asarray(pt, dtype=np.int64),
+            marker=np.zeros(n, bool) if marker is None else np.asarray(marker, dtype=bool),
+            kind=col(kind, 0),
+            dscp=col(dscp, 0),
+            vlan=col(vlan, -1),
+            pcp=col(pcp, -1),
+        )

@@ -1,0 +1,187 @@
+"""SLA policy: judge one direction's measurements against a profile.
+
+Theory of operation
+-------------------
+A profile (:class:`agent.sla.config.SlaProfile`) is a set of limits. The
+caller gathers what was measured for one media direction of a call into a
+:class:`Measured`; any value may be ``None`` (not measured, e.g. no RTCP so no
+round trip) and is then *not judged* - it can neither meet nor violate.
+:func:`evaluate` walks the threshold table :data:`THRESHOLDS` and the two DSCP
+checks, and returns a :class:`Verdict`: ``met``, or ``violated`` with every
+threshold crossed and the measured value. A value exactly on the limit meets it.
+
+DSCP compliance is the share of a direction's packets whose DSCP is in the
+profile's accepted list; it must reach ``min_dscp_compliance_ratio``.
+
+:func:`direction_of` and :func:`peer_of` map addresses to the bounded label
+sets the config defines (``inbound``/``outbound``, peer names or ``other``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from agent.sla.config import OTHER_PEER, Peer, SlaProfile
+
+Direction = Literal["inbound", "outbound"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One direction's measurements. ``None`` = not measured = not judged."""
+
+    mos_cq: float | None = None
+    jitter_ms: float | None = None
+    loss_ratio: float | None = None  # lost / expected, 0..1 (network loss)
+    rtt_ms: float | None = None
+    one_way_delay_ms: float | None = None
+    setup_delay_s: float | None = None
+    media_dscp_packets: Mapping[int, int] | None = field(default=None, hash=False)
+    signalling_dscp_packets: Mapping[int, int] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A crossed threshold: its profile field name, the limit, and the measured value."""
+
+    threshold: str
+    limit: float
+    value: float
+    accepted: tuple[int, ...] = ()  # for DSCP checks: the accepted values
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "threshold": self.threshold,
+            "limit": self.limit,
+            "value": round(self.value, 6),
+        }
+        if self.accepted:
+            out["accepted"] = list(self.accepted)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The SLA outcome of one direction."""
+
+    verdict: Literal["met", "violated"]
+    profile: str
+    violations: tuple[Violation, ...]
+    not_judged: tuple[str, ...]  # thresholds set in the profile but not measured
+
+    @property
+    def met(self) -> bool:
+        return self.verdict == "met"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "profile": self.profile,
+            "violations": [v.to_json() for v in self.violations],
+        }
+
+
+#: (profile field, Measured field, kind): "min" limits are floors, "max" ceilings.
+THRESHOLDS: tuple[tuple[str, str, Literal["min", "max"]], ...] = (
+    ("min_mos_cq", "mos_cq", "min"),
+    ("max_jitter_ms", "jitter_ms", "max"),
+    ("max_loss_ratio", "loss_ratio", "max"),
+    ("max_rtt_ms", "rtt_ms", "max"),
+    ("max_one_way_delay_ms", "one_way_delay_ms", "max"),
+    ("max_setup_delay_s", "setup_delay_s", "max"),
+)
+
+#: (profile field with accepted values, Measured field with DSCP -> packets)
+DSCP_CHECKS: tuple[tuple[str, str], ...] = (
+    ("media_dscp", "media_dscp_packets"),
+    ("signalling_dscp", "signalling_dscp_packets"),
+)
+
+assert {m for _, m, _ in THRESHOLDS} | {m for _, m in DSCP_CHECKS} == {
+    f.name for f in fields(Measured)
+}
+
+
+def dscp_compliance_ratio(packets: Mapping[int, int], accepted: Iterable[int]) -> float | None:
+    """Share of packets whose DSCP is accepted; ``None`` when there were no packets."""
+    total = sum(packets.values())
+    if total <= 0:
+        return None
+    ok = set(accepted)
+    return sum(n for dscp, n in packets.items() if dscp in ok) / total
+
+
+def evaluate(profile: SlaProfile, measured: Measured) -> Verdict:
+    """Judge ``measured`` against every threshold ``profile`` sets."""
+    violations: list[Violation] = []
+    not_judged: list[str] = []
+    for name, attr, kind in THRESHOLDS:
+        limit: float | None = getattr(profile, name)
+        value: float | None = getattr(measured, attr)
+        if limit is None:
+            continue
+        if value is None:
+            not_judged.append(name)
+        elif (value < limit) if kind == "min" else (value > limit):
+            violations.append(Violation(name, limit, value))
+    for name, attr in DSCP_CHECKS:
+        accepted: tuple[int, ...] | None = getattr(profile, name)
+        packets: Mapping[int, int] | None = getattr(measured, attr)
+        if accepted is None:
+            continue
+        ratio = dscp_compliance_ratio(packets, accepted) if packets is not None else None
+        if ratio is None:
+            not_judged.append(name)
+        elif ratio < profile.min_dscp_compliance_ratio:
+            violations.append(
+                Violation(name, profile.min_dscp_compliance_ratio, ratio, tuple(accepted))
+            )
+    return Verdict(
+        verdict="violated" if violations else "met",
+        profile=profile.name,
+        violations=tuple(violations),
+        not_judged=tuple(not_judged),
+    )
+
+
+def _address(ip: str | IpAddress) -> IpAddress:
+    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped  # the RTP layer stores IPv4 as IPv4-mapped IPv6
+    return addr
+
+
+def _within(addr: IpAddress, networks: Iterable[IpNetwork]) -> bool:
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+def direction_of(
+    src_ip: str | IpAddress, dst_ip: str | IpAddress, local_networks: Iterable[IpNetwork]
+) -> Direction | None:
+    """``inbound`` (remote -> local), ``outbound`` (local -> remote), else ``None``.
+
+    ``None`` when both or neither side is local (e.g. no local networks set);
+    the caller then labels directions ``a_to_b``/``b_to_a``.
+    """
+    nets = tuple(local_networks)
+    src_local = _within(_address(src_ip), nets)
+    dst_local = _within(_address(dst_ip), nets)
+    if dst_local and not src_local:
+        return "inbound"
+    if src_local and not dst_local:
+        return "outbound"
+    return None
+
+
+def peer_of(ip: str | IpAddress, peers: Iterable[Peer]) -> str:
+    """Name of the first configured peer whose networks hold ``ip``, else ``other``."""
+    addr = _address(ip)
+    for peer in peers:
+        if _within(addr, peer.networks):
+            return peer.name
+    return OTHER_PEER

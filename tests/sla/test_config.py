@@ -1,0 +1,160 @@
+"""SLA config models and loader (agent/sla/config.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.sla import SlaConfigError, default_sla_config, load_sla_config, parse_sla_config
+from agent.sla.config import SlaConfig
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_YAML = REPO / "config" / "sla-default.yaml"
+
+GOOD = """
+local_networks: [192.168.1.0/24, "2001:db8:1::/48"]
+peers:
+  - name: carrier-a
+    networks: [203.0.113.0/24, "2001:db8:ff::/48"]
+    profile: gold
+  - name: carrier-b
+    networks: [198.51.100.0/24]
+profiles:
+  default: {min_mos_cq: 3.6}
+  gold:
+    min_mos_cq: 4.0
+    max_jitter_ms: 20
+    max_loss_ratio: "0.5%"
+    max_rtt_ms: 200
+    max_one_way_delay_ms: 100
+    max_setup_delay_s: 3
+    media_dscp: [46]
+    signalling_dscp: [24, 40]
+    min_dscp_compliance_ratio: 0.99
+"""
+
+
+def test_shipped_yaml_equals_default() -> None:
+    shipped = load_sla_config(DEFAULT_YAML)
+    assert shipped == default_sla_config()
+    p = shipped.profiles["default"]
+    assert (p.min_mos_cq, p.max_jitter_ms, p.max_loss_ratio, p.max_one_way_delay_ms) == (
+        3.6,
+        30.0,
+        0.01,
+        150.0,
+    )
+    assert p.media_dscp == (46,) and p.signalling_dscp == (24, 26, 40)
+    assert p.min_dscp_compliance_ratio == 0.95
+    assert p.max_rtt_ms is None and p.max_setup_delay_s is None
+
+
+def test_good_config() -> None:
+    c = parse_sla_config(GOOD)
+    assert c.local_networks[1] == ipaddress.ip_network("2001:db8:1::/48")
+    gold = c.profiles["gold"]
+    assert gold.name == "gold"
+    assert gold.max_loss_ratio == pytest.approx(0.005)
+    assert c.peers[1].profile == "default"
+    assert c.profile_for_peer("carrier-a") is gold
+    assert c.profile_for_peer("carrier-b").name == "default"
+    assert c.profile_for_peer("other").name == "default"
+
+
+def bad(text: str) -> str:
+    with pytest.raises(SlaConfigError) as info:
+        parse_sla_config(text, "test.yaml")
+    return str(info.value)
+
+
+def test_error_names_field_path_and_value() -> None:
+    msg = bad("profiles: {default: {}, gold: {max_jitter_ms: abc}}")
+    assert "profiles.gold.max_jitter_ms" in msg and "'abc'" in msg
+    assert msg.startswith("test.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "value"),
+    [
+        ("profiles: {default: {max_loss_ratio: 5}}", "profiles.default.max_loss_ratio", "5"),
+        (
+            "profiles: {default: {max_loss_ratio: 'lots%'}}",
+            "profiles.default.max_loss_ratio",
+            "'lots%'",
+        ),
+        ("profiles: {default: {min_mos_cq: 5.2}}", "profiles.default.min_mos_cq", "5.2"),
+        ("profiles: {default: {media_dscp: [46, 64]}}", "profiles.default.media_dscp.1", "64"),
+        ("profiles: {default: {max_jiter_ms: 30}}", "profiles.default.max_jiter_ms", "30"),
+        (
+            "local_networks: [10.0.0.300/8]\nprofiles: {default: {}}",
+            "local_networks.0",
+            "'10.0.0.300/8'",
+        ),
+        (
+            "peers: [{name: a, networks: [10.1.0.0/16], profile: default, x: 1}]\n"
+            "profiles: {default: {}}",
+            "peers.0.x",
+            "1",
+        ),
+        (
+            "peers: [{name: 'bad name', networks: [10.1.0.0/16]}]\nprofiles: {default: {}}",
+            "peers.0.name",
+            "'bad name'",
+        ),
+        (
+            "peers: [{name: other, networks: [10.1.0.0/16]}]\nprofiles: {default: {}}",
+            "peers.0.name",
+            "'other'",
+        ),
+        ("bogus: 1\nprofiles: {default: {}}", "bogus", "1"),
+    ],
+)
+def test_field_errors(text: str, path: str, value: str) -> None:
+    msg = bad(text)
+    assert re.search(rf"^  {re.escape(path)}: .*\(got {re.escape(value)}\)$", msg, re.M), msg
+
+
+def test_missing_peer_profile() -> None:
+    msg = bad(
+        "peers: [{name: a, networks: [10.1.0.0/16], profile: silver}]\nprofiles: {default: {}}"
+    )
+    assert "peers.0.profile: 'silver' is not among profiles ['default']" in msg
+
+
+def test_missing_default_profile() -> None:
+    msg = bad("profiles: {gold: {}}")
+    assert "default_profile: 'default' is not among profiles ['gold']" in msg
+
+
+def test_duplicate_peer() -> None:
+    msg = bad(
+        "peers: [{name: a, networks: [10.1.0.0/16]}, {name: a, networks: [10.2.0.0/16]}]\n"
+        "profiles: {default: {}}"
+    )
+    assert "peers.1.name: duplicate peer name 'a'" in msg
+
+
+def test_yaml_syntax_and_shape_errors(tmp_path: Path) -> None:
+    assert "not valid YAML" in bad("profiles: {default: [")
+    assert "top level must be a mapping" in bad("- 1\n- 2")
+    with pytest.raises(SlaConfigError, match="cannot read"):
+        load_sla_config(tmp_path / "missing.yaml")
+
+
+def test_percent_strings() -> None:
+    c = parse_sla_config(
+        "profiles: {default: {max_loss_ratio: '1%', min_dscp_compliance_ratio: '99.5 %'}}"
+    )
+    p = c.profiles["default"]
+    assert p.max_loss_ratio == pytest.approx(0.01)
+    assert p.min_dscp_compliance_ratio == pytest.approx(0.995)
+
+
+def test_models_are_frozen() -> None:
+    c = default_sla_config()
+    with pytest.raises(Exception, match="frozen"):
+        c.default_profile = "x"  # type: ignore[misc]
+    assert isinstance(c, SlaConfig)

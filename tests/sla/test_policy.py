@@ -1,0 +1,172 @@
+"""SLA evaluation and address helpers (agent/sla/policy.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import pytest
+
+from agent.sla import Measured, default_sla_config, direction_of, evaluate, peer_of
+from agent.sla.config import Peer, SlaProfile
+from agent.sla.policy import THRESHOLDS, Violation, dscp_compliance_ratio
+
+DEFAULT = default_sla_config().profiles["default"]
+FULL = SlaProfile(
+    name="full",
+    min_mos_cq=4.0,
+    max_jitter_ms=20.0,
+    max_loss_ratio=0.01,
+    max_rtt_ms=200.0,
+    max_one_way_delay_ms=150.0,
+    max_setup_delay_s=3.0,
+    media_dscp=(46,),
+    signalling_dscp=(24, 26, 40),
+    min_dscp_compliance_ratio=0.95,
+)
+GOOD = Measured(
+    mos_cq=4.3,
+    jitter_ms=5.0,
+    loss_ratio=0.0,
+    rtt_ms=40.0,
+    one_way_delay_ms=60.0,
+    setup_delay_s=0.8,
+    media_dscp_packets={46: 1000},
+    signalling_dscp_packets={24: 6},
+)
+
+
+def test_met() -> None:
+    v = evaluate(FULL, GOOD)
+    assert v.verdict == "met" and v.met
+    assert v.profile == "full" and v.violations == () and v.not_judged == ()
+    assert v.to_json() == {"verdict": "met", "profile": "full", "violations": []}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "threshold", "limit"),
+    [
+        ("mos_cq", 3.9, "min_mos_cq", 4.0),
+        ("jitter_ms", 20.5, "max_jitter_ms", 20.0),
+        ("loss_ratio", 0.05, "max_loss_ratio", 0.01),
+        ("rtt_ms", 250.0, "max_rtt_ms", 200.0),
+        ("one_way_delay_ms", 151.0, "max_one_way_delay_ms", 150.0),
+        ("setup_delay_s", 3.5, "max_setup_delay_s", 3.0),
+    ],
+)
+def test_each_threshold_violated(field: str, value: float, threshold: str, limit: float) -> None:
+    v = evaluate(FULL, replace(GOOD, **{field: value}))
+    assert v.verdict == "violated"
+    assert v.violations == (Violation(threshold, limit, value),)
+    assert v.to_json()["violations"] == [{"threshold": threshold, "limit": limit, "value": value}]
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [
+        ("mos_cq", 4.0),
+        ("jitter_ms", 20.0),
+        ("loss_ratio", 0.01),
+        ("rtt_ms", 200.0),
+        ("one_way_delay_ms", 150.0),
+        ("setup_delay_s", 3.0),
+    ],
+)
+def test_exactly_on_limit_is_met(field: str, limit: float) -> None:
+    assert evaluate(FULL, replace(GOOD, **{field: limit})).met
+
+
+def test_none_is_not_judged() -> None:
+    v = evaluate(FULL, Measured())
+    assert v.verdict == "met" and v.violations == ()
+    assert set(v.not_judged) == {t for t, _, _ in THRESHOLDS} | {"media_dscp", "signalling_dscp"}
+
+
+def test_unset_threshold_is_not_judged() -> None:
+    v = evaluate(SlaProfile(name="empty"), Measured(mos_cq=1.0, loss_ratio=0.9))
+    assert v.met and v.not_judged == ()
+
+
+def test_several_violations_all_listed() -> None:
+    v = evaluate(DEFAULT, Measured(mos_cq=3.0, jitter_ms=45.0, loss_ratio=0.05))
+    assert [x.threshold for x in v.violations] == ["min_mos_cq", "max_jitter_ms", "max_loss_ratio"]
+    assert v.profile == "default"
+
+
+def test_media_dscp_violation() -> None:
+    v = evaluate(FULL, replace(GOOD, media_dscp_packets={0: 1000}))
+    assert v.violations == (Violation("media_dscp", 0.95, 0.0, (46,)),)
+    assert v.to_json()["violations"][0]["accepted"] == [46]
+
+
+def test_dscp_compliance_threshold() -> None:
+    # 96 % EF: meets 0.95; 94 % does not
+    assert evaluate(FULL, replace(GOOD, media_dscp_packets={46: 96, 0: 4})).met
+    v = evaluate(FULL, replace(GOOD, media_dscp_packets={46: 94, 0: 6}))
+    assert v.violations == (Violation("media_dscp", 0.95, 0.94, (46,)),)
+
+
+def test_signalling_dscp_accepts_any_listed() -> None:
+    assert evaluate(FULL, replace(GOOD, signalling_dscp_packets={24: 2, 26: 2, 40: 2})).met
+    v = evaluate(FULL, replace(GOOD, signalling_dscp_packets={0: 5, 40: 1}))
+    assert v.violations[0].threshold == "signalling_dscp"
+    assert v.violations[0].value == pytest.approx(1 / 6)
+
+
+def test_dscp_without_packets_not_judged() -> None:
+    v = evaluate(FULL, replace(GOOD, media_dscp_packets={}))
+    assert v.met and v.not_judged == ("media_dscp",)
+
+
+def test_dscp_compliance_ratio() -> None:
+    assert dscp_compliance_ratio({46: 3, 0: 1}, [46]) == 0.75
+    assert dscp_compliance_ratio({}, [46]) is None
+
+
+LOCAL = [ipaddress.ip_network("192.168.0.0/16"), ipaddress.ip_network("2001:db8:1::/48")]
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "expected"),
+    [
+        ("203.0.113.5", "192.168.1.10", "inbound"),
+        ("192.168.1.10", "203.0.113.5", "outbound"),
+        ("192.168.1.10", "192.168.2.10", None),
+        ("203.0.113.5", "198.51.100.1", None),
+        ("2001:db8:ff::1", "2001:db8:1::10", "inbound"),
+        ("::ffff:192.168.1.10", "::ffff:203.0.113.5", "outbound"),  # IPv4-mapped
+    ],
+)
+def test_direction_of(src: str, dst: str, expected: str | None) -> None:
+    assert direction_of(src, dst, LOCAL) == expected
+
+
+def test_direction_without_local_networks() -> None:
+    assert direction_of("10.0.0.1", "10.0.0.2", []) is None
+
+
+PEERS = [
+    Peer(name="carrier-a", networks=(ipaddress.ip_network("203.0.113.0/24"),)),
+    Peer(
+        name="carrier-b",
+        networks=(
+            ipaddress.ip_network("2001:db8:ff::/48"),
+            ipaddress.ip_network("198.51.100.0/24"),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("ip", "name"),
+    [
+        ("203.0.113.9", "carrier-a"),
+        (ipaddress.ip_address("198.51.100.200"), "carrier-b"),
+        ("2001:db8:ff::7", "carrier-b"),
+        ("::ffff:203.0.113.9", "carrier-a"),
+        ("8.8.8.8", "other"),
+        ("2001:db8:2::1", "other"),
+    ],
+)
+def test_peer_of(ip: str, name: str) -> None:
+    assert peer_of(ip, PEERS) == name

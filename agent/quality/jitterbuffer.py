@@ -141,7 +141,7 @@ class FixedJitterBuffer(JitterBufferModel):
     def __init__(self, nominal_ms: float = 60.0) -> None:
         if nominal_ms < 0:
             raise ValueError(f"nominal_ms must be >= 0, got {nominal_ms}")
-        self.nominal_ms = nominal_ms
+        self.nominal_ms = float(nominal_ms)
 
     def bounds_ms(self) -> tuple[float, float]:
         return (self.nominal_ms, self.nominal_ms)
@@ -168,7 +168,8 @@ class AdaptiveJitterBuffer(JitterBufferModel):
             raise ValueError(f"need 0 <= min_ms <= max_ms, got {min_ms}, {max_ms}")
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        self.min_ms, self.max_ms, self.alpha, self.k = min_ms, max_ms, alpha, k
+        self.min_ms, self.max_ms = float(min_ms), float(max_ms)
+        self.alpha, self.k = alpha, k
 
     def bounds_ms(self) -> tuple[float, float]:
         return (self.min_ms, self.max_ms)

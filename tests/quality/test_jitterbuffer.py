@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.quality.jitterbuffer import (
     JITTER_BUFFERS,
@@ -118,3 +120,33 @@ def test_bad_input() -> None:
         FixedJitterBuffer().emulate(np.zeros(3), np.zeros(3), 0, np.arange(3))
     with pytest.raises(ValueError):
         AdaptiveJitterBuffer(min_ms=50, max_ms=10)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=200_000), min_size=1, max_size=200),
+    st.integers(min_value=0, max_value=150),
+)
+def test_fixed_matches_reference(delays_us: list[int], n_ms: int) -> None:
+    """Fixed buffer: late exactly when extra delay - first extra delay > N."""
+    arr, ts, sq = stream([d / 1000.0 for d in delays_us])
+    r = FixedJitterBuffer(float(n_ms)).emulate(arr, ts, CLOCK, sq)
+    expected = sum(1 for d in delays_us if d - delays_us[0] > n_ms * 1000)
+    assert r.discarded == expected
+    assert r.packets == len(delays_us)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=500_000), min_size=1, max_size=200))
+def test_adaptive_bounds(delays_us: list[int]) -> None:
+    """Adaptive: never late within min_ms of the floor, always late beyond max_ms."""
+    arr, ts, sq = stream([d / 1000.0 for d in delays_us])
+    r = AdaptiveJitterBuffer(min_ms=20, max_ms=200).emulate(arr, ts, CLOCK, sq)
+    floor = delays_us[0]
+    must_late = must_play = 0
+    for d in delays_us:
+        if d - floor > 200_000:
+            must_late += 1
+        elif d - floor <= 20_000:
+            must_play += 1
+        floor = min(floor, d)
+    assert must_late <= r.discarded <= len(delays_us) - must_play
+    assert r.max_buffer_delay_ms <= 200.0 + 1e-6 + (max(delays_us) - min(delays_us)) / 1000

@@ -125,18 +125,26 @@ def gather_rows(
 ) -> npt.NDArray[np.uint8]:
     """Copy ``width`` bytes at each offset into a C-contiguous (n, width) array.
 
-    Offsets past ``len(data) - width`` are clamped to it, so such a row is
-    shifted: callers read fixed-size headers from records that may be shorter
-    (pcapng SPBs at the end of a window) and must not trust the row of a
-    record shorter than ``width``.
+    Bytes past the end of ``data`` read as zero: callers read fixed-size
+    headers from records that may be shorter (a pcapng SPB at the end of a
+    window) and ignore the columns that do not apply to them.
     """
-    if data.shape[0] < width:
-        data = np.concatenate([data, np.zeros(width - data.shape[0], dtype=np.uint8)])
-    # Overlapping records of `width` bytes starting at every byte: fancy
+    size = data.shape[0]
+    if size < 2 * width:  # tiny window: pad it whole, cheaply
+        padded = np.zeros(2 * width, dtype=np.uint8)
+        padded[:size] = data
+        data, size = padded, 2 * width
+    starts = size - width + 1
+    # Overlapping items of `width` bytes starting at every byte: fancy
     # indexing this 1-D view copies one fixed-size item per offset, several
     # times faster than gathering (n, width) byte indices.
-    starts = data.shape[0] - width + 1
     items = np.ndarray(shape=(starts,), dtype=np.dtype(f"V{width}"), buffer=data, strides=(1,))
     picked = items[np.minimum(offsets, starts - 1)]
     rows: npt.NDArray[np.uint8] = picked.view(np.uint8).reshape(offsets.shape[0], width)
+    over = offsets >= starts
+    if over.any():  # records within `width` of the end: redo them zero-padded
+        tail = np.zeros(2 * width, dtype=np.uint8)
+        tail[:width] = data[size - width :]
+        idx = (offsets[over] - (size - width))[:, None] + np.arange(width)
+        rows[over] = tail[idx]
     return rows

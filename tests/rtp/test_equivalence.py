@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 import random
 
@@ -42,7 +43,7 @@ def run_both(streams: list[list[RtpPacket]], cuts: list[int], clocks: list[int |
     bs = BatchStats(capacity=2)
     sids = [bs.open(m) for m in metas]
     bounds = sorted({0, len(merged), *[c % (len(merged) + 1) for c in cuts]})
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         chunk = merged[lo:hi]
         bs.update(RtpColumns.build(
             sid=[sids[i] for _, i, _, _ in chunk], arrival_s=[p.arrival_s for *_, p in chunk],

@@ -1,0 +1,283 @@
+"""`StreamTracker`: finds RTP streams in UDP traffic and keeps their statistics.
+
+Theory of operation. Each UDP row is header-parsed (`agent.rtp.header`) and
+keyed by 5-tuple + SSRC. Rows of a validated stream go straight to the
+vectorised statistics (`BatchStats`). Rows of an unknown key become a
+*candidate*: held until ``probation_packets`` packets show one SSRC with
+sequence numbers advancing in small steps (0..``max_probation_step``, at
+least one forward) and RTP timestamps that never go back and do advance
+(event-only streams may repeat the onset timestamp, RFC 4733 §2.5.1.2). That
+is RFC 3550 A.1's probation, stricter, because nothing was signalled. A
+validated candidate releases its held packets first, so a stream counts from
+its very first packet, as Wireshark does. A failing candidate drops the
+packets before the failure and tries again from there.
+
+Packet kinds: an SDP-style hint (`PayloadInfo`) wins; then the static table
+(CN 13/19); a dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3)
+and different from the stream's main PT (first non-event PT) is a
+telephone-event; so is every packet of an event-only stream.
+
+Tables keyed by the network (candidates, streams) are capped; the least
+recently seen entry is evicted and counted. Time is packet time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.decode.frames import IPPROTO_UDP, Frames
+from agent.rtp.batch import BatchStats
+from agent.rtp.columns import RtpColumns
+from agent.rtp.header import RtpHeaders, parse_headers
+from agent.rtp.model import StreamKey, StreamStats
+from agent.rtp.payload_types import (
+    DYNAMIC_PT_MIN,
+    PayloadInfo,
+    PayloadKind,
+    estimate_clock_rate,
+    lookup,
+)
+from agent.rtp.rules import StreamMeta
+
+I64 = npt.NDArray[np.int64]
+Key = tuple[int, int, int, int, int, int, int]
+_M64 = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Table caps, timeouts (packet time, seconds) and heuristic strictness."""
+
+    max_streams: int = 20000
+    max_candidates: int = 50000
+    idle_timeout_s: float = 60.0
+    probation_packets: int = 4
+    max_probation_step: int = 100  # RFC 3550 A.1 MAX_MISORDER as the forward bound too
+    max_probation_ts_step: int = 1 << 20  # ~11 s at 90 kHz
+
+
+@dataclass
+class _Candidate:
+    cols: RtpColumns  # sid column holds -1; kind column holds the event-candidate flag
+    last_seen: float
+
+
+@dataclass
+class _Rows:
+    """One batch's parsed RTP rows, with the key hash and event-candidate flag."""
+
+    cols: RtpColumns
+    keys: npt.NDArray[np.uint64]
+    h: RtpHeaders
+    frames: Frames = field(repr=False)
+
+
+class StreamTracker:
+    """Heuristic RTP stream detection plus per-stream RFC 3550 statistics."""
+
+    def __init__(
+        self,
+        config: TrackerConfig = TrackerConfig(),
+        pt_hints: Mapping[int, PayloadInfo] | None = None,
+    ) -> None:
+        self.config = config
+        self.pt_hints = dict(pt_hints or {})
+        self.stats = BatchStats()
+        self._sid: dict[Key, int] = {}
+        self._key_of: dict[int, Key] = {}
+        self._main_pt: dict[int, int] = {}
+        self._by_tuple: dict[tuple[int, ...], int] = {}  # 5-tuple -> last validated SSRC
+        self._cands: dict[Key, _Candidate] = {}
+        self._ended: list[StreamStats] = []
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("udp_rows", "not_rtp", "candidates_rejected", "candidates_evicted",
+             "candidates_expired", "candidates_unvalidated", "streams_validated",
+             "streams_evicted", "streams_expired"), 0)
+        hint_kind = np.full(128, -1, np.int64)
+        for pt in range(128):
+            info = lookup(pt, self.pt_hints)
+            if info is not None and (pt in self.pt_hints or info.kind != PayloadKind.MEDIA):
+                hint_kind[pt] = int(info.kind)
+        self._hint_kind = hint_kind
+
+    # -- feeding ------------------------------------------------------------------------
+
+    def feed(self, frames: Frames, rows: I64 | None = None) -> None:
+        """Account the UDP rows of ``frames`` (default: every row with proto 17)."""
+        if rows is None:
+            rows = np.flatnonzero(frames.proto == IPPROTO_UDP).astype(np.int64)
+        if rows.size == 0:
+            return
+        self.counters["udp_rows"] += int(rows.size)
+        h = parse_headers(frames, rows)
+        self.counters["not_rtp"] += int(rows.size - h.rows.size)
+        if h.rows.size == 0:
+            return
+        batch = self._columns(frames, h)
+        uniq, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
+        sid_of = np.full(uniq.size, -1, np.int64)
+        unknown: list[int] = []
+        for u, r in enumerate(first.tolist()):
+            sid = self._sid.get(self._key(frames, h, r), -1)
+            sid_of[u] = sid
+            if sid < 0:
+                unknown.append(u)
+        row_sid = sid_of[inverse]
+        known = np.flatnonzero(row_sid >= 0)
+        parts = [_with_sid(batch.cols.take(known), row_sid[known])]
+        if unknown:
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(uniq.size + 1))
+            for u in sorted(unknown, key=lambda x: int(first[x])):  # arrival order
+                rows_u = batch.cols.take(order[bounds[u] : bounds[u + 1]])
+                parts.extend(self._candidate(frames, h, rows_u, int(first[u])))
+        self._update(parts)
+
+    def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
+        r = h.rows
+        evcand = (h.pt >= DYNAMIC_PT_MIN) & (h.payload_len == 4)
+        if evcand.any():
+            at = h.payload_at[evcand] + 1
+            evcand[evcand] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero
+        cols = RtpColumns(
+            sid=np.full(r.size, -1, np.int64), arrival_s=frames.ts[r], seq=h.seq, ts=h.ts,
+            pt=h.pt, marker=h.marker, kind=evcand.astype(np.int64),
+            dscp=frames.dscp[r].astype(np.int64), vlan=frames.vlan[r].astype(np.int64),
+            pcp=frames.pcp[r].astype(np.int64))
+        k = (frames.src_hi[r] * _M64) ^ frames.src_lo[r]
+        for col in (frames.dst_hi[r], frames.dst_lo[r],
+                    (frames.sport[r].astype(np.uint64) << np.uint64(16)) | frames.dport[r],
+                    h.ssrc.astype(np.uint64)):
+            k = (k * _M64) ^ col  # 64-bit mix; a full-key check happens per unique hash
+        return _Rows(cols, k, h, frames)
+
+    @staticmethod
+    def _key(frames: Frames, h: RtpHeaders, i: int) -> Key:
+        r = int(h.rows[i])
+        return (int(frames.src_hi[r]), int(frames.src_lo[r]), int(frames.sport[r]),
+                int(frames.dst_hi[r]), int(frames.dst_lo[r]), int(frames.dport[r]),
+                int(h.ssrc[i]))
+
+    def _update(self, parts: list[RtpColumns]) -> None:
+        cols = RtpColumns.concat(parts) if len(parts) > 1 else parts[0]
+        if len(cols):
+            self.stats.update(self._kinds(cols))
+
+    def _kinds(self, c: RtpColumns) -> RtpColumns:
+        """Replace the event-candidate flag with the packet kind (see module docstring)."""
+        evcand = c.kind.astype(bool)
+        u, inv = np.unique(c.sid, return_inverse=True)
+        fresh = ~evcand & np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
+        if fresh.any():  # the stream's main PT: its first packet that is not event-like
+            fs, fi = np.unique(c.sid[fresh], return_index=True)
+            pts = c.pt[np.flatnonzero(fresh)[fi]]
+            for s, pt in zip(fs.tolist(), pts.tolist(), strict=True):
+                self._main_pt[s] = pt
+        main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
+        kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
+                        PayloadKind.MEDIA).astype(np.int64)
+        hinted = self._hint_kind[c.pt]
+        kind = np.where(hinted >= 0, hinted, kind)
+        return RtpColumns(c.sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, kind, c.dscp,
+                          c.vlan, c.pcp)
+
+    # -- candidates -----------------------------------------------------------------------
+
+    def _candidate(self, frames: Frames, h: RtpHeaders, rows: RtpColumns, i: int
+                   ) -> list[RtpColumns]:
+        key = self._key(frames, h, i)
+        cand = self._cands.pop(key, None)
+        cols = rows if cand is None else RtpColumns.concat([cand.cols, rows])
+        n = self.config.probation_packets
+        while len(cols) >= n:
+            bad = self._probation_failure(cols.take(np.arange(n)))
+            if bad < 0:
+                return [self._validate(key, cols)]
+            self.counters["candidates_rejected"] += 1
+            cols = cols.take(np.arange(bad + 1, len(cols)))
+        if len(cols):
+            self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]))
+            if len(self._cands) > self.config.max_candidates:
+                self._evict_candidate()
+        return []
+
+    def _probation_failure(self, c: RtpColumns) -> int:
+        """-1 when the packets look like one RTP stream, else the index of the last bad one."""
+        dseq = (np.diff(c.seq) % 65536)
+        dts = ((np.diff(c.ts) + (1 << 31)) % (1 << 32)) - (1 << 31)
+        event_only = bool(c.kind.all())
+        bad = (dseq > self.config.max_probation_step) | (dts < 0)
+        bad |= dts > self.config.max_probation_ts_step
+        if bad.any():
+            return int(np.flatnonzero(bad)[0])
+        if not (dseq > 0).any() or (not event_only and not (dts > 0).any()):
+            return len(c) - 2
+        return -1
+
+    def _evict_candidate(self) -> None:
+        oldest = min(self._cands, key=lambda k: self._cands[k].last_seen)
+        del self._cands[oldest]
+        self.counters["candidates_evicted"] += 1
+
+    def _validate(self, key: Key, cols: RtpColumns) -> RtpColumns:
+        if len(self._sid) >= self.config.max_streams:
+            victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
+            self._ended.append(self._close(victim))
+            self.counters["streams_evicted"] += 1
+        media = np.flatnonzero(cols.kind == 0)
+        main_pt = int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
+        info = lookup(main_pt, self.pt_hints)
+        clock, estimated = (info.clock_rate if info else None), False
+        if info is None and media.size >= 2:
+            a, b = media[0], media[-1]
+            adv = ((int(cols.ts[b]) - int(cols.ts[a])) % (1 << 32))
+            clock = estimate_clock_rate(adv, float(cols.arrival_s[b] - cols.arrival_s[a]))
+            estimated = clock is not None
+        tup = key[:6]
+        prev = self._by_tuple.get(tup)
+        meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
+                          prev if prev is not None and prev != key[6] else None)
+        sid = self.stats.open(meta)
+        self._sid[key], self._key_of[sid] = sid, key
+        self._by_tuple[tup] = key[6]
+        if media.size:
+            self._main_pt[sid] = main_pt
+        self.counters["streams_validated"] += 1
+        return _with_sid(cols, np.full(len(cols), sid, np.int64))
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def _close(self, sid: int) -> StreamStats:
+        key = self._key_of.pop(sid)
+        del self._sid[key]
+        self._main_pt.pop(sid, None)
+        return self.stats.close(sid)
+
+    def expire(self, now: float) -> list[StreamStats]:
+        """Streams idle for more than ``idle_timeout_s`` at packet time ``now`` (epoch s)."""
+        limit = now - self.config.idle_timeout_s
+        out, self._ended = self._ended, []
+        for sid in [s for s in self._sid.values() if self.stats.s["last_ts"][s] < limit]:
+            out.append(self._close(sid))
+            self.counters["streams_expired"] += 1
+        for key in [k for k, c in self._cands.items() if c.last_seen < limit]:
+            del self._cands[key]
+            self.counters["candidates_expired"] += 1
+        return out
+
+    def finish(self) -> list[StreamStats]:
+        """Every remaining validated stream, sorted by first packet time."""
+        out, self._ended = self._ended, []
+        out.extend(self._close(sid) for sid in list(self._sid.values()))
+        self.counters["candidates_unvalidated"] += len(self._cands)
+        self._cands.clear()
+        return sorted(out, key=lambda s: (s.first_ts, s.key))
+
+
+def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:
+    return RtpColumns(sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, c.kind, c.dscp, c.vlan,
+                      c.pcp)

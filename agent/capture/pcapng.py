@@ -52,6 +52,21 @@ _I64 = {e: struct.Struct(e + "q") for e in "<>"}
 _MAGIC = {e: struct.Struct(e + "I") for e in "<>"}
 
 
+class _Columns(NamedTuple):
+    """Per-packet-block columns of one batch (all int64 unless noted)."""
+
+    start: npt.NDArray[np.int64]  # window index of the packet bytes
+    caplen: npt.NDArray[np.int64]  # bytes
+    wirelen: npt.NDArray[np.int64]  # bytes
+    length: npt.NDArray[np.int64]  # block total length, bytes
+    iface: npt.NDArray[np.int64]  # interface id within the section
+    spb: npt.NDArray[np.bool_]  # Simple Packet Block (no timestamp)
+    u32: npt.NDArray[np.int64]  # the raw 28-byte header as 7 words
+
+    def take(self, sel: slice | npt.NDArray[np.bool_]) -> _Columns:
+        return _Columns._make(a[sel] for a in self)
+
+
 @dataclass(frozen=True, slots=True)
 class _Interface:
     linktype: int
@@ -120,7 +135,7 @@ class PcapngParser:
             win.pos = pos  # blocks before ``pos`` (IDBs included) are consumed
             if offsets:
                 batch = self._build(offsets)
-                if batch is not None and len(batch):
+                if batch is not None:
                     self.packets_read += len(batch)
                     return batch
                 continue
@@ -230,56 +245,64 @@ class PcapngParser:
         win.pos = pos + length
 
     def _build(self, offsets: list[int]) -> Batch | None:
-        """Decode the packet blocks at ``offsets`` into a batch over the window."""
+        """Decode the packet blocks at ``offsets`` into a batch over the window.
+
+        Stops reading (with a warning) at the first block whose lengths are
+        inconsistent; the batch then holds the packets before it.
+        """
         data = self._win.array()
         offs = np.frombuffer(array.array("q", offsets), dtype=np.int64)
-        # The 28-byte EPB/PB header; an SPB uses only its first 12 bytes.
-        rows = gather_rows(data, offs, _HEAD_LEN)
+        cols = self._decode(gather_rows(data, offs, _HEAD_LEN), offs)
+        bad = (
+            (cols.caplen > MAX_CAPLEN)
+            | (cols.caplen < 0)
+            | (cols.length > MAX_BLOCK)
+            | (~cols.spb & ((cols.length < _EPB_MIN) | (cols.caplen > cols.length - 32)))
+        )
+        if bad.any():
+            first = int(np.argmax(bad))
+            caplen, length = int(cols.caplen[first]), int(cols.length[first])
+            why = f"captured length {caplen} does not fit block length {length}"
+            self._corrupt(int(offs[first]), why)
+            cols = cols.take(slice(0, first))
+        known = cols.iface < len(self._ifaces)
+        if not known.all():
+            self._orphans += int((~known).sum())
+            cols = cols.take(known)
+        if not len(cols.start):
+            return None
+        linktypes = np.array([i.linktype for i in self._ifaces], dtype=np.uint16)
+        return Batch(
+            data=data,
+            offset=cols.start,
+            caplen=cols.caplen.astype(np.int32),
+            wirelen=np.clip(cols.wirelen, cols.caplen, _INT32_MAX).astype(np.int32),
+            ts=self._timestamps(cols.u32, cols.iface, cols.spb),
+            linktype=linktypes[cols.iface],
+        )
+
+    def _decode(self, rows: npt.NDArray[np.uint8], offs: npt.NDArray[np.int64]) -> _Columns:
+        """Per-packet columns from the 28-byte headers of EPBs, PBs and SPBs.
+
+        EPB: type, len, iface u32, ts hi, ts lo, caplen, origlen, data.
+        PB: the same with iface u16 + drops u16.  SPB: type, len, origlen,
+        data; captured length is what the block holds.
+        """
         u32 = rows.view(self._endian + "u4").astype(np.int64)
         typ, length = u32[:, 0], u32[:, 1]
         spb, pb = typ == SPB, typ == PB
         iface = u32[:, 2].copy()
-        if pb.any():  # PB: u16 interface id, u16 drops count
+        if pb.any():
             iface[pb] = rows[pb].view(self._endian + "u2")[:, 4]
         iface[spb] = 0
-        caplen = np.where(spb, np.minimum(u32[:, 2], length - 16), u32[:, 5])
-        wirelen = np.where(spb, u32[:, 2], u32[:, 6])
-        start = offs + np.where(spb, 12, 28)
-        bad = (
-            (caplen > MAX_CAPLEN)
-            | (caplen < 0)
-            | (length > MAX_BLOCK)
-            | (~spb & ((length < _EPB_MIN) | (caplen > length - 32)))
-        )
-        if bad.any():
-            first = int(np.argmax(bad))
-            why = (
-                f"captured length {int(caplen[first])} "
-                f"does not fit block length {int(length[first])}"
-            )
-            self._corrupt(int(offs[first]), why)
-            if first == 0:
-                return None
-            keep = slice(0, first)
-            offs, u32, iface, caplen, wirelen, start = (
-                a[keep] for a in (offs, u32, iface, caplen, wirelen, start)
-            )
-            spb = spb[keep]
-        known = iface < len(self._ifaces)
-        if not known.all():
-            self._orphans += int((~known).sum())
-            u32, iface, caplen, wirelen, start, spb = (
-                a[known] for a in (u32, iface, caplen, wirelen, start, spb)
-            )
-        ts = self._timestamps(u32, iface, spb)
-        linktypes = np.array([i.linktype for i in self._ifaces], dtype=np.uint16)
-        return Batch(
-            data=data,
-            offset=start,
-            caplen=caplen.astype(np.int32),
-            wirelen=np.clip(wirelen, caplen, _INT32_MAX).astype(np.int32),
-            ts=ts,
-            linktype=linktypes[iface],
+        return _Columns(
+            start=offs + np.where(spb, 12, 28),
+            caplen=np.where(spb, np.minimum(u32[:, 2], length - 16), u32[:, 5]),
+            wirelen=np.where(spb, u32[:, 2], u32[:, 6]),
+            length=length,
+            iface=iface,
+            spb=spb,
+            u32=u32,
         )
 
     def _timestamps(

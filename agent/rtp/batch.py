@@ -250,8 +250,10 @@ class BatchStats:
         adv = ~ns & (ext > prev_max)
         untracked = ~ns & ~adv & ((ext < seg_base[gseg]) | (ext <= prev_max - HOLE_WINDOW))
         cand = ~ns & ~adv & ~untracked
-        firstocc = np.zeros(len(c), bool)
-        firstocc[np.unique(key, return_index=True)[1]] = True
+        firstocc = np.ones(len(c), bool)
+        if cand.any():  # only then can a number repeat within the batch
+            firstocc[:] = False
+            firstocc[np.unique(key, return_index=True)[1]] = True
         dup = cand & ~firstocc
         dup |= self._seen_in_state(cand & firstocc & seg_cont[gseg], sid, ext)
         fill = cand & ~dup

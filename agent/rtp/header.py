@@ -41,42 +41,33 @@ def _u(data: npt.NDArray[np.uint8], at: I64) -> I64:
 def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:
     """Parse the rows that look like RTP; the rest are dropped (caller counts them)."""
     data = frames.data
-    plen = frames.payload_len[rows].astype(np.int64)
-    rows = rows[plen >= 12]
+    rows = rows[frames.payload_len[rows] >= 12]
     off, plen = frames.payload_off[rows], frames.payload_len[rows].astype(np.int64)
-    b0, b1 = _u(data, off), _u(data, off + 1)
-    cc = b0 & 0x0F
-    hlen = 12 + 4 * cc
+    hdr = data[off[:, None] + np.arange(12)]  # one gather: (n, 12) fixed headers
+    b0, b1 = hdr[:, 0].astype(np.int64), hdr[:, 1].astype(np.int64)
+    hlen = 12 + 4 * (b0 & 0x0F)
     ok = ((b0 >> 6) == 2) & ~(((b1 & 0x7F) >= RTCP_PT_MIN) & ((b1 & 0x7F) <= RTCP_PT_MAX))
     ok &= plen >= hlen
     ext = ok & ((b0 & 0x10) != 0) & (plen >= hlen + 4)
     ok &= ((b0 & 0x10) == 0) | ext
-    words = np.zeros(rows.shape[0], np.int64)
     ei = np.flatnonzero(ext)
-    at = off[ei] + hlen[ei] + 2
-    words[ei] = (_u(data, at) << 8) | _u(data, at + 1)
-    hlen = hlen + np.where(ext, 4 + 4 * words, 0)
+    if ei.size:  # RFC 3550 5.3.1: 16-bit profile field, 16-bit length in 32-bit words
+        at = off[ei] + hlen[ei] + 2
+        hlen[ei] += 4 + 4 * ((_u(data, at) << 8) | _u(data, at + 1))
     pad = np.zeros(rows.shape[0], np.int64)
     pi = np.flatnonzero(ok & ((b0 & 0x20) != 0) & (plen > hlen))
     pad[pi] = _u(data, off[pi] + plen[pi] - 1)
     body = plen - hlen - pad
     ok &= body >= 0
     k = np.flatnonzero(ok)
-    o = off[k]
-
-    def be(n: int, start: int) -> I64:
-        v = np.zeros(k.shape[0], np.int64)
-        for i in range(n):
-            v = (v << 8) | _u(data, o + start + i)
-        return v
-
+    h = hdr[k]
     return RtpHeaders(
         rows=rows[k],
         marker=(b1[k] & 0x80) != 0,
         pt=b1[k] & 0x7F,
-        seq=be(2, 2),
-        ts=be(4, 4),
-        ssrc=be(4, 8),
+        seq=h[:, 2:4].copy().view(">u2")[:, 0].astype(np.int64),
+        ts=h[:, 4:8].copy().view(">u4")[:, 0].astype(np.int64),
+        ssrc=h[:, 8:12].copy().view(">u4")[:, 0].astype(np.int64),
         payload_len=body[k],
-        payload_at=o + hlen[k],
+        payload_at=off[k] + hlen[k],
     )

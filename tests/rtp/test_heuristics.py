@@ -20,13 +20,14 @@ def dns(rng: random.Random, t: float, i: int) -> list[Row]:
     a = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + name + b"\x00\x01\x00\x01" + \
         b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\x5d\xb8\xd8\x22"
     port = 30000 + i % 7
-    return [(t, "10.0.0.5", port, "10.0.0.53", 53, q), (t + 0.01, "10.0.0.53", 53, "10.0.0.5", port, a)]
+    return [(t, "10.0.0.5", port, "10.0.0.53", 53, q),
+            (t + 0.01, "10.0.0.53", 53, "10.0.0.5", port, a)]
 
 
 def quic(rng: random.Random, t: float, i: int) -> list[Row]:
     long_hdr = bytes([0xC3]) + b"\x00\x00\x00\x01" + bytes([8]) + rng.randbytes(8) + \
         bytes([0]) + rng.randbytes(1200 - 15)
-    short = bytes([0x40 | rng.randrange(64)]) + rng.randbytes(8) + rng.randbytes(rng.randint(30, 1300))
+    short = bytes([0x40 | rng.randrange(64)]) + rng.randbytes(rng.randint(38, 1300))
     return [(t, "10.0.0.6", 51000, "142.250.1.1", 443, long_hdr if i < 3 else short),
             (t + 0.005, "142.250.1.1", 443, "10.0.0.6", 51000, short)]
 
@@ -34,7 +35,8 @@ def quic(rng: random.Random, t: float, i: int) -> list[Row]:
 def ntp(rng: random.Random, t: float, i: int) -> list[Row]:
     req = bytes([0x23, 0, 6, 0xEC]) + bytes(36) + struct.pack("!II", int(t) + 2208988800, i)
     resp = bytes([0x24, 2, 6, 0xE9]) + rng.randbytes(44)
-    return [(t, "10.0.0.7", 123, "10.0.0.123", 123, req), (t + 0.02, "10.0.0.123", 123, "10.0.0.7", 123, resp)]
+    return [(t, "10.0.0.7", 123, "10.0.0.123", 123, req),
+            (t + 0.02, "10.0.0.123", 123, "10.0.0.7", 123, resp)]
 
 
 def syslog(rng: random.Random, t: float, i: int) -> list[Row]:

@@ -247,7 +247,8 @@ def parse_compound(data: bytes) -> tuple[RtcpPacket, ...]:
     """Parse every packet of a compound RTCP datagram (RFC 3550 §6.1).
 
     Raises `RtcpParseError` for anything malformed, including trailing bytes
-    that do not form a packet (so SRTCP's encrypted tail is refused).
+    that do not form a packet (so SRTCP's encrypted tail is refused), except
+    up to 3 zero octets after the last packet.
     """
     size = len(data)
     if size < _HEADER.size:
@@ -256,6 +257,10 @@ def parse_compound(data: bytes) -> tuple[RtcpPacket, ...]:
     pos = 0
     while pos < size:
         if size - pos < _HEADER.size:
+            # Some stacks mis-pad a final SDES by a few zero octets (seen in the
+            # Wireshark SIP_CALL_RTP_G711 sample); tolerate those, nothing else.
+            if packets and not any(data[pos:]):
+                break
             raise RtcpParseError(f"{size - pos} trailing bytes after packet {len(packets)}")
         first, packet_type, length_words = _HEADER.unpack_from(data, pos)
         if first >> 6 != 2:

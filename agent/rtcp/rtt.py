@@ -112,14 +112,17 @@ class ProbeRoundTrip:
         while len(entry.seen_at) > self.history:
             entry.seen_at.popitem(last=False)
 
-    def report_block(self, block: ReportBlock, now: float) -> float | None:
+    def report_block(
+        self, block: ReportBlock, now: float, reporter_ssrc: int | None = None
+    ) -> float | None:
         """Round trip probe <-> reporter in seconds for a block seen at `now`.
 
         The reporter is whoever sent the RR/SR carrying `block`; `block.ssrc` is
-        the source whose SR it answers. A result below zero by less than a
-        millisecond is rounding of DLSR (1/65536 s) and reads as 0.
+        the source whose SR it answers. A block about the reporter itself (some
+        stacks send one) measures nothing and gives None. A result below zero
+        by less than a millisecond is rounding of DLSR (1/65536 s) and reads as 0.
         """
-        if block.lsr == 0:
+        if block.lsr == 0 or block.ssrc == reporter_ssrc:
             return None
         entry = self._sources.get(block.ssrc)
         seen = entry.seen_at.get(block.lsr) if entry is not None else None

@@ -79,11 +79,16 @@ class PayloadType:
     """One payload type of a media section; `static` if it came from RFC 3551."""
 
     pt: int
-    encoding: str
+    encoding: str  # as written; names are case-insensitive (RFC 4855 §3)
     clock_rate_hz: int
     channels: int
     fmtp: str | None
     static: bool
+
+    @property
+    def encoding_upper(self) -> str:
+        """Encoding name upper-cased, for table lookups (`pcma` and `PCMA` are one codec)."""
+        return self.encoding.upper()
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,7 @@ def test_padding_and_app_skipped() -> None:
         (b"\xa0\xc9\x00\x01\x00\x00\x00\x00", "padding count 0"),
         (b"\xa0\xc9\x00\x01\x00\x00\x00\x09", "padding past packet"),
         (receiver_report(1, ()) + b"\x80", "trailing bytes"),
+        (receiver_report(1, ()) + b"\x00" * 4, "trailing zero header"),
         (header(202, 1, b"\x00\x00\x00\x01\x01\x05ab\x00"[:8]), "SDES item overruns"),
         (header(202, 2, b"\x00\x00\x00\x01\x00\x00\x00\x00"), "missing SDES chunk"),
         (header(203, 2, b"\x00\x00\x00\x01"), "BYE count"),
@@ -169,6 +170,12 @@ def test_padding_and_app_skipped() -> None:
 def test_malformed_raise_rtcp_parse_error(data: bytes, why: str) -> None:
     with pytest.raises(RtcpParseError):
         parse_compound(data)
+
+
+def test_short_zero_tail_tolerated() -> None:
+    # A mis-padded SDES leaves 2 zero octets after the compound (Wireshark sample).
+    (rr,) = parse_compound(receiver_report(1, ()) + b"\x00\x00")
+    assert rr == ReceiverReport(1, ())
 
 
 def test_looks_like_rtcp_demux() -> None:

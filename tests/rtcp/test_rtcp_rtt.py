@@ -58,6 +58,8 @@ def test_probe_leg_round_trip() -> None:
     assert probe.report_block(block(0xB, ntp_short(sr_ntp), 0.1), now=51.0) is None  # unknown
     assert probe.report_block(block(0xA, 0x12345678, 0.1), now=51.0) is None  # SR not seen
     assert probe.report_block(block(0xA, ntp_short(sr_ntp), 2.0), now=51.0) is None  # negative
+    self_report = block(0xA, ntp_short(sr_ntp), 0.9)
+    assert probe.report_block(self_report, now=50.96, reporter_ssrc=0xA) is None
 
 
 def test_probe_duplicate_sr_keeps_first_sighting() -> None:

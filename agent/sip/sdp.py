@@ -24,7 +24,7 @@ Strict where the structure is broken (first line not `v=0`, a line that is not
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from agent.sip.errors import SdpParseError
@@ -182,59 +182,69 @@ class _MediaLines:
 
     mline: str
     connection: Connection | None = None
-    attributes: list[Attribute] | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+
+
+@dataclass
+class _SessionLines:
+    """Session-level lines while the body is walked."""
+
+    origin: Origin | None = None
+    session_name: str = ""
+    connection: Connection | None = None
+    timing: list[tuple[int, int]] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def add(self, kind: str, value: str) -> None:
+        if kind == "o":
+            self.origin = _parse_origin(value)
+        elif kind == "s":
+            self.session_name = value
+        elif kind == "c":
+            self.connection = _parse_connection(value)
+        elif kind == "t":
+            self.timing.append(_parse_timing(value))
+        elif kind == "a":
+            self.attributes.append(_parse_attribute(value))
 
 
 def parse_sdp(body: bytes | str) -> SessionDescription:
     """Parse an SDP body (RFC 4566 §5). Raises `SdpParseError` only."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    lines = [line.strip() for line in text.split("\n")]
-    lines = [line for line in lines if line]
+    lines = [line for line in (raw.strip() for raw in text.split("\n")) if line]
     if not lines or lines[0] != "v=0":
         raise SdpParseError("SDP must start with v=0")
-    origin: Origin | None = None
-    session_name = ""
-    connection: Connection | None = None
-    timing: list[tuple[int, int]] = []
-    attributes: list[Attribute] = []
+    session = _SessionLines()
     sections: list[_MediaLines] = []
     for line in lines[1:]:
         if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
             raise SdpParseError(f"bad SDP line {line[:40]!r}")
         kind, value = line[0], line[2:]
         if kind == "m":
-            sections.append(_MediaLines(mline=value, attributes=[]))
+            sections.append(_MediaLines(mline=value))
         elif sections:
             _media_line(sections[-1], kind, value)
-        elif kind == "o":
-            origin = _parse_origin(value)
-        elif kind == "s":
-            session_name = value
-        elif kind == "c":
-            connection = _parse_connection(value)
-        elif kind == "t":
-            timing.append(_parse_timing(value))
-        elif kind == "a":
-            attributes.append(_parse_attribute(value))
-    if origin is None:
+        else:
+            session.add(kind, value)
+    if session.origin is None:
         raise SdpParseError("missing o= line")
-    session_direction = _direction(attributes)
+    direction = _direction(session.attributes)
     return SessionDescription(
         version=0,
-        origin=origin,
-        session_name=session_name,
-        connection=connection,
-        timing=tuple(timing),
-        direction=session_direction,
-        attributes=tuple(attributes),
-        media=tuple(_build_media(s, connection, session_direction) for s in sections),
+        origin=session.origin,
+        session_name=session.session_name,
+        connection=session.connection,
+        timing=tuple(session.timing),
+        direction=direction,
+        attributes=tuple(session.attributes),
+        media=tuple(_build_media(m, session.connection, direction) for m in sections),
     )
 
 
 def _media_line(section: _MediaLines, kind: str, value: str) -> None:
     if kind == "c" and section.connection is None:
         section.connection = _parse_connection(value)
-    elif kind == "a" and section.attributes is not None:
+    elif kind == "a":
         section.attributes.append(_parse_attribute(value))
 
 
@@ -299,7 +309,7 @@ def _build_media(
     section: _MediaLines, session_conn: Connection | None, session_dir: Direction | None
 ) -> MediaDescription:
     media, port, count, proto, formats = _parse_mline(section.mline)
-    attrs = section.attributes or []
+    attrs = section.attributes
     is_rtp = "RTP/" in proto.upper()
     pts: list[int] = []
     if is_rtp:

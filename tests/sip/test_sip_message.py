@@ -125,6 +125,8 @@ def test_compact_forms() -> None:
     assert headers.get("Session-Expires") == "1800;refresher=uac"
     assert headers.get("Refer-To") == "<sip:carol@example.org>"
     assert headers.get("Content-Encoding") == "gzip"
+    assert headers.get("i") == headers.get("CALL-ID") == "compact-1@10.1.1.1"
+    assert "l" in headers and "Content-Length" in headers and "X-Nope" not in headers
     assert [name for name, _ in headers][:4] == ["Via", "From", "To", "Call-ID"]
 
 

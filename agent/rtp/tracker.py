@@ -61,6 +61,24 @@ class TrackerConfig:
 
 
 @dataclass
+class TrackerCounters:
+    """Per-reason counts (exported as ``rtp_<name>``)."""
+
+    udp_rows: int = 0  # UDP rows offered
+    not_rtp: int = 0  # failed the RTP header checks
+    candidates_rejected: int = 0  # probation failures (packets before the failure dropped)
+    candidates_evicted: int = 0  # candidate table full: least recently seen dropped
+    candidates_expired: int = 0  # idle candidates dropped
+    candidates_unvalidated: int = 0  # candidates left at finish
+    streams_validated: int = 0
+    streams_evicted: int = 0  # stream table full: least recently seen ended early
+    streams_expired: int = 0  # idle streams ended
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
 class _Candidate:
     cols: RtpColumns  # sid column holds -1; kind column holds the event-candidate flag
     last_seen: float
@@ -93,10 +111,7 @@ class StreamTracker:
         self._by_tuple: dict[tuple[int, ...], int] = {}  # 5-tuple -> last validated SSRC
         self._cands: dict[Key, _Candidate] = {}
         self._ended: list[StreamStats] = []
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("udp_rows", "not_rtp", "candidates_rejected", "candidates_evicted",
-             "candidates_expired", "candidates_unvalidated", "streams_validated",
-             "streams_evicted", "streams_expired"), 0)
+        self.counters = TrackerCounters()
         hint_kind = np.full(128, -1, np.int64)
         for pt in range(128):
             info = lookup(pt, self.pt_hints)
@@ -112,9 +127,9 @@ class StreamTracker:
             rows = np.flatnonzero(frames.proto == IPPROTO_UDP).astype(np.int64)
         if rows.size == 0:
             return
-        self.counters["udp_rows"] += int(rows.size)
+        self.counters.udp_rows += int(rows.size)
         h = parse_headers(frames, rows)
-        self.counters["not_rtp"] += int(rows.size - h.rows.size)
+        self.counters.not_rtp += int(rows.size - h.rows.size)
         if h.rows.size == 0:
             return
         batch = self._columns(frames, h)
@@ -197,7 +212,7 @@ class StreamTracker:
             bad = self._probation_failure(cols.take(np.arange(n)))
             if bad < 0:
                 return [self._validate(key, cols)]
-            self.counters["candidates_rejected"] += 1
+            self.counters.candidates_rejected += 1
             cols = cols.take(np.arange(bad + 1, len(cols)))
         if len(cols):
             self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]))
@@ -221,13 +236,13 @@ class StreamTracker:
     def _evict_candidate(self) -> None:
         oldest = min(self._cands, key=lambda k: self._cands[k].last_seen)
         del self._cands[oldest]
-        self.counters["candidates_evicted"] += 1
+        self.counters.candidates_evicted += 1
 
     def _validate(self, key: Key, cols: RtpColumns) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
             self._ended.append(self._close(victim))
-            self.counters["streams_evicted"] += 1
+            self.counters.streams_evicted += 1
         media = np.flatnonzero(cols.kind == 0)
         main_pt = int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
         info = lookup(main_pt, self.pt_hints)
@@ -246,7 +261,7 @@ class StreamTracker:
         self._by_tuple[tup] = key[6]
         if media.size:
             self._main_pt[sid] = main_pt
-        self.counters["streams_validated"] += 1
+        self.counters.streams_validated += 1
         return _with_sid(cols, np.full(len(cols), sid, np.int64))
 
     # -- ending ---------------------------------------------------------------------------
@@ -263,17 +278,17 @@ class StreamTracker:
         out, self._ended = self._ended, []
         for sid in [s for s in self._sid.values() if self.stats.s["last_ts"][s] < limit]:
             out.append(self._close(sid))
-            self.counters["streams_expired"] += 1
+            self.counters.streams_expired += 1
         for key in [k for k, c in self._cands.items() if c.last_seen < limit]:
             del self._cands[key]
-            self.counters["candidates_expired"] += 1
+            self.counters.candidates_expired += 1
         return out
 
     def finish(self) -> list[StreamStats]:
         """Every remaining validated stream, sorted by first packet time."""
         out, self._ended = self._ended, []
         out.extend(self._close(sid) for sid in list(self._sid.values()))
-        self.counters["candidates_unvalidated"] += len(self._cands)
+        self.counters.candidates_unvalidated += len(self._cands)
         self._cands.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
 

@@ -71,8 +71,8 @@ def test_only_rtp_streams_come_out() -> None:
     assert [(s.key.ssrc, s.packets, s.lost, s.codec) for s in out] == [
         (0xAAAA, 300, 0, "g711A"), (0xBBBB, 300, 0, "g711U")]
     assert out[0].key.src == "10.0.0.10:16000" and out[0].dscp == {46: 300}
-    assert tracker.counters["not_rtp"] > 1000
-    assert tracker.counters["candidates_evicted"] > 0
+    assert tracker.counters.not_rtp > 1000
+    assert tracker.counters.candidates_evicted > 0
 
 
 def test_ssrc_change_on_same_five_tuple() -> None:

@@ -82,9 +82,9 @@ class Engine:
     def counters(self) -> dict[str, int]:
         """Every drop and table counter of the pipeline, prefixed by its stage."""
         out: dict[str, int] = {"packets": self.packets}
-        for prefix, obj in (("decode", self.decoder.counters), ("rtp", self.streams.counters)):
-            items = obj.items() if isinstance(obj, dict) else vars(obj).items()
-            for k, v in items:
-                if isinstance(v, int):
-                    out[f"{prefix}_{k}"] = v
+        for prefix, counts in (
+            ("decode", self.decoder.counters.as_dict()),
+            ("rtp", self.streams.counters.as_dict()),
+        ):
+            out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out

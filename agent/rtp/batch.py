@@ -268,7 +268,7 @@ class BatchStats:
         self._close_state_segments(seg)
         self._segment_holes(seg, new_holes, gseg[fill], ext[fill])
         self._segment_state(c, seg, ext)
-        self._jitter(c, fresh & (c.kind == PayloadKind.MEDIA), sstart, gseg, seg_cont)
+        self._jitter(c, c.kind == PayloadKind.MEDIA, sstart, gseg, seg_cont, dup)
 
     def _seen_in_state(self, chk: B, sid: I64, ext: I64) -> B:
         """Rows whose number the state already holds (at or below its max, not a hole)."""
@@ -349,8 +349,10 @@ class BatchStats:
         last_row = np.append(seg.first[1:], len(c))[k] - 1
         s["last_seq"][u], s["last_ext"][u] = c.seq[last_row], ext[last_row]
 
-    def _jitter(self, c: RtpColumns, jm: B, sstart: B, gseg: I64, seg_cont: B) -> None:
-        """RFC 3550 A.8 over the media rows that brought a new number, all streams at once."""
+    def _jitter(
+        self, c: RtpColumns, jm: B, sstart: B, gseg: I64, seg_cont: B, dup: B
+    ) -> None:
+        """RFC 3550 A.8 over the accepted media rows, all streams at once."""
         s, sid = self.s, c.sid
         pk = _shift(c.kind, sstart, s["prev_kind"][sid[sstart]])
         ends = np.append(np.flatnonzero(sstart)[1:], len(c)) - 1
@@ -383,7 +385,7 @@ class BatchStats:
         a[js] = 0.0
         s["jref_ok"][sid[newseg_rows]] = 0
         jit = affine_scan(a, b)
-        regular = has_ref & ~disc & ~c.marker[j] & (pk[j] == PayloadKind.MEDIA)
+        regular = has_ref & ~disc & ~c.marker[j] & ~dup[j] & (pk[j] == PayloadKind.MEDIA)
         self._jitter_totals(jsid[js], js, jit, delta, regular)
         jl = np.append(js[1:], j.size) - 1
         u = jsid[jl]

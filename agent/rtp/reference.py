@@ -119,17 +119,16 @@ class ReferenceStream:
         self._last_seq = p.seq
         self.distinct = 1
         self._jref = None  # jitter needs a reference inside the segment
-        self._after_accept(p, fresh=True)
+        self._after_accept(p, duplicate=False)
 
     def _accept(self, p: RtpPacket, ext: int) -> None:
         top = self.max
-        fresh = False
+        duplicate = False
         if ext > top:  # in order, maybe after a gap
             self.max_gap = max(self.max_gap, ext - top)
             self.holes.update(range(top + 1, ext))
             self.max = ext
             self.distinct += 1
-            fresh = True
             if len(self.holes) > 4 * HOLE_WINDOW:
                 self._prune_holes()
         elif ext < self.base or ext <= top - HOLE_WINDOW:
@@ -138,12 +137,12 @@ class ReferenceStream:
             self.holes.discard(ext)
             self.distinct += 1
             self.reordered += 1
-            fresh = True
         else:
             self.duplicates += 1
+            duplicate = True
         self._last_seq = p.seq
         self._last_ext = ext
-        self._after_accept(p, fresh)
+        self._after_accept(p, duplicate)
 
     def _prune_holes(self) -> None:
         ordered = np.array(sorted(self.holes), dtype=np.int64)
@@ -161,12 +160,14 @@ class ReferenceStream:
 
     # -- jitter and delta (A.8) -----------------------------------------------------
 
-    def _after_accept(self, p: RtpPacket, fresh: bool) -> None:
-        if fresh and p.kind == PayloadKind.MEDIA:
-            self._jitter(p)
+    def _after_accept(self, p: RtpPacket, duplicate: bool) -> None:
+        # Every received media packet moves J (RFC 3550 A.8), duplicates and late ones
+        # included, as in Wireshark; a duplicate is not a regular packet for mean/max.
+        if p.kind == PayloadKind.MEDIA:
+            self._jitter(p, duplicate)
         self._prev_kind = p.kind
 
-    def _jitter(self, p: RtpPacket) -> None:
+    def _jitter(self, p: RtpPacket, duplicate: bool) -> None:
         ref, self._jref = self._jref, (p.arrival_s, p.ts)
         if ref is None:
             return
@@ -176,8 +177,8 @@ class ReferenceStream:
             if abs(d) > JITTER_DISCONTINUITY_S:
                 return  # timestamp discontinuity: not jitter, new reference
             self.jitter_s += (abs(d) - self.jitter_s) / 16.0
-        if p.marker or self._prev_kind != PayloadKind.MEDIA:
-            return  # like Wireshark: talkspurt starts and packets after CN/events
+        if p.marker or duplicate or self._prev_kind != PayloadKind.MEDIA:
+            return  # like Wireshark: talkspurt starts, duplicates, packets after CN/events
         self.regular += 1
         self.jitter_sum_s += self.jitter_s
         self.jitter_max_s = max(self.jitter_max_s, self.jitter_s)

@@ -21,7 +21,8 @@ table stays bounded. A restart closes the segment: its expected/lost/bursts/
 wraps are added to the stream totals and the new segment starts from scratch.
 
 Jitter (RFC 3550 A.8), in seconds internally, on media packets only (not RFC
-4733 events, not RFC 3389 CN, not duplicates/untracked/strays), in arrival
+4733 events, not RFC 3389 CN, not strays; duplicates and late packets are
+received packets and count, as in RFC 3550 A.8 and Wireshark), in arrival
 order: ``D = (R_j - R_i) - (S_j - S_i) / clock`` against the previous jitter
 packet of the segment; ``J += (|D| - J) / 16``. When ``|D| >
 JITTER_DISCONTINUITY_S`` the RTP clock and the wall clock disagree by more than
@@ -29,7 +30,8 @@ any jitter buffer could absorb (timestamp jump, media switch): J is left
 unchanged and the packet becomes the new reference. The mean/max of J and the
 inter-arrival delta statistics count *regular* packets only, as Wireshark's
 RTP analysis does: a jitter packet with a reference, no discontinuity, no
-marker bit, and whose previous accepted packet was media (not after CN/events).
+marker bit, not a duplicate, and whose previous accepted packet was media (not
+after CN/events).
 """
 
 from __future__ import annotations

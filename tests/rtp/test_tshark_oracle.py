@@ -37,8 +37,6 @@ EXCEPTIONS: dict[tuple[str, int], tuple[set[str], str]] = {
     ("sipp_sip-tcp_pcma_dtmf.pcap", 0x93451AB2): ({JITTER}, "talkspurt marker not in TSV"),
     ("webrtc_srtp_pcma_sdes.pcap", 0x522B93AB): ({JITTER}, "CN excluded from jitter"),
     ("webrtc_srtp_pcma_sdes.pcap", 0xD092D296): ({JITTER}, "CN excluded from jitter"),
-    ("rtpproxy_dups.a.pcap", 0xAE9DD7AF): ({JITTER, DELTA}, "the duplicate is not a jitter "
-        "packet; tshark shows -1 lost, we count 1 duplicate"),
     ("rtpproxy_dtmf.pcap", 0xEE693E61): ({DELTA}, "events are excluded from delta"),
     ("rtpproxy_dtmf.pcap", 0x37ED87F3): ({DELTA, LOST}, "events excluded from delta; lost 193 "
         "(= rtpproxy's figure): tshark's 141 uses the last, not the highest, seq"),

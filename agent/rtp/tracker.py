@@ -9,8 +9,10 @@ least one forward) and RTP timestamps that never go back and do advance
 (event-only streams may repeat the onset timestamp, RFC 4733 §2.5.1.2). That
 is RFC 3550 A.1's probation, stricter, because nothing was signalled. A
 validated candidate releases its held packets first, so a stream counts from
-its very first packet, as Wireshark does. A failing candidate drops the
-packets before the failure and tries again from there.
+its very first packet, as Wireshark does. While the steps are plausible but
+the timestamp has not advanced yet (a video frame or an event spans several
+packets), up to ``max_probation_hold`` packets are held. A failing candidate
+drops the packets before the failure and tries again from there.
 
 Packet kinds: an SDP-style hint (`PayloadInfo`) wins; then the static table
 (CN 13/19); a dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3)
@@ -36,6 +38,7 @@ from agent.rtp.header import RtpHeaders, parse_headers
 from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.payload_types import (
     DYNAMIC_PT_MIN,
+    TELEPHONE_EVENT,
     PayloadInfo,
     PayloadKind,
     estimate_clock_rate,
@@ -45,6 +48,8 @@ from agent.rtp.rules import StreamMeta
 
 I64 = npt.NDArray[np.int64]
 Key = tuple[int, int, int, int, int, int, int]
+_VALID = -1  # probation outcome: a stream
+_UNDECIDED = -2  # probation outcome: hold on, wait for more packets
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -58,6 +63,8 @@ class TrackerConfig:
     probation_packets: int = 4
     max_probation_step: int = 100  # RFC 3550 A.1 MAX_MISORDER as the forward bound too
     max_probation_ts_step: int = 1 << 20  # ~11 s at 90 kHz
+    # Packets held while every step is plausible but no timestamp has advanced yet.
+    max_probation_hold: int = 16
 
 
 @dataclass
@@ -207,11 +214,13 @@ class StreamTracker:
         key = self._key(frames, h, i)
         cand = self._cands.pop(key, None)
         cols = rows if cand is None else RtpColumns.concat([cand.cols, rows])
-        n = self.config.probation_packets
+        n, hold = self.config.probation_packets, self.config.max_probation_hold
         while len(cols) >= n:
-            bad = self._probation_failure(cols.take(np.arange(n)))
-            if bad < 0:
+            bad = self._probation_failure(cols.take(np.arange(min(len(cols), hold))))
+            if bad == _VALID:
                 return [self._validate(key, cols)]
+            if bad == _UNDECIDED:
+                break
             self.counters.candidates_rejected += 1
             cols = cols.take(np.arange(bad + 1, len(cols)))
         if len(cols):
@@ -221,7 +230,10 @@ class StreamTracker:
         return []
 
     def _probation_failure(self, c: RtpColumns) -> int:
-        """-1 when the packets look like one RTP stream, else the index of the last bad one."""
+        """`_VALID` when the held packets look like one RTP stream; `_UNDECIDED` while the
+        steps are all plausible but no timestamp advanced yet (video frames and event
+        packets share a timestamp) and fewer than ``max_probation_hold`` are held;
+        else the index of the last bad packet."""
         dseq = (np.diff(c.seq) % 65536)
         dts = ((np.diff(c.ts) + (1 << 31)) % (1 << 32)) - (1 << 31)
         event_only = bool(c.kind.all())
@@ -230,8 +242,8 @@ class StreamTracker:
         if bad.any():
             return int(np.flatnonzero(bad)[0])
         if not (dseq > 0).any() or (not event_only and not (dts > 0).any()):
-            return len(c) - 2
-        return -1
+            return _UNDECIDED if len(c) < self.config.max_probation_hold else len(c) - 2
+        return _VALID
 
     def _evict_candidate(self) -> None:
         oldest = min(self._cands, key=lambda k: self._cands[k].last_seen)
@@ -246,6 +258,8 @@ class StreamTracker:
         media = np.flatnonzero(cols.kind == 0)
         main_pt = int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
         info = lookup(main_pt, self.pt_hints)
+        if info is None and media.size == 0:  # an event-only stream (RFC 4733 §2.5.1)
+            info = TELEPHONE_EVENT
         clock, estimated = (info.clock_rate if info else None), False
         if info is None and media.size >= 2:
             a, b = media[0], media[-1]

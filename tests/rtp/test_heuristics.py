@@ -118,3 +118,31 @@ def test_dynamic_pt_clock_estimated() -> None:
     tracker.feed(build_frames(rows))
     (s,) = tracker.finish()
     assert (s.clock_rate, s.clock_rate_estimated, s.codec) == (48000, True, None)
+
+
+def test_stream_opening_with_a_multi_packet_frame_counts_from_its_first_packet() -> None:
+    # Video: a frame spans several packets sharing one timestamp (marker on the last),
+    # so probation must wait for the timestamp to advance instead of dropping them.
+    rows: list[Row] = []
+    for frame in range(6):
+        for k in range(5):
+            seq = 100 + frame * 5 + k
+            pkt = rtp(seq, 90000 + 3000 * frame, 0x2222, pt=96, marker=k == 4,
+                      payload=b"\x00" * 900)
+            rows.append((T0 + frame * 0.033 + k * 0.0005, "10.0.0.1", 4000, "10.0.0.2", 5000, pkt))
+    tracker = StreamTracker()
+    tracker.feed(build_frames(rows))
+    (s,) = tracker.finish()
+    assert (s.packets, s.expected, s.lost, s.first_ts) == (30, 30, 0, T0)
+    assert s.clock_rate == 90000 and s.clock_rate_estimated
+
+
+def test_a_counter_that_never_advances_a_timestamp_is_not_rtp() -> None:
+    # version-2 looking bytes, fixed "SSRC", a +1 counter, constant "timestamp": held up to
+    # max_probation_hold, then rejected; nothing comes out.
+    rows = [(T0 + i * 0.01, "10.0.0.1", 4000, "10.0.0.2", 5000,
+             rtp(7 + i, 1234, 0x3333, pt=0, payload=b"\x01" * 40)) for i in range(60)]
+    tracker = StreamTracker()
+    tracker.feed(build_frames(rows))
+    assert tracker.finish() == []
+    assert tracker.counters.candidates_rejected > 0

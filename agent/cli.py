@@ -97,7 +97,8 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
     )
     rows: list[tuple[str, ...]] = [header]
     for s in streams:
-        dscp = ",".join(f"{k}" if len(s.dscp) == 1 else f"{k}:{v}" for k, v in sorted(s.dscp.items()))
+        marks = sorted(s.dscp.items())
+        dscp = ",".join(str(k) if len(marks) == 1 else f"{k}:{v}" for k, v in marks)
         codec = s.codec or "PT" + "/".join(str(p) for p in s.payload_types)
         if s.clock_rate_estimated:
             codec += "?"
@@ -111,7 +112,10 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
     numeric = set(range(4, 15)) - {12}
     lines = []
     for r in rows:
-        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        cells = [
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -143,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("analyze", help="measure the RTP streams in capture files")
     p.add_argument("files", nargs="*", metavar="FILE",
-                   help="pcap/pcapng files (gzip ok), read in the order given; default: bundled sample")
+                   help="pcap/pcapng files (gzip ok), read in the order given "
+                   "(default: the bundled sample)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--streams", action="store_true", help="show the stream table (the default for now)")
+    p.add_argument("--streams", action="store_true",
+                   help="show the stream table (the default until calls are analysed)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_analyze)
     v = sub.add_parser("version", help="print the version")

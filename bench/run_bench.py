@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -78,30 +79,41 @@ def run_once(cmd: list[str], stdout_path: Path) -> Run:
 
 
 def count_packets(path: Path) -> int:
-    """Records in a pcap or pcapng file (gzip allowed), independent of both tools."""
+    """Records in a pcap or pcapng file (gzip allowed), independent of both tools.
+
+    Streams the file: this process must stay small, because a child forked from it
+    starts with its resident size, and Linux reports the larger of that and the
+    child's own peak as the child's ru_maxrss.
+    """
     with open(path, "rb") as f:
         head = f.read(2)
     opener = gzip.open if head == b"\x1f\x8b" else open
     with opener(path, "rb") as f:
-        data = f.read()
-    magic = data[:4]
-    if magic == b"\x0a\x0d\x0d\x0a":
-        bo = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
-        n, off = 0, 0
-        while off + 8 <= len(data):
-            btype, blen = struct.unpack_from(bo + "II", data, off)
-            if btype == 0x0A0D0D0A:  # each section may switch byte order
-                bo = "<" if data[off + 8 : off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-                blen = struct.unpack_from(bo + "I", data, off + 4)[0]
-            n += btype in (2, 3, 6)  # packet, simple packet, enhanced packet blocks
-            off += blen
+        magic = f.read(4)
+        if magic == b"\x0a\x0d\x0d\x0a":
+            return _count_pcapng(f)
+        bo = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        f.seek(24)
+        rec = struct.Struct(bo + "IIII")
+        n = 0
+        while len(hdr := f.read(16)) == 16:
+            f.seek(rec.unpack(hdr)[2], 1)
+            n += 1
         return n
-    bo = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    n, off = 0, 24
-    rec = struct.Struct(bo + "IIII")
-    while off + 16 <= len(data):
-        off += 16 + rec.unpack_from(data, off)[2]
-        n += 1
+
+
+def _count_pcapng(f: BinaryIO) -> int:
+    """Packet blocks of a pcapng stream positioned after the first block type."""
+    f.seek(0)
+    n, bo = 0, "<"
+    while len(hdr := f.read(12)) == 12:
+        if hdr[:4] == b"\x0a\x0d\x0d\x0a":  # each section may switch byte order
+            bo = "<" if hdr[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        btype, blen = struct.unpack(bo + "II", hdr[:8])
+        if blen < 12:
+            break
+        n += btype in (2, 3, 6)  # packet, simple packet, enhanced packet blocks
+        f.seek(blen - 12, 1)
     return n
 
 

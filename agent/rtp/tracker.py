@@ -214,9 +214,9 @@ class StreamTracker:
         key = self._key(frames, h, i)
         cand = self._cands.pop(key, None)
         cols = rows if cand is None else RtpColumns.concat([cand.cols, rows])
-        n, hold = self.config.probation_packets, self.config.max_probation_hold
+        n = self.config.probation_packets
         while len(cols) >= n:
-            bad = self._probation_failure(cols.take(np.arange(min(len(cols), hold))))
+            bad = self._probation_window(cols)
             if bad == _VALID:
                 return [self._validate(key, cols)]
             if bad == _UNDECIDED:
@@ -228,6 +228,17 @@ class StreamTracker:
             if len(self._cands) > self.config.max_candidates:
                 self._evict_candidate()
         return []
+
+    def _probation_window(self, cols: RtpColumns) -> int:
+        """Judge the first ``probation_packets`` held packets, widening the window one
+        packet at a time while undecided (a frame or event spanning packets), so the
+        verdict rests on the fewest packets that show a stream."""
+        window = self.config.probation_packets
+        while True:
+            bad = self._probation_failure(cols.take(np.arange(window)))
+            if bad != _UNDECIDED or window >= len(cols):
+                return bad
+            window += 1
 
     def _probation_failure(self, c: RtpColumns) -> int:
         """`_VALID` when the held packets look like one RTP stream; `_UNDECIDED` while the

@@ -67,6 +67,15 @@ class StreamStats:
     first_ts: float
     last_ts: float
     previous_ssrc: int | None = None  # set when this stream replaced another SSRC on its 5-tuple
+    # Jitter-buffer emulation over the stream's media packets (agent/rtp, docs/rtp-metrics.md)
+    jb_model: str = "none"  # "fixed" | "adaptive" | "none" (not emulated)
+    jb_nominal_ms: float = 0.0  # fixed: N; adaptive: the minimum target
+    jb_max_ms: float = 0.0  # fixed: N; adaptive: the maximum target
+    jb_packets: int = 0  # media packets offered to the buffer (duplicates excluded)
+    jb_discarded: int = 0  # arrived after their playout time
+    jb_mean_delay_ms: float = 0.0  # mean wait in the buffer of the packets played
+    jb_max_delay_ms: float = 0.0
+    ptime_ms: float | None = None  # median RTP timestamp step of media packets / clock
 
     @property
     def loss_ratio(self) -> float:
@@ -110,4 +119,14 @@ class StreamStats:
             "last_ts": round(self.last_ts, 6),
             "duration_s": round(self.last_ts - self.first_ts, 6),
             "previous_ssrc": self.previous_ssrc,
+            "jitter_buffer": {
+                "model": self.jb_model,
+                "nominal_ms": self.jb_nominal_ms,
+                "max_ms": self.jb_max_ms,
+                "packets": self.jb_packets,
+                "discarded": self.jb_discarded,
+                "mean_delay_ms": round(self.jb_mean_delay_ms, 3),
+                "max_delay_ms": round(self.jb_max_delay_ms, 3),
+            },
+            "ptime_ms": self.ptime_ms,
         }

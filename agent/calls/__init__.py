@@ -1,0 +1,1 @@
+"""Calls: SIP dialogs, RTP streams and RTCP joined into judged call records."""

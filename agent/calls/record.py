@@ -1,0 +1,102 @@
+"""`CallRecord`: one judged call, as the call log and `analyze --json` print it.
+
+Per media direction: what the probe measured (the stream object), what the far
+end reported over RTCP, the E-model quality, DSCP compliance and the SLA
+verdict. Units are in the field names. Pydantic models, so the record
+validates itself and serialises to the JSON contract of issue 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ViolationRecord(_Frozen):
+    threshold: str
+    limit: float
+    value: float
+    accepted: list[int] | None = None  # DSCP checks: the accepted values
+
+
+class SlaRecord(_Frozen):
+    verdict: Literal["met", "violated"]
+    profile: str
+    violations: list[ViolationRecord]
+    not_judged: list[str]
+
+
+class QualityRecord(_Frozen):
+    r_factor: float
+    r_factor_lq: float
+    mos_cq: float
+    mos_lq: float
+    mos_min: float | None  # the worst interval's MOS-CQ (None when no interval was measured)
+    delay_ms: float  # estimated one-way mouth-to-ear delay
+    delay_source: Literal["measured", "assumed"]
+    network_delay_ms: float
+    effective_loss_ratio: float  # network loss + jitter-buffer discards
+    burst_ratio: float
+    jitter_buffer: str
+    jitter_buffer_discarded: int
+    codec_model: str  # the codec entry of the impairment table used
+    wideband: bool
+
+
+class RtcpRecord(_Frozen):
+    """What the receiver of this direction reported about it (RTCP RR/SR/XR)."""
+
+    reports: int
+    fraction_lost: float  # latest interval, 0..1
+    cumulative_lost: int
+    jitter_ms: float | None  # None when the stream's clock is unknown
+    xr_mos_lq: float | None = None
+    xr_mos_cq: float | None = None
+    xr_r_factor: int | None = None
+    xr_round_trip_ms: int | None = None
+    xr_discard_ratio: float | None = None
+
+
+class DirectionRecord(_Frozen):
+    direction: str  # inbound/outbound, or a_to_b (caller -> callee) / b_to_a
+    stream: dict[str, Any]  # the stream object of `analyze --json --streams`
+    rtcp: RtcpRecord | None
+    quality: QualityRecord
+    dscp_compliance_ratio: float | None
+    sla: SlaRecord
+
+
+class CallRecord(_Frozen):
+    kind: Literal["call"] = "call"
+    call_id: str | None  # None for unsignalled media (a pseudo-call)
+    from_: str | None
+    to: str | None
+    peer: str
+    transport: str | None
+    final_status: int | None
+    end_reason: str
+    invite_ts: float | None
+    first_provisional_ts: float | None
+    answer_ts: float | None
+    end_ts: float
+    setup_delay_s: float | None
+    answer_delay_s: float | None
+    duration_s: float | None
+    disconnect_delay_s: float | None
+    codec: str | None
+    rtt_ms: float | None  # caller <-> callee round trip from RTCP (sum of the probe's legs)
+    rtt_source: Literal["rtcp", "rtcp_one_leg"] | None
+    signalling_dscp: dict[str, int]
+    signalling_dscp_compliance_ratio: float | None
+    directions: list[DirectionRecord]
+    sla: SlaRecord  # the call: violated when any direction is, or the setup delay is
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        out["from"] = out.pop("from_")
+        return out

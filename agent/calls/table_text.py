@@ -1,0 +1,65 @@
+"""The human-readable calls table of `voipprobe analyze`: one line per direction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from agent.calls.record import CallRecord, DirectionRecord
+
+HEADER = ("call", "from", "to", "status", "end", "setup s", "dur s", "codec", "dir",
+          "MOS", "loss %", "jit ms", "dscp", "SLA")
+_NUMERIC = {5, 6, 9, 10, 11}
+
+
+def _short(text: str | None, width: int) -> str:
+    if text is None:
+        return "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _user(uri: str | None) -> str:
+    """``sip:alice@example.com;tag`` -> ``alice@example.com`` (numbers stay readable)."""
+    if uri is None:
+        return "-"
+    u = uri.split(":", 1)[1] if uri.lower().startswith(("sip:", "sips:", "tel:")) else uri
+    return _short(u.split(";", 1)[0], 28)
+
+
+def _sla(d: DirectionRecord) -> str:
+    if d.sla.verdict == "met":
+        return "met"
+    return "violated: " + ", ".join(
+        f"{v.threshold} {v.value:.3g}" for v in d.sla.violations
+    )
+
+
+def _direction_row(d: DirectionRecord) -> tuple[str, ...]:
+    s = d.stream
+    marks = sorted(s["dscp"].items(), key=lambda kv: int(kv[0]))
+    dscp = ",".join(k if len(marks) == 1 else f"{k}:{v}" for k, v in marks)
+    return (d.direction, f"{d.quality.mos_cq:.2f}", f"{100 * s['loss_ratio']:.2f}",
+            f"{s['jitter_mean_ms']:.2f}", dscp, _sla(d))
+
+
+def call_table(calls: Iterable[CallRecord]) -> str:
+    rows: list[tuple[str, ...]] = [HEADER]
+    for c in calls:
+        head = (
+            _short(c.call_id, 24) if c.call_id else "(unsignalled)",
+            _user(c.from_), _user(c.to),
+            "-" if c.final_status is None else str(c.final_status), c.end_reason,
+            "-" if c.setup_delay_s is None else f"{c.setup_delay_s:.3f}",
+            "-" if c.duration_s is None else f"{c.duration_s:.1f}",
+            c.codec or "-",
+        )
+        if not c.directions:
+            rows.append((*head, "-", "-", "-", "-", "-", c.sla.verdict))
+        for i, d in enumerate(c.directions):
+            rows.append((*(head if i == 0 else ("",) * len(head)), *_direction_row(d)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in _NUMERIC else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Call records: timings, directions, quality, DSCP and SLA verdicts, pseudo-calls."""
+
+from __future__ import annotations
+
+from callsbuild import T0, call, stream, with_jb
+
+from agent.calls.table import CallTable
+from agent.config import Config, config_from_mapping
+from agent.quality.model import DirectionInput, compute_quality
+from agent.rtcp.monitor import RtcpMonitor
+from agent.sip.events import DialogEnded, DialogStarted
+
+CALLER, CALLEE = ("198.18.7.1", 16000), ("198.19.8.2", 20000)
+
+
+def table(cfg: Config | None = None) -> CallTable:
+    return CallTable(cfg or Config(), RtcpMonitor())
+
+
+def test_clean_call_record() -> None:
+    t = table()
+    t.on_sip(DialogStarted(call(ended=False)))
+    t.on_sip(DialogEnded(call()))
+    t.on_stream(stream(CALLER, CALLEE, 1))
+    t.on_stream(stream(CALLEE, CALLER, 2))
+    assert t.due(T0 + 31.0 + 4.9) == [] and t.due(T0 + 36.1) == ["c1@test"]
+    r = t.take("c1@test").to_json()
+    assert r["kind"] == "call" and r["call_id"] == "c1@test"
+    assert (r["from"], r["to"]) == ("sip:alice@example.org", "sip:bob@example.org")
+    assert (r["final_status"], r["end_reason"], r["codec"]) == (200, "normal", "g711A")
+    assert abs(r["setup_delay_s"] - 0.1) < 1e-9 and abs(r["answer_delay_s"] - 1.0) < 1e-9
+    assert abs(r["duration_s"] - 30.0) < 1e-9 and abs(r["disconnect_delay_s"] - 0.02) < 1e-6
+    assert [d["direction"] for d in r["directions"]] == ["a_to_b", "b_to_a"]
+    want = compute_quality(DirectionInput(codec="g711A", loss_ratio=0.0)).mos_cq
+    for d in r["directions"]:
+        assert d["quality"]["delay_source"] == "assumed"
+        assert abs(d["quality"]["mos_cq"] - want) < 1e-3 and d["quality"]["mos_cq"] > 4.3
+        assert d["dscp_compliance_ratio"] == 1.0 and d["sla"]["verdict"] == "met"
+        assert d["stream"]["kind"] == "stream" and d["rtcp"] is None
+    assert r["sla"]["verdict"] == "met" and r["signalling_dscp_compliance_ratio"] == 1.0
+
+
+def test_loss_and_dscp_violations_name_threshold_and_value() -> None:
+    t = table()
+    t.on_sip(DialogEnded(call()))
+    t.on_stream(stream(CALLER, CALLEE, 1, packets=1425, lost=75))  # 5 %
+    t.on_stream(stream(CALLEE, CALLER, 2, dscp=0))
+    r = t.take("c1@test")
+    a, b = r.directions
+    assert a.sla.verdict == "violated"
+    v = {x.threshold: x for x in a.sla.violations}
+    # G.711 with PLC (Bpl 25.1) at 5 % random loss: R 77.4, MOS 3.9 > 3.6 still
+    assert set(v) == {"max_loss_ratio"}
+    assert abs(v["max_loss_ratio"].value - 0.05) < 1e-9 and v["max_loss_ratio"].limit == 0.01
+    assert a.quality.mos_cq < b.quality.mos_cq
+    assert [x.threshold for x in b.sla.violations] == ["media_dscp"]
+    assert b.dscp_compliance_ratio == 0.0 and b.sla.violations[0].accepted == [46]
+    assert r.sla.verdict == "violated"
+    assert {x.threshold for x in r.sla.violations} == {"max_loss_ratio", "media_dscp"}
+
+
+def test_jitter_buffer_discards_lower_the_mos() -> None:
+    t = table()
+    t.on_sip(DialogEnded(call()))
+    t.on_stream(with_jb(stream(CALLER, CALLEE, 1), discarded=0))
+    t.on_stream(with_jb(stream(CALLEE, CALLER, 2), discarded=60))
+    a, b = t.take("c1@test").directions
+    assert a.quality.effective_loss_ratio == 0.0 and b.quality.jitter_buffer_discarded == 60
+    assert abs(b.quality.effective_loss_ratio - 60 / 1500) < 1e-6
+    assert b.quality.mos_cq < a.quality.mos_cq
+
+
+def test_local_networks_and_peers_name_direction_and_profile() -> None:
+    cfg = config_from_mapping({"sla": {
+        "local_networks": ["198.18.0.0/16"],
+        "peers": [{"name": "carrier", "networks": ["198.19.0.0/16"], "profile": "gold"}],
+        "default_profile": "default",
+        "profiles": {"default": {"min_mos_cq": 3.6}, "gold": {"max_jitter_ms": 0.1}},
+    }})
+    t = table(cfg)
+    t.on_sip(DialogEnded(call()))
+    t.on_stream(stream(CALLER, CALLEE, 1))
+    t.on_stream(stream(CALLEE, CALLER, 2))
+    r = t.take("c1@test")
+    assert r.peer == "carrier" and r.sla.profile == "gold"
+    assert [d.direction for d in r.directions] == ["outbound", "inbound"]
+    assert {v.threshold for d in r.directions for v in d.sla.violations} == {"max_jitter_ms"}
+
+
+def test_unsignalled_streams_pair_into_one_pseudo_call() -> None:
+    t = table()
+    t.on_stream(stream(("198.18.1.1", 4000), ("198.19.1.1", 5000), 10))
+    t.on_stream(stream(("198.19.1.1", 5000), ("198.18.1.1", 4000), 11))
+    t.on_stream(stream(("198.18.2.2", 4000), ("198.19.2.2", 5000), 12))
+    out = t.finish()
+    assert sorted(len(c.directions) for c in out) == [1, 2]
+    assert all(c.call_id is None and c.end_reason == "unsignalled" for c in out)
+    assert t.counters.unsignalled_calls == 2
+
+
+def test_table_is_bounded() -> None:
+    cfg = config_from_mapping({"calls": {"max_calls": 10}})
+    t = table(cfg)
+    for i in range(100):
+        t.on_sip(DialogStarted(call(f"c{i}", ended=False, answered=False, t0=T0 + i)))
+    assert len(t) == 10 and t.counters.calls_evicted == 90

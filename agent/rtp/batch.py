@@ -35,6 +35,7 @@ from agent.rtp.rules import (
     MAX_MISORDER,
     SEQ_MOD,
     BurstTotals,
+    JitterBufferSpec,
     StreamMeta,
     Totals,
     is_large_jump,
@@ -84,7 +85,8 @@ def _shift(x: npt.NDArray[Any], start: B, first: npt.NDArray[Any]) -> npt.NDArra
 class BatchStats:
     """Per-stream RFC 3550 state for many streams; `update` with a whole batch at once."""
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, jb: JitterBufferSpec | None = None) -> None:
+        self.jb = jb or JitterBufferSpec()
         self._cap = 0
         self.s: dict[str, npt.NDArray[Any]] = {}
         self._grow(capacity)
@@ -132,11 +134,15 @@ class BatchStats:
         held = self.held.pop(sid, None)
         if held is not None:  # a large jump never confirmed: a stray
             self._count(held)
-        stats = self.totals(sid).to_stats(self.meta[sid])
+        stats = self.totals(sid).to_stats(self.meta[sid], self.jb)
         for table in (self.meta, self.holes, self.bursts, self.pts, self.dscp, self.held):
             table.pop(sid, None)
         self._free.append(sid)
         return stats
+
+    def snapshot(self, sid: int) -> StreamStats:
+        """Statistics of a stream so far, without ending it (a held large jump not counted)."""
+        return self.totals(sid).to_stats(self.meta[sid], self.jb)
 
     # -- the batch update ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from agent.rtp.rules import (
     JITTER_DISCONTINUITY_S,
     SEQ_MOD,
     BurstTotals,
+    JitterBufferSpec,
     StreamMeta,
     Totals,
     is_large_jump,
@@ -48,8 +49,9 @@ class RtpPacket:
 class ReferenceStream:
     """RFC 3550 A.1/A.3/A.8 statistics of one stream, one packet at a time."""
 
-    def __init__(self, meta: StreamMeta) -> None:
+    def __init__(self, meta: StreamMeta, jb: JitterBufferSpec | None = None) -> None:
         self.meta = meta
+        self.jb = jb or JitterBufferSpec()
         self._clock = float(meta.clock_rate) if meta.clock_rate else 0.0
         # packet counters (strays included)
         self.packets = self.markers = self.events = self.comfort_noise = 0
@@ -226,4 +228,4 @@ class ReferenceStream:
 
     def stats(self) -> StreamStats:
         """Final statistics (call `finish` first at end of input)."""
-        return self.totals().to_stats(self.meta)
+        return self.totals().to_stats(self.meta, self.jb)

@@ -32,11 +32,36 @@ inter-arrival delta statistics count *regular* packets only, as Wireshark's
 RTP analysis does: a jitter packet with a reference, no discontinuity, no
 marker bit, not a duplicate, and whose previous accepted packet was media (not
 after CN/events).
+
+Jitter-buffer emulation (STANDARDS.md "Jitter becomes loss at the receiver"),
+streaming, over the *buffer packets*: media packets that are accepted and not
+duplicates (not events, not CN, not strays), of streams with a known clock.
+``transit_p = arrival_p - ext_ts_p / clock`` in whole microseconds, where
+``ext_ts`` is the RTP timestamp extended over 32-bit wraps by signed steps
+from the previous buffer packet of the segment (a restart is a new base). The
+base is a running minimum of transit that forgets: packets fall in *blocks* by
+``max_ext // JB_BLOCK`` (the segment's highest extended sequence number when
+the packet arrives, ~10 s at 20 ms), and ``base_p`` is the minimum transit over
+the current block so far and the whole previous block. Clock drift between
+sender and probe (100 ppm = 0.36 s/hour) therefore never makes later packets
+look late, and the result does not depend on batch boundaries. A jitter
+discontinuity (``|D| > JITTER_DISCONTINUITY_S``) resynchronises the buffer (the
+window forgets both blocks), as a receiver re-anchors after a timestamp jump.
+``target_p`` is ``fixed_ms`` (fixed) or ``clamp(k * J_p, min, max)`` with J_p
+the RFC 3550 jitter after packet p (adaptive). ``delay_p = transit_p - base_p``
+(>= 0); the packet is *late* (discarded) when ``delay_p > target_p``, else it
+waits ``target_p - delay_p`` in the buffer.
+
+Packetisation time: the most common RTP timestamp step between consecutive
+buffer packets of a segment whose sequence numbers differ by exactly one (and
+whose timestamps advance), divided by the clock. Steps are counted in a
+histogram of at most ``PTIME_MAX_STEPS`` values; a value first seen when it is
+full is not counted. Ties go to the smaller step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +75,71 @@ TS_MOD = 1 << 32
 HOLE_WINDOW = 1024  # sequence numbers behind the max still tracked for fill/duplicate
 JITTER_DISCONTINUITY_S = 1.0  # |D| above this is a timestamp discontinuity, not jitter
 JITTER_GAIN = 1.0 / 16.0  # RFC 3550 A.8
+JB_BLOCK = 512  # sequence numbers per jitter-buffer base block (~10 s at 20 ms)
+JB_INF = 1 << 62  # "no minimum yet" in integer microseconds
+JB_TRANSIT_CLIP = 1 << 60  # transit (us) is clipped to +-this: no int64 overflow, ever
+PTIME_MAX_STEPS = 16  # distinct timestamp steps kept per stream for ptime
+JB_MODELS = ("fixed", "adaptive", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class JitterBufferSpec:
+    """The receiver's jitter buffer the statistics emulate. Sizes in milliseconds.
+
+    ``fixed``: a packet may be up to ``fixed_ms`` later than the base; ``adaptive``:
+    the allowance follows ``adaptive_k`` times the RFC 3550 jitter, bounded to
+    ``[adaptive_min_ms, adaptive_max_ms]``; ``none``: nothing is emulated.
+    """
+
+    model: str = "adaptive"
+    fixed_ms: float = 60.0
+    adaptive_min_ms: float = 20.0
+    adaptive_max_ms: float = 200.0
+    adaptive_k: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.model not in JB_MODELS:
+            raise ValueError(f"jitter buffer model must be one of {JB_MODELS}: {self.model!r}")
+        if self.fixed_ms < 0 or not 0 <= self.adaptive_min_ms <= self.adaptive_max_ms:
+            raise ValueError("need fixed_ms >= 0 and 0 <= adaptive_min_ms <= adaptive_max_ms")
+
+    @property
+    def bounds_ms(self) -> tuple[float, float]:
+        """(nominal, maximum) size for the record: fixed (N, N), adaptive (min, max)."""
+        if self.model == "fixed":
+            return self.fixed_ms, self.fixed_ms
+        if self.model == "adaptive":
+            return self.adaptive_min_ms, self.adaptive_max_ms
+        return 0.0, 0.0
+
+    def target_ms(self, jitter_s: float) -> float:
+        """Allowed delay over the base (ms) given the jitter J (s) after the packet."""
+        if self.model == "fixed":
+            return self.fixed_ms
+        return min(max(self.adaptive_k * jitter_s * 1000.0, self.adaptive_min_ms),
+                   self.adaptive_max_ms)
+
+
+def transit_us(arrival_s: float, ext_ts: int, clock: float) -> int:
+    """Transit ``arrival - ext_ts / clock`` in whole microseconds (round half even), clipped."""
+    us = round((arrival_s - ext_ts / clock) * 1e6)
+    return min(max(us, -JB_TRANSIT_CLIP), JB_TRANSIT_CLIP)
+
+
+def add_ptime_step(hist: dict[int, int], step: int, count: int = 1) -> None:
+    """Count a timestamp step in a bounded histogram (a new value is dropped when full)."""
+    if step in hist:
+        hist[step] += count
+    elif len(hist) < PTIME_MAX_STEPS:
+        hist[step] = count
+
+
+def ptime_ms(hist: dict[int, int], clock: int | None) -> float | None:
+    """Most common step (ties: the smaller) / clock, in ms; None without clock or steps."""
+    if not clock or not hist:
+        return None
+    step = min(hist, key=lambda k: (-hist[k], k))
+    return step / clock * 1000.0
 
 
 def seq_step(seq: int, prev_seq: int) -> int:
@@ -154,10 +244,18 @@ class Totals:
     pcp: int | None
     first_ts: float
     last_ts: float
+    jb_packets: int = 0
+    jb_discarded: int = 0
+    jb_wait_sum_ms: float = 0.0
+    jb_wait_max_ms: float = 0.0
+    ptime_steps: dict[int, int] = field(default_factory=dict)
 
-    def to_stats(self, meta: StreamMeta) -> StreamStats:
+    def to_stats(self, meta: StreamMeta, spec: JitterBufferSpec) -> StreamStats:
         n = self.regular
         b = self.bursts
+        model = spec.model if meta.clock_rate else "none"
+        nominal, top = spec.bounds_ms if model != "none" else (0.0, 0.0)
+        played = self.jb_packets - self.jb_discarded
         return StreamStats(
             key=meta.key,
             payload_types=self.payload_types,
@@ -189,4 +287,12 @@ class Totals:
             first_ts=self.first_ts,
             last_ts=self.last_ts,
             previous_ssrc=meta.previous_ssrc,
+            jb_model=model,
+            jb_nominal_ms=nominal,
+            jb_max_ms=top,
+            jb_packets=self.jb_packets if model != "none" else 0,
+            jb_discarded=self.jb_discarded,
+            jb_mean_delay_ms=self.jb_wait_sum_ms / played if played > 0 else 0.0,
+            jb_max_delay_ms=self.jb_wait_max_ms,
+            ptime_ms=ptime_ms(self.ptime_steps, meta.clock_rate),
         )

@@ -19,19 +19,29 @@ Packet kinds: an SDP-style hint (`PayloadInfo`) wins; then the static table
 and different from the stream's main PT (first non-event PT) is a
 telephone-event; so is every packet of an event-only stream.
 
+SDP hints per media endpoint (`hint_endpoint`, from the call layer): when a
+stream is validated, the hints of its destination (addr, port) apply, else
+those of its source (symmetric RTP: a phone sends from the port it receives
+on). They name the codec and clock of its main PT and the kinds of its PTs,
+ahead of the global ``pt_hints`` and the static table. An SDP clock that
+disagrees by more than ``CLOCK_GUARD`` with the rate the stream's own
+timestamps run at loses to the estimate (``clock_rate_estimated``): SDP can be
+wrong (L16/11025 whose timestamps run at 8 kHz, docs/tshark-comparison.md).
+
 Tables keyed by the network (candidates, streams) are capped; the least
 recently seen entry is evicted and counted. Time is packet time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.decode.frames import IPPROTO_UDP, Frames
+from agent.decode.frames import IPPROTO_UDP, Frames, addr_to_words
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.header import RtpHeaders, parse_headers
@@ -44,13 +54,15 @@ from agent.rtp.payload_types import (
     estimate_clock_rate,
     lookup,
 )
-from agent.rtp.rules import StreamMeta
+from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 I64 = npt.NDArray[np.int64]
 Key = tuple[int, int, int, int, int, int, int]
 _VALID = -1  # probation outcome: a stream
 _UNDECIDED = -2  # probation outcome: hold on, wait for more packets
 _M64 = np.uint64(0x9E3779B97F4A7C15)
+CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
+Endpoint = tuple[int, int, int]  # (addr hi, addr lo, port)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class TrackerConfig:
     max_probation_ts_step: int = 1 << 20  # ~11 s at 90 kHz
     # Packets held while every step is plausible but no timestamp has advanced yet.
     max_probation_hold: int = 16
+    max_endpoint_hints: int = 100_000  # SDP media endpoints remembered (LRU)
+    jitter_buffer: JitterBufferSpec = field(default_factory=JitterBufferSpec)
 
 
 @dataclass
@@ -80,6 +94,10 @@ class TrackerCounters:
     streams_validated: int = 0
     streams_evicted: int = 0  # stream table full: least recently seen ended early
     streams_expired: int = 0  # idle streams ended
+    streams_closed: int = 0  # ended by `close` (their call ended)
+    endpoint_hints_evicted: int = 0  # endpoint hint table full: least recently used dropped
+    endpoint_hints_invalid: int = 0  # hint_endpoint with an address that does not parse
+    sdp_clock_overridden: int = 0  # SDP clock lost to the timestamps' own rate
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -111,7 +129,8 @@ class StreamTracker:
     ) -> None:
         self.config = config
         self.pt_hints = dict(pt_hints or {})
-        self.stats = BatchStats()
+        self.stats = BatchStats(jb=config.jitter_buffer)
+        self._endpoints: OrderedDict[Endpoint, dict[int, PayloadInfo]] = OrderedDict()
         self._sid: dict[Key, int] = {}
         self._key_of: dict[int, Key] = {}
         self._main_pt: dict[int, int] = {}
@@ -125,6 +144,36 @@ class StreamTracker:
             if info is not None and (pt in self.pt_hints or info.kind != PayloadKind.MEDIA):
                 hint_kind[pt] = int(info.kind)
         self._hint_kind = hint_kind
+        self._sid_kind = np.full((64, 128), -1, np.int64)  # per stream slot: PT -> kind
+
+    # -- signalling ---------------------------------------------------------------------
+
+    def hint_endpoint(self, addr: str, port: int, hints: Mapping[int, PayloadInfo]) -> None:
+        """Payload types an SDP offered for the media endpoint ``addr``:``port``.
+
+        Applies to streams validated later whose destination is this endpoint (else
+        whose source is). The table is capped (``max_endpoint_hints``, LRU); an address
+        that does not parse is counted and ignored.
+        """
+        try:
+            hi, lo = addr_to_words(addr)
+        except ValueError:
+            self.counters.endpoint_hints_invalid += 1
+            return
+        ep = (hi, lo, int(port))
+        self._endpoints[ep] = dict(hints)
+        self._endpoints.move_to_end(ep)
+        while len(self._endpoints) > self.config.max_endpoint_hints:
+            self._endpoints.popitem(last=False)
+            self.counters.endpoint_hints_evicted += 1
+
+    def _hints_for(self, key: Key) -> dict[int, PayloadInfo] | None:
+        for ep in ((key[3], key[4], key[5]), (key[0], key[1], key[2])):
+            hints = self._endpoints.get(ep)
+            if hints is not None:
+                self._endpoints.move_to_end(ep)
+                return hints
+        return None
 
     # -- feeding ------------------------------------------------------------------------
 
@@ -202,7 +251,7 @@ class StreamTracker:
         main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
         kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
                         PayloadKind.MEDIA).astype(np.int64)
-        hinted = self._hint_kind[c.pt]
+        hinted = self._sid_kind[c.sid, c.pt]
         kind = np.where(hinted >= 0, hinted, kind)
         return RtpColumns(c.sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, kind, c.dscp,
                           c.vlan, c.pcp)
@@ -266,28 +315,55 @@ class StreamTracker:
             victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
             self._ended.append(self._close(victim))
             self.counters.streams_evicted += 1
-        media = np.flatnonzero(cols.kind == 0)
+        ep_hints = self._hints_for(key)
+        hints = {**self.pt_hints, **ep_hints} if ep_hints else self.pt_hints
+        kinds = self._hint_kind.copy()
+        for pt, hinted in (ep_hints or {}).items():
+            if 0 <= pt < 128:
+                kinds[pt] = int(hinted.kind)
+        signalled = np.array([h.kind != PayloadKind.MEDIA for h in hints.values()], bool)
+        not_media = np.isin(cols.pt, np.array(list(hints), np.int64)[signalled])
+        media = np.flatnonzero((cols.kind == 0) & ~not_media)
         main_pt = int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
-        info = lookup(main_pt, self.pt_hints)
+        info = lookup(main_pt, hints)
         if info is None and media.size == 0:  # an event-only stream (RFC 4733 §2.5.1)
             info = TELEPHONE_EVENT
-        clock, estimated = (info.clock_rate if info else None), False
-        if info is None and media.size >= 2:
-            a, b = media[0], media[-1]
-            adv = ((int(cols.ts[b]) - int(cols.ts[a])) % (1 << 32))
-            clock = estimate_clock_rate(adv, float(cols.arrival_s[b] - cols.arrival_s[a]))
-            estimated = clock is not None
+        clock, estimated = self._clock(cols, media, info, main_pt in hints)
         tup = key[:6]
         prev = self._by_tuple.get(tup)
         meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
                           prev if prev is not None and prev != key[6] else None)
         sid = self.stats.open(meta)
+        if sid >= self._sid_kind.shape[0]:
+            grown = np.full((max(2 * sid, 64), 128), -1, np.int64)
+            grown[: self._sid_kind.shape[0]] = self._sid_kind
+            self._sid_kind = grown
+        self._sid_kind[sid] = kinds
         self._sid[key], self._key_of[sid] = sid, key
         self._by_tuple[tup] = key[6]
         if media.size:
             self._main_pt[sid] = main_pt
         self.counters.streams_validated += 1
         return _with_sid(cols, np.full(len(cols), sid, np.int64))
+
+    def _clock(self, cols: RtpColumns, media: I64, info: PayloadInfo | None, from_sdp: bool
+               ) -> tuple[int | None, bool]:
+        """(clock, estimated): the table/hint clock, else the rate the held media packets'
+        timestamps run at; an SDP clock off by more than CLOCK_GUARD loses to it."""
+        clock = info.clock_rate if info else None
+        if media.size < 2 or (clock is not None and not from_sdp):
+            return clock, False
+        a, b = media[0], media[-1]
+        adv = (int(cols.ts[b]) - int(cols.ts[a])) % (1 << 32)
+        span = float(cols.arrival_s[b] - cols.arrival_s[a])
+        estimate = estimate_clock_rate(adv, span)
+        if clock is None:
+            return estimate, estimate is not None
+        rate = adv / span
+        if estimate is None or estimate == clock or abs(clock - rate) <= CLOCK_GUARD * rate:
+            return clock, False
+        self.counters.sdp_clock_overridden += 1
+        return estimate, True
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -296,6 +372,28 @@ class StreamTracker:
         del self._sid[key]
         self._main_pt.pop(sid, None)
         return self.stats.close(sid)
+
+    def close(self, keys: Iterable[StreamKey]) -> list[StreamStats]:
+        """End these streams now (their call ended); unknown keys are ignored."""
+        out: list[StreamStats] = []
+        for k in keys:
+            key = (k.src_hi, k.src_lo, k.sport, k.dst_hi, k.dst_lo, k.dport, k.ssrc)
+            self._cands.pop(key, None)
+            sid = self._sid.get(key)
+            if sid is not None:
+                out.append(self._close(sid))
+                self.counters.streams_closed += 1
+        return out
+
+    def streams(self) -> list[StreamKey]:
+        """Keys of the validated streams being tracked now."""
+        return [StreamKey(*key) for key in self._sid]
+
+    def snapshot(self, key: StreamKey) -> StreamStats | None:
+        """Statistics of a validated stream so far, without ending it; None if unknown."""
+        sid = self._sid.get((key.src_hi, key.src_lo, key.sport, key.dst_hi, key.dst_lo,
+                             key.dport, key.ssrc))
+        return None if sid is None else self.stats.snapshot(sid)
 
     def expire(self, now: float) -> list[StreamStats]:
         """Streams idle for more than ``idle_timeout_s`` at packet time ``now`` (epoch s)."""

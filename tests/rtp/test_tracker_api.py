@@ -1,0 +1,116 @@
+"""StreamTracker's API for the call layer: SDP endpoint hints, close, snapshot."""
+
+from __future__ import annotations
+
+from framesbuild import Row, build_frames, g711_stream, rtp
+
+from agent.rtp.payload_types import PayloadInfo, PayloadKind
+from agent.rtp.tracker import StreamTracker, TrackerConfig
+
+T0 = 1_700_000_000.0
+A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+
+
+def dyn_stream(src: str, sport: int, dst: str, dport: int, ssrc: int, n: int, pt: int,
+               step: int, payload: bytes = b"\x01" * 60) -> list[Row]:
+    return [(T0 + 0.02 * i, src, sport, dst, dport, rtp(100 + i, 7000 + step * i, ssrc, pt,
+                                                        payload=payload)) for i in range(n)]
+
+
+def test_destination_hint_names_codec_and_clock() -> None:
+    tracker = StreamTracker()
+    tracker.hint_endpoint(B, 5000, {111: PayloadInfo("opus", 48000)})
+    tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 111, 960)))
+    (s,) = tracker.finish()
+    assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("opus", 48000, False)
+
+
+def test_source_hint_applies_to_symmetric_rtp() -> None:
+    tracker = StreamTracker()
+    tracker.hint_endpoint(A, 4000, {96: PayloadInfo("G7221", 16000)})
+    tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 96, 320)))
+    (s,) = tracker.finish()
+    assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("G7221", 16000, False)
+
+
+def test_destination_hint_wins_over_source_hint() -> None:
+    tracker = StreamTracker()
+    tracker.hint_endpoint(A, 4000, {96: PayloadInfo("wrong", 16000)})
+    tracker.hint_endpoint(B, 5000, {96: PayloadInfo("AMR-WB", 16000)})
+    tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 96, 320)))
+    assert [s.codec for s in tracker.finish()] == ["AMR-WB"]
+
+
+def test_wrong_sdp_clock_loses_to_the_timestamps() -> None:
+    # wiki_sip-rtp-l16: SDP says L16/11025, timestamps advance 160 per 20 ms (8 kHz)
+    tracker = StreamTracker()
+    tracker.hint_endpoint(B, 5000, {97: PayloadInfo("L16", 11025)})
+    tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 97, 160)))
+    (s,) = tracker.finish()
+    assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("L16", 8000, True)
+    assert tracker.counters.sdp_clock_overridden == 1
+
+
+def test_sdp_clock_within_guard_is_kept() -> None:
+    # a real 11025 Hz clock is not snapped to a common rate when SDP names it
+    tracker = StreamTracker()
+    tracker.hint_endpoint(B, 5000, {97: PayloadInfo("L16", 11025)})
+    tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 97, 220)))
+    (s,) = tracker.finish()
+    assert (s.clock_rate, s.clock_rate_estimated) == (11025, False)
+
+
+def test_endpoint_kinds_apply_to_that_stream_only() -> None:
+    # PT 105 is CN in one SDP; the same number elsewhere (no SDP) is media
+    cn = PayloadInfo("CN", 8000, PayloadKind.COMFORT_NOISE)
+    rows = g711_stream(T0, A, 4000, B, 5000, 0x11, 30, pt=8)
+    rows += g711_stream(T0 + 0.001, A, 4002, C, 6000, 0x22, 30, pt=8)
+    for i, (dst, dport, ssrc) in enumerate([(B, 5000, 0x11), (C, 6000, 0x22)]):
+        rows.append((T0 + 0.61 + i * 0.001, A, 4000 + 2 * i, dst, dport,
+                     rtp(1030, 5000 + 160 * 30, ssrc, 105, payload=b"\x40" * 11)))
+    rows.sort(key=lambda r: r[0])
+    tracker = StreamTracker()
+    tracker.hint_endpoint(B, 5000, {8: PayloadInfo("PCMA", 8000), 105: cn})
+    tracker.feed(build_frames(rows))
+    a, b = tracker.finish()
+    assert (a.codec, a.comfort_noise_packets, a.packets) == ("PCMA", 1, 31)
+    assert (b.codec, b.comfort_noise_packets, b.packets) == ("g711A", 0, 31)
+
+
+def test_endpoint_table_is_capped_lru() -> None:
+    tracker = StreamTracker(TrackerConfig(max_endpoint_hints=2))
+    opus = {111: PayloadInfo("opus", 48000)}
+    tracker.hint_endpoint(B, 5000, opus)
+    tracker.hint_endpoint(B, 5002, opus)
+    tracker.hint_endpoint(B, 5000, opus)  # refreshed: 5002 is now the oldest
+    tracker.hint_endpoint(B, 5004, opus)
+    tracker.hint_endpoint("not-an-address", 5006, opus)
+    assert tracker.counters.endpoint_hints_evicted == 1
+    assert tracker.counters.endpoint_hints_invalid == 1
+    rows = dyn_stream(A, 4000, B, 5000, 0x11, 20, 111, 960)
+    rows += dyn_stream(A, 4002, B, 5002, 0x22, 20, 111, 960)
+    rows.sort(key=lambda r: r[0])
+    tracker.feed(build_frames(rows))
+    codecs = {s.key.dport: (s.codec, s.clock_rate_estimated) for s in tracker.finish()}
+    assert codecs == {5000: ("opus", False), 5002: (None, True)}
+
+
+def test_close_and_snapshot() -> None:
+    rows = g711_stream(T0, A, 4000, B, 5000, 0x11, 50)
+    rows += g711_stream(T0 + 0.005, B, 5000, A, 4000, 0x22, 50)
+    rows.sort(key=lambda r: r[0])
+    tracker = StreamTracker()
+    tracker.feed(build_frames(rows[:60]))
+    keys = {k.ssrc: k for k in tracker.streams()}
+    assert sorted(keys) == [0x11, 0x22]
+    snap = tracker.snapshot(keys[0x11])
+    assert snap is not None and (snap.packets, snap.expected, snap.lost) == (30, 30, 0)
+    (closed,) = tracker.close([keys[0x22], keys[0x22]])
+    assert (closed.key.ssrc, closed.packets) == (0x22, 30)
+    assert tracker.snapshot(keys[0x22]) is None and tracker.close([keys[0x22]]) == []
+    tracker.feed(build_frames(rows[60:]))
+    assert tracker.snapshot(keys[0x11]).packets == 50  # type: ignore[union-attr]
+    out = tracker.finish()
+    # 0x22 went on after its close: a new stream from the packet after the close
+    assert [(s.key.ssrc, s.packets) for s in out] == [(0x11, 50), (0x22, 20)]
+    assert tracker.counters.streams_closed == 1

@@ -1,0 +1,282 @@
+"""The dialog table: SIP messages in, call events out (`agent.sip.events`).
+
+Theory of operation
+-------------------
+`SipTracker.feed` takes one parsed message with where and when it was seen and
+returns the events it completed. An initial INVITE (no To-tag, RFC 3261 §12.1)
+creates a `Dialog` keyed by Call-ID and emits `DialogStarted`; every later
+message with that Call-ID goes to its dialog, which emits `MediaChanged` for
+each new SDP body and `DialogEnded` when it ends. Every other message (REGISTER,
+OPTIONS, SUBSCRIBE/NOTIFY, MESSAGE, PUBLISH, or in-dialog requests of a call
+the probe never saw start) only moves the counters: it keeps no state, so
+registration storms and keep-alive OPTIONS cost nothing per Call-ID.
+
+The table is keyed by a value the network chooses, so it is bounded (DESIGN.md,
+rule 4): at most ``max_dialogs`` entries; when full, a new INVITE first drops
+the oldest finished dialog, then ends the least recently active one that is
+still being set up (a flood of INVITEs that are never answered evicts its own
+kind), and only then touches confirmed calls. Evictions of live dialogs are
+reported as `DialogEnded` (timed out) and counted.
+
+Time is packet time. `expire(now)` applies the timers a UA would run: no final
+response within ``setup_timeout_s`` of the last message (Timer C, RFC 3261
+§16.6 step 11, > 3 min), a BYE or a 401/407 challenge with no follow-up within
+``ended_linger_s`` (Timer F and the §22.2 retry window, 64*T1 = 32 s), and
+ended dialogs kept for ``ended_linger_s`` to absorb retransmissions of the
+final response and its ACK (Timers D and J, 32 s). A confirmed call without a
+BYE is never timed out here: only the call layer knows whether media still
+flows, and it calls `end`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.sip.dialog import Dialog, State
+from agent.sip.events import (
+    CallSignalling,
+    DialogEnded,
+    DialogStarted,
+    Endpoint,
+    EndReason,
+    MediaChanged,
+    SipEvent,
+)
+from agent.sip.message import SipMessage
+
+# Methods counted by name; anything else is "OTHER" so counter keys stay bounded
+# (DESIGN.md rule 6: the network does not choose label values).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
+        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
+# Methods that only exist inside an INVITE dialog: without one they are orphans.
+_CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO"})
+
+
+@dataclass
+class SipTrackerCounters:
+    """Totals since start. ``requests_by_method`` and ``responses_by_class`` count
+    every message (retransmissions included, as tshark's ``sip,stat`` does)."""
+
+    messages: int = 0
+    requests_by_method: dict[str, int] = field(default_factory=dict)
+    responses_by_class: dict[str, int] = field(default_factory=dict)  # "1xx" .. "6xx"
+    dialogs_started: int = 0
+    dialogs_ended: int = 0
+    dialogs_timed_out: int = 0  # no final response (setup timeout)
+    dialogs_evicted: int = 0  # table full: a live dialog was ended early
+    retransmissions: int = 0  # inside dialogs (requests and responses)
+    orphan_requests: int = 0  # call-only requests (BYE, ACK, re-INVITE ...) of no known dialog
+    orphan_responses: int = 0  # responses to call-only methods of no known dialog
+    unexpected: int = 0  # messages a dialog's state did not expect (table miss)
+    sdp_errors: int = 0  # SDP bodies that did not parse (the message still counted)
+
+    def as_dict(self) -> dict[str, int]:
+        """Flat ``name -> value``; the dicts become ``requests_<method>`` and
+        ``responses_<class>`` keys (bounded: `KNOWN_METHODS` and six classes)."""
+        out = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        out.update({f"requests_{m.lower()}": n for m, n in self.requests_by_method.items()})
+        out.update({f"responses_{c}": n for c, n in self.responses_by_class.items()})
+        return out
+
+
+class SipTracker:
+    """One `Dialog` per Call-ID of an INVITE; see the module docstring."""
+
+    def __init__(
+        self,
+        max_dialogs: int = 50_000,
+        setup_timeout_s: float = 180.0,
+        ended_linger_s: float = 32.0,
+    ) -> None:
+        if max_dialogs < 1:
+            raise ValueError("max_dialogs must be positive")
+        self.max_dialogs = max_dialogs
+        self.setup_timeout_s = setup_timeout_s
+        self.ended_linger_s = ended_linger_s
+        self.counters = SipTrackerCounters()
+        self._dialogs: dict[str, Dialog] = {}
+        # Ordered sets of Call-IDs per phase, least recently active first, so that
+        # timers and eviction look at the front only.
+        self._setup: dict[str, None] = {}  # CALLING, PROCEEDING, EARLY
+        self._closing: dict[str, None] = {}  # CHALLENGED, TERMINATING
+        self._confirmed: dict[str, None] = {}
+        self._ended: dict[str, float] = {}  # Call-ID -> packet time it ended
+
+    def __len__(self) -> int:
+        return len(self._dialogs)
+
+    # -- input ---------------------------------------------------------------
+
+    def feed(
+        self,
+        msg: SipMessage,
+        src: Endpoint,
+        dst: Endpoint,
+        ts: float,
+        dscp: int = 0,
+        transport: str = "udp",
+    ) -> list[SipEvent]:
+        """One message seen at packet time ``ts`` (epoch s) from ``src`` to ``dst``."""
+        self._count(msg)
+        dialog = self._dialogs.get(msg.call_id)
+        if dialog is None:
+            return self._start(msg, src, dst, ts, dscp, transport)
+        before = (dialog.state, dialog.unexpected, dialog.sdp_errors)
+        outcome = dialog.handle(msg, src, ts, dscp)
+        if outcome.duplicate:
+            self.counters.retransmissions += 1
+            return []
+        self.counters.unexpected += dialog.unexpected - before[1]
+        self.counters.sdp_errors += dialog.sdp_errors - before[2]
+        if dialog.state is not State.ENDED:
+            self._place(dialog, before[0])
+        events: list[SipEvent] = []
+        if outcome.new_media or outcome.ended:
+            call = dialog.snapshot()
+            if outcome.new_media:
+                events.append(MediaChanged(call))
+            if outcome.ended:
+                events.append(self._ended_event(dialog, before[0], ts, call))
+        return events
+
+    def expire(self, now: float) -> list[SipEvent]:
+        """Apply the setup, BYE and challenge timers and forget lingering ended
+        dialogs, as of packet time ``now``."""
+        events: list[SipEvent] = []
+        for bucket, limit in (
+            (self._setup, self.setup_timeout_s),
+            (self._closing, self.ended_linger_s),
+        ):
+            while bucket:
+                dialog = self._dialogs[next(iter(bucket))]
+                if dialog.last_ts + limit > now:
+                    break
+                state = dialog.state
+                if not dialog.timeout(now):  # cannot happen: every bucket state has TIMEOUT
+                    del bucket[dialog.call_id]
+                    continue
+                if state in _SETUP_STATES:
+                    self.counters.dialogs_timed_out += 1
+                events.append(self._ended_event(dialog, state, now, dialog.snapshot()))
+        while self._ended:
+            call_id, ended_at = next(iter(self._ended.items()))
+            if ended_at + self.ended_linger_s > now:
+                break
+            del self._ended[call_id]
+            del self._dialogs[call_id]
+        return events
+
+    def end(self, call_id: str, reason: EndReason, now: float) -> list[SipEvent]:
+        """The call layer ends a dialog (e.g. media idle with no BYE) at ``now``."""
+        dialog = self._dialogs.get(call_id)
+        if dialog is None or dialog.state is State.ENDED:
+            return []
+        state = dialog.state
+        dialog.end(reason, now)
+        return [self._ended_event(dialog, state, now, dialog.snapshot())]
+
+    def finish(self, now: float) -> list[SipEvent]:
+        """The probe stops: every live dialog ends (SHUTDOWN, or NORMAL if a BYE was seen)."""
+        events: list[SipEvent] = []
+        for dialog in list(self._dialogs.values()):
+            if dialog.state is not State.ENDED:
+                state = dialog.state
+                dialog.shutdown(now)
+                events.append(self._ended_event(dialog, state, now, dialog.snapshot()))
+        return events
+
+    # -- output --------------------------------------------------------------
+
+    def active(self) -> list[CallSignalling]:
+        """Snapshots of the dialogs that have not ended, oldest INVITE first."""
+        live = [d for d in self._dialogs.values() if d.state is not State.ENDED]
+        return [d.snapshot() for d in sorted(live, key=lambda d: d.invite_ts)]
+
+    def get(self, call_id: str) -> CallSignalling | None:
+        dialog = self._dialogs.get(call_id)
+        return None if dialog is None else dialog.snapshot()
+
+    # -- internals -----------------------------------------------------------
+
+    def _start(
+        self, msg: SipMessage, src: Endpoint, dst: Endpoint, ts: float, dscp: int, transport: str
+    ) -> list[SipEvent]:
+        if not (msg.is_request and msg.method == "INVITE" and msg.to_tag is None):
+            # Not a call, or a call the probe saw no INVITE of (started before capture).
+            if msg.method in _CALL_METHODS:
+                if msg.is_request:
+                    self.counters.orphan_requests += 1
+                else:
+                    self.counters.orphan_responses += 1
+            return []
+        events = self._make_room(ts)
+        dialog = Dialog(msg, src, dst, ts, transport)
+        dialog.start(msg, src, ts, dscp)
+        self.counters.sdp_errors += dialog.sdp_errors
+        self._dialogs[msg.call_id] = dialog
+        self._setup[msg.call_id] = None
+        self.counters.dialogs_started += 1
+        events.append(DialogStarted(dialog.snapshot()))
+        return events
+
+    def _make_room(self, now: float) -> list[SipEvent]:
+        """Evict until a new dialog fits: finished ones, then stalled set-ups,
+        then challenged/terminating, then (last resort) the stalest confirmed call."""
+        events: list[SipEvent] = []
+        while len(self._dialogs) >= self.max_dialogs:
+            if self._ended:
+                call_id = next(iter(self._ended))
+                del self._ended[call_id]
+                del self._dialogs[call_id]
+                continue
+            bucket = self._setup or self._closing or self._confirmed
+            call_id = next(iter(bucket))
+            dialog = self._dialogs.pop(call_id)
+            del bucket[call_id]
+            dialog.end(EndReason.TIMED_OUT, dialog.last_ts)
+            self.counters.dialogs_evicted += 1
+            self.counters.dialogs_ended += 1
+            events.append(DialogEnded(dialog.snapshot()))
+        return events
+
+    def _ended_event(
+        self, dialog: Dialog, before: State, now: float, call: CallSignalling
+    ) -> DialogEnded:
+        """Move an ended dialog to the linger list and count it."""
+        self._bucket(before).pop(dialog.call_id, None)
+        self._ended[dialog.call_id] = now
+        self.counters.dialogs_ended += 1
+        return DialogEnded(call)
+
+    def _place(self, dialog: Dialog, before: State) -> None:
+        """Re-file a live dialog as most recently active in its phase's bucket."""
+        self._bucket(before).pop(dialog.call_id, None)
+        self._bucket(dialog.state)[dialog.call_id] = None
+
+    def _bucket(self, state: State) -> dict[str, None]:
+        if state in _SETUP_STATES:
+            return self._setup
+        if state is State.CONFIRMED:
+            return self._confirmed
+        if state in (State.CHALLENGED, State.TERMINATING):
+            return self._closing
+        return _NOWHERE
+
+    def _count(self, msg: SipMessage) -> None:
+        self.counters.messages += 1
+        if msg.is_request:
+            method = msg.method if msg.method in KNOWN_METHODS else "OTHER"
+            by_method = self.counters.requests_by_method
+            by_method[method] = by_method.get(method, 0) + 1
+        else:
+            cls = f"{(msg.status_code or 0) // 100}xx"
+            by_class = self.counters.responses_by_class
+            by_class[cls] = by_class.get(cls, 0) + 1
+
+
+_SETUP_STATES = frozenset({State.CALLING, State.PROCEEDING, State.EARLY})
+_NOWHERE: dict[str, None] = {}  # ENDED dialogs live in `_ended`, with their end time

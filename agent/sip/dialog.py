@@ -109,6 +109,8 @@ _ROWS: tuple[tuple[tuple[State, ...], Event, State | None], ...] = (
     ((_S.CHALLENGED,), _E.INVITE, _S.CALLING),  # §22.2: retry with credentials
     ((_S.CHALLENGED,), _E.ACK, STAY),  # ACK of the 401/407 (§17.1.1.3)
     ((_S.CHALLENGED,), _E.OTHER, STAY),
+    ((_S.CHALLENGED,), _E.CHALLENGE, STAY),  # the same 407 relayed on another hop
+    ((_S.CHALLENGED,), _E.PROVISIONAL, STAY),  # a late 100 of the challenged INVITE
     ((_S.CHALLENGED,), _E.TIMEOUT, _S.ENDED),  # no retry: the call failed with 401/407
     # confirmed dialog (§13.2.2.4, §14, §15)
     ((_S.CONFIRMED,), _E.SUCCESS, STAY),  # 2xx from another fork

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from sip_callflow import ALICE, ANSWER, BOB, OFFER, CallFlow, Wire, sdp
 
+from agent.capture.pcapfile import open_capture
+from agent.decode import Decoder, Frames
+from agent.decode.frames import IPPROTO_TCP, format_addr
 from agent.sip.events import (
     CallSignalling,
     DialogEnded,
     DialogStarted,
+    Endpoint,
     EndReason,
     MediaChanged,
     Side,
+    SipEvent,
 )
-from agent.sip.message import parse_message
+from agent.sip.message import SipMessage, looks_like_sip, parse_message
 from agent.sip.sdp import Direction
+from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
 
 T0 = 1_700_000_000.0
@@ -344,3 +353,148 @@ def test_offer_in_invite_is_in_dialog_started_not_media_changed() -> None:
     events = wire.caller(call.invite(body=OFFER), T0)
     assert kinds(events) == ["DialogStarted"]
     assert len(events[0].call.media) == 1
+
+
+# -- corpus: real captures through the project's decoder, reassembler and tracker ----
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+
+
+def corpus() -> Path:
+    if not (CORPUS / "pcaps").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"corpus missing at {CORPUS}")
+        pytest.skip(f"corpus not found at {CORPUS}")
+    return CORPUS
+
+
+@dataclasses.dataclass
+class Replay:
+    tracker: SipTracker
+    tcp: SipTcpReassembler
+    events: list[SipEvent]
+    invite_finals: set[int]  # final status codes of every INVITE response seen
+
+    def calls(self) -> list[CallSignalling]:
+        return [e.call for e in self.events if isinstance(e, DialogEnded)]
+
+
+def replay(path: Path) -> Replay:
+    """Capture -> Decoder -> (TCP: SipTcpReassembler) -> parse_message -> SipTracker."""
+    decoder, tcp, tracker = Decoder(), SipTcpReassembler(), SipTracker()
+    out = Replay(tracker, tcp, [], set())
+    last = 0.0
+    with open_capture(path) as reader:
+        for batch in reader:
+            frames = decoder.decode(batch)
+            for i in range(len(frames)):
+                last = float(frames.ts[i])
+                for transport, data in _sip_payloads(frames, i, tcp):
+                    _feed_message(out, frames, i, transport, parse_message(data))
+            out.events += tracker.expire(last)
+    out.events += tracker.finish(last)
+    return out
+
+
+def _feed_message(out: Replay, frames: Frames, i: int, transport: str, msg: SipMessage) -> None:
+    code = msg.status_code
+    if msg.method == "INVITE" and code is not None and code >= 200:
+        out.invite_finals.add(code)
+    src = Endpoint(format_addr(frames.src_hi[i], frames.src_lo[i]), int(frames.sport[i]))
+    dst = Endpoint(format_addr(frames.dst_hi[i], frames.dst_lo[i]), int(frames.dport[i]))
+    ts, dscp = float(frames.ts[i]), int(frames.dscp[i])
+    out.events += out.tracker.feed(msg, src, dst, ts, dscp, transport)
+
+
+def _sip_payloads(frames: Frames, i: int, tcp: SipTcpReassembler) -> list[tuple[str, bytes]]:
+    payload = frames.payload(i)
+    if int(frames.proto[i]) == IPPROTO_TCP:
+        key = (
+            int(frames.src_hi[i]), int(frames.src_lo[i]), int(frames.sport[i]),
+            int(frames.dst_hi[i]), int(frames.dst_lo[i]), int(frames.dport[i]),
+        )  # fmt: skip
+        segs = tcp.feed(key, int(frames.tcp_seq[i]), int(frames.tcp_flags[i]), payload, 0.0)
+        return [("tcp", m) for m in segs]
+    return [("udp", payload)] if looks_like_sip(payload) else []
+
+
+def readme_calls(capture: str) -> tuple[int, set[int]]:
+    """README table column "SIP calls (final INVITE codes)": `3 (200,407)` -> (3, {200, 407})."""
+    for line in (corpus() / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 5 and cells[2] == capture:
+            match = re.fullmatch(r"(\d+)(?: \(([\d,]+)\))?", cells[5])
+            assert match, cells[5]
+            return int(match.group(1)), {int(c) for c in (match.group(2) or "").split(",") if c}
+    raise AssertionError(f"{capture} not in the README table")
+
+
+def oracle_stat(capture: str) -> tuple[dict[str, int], dict[str, int], int]:
+    """tshark `-z sip,stat`: requests by method, responses by class, resent messages."""
+    methods: dict[str, int] = {}
+    classes: dict[str, int] = {}
+    resent = -1
+    for line in (corpus() / "oracle" / f"{capture}.sip_stat.txt").read_text().splitlines():
+        if m := re.match(r"\s+SIP (\d)\d\d\b.*:\s*(\d+) Packets", line):
+            classes[f"{m.group(1)}xx"] = classes.get(f"{m.group(1)}xx", 0) + int(m.group(2))
+        elif m := re.match(r"\s+([A-Z]+)\s*:\s*(\d+) Packets", line):
+            methods[m.group(1)] = int(m.group(2))
+        elif m := re.match(r"Number of resent SIP messages: (\d+)", line):
+            resent = int(m.group(1))
+    return methods, classes, resent
+
+
+# capture -> (transport, final_status of each call in order of ending)
+CORPUS_CALLS = {
+    "wiki_SIP_CALL_RTP_G711.pcap": ("udp", [200, None]),  # the 2nd INVITE rings to the end
+    "sipp_sip-tcp_pcma_dtmf.pcap": ("tcp", [200]),
+    "heplify_gre-teb_sip.pcapng": ("udp", [200, 200, 200]),  # two after a 407 challenge
+}
+
+
+@pytest.mark.parametrize("capture", sorted(CORPUS_CALLS))
+def test_corpus_calls_and_counts_match_tshark(capture: str) -> None:
+    run = replay(corpus() / "pcaps" / capture)
+    n_calls, finals = readme_calls(capture)
+    transport, statuses = CORPUS_CALLS[capture]
+    calls = run.calls()
+    assert run.tracker.counters.dialogs_started == len(calls) == n_calls
+    assert run.invite_finals == finals
+    assert {c.final_status for c in calls} - {None} <= finals
+    assert [c.final_status for c in calls] == statuses
+    assert {c.transport for c in calls} == {transport}
+    methods, classes, resent = oracle_stat(capture)
+    counters = run.tracker.counters
+    assert counters.requests_by_method == methods
+    assert counters.responses_by_class == classes
+    assert counters.retransmissions == resent
+    assert counters.unexpected == counters.orphan_requests == counters.orphan_responses == 0
+    for call in calls:
+        assert call.invite_ts <= (call.end_ts or 0) and call.media
+        assert call.end_reason in (EndReason.NORMAL, EndReason.SHUTDOWN)
+
+
+def test_corpus_sip_over_tcp_call_values() -> None:
+    run = replay(corpus() / "pcaps" / "sipp_sip-tcp_pcma_dtmf.pcap")
+    assert run.tcp.counters.messages == 10
+    assert run.tcp.counters.resyncs == run.tcp.counters.not_sip == 0
+    (call,) = run.calls()
+    assert call.setup_delay_s == pytest.approx(0.15887, abs=1e-4)  # INVITE -> 180
+    assert call.answer_delay_s == pytest.approx(0.53766, abs=1e-4)
+    assert call.requests == {"INVITE": 1, "ACK": 1} and call.responses == {180: 1, 200: 1}
+    offer, answer = call.media
+    assert (offer.side, offer.media[0].address, offer.media[0].port) == (
+        Side.CALLER,
+        "213.64.235.116",
+        28832,
+    )
+    assert (answer.side, answer.in_response, answer.media[0].port) == (Side.CALLEE, 200, 40000)
+
+
+def test_corpus_hold_reinvite_and_challenge() -> None:
+    run = replay(corpus() / "pcaps" / "heplify_gre-teb_sip.pcapng")
+    calls = run.calls()
+    assert sum(407 in c.responses for c in calls) == 2  # challenged, retried, answered
+    assert all(c.end_reason is EndReason.NORMAL and c.disconnect_ts is not None for c in calls)
+    held = [c for c in calls if any(d.on_hold for m in c.media for d in m.media)]
+    assert len(held) == 3  # every call is put on hold by a sendonly re-INVITE

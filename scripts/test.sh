@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it.
 #   bash scripts/test.sh [pytest args...]
-# As root (CI) it also installs the reference tools from Debian (tshark); elsewhere it
+# As root (CI) it also installs the reference tools from Debian (tshark, and sipp, nftables,
+# tcpdump, iproute2 for the namespace lab of tests/test_e2e_sipp.py); elsewhere it
 # uses sudo when available, or goes on without them (tests that need them then skip,
 # saying why — in CI, with CI=true, they fail instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(tshark)
+# Debian packages the tests use, each as package:command (the command tells whether the
+# package is installed: sip-tester provides sipp, iproute2 ip, nftables nft).
+apt_pkgs=(tshark:tshark sip-tester:sipp nftables:nft tcpdump:tcpdump iproute2:ip)
 missing=()
-for p in "${apt_pkgs[@]}"; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for pc in "${apt_pkgs[@]}"; do command -v "${pc#*:}" >/dev/null 2>&1 || missing+=("${pc%%:*}"); done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then

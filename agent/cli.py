@@ -11,13 +11,17 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
+from agent.calls.record import CallRecord
+from agent.calls.table_text import call_table
 from agent.capture.pcapfile import CaptureFormatError, open_capture
-from agent.engine import Engine, Event, StreamEnded
+from agent.config import Config, ConfigError, load_config
+from agent.engine import CallEnded, Engine, EngineConfig, Event, StreamEnded
 from agent.rtp.model import StreamStats
 
 EXIT_OK = 0
@@ -56,12 +60,20 @@ class Progress:
             self.stream.flush()
 
 
+@dataclass(slots=True)
+class Analysis:
+    streams: list[StreamStats]
+    calls: list[CallRecord]
+    engine: Engine
+    code: int
+
+
 def analyze_files(
-    paths: Sequence[Path], progress: Progress, err: TextIO
-) -> tuple[list[StreamStats], Engine, int]:
+    paths: Sequence[Path], progress: Progress, err: TextIO, config: Config | None = None
+) -> Analysis:
     """Run every file through one engine, in the order given (a rotated capture set
-    continues across files). Returns the streams, the engine, and the exit code."""
-    engine = Engine()
+    continues across files)."""
+    engine = Engine(EngineConfig(config=config or Config()))
     events: list[Event] = []
     code = EXIT_OK
     for path in paths:
@@ -82,7 +94,9 @@ def analyze_files(
     progress.clear()
     streams = [e.stats for e in events if isinstance(e, StreamEnded)]
     streams.sort(key=lambda s: (s.first_ts, s.key))
-    return streams, engine, code
+    calls = [e.record for e in events if isinstance(e, CallEnded)]
+    calls.sort(key=lambda c: (c.invite_ts if c.invite_ts is not None else c.end_ts))
+    return Analysis(streams, calls, engine, code)
 
 
 def _fmt_ms(v: float) -> str:
@@ -123,35 +137,54 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
 def cmd_analyze(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"voipprobe: error: {exc}", file=err)
+            return EXIT_BAD_INPUT
     paths = [Path(p) for p in args.files] or [bundled_sample()]
     if not args.files:
         print(f"voipprobe: no FILE given; analysing the bundled sample {paths[0]}", file=err)
     progress = Progress(err, enabled=not args.no_progress)
-    streams, engine, code = analyze_files(paths, progress, err)
+    a = analyze_files(paths, progress, err, config)
     if args.json:
-        for s in streams:
-            out.write(json.dumps(s.to_json(), separators=(",", ":")) + "\n")
-        summary = {"kind": "summary", "files": [str(p) for p in paths], "streams": len(streams)}
-        summary.update(engine.counters())
+        for c in a.calls:
+            out.write(json.dumps(c.to_json(), separators=(",", ":")) + "\n")
+        if args.streams:
+            for s in a.streams:
+                out.write(json.dumps(s.to_json(), separators=(",", ":")) + "\n")
+        summary = {"kind": "summary", "files": [str(p) for p in paths],
+                   "calls": len(a.calls), "streams": len(a.streams)}
+        summary.update(a.engine.counters())
         out.write(json.dumps(summary, separators=(",", ":")) + "\n")
+    elif args.streams:
+        if a.streams:
+            out.write(stream_table(a.streams) + "\n")
+        out.write(f"\n{a.engine.packets:,} packets, {len(a.streams)} RTP streams\n")
     else:
-        if streams:
-            out.write(stream_table(streams) + "\n")
-        out.write(f"\n{engine.packets:,} packets, {len(streams)} RTP streams\n")
-    return code
+        if a.calls:
+            out.write(call_table(a.calls) + "\n")
+        signalled = sum(1 for c in a.calls if c.call_id is not None)
+        out.write(f"\n{a.engine.packets:,} packets, {signalled} calls, "
+                  f"{len(a.calls) - signalled} unsignalled media, {len(a.streams)} RTP streams\n")
+    return a.code
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voipprobe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"voipprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("analyze", help="measure the RTP streams in capture files")
+    p = sub.add_parser("analyze", help="measure and judge the calls in capture files")
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="pcap/pcapng files (gzip ok), read in the order given "
                    "(default: the bundled sample)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--streams", action="store_true",
-                   help="show the stream table (the default until calls are analysed)")
+                   help="the RTP stream table; with --json, stream objects after the calls")
+    p.add_argument("--config", metavar="PATH",
+                   help="YAML config: SLA profiles, local networks, peers, quality model")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_analyze)
     v = sub.add_parser("version", help="print the version")

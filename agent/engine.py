@@ -1,40 +1,86 @@
 """The sans-IO pipeline: `Batch` in, events out.
 
-`Engine.feed(batch)` decodes the batch, routes UDP frames to the RTP stream
-tracker and returns the events that the batch completed; `Engine.tick(now)`
-expires idle state by packet time; `Engine.finish()` ends everything (end of a
-capture file, or shutdown). The engine never reads a clock, opens a socket or
-logs: `voipprobe analyze` and the live agent drive the very same object.
+`Engine.feed(batch)` decodes the batch and routes each UDP/TCP frame:
+
+- SIP: UDP or TCP payloads that start like a SIP message (any port; TCP
+  through `SipTcpReassembler`), parsed and fed to the dialog tracker;
+  TLS on 5061 is counted as encrypted signalling (its media is still measured);
+- RTCP: version 2 with packet type 200..207 in the second byte (RFC 5761 §4),
+  fed to the `RtcpMonitor`;
+- everything else UDP: RTP candidates for the `StreamTracker`.
+
+The call table joins dialogs, streams and RTCP into `CallRecord`s.
+`Engine.tick(now)` expires idle state by packet time; `Engine.finish()` ends
+everything (end of a capture file, or shutdown). The engine never reads a
+clock, opens a socket or logs: `voipprobe analyze` and the live agent drive
+the very same object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.calls.record import CallRecord
+from agent.calls.table import CallTable
 from agent.capture.batch import Batch
+from agent.config import Config
 from agent.decode import Decoder
-from agent.decode.frames import IPPROTO_UDP
+from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames, format_addr
+from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamStats
 from agent.rtp.tracker import StreamTracker, TrackerConfig
+from agent.sip.errors import SipParseError
+from agent.sip.events import Endpoint, SipEvent
+from agent.sip.message import is_keepalive, looks_like_sip, parse_message
+from agent.sip.tcpstream import SipTcpReassembler
+from agent.sip.tracker import SipTracker
+
+SIP_TLS_PORT = 5061  # RFC 3261 §26.2: sips; encrypted, counted, not decoded
 
 
 @dataclass(frozen=True, slots=True)
 class StreamEnded:
-    """An RTP stream finished (idle timeout, end of capture, shutdown)."""
+    """An RTP stream finished (idle timeout, its call ended, end of capture)."""
 
     stats: StreamStats
 
 
-Event = StreamEnded
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """A call (or a pseudo-call of unsignalled media) is over and judged."""
+
+    record: CallRecord
+
+
+Event = StreamEnded | CallEnded
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    config: Config = field(default_factory=Config)
     # How often (packet time) idle state is swept while feeding; sweeping scans tables.
     sweep_interval_s: float = 5.0
+
+    def tracker(self) -> TrackerConfig:
+        return TrackerConfig(idle_timeout_s=self.config.calls.media_idle_timeout_s)
+
+
+@dataclass(slots=True)
+class RouteCounters:
+    sip_udp: int = 0
+    sip_tcp_segments: int = 0
+    sip_messages: int = 0
+    sip_parse_errors: int = 0
+    sip_keepalives: int = 0
+    sip_tls_packets: int = 0  # encrypted signalling, not decoded
+    rtcp_packets: int = 0
+    rtp_candidates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(getattr(self, k)) for k in RouteCounters.__dataclass_fields__}
 
 
 class Engine:
@@ -42,12 +88,20 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
+        cfg = self.config.config
         self.decoder = Decoder()
-        self.streams = StreamTracker(self.config.tracker)
+        self.streams = StreamTracker(self.config.tracker())
+        self.sip = SipTracker(setup_timeout_s=cfg.calls.setup_timeout_s)
+        self.tcp = SipTcpReassembler()
+        self.rtcp = RtcpMonitor()
+        self.calls = CallTable(cfg, self.rtcp)
+        self.route = RouteCounters()
         self.packets = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self._next_sweep: float | None = None
+
+    # -- feeding ----------------------------------------------------------------------
 
     def feed(self, batch: Batch) -> list[Event]:
         """Process one batch; returns the events it completed."""
@@ -60,9 +114,7 @@ class Engine:
         self.last_ts = float(batch.ts[-1])
         frames = self.decoder.decode(batch)
         if len(frames):
-            udp_rows = np.flatnonzero(frames.proto == IPPROTO_UDP).astype(np.int64)
-            if udp_rows.size:
-                self.streams.feed(frames, udp_rows)
+            self._route(frames)
         now = float(batch.ts.max())
         if self._next_sweep is None:
             self._next_sweep = now + self.config.sweep_interval_s
@@ -71,20 +123,117 @@ class Engine:
             return self.tick(now)
         return []
 
+    def _route(self, f: Frames) -> None:
+        plen = f.payload_len
+        first = np.where(plen > 0, f.data[np.minimum(f.payload_off, f.data.size - 1)], 0)
+        second = np.where(plen > 1, f.data[np.minimum(f.payload_off + 1, f.data.size - 1)], 0)
+        udp = f.proto == IPPROTO_UDP
+        # SIP over TLS: TCP on 5061 carrying TLS records (content types 20..23). Plain
+        # SIP over UDP from port 5061 exists (the Wireshark sample capture has it).
+        tls = ((f.proto == IPPROTO_TCP) & ((f.sport == SIP_TLS_PORT) | (f.dport == SIP_TLS_PORT))
+               & (first >= 0x14) & (first <= 0x17))
+        # SIP starts with an upper-case method or "SIP/2.0"; CRLF keep-alives too.
+        # RTP/RTCP start with 0b10 (0x80..0xBF): the two sets never overlap.
+        textual = ((first >= 0x41) & (first <= 0x5A)) | (first == 0x0D) | (first == 0x00)
+        rtcp = udp & (first >> 6 == 2) & (second >= 200) & (second <= 207)
+        self.route.sip_tls_packets += int(np.count_nonzero(tls))
+        for i in np.flatnonzero(udp & textual).tolist():
+            self._sip_datagram(f, i)
+        for i in np.flatnonzero(rtcp).tolist():
+            self.route.rtcp_packets += 1
+            self.rtcp.feed(f.payload(i), float(f.ts[i]))
+        tcp_rows = np.flatnonzero((f.proto == IPPROTO_TCP) & ~tls & (plen > 0))
+        for i in tcp_rows.tolist():
+            self._sip_segment(f, i)
+        rtp = np.flatnonzero(udp & ~textual & ~rtcp).astype(np.int64)
+        self.route.rtp_candidates += int(rtp.size)
+        if rtp.size:
+            self.streams.feed(f, rtp)
+
+    def _sip_datagram(self, f: Frames, i: int) -> None:
+        payload = f.payload(i)
+        if is_keepalive(payload):
+            self.route.sip_keepalives += 1
+            return
+        if not looks_like_sip(payload):
+            return
+        self.route.sip_udp += 1
+        self._sip_message(f, i, payload, "udp")
+
+    def _sip_segment(self, f: Frames, i: int) -> None:
+        key = (int(f.src_hi[i]), int(f.src_lo[i]), int(f.sport[i]),
+               int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]))
+        self.route.sip_tcp_segments += 1
+        for msg in self.tcp.feed(key, int(f.tcp_seq[i]), int(f.tcp_flags[i]), f.payload(i),
+                                 float(f.ts[i])):
+            self._sip_message(f, i, msg, "tcp")
+
+    def _sip_message(self, f: Frames, i: int, data: bytes, transport: str) -> None:
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            self.route.sip_parse_errors += 1
+            return
+        self.route.sip_messages += 1
+        src = Endpoint(format_addr(f.src_hi[i], f.src_lo[i]), int(f.sport[i]))
+        dst = Endpoint(format_addr(f.dst_hi[i], f.dst_lo[i]), int(f.dport[i]))
+        self._sip_events(self.sip.feed(msg, src, dst, float(f.ts[i]), int(f.dscp[i]), transport))
+
+    def _sip_events(self, events: list[SipEvent]) -> None:
+        for e in events:
+            self.calls.on_sip(e)
+
+    # -- time -------------------------------------------------------------------------
+
     def tick(self, now: float) -> list[Event]:
-        """Expire state idle at packet time ``now`` (epoch seconds)."""
-        return [StreamEnded(s) for s in self.streams.expire(now)]
+        """Expire state idle at packet time ``now`` (epoch seconds); emit what ended."""
+        out: list[Event] = []
+        self._sip_events(self.sip.expire(now))
+        self.tcp.expire(now)
+        self.rtcp.expire(now)
+        for s in self.streams.expire(now):
+            out.append(StreamEnded(s))
+            self.calls.on_stream(s)
+        for call_id in self.calls.due(now):
+            out.extend(CallEnded(r) for r in [self.calls.take(call_id)])
+        out.extend(CallEnded(r) for r in self.calls.take_unsignalled(now))
+        return out
 
     def finish(self) -> list[Event]:
-        """End of input: every remaining stream ends."""
-        return [StreamEnded(s) for s in self.streams.finish()]
+        """End of input: every remaining stream, dialog and call ends."""
+        now = self.last_ts if self.last_ts is not None else 0.0
+        out: list[Event] = []
+        for s in self.streams.finish():
+            out.append(StreamEnded(s))
+            self.calls.on_stream(s)
+        self._sip_events(self.sip.finish(now))
+        out.extend(CallEnded(r) for r in self.calls.finish())
+        return out
 
     def counters(self) -> dict[str, int]:
         """Every drop and table counter of the pipeline, prefixed by its stage."""
         out: dict[str, int] = {"packets": self.packets}
         for prefix, counts in (
             ("decode", self.decoder.counters.as_dict()),
+            ("route", self.route.as_dict()),
             ("rtp", self.streams.counters.as_dict()),
+            ("sip", _ints(self.sip.counters.as_dict())),
+            ("sip_tcp", _ints(self.tcp.counters.as_dict())),
+            ("rtcp", self.rtcp.counters.as_dict()),
+            ("calls", self.calls.counters.as_dict()),
         ):
             out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out
+
+
+def _ints(d: Mapping[str, object]) -> dict[str, int]:
+    """Flatten one level of nested counters (e.g. requests by method)."""
+    out: dict[str, int] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}_{kk}": int(vv) for kk, vv in v.items()})
+        elif isinstance(v, int):
+            out[k] = v
+    return out
+
+

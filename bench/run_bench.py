@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         bench_tool(
             "voipprobe",
-            [sys.executable, "-m", "agent.cli", "analyze", "--json", str(path)],
+            [sys.executable, "-m", "agent.cli", "analyze", "--json", "--streams", str(path)],
             packets,
             args.repeat,
         )

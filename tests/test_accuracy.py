@@ -247,7 +247,7 @@ class Outcome:
 def analyze(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     """Run the CLI as a user would; the stream objects, or the reason there are none."""
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "analyze", "--json", str(path)],
+        [sys.executable, "-m", "agent.cli", "analyze", "--json", "--streams", str(path)],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     if proc.returncode != 0:

@@ -36,9 +36,9 @@ def test_truncated_capture_warns_and_keeps_the_packets_before_the_cut(tmp_path: 
     data = src.read_bytes()
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(data[: len(data) * 2 // 3 + 7])  # mid-record
-    full = [o for o in map(json.loads, run("analyze", "--json", str(src)).stdout.splitlines())
-            if o["kind"] == "stream"]
-    proc = run("analyze", "--json", str(cut))
+    full_out = run("analyze", "--json", "--streams", str(src)).stdout
+    full = [o for o in map(json.loads, full_out.splitlines()) if o["kind"] == "stream"]
+    proc = run("analyze", "--json", "--streams", str(cut))
     assert proc.returncode == 0
     assert "warning" in proc.stderr and "trunc" in proc.stderr.lower()
     part = [o for o in map(json.loads, proc.stdout.splitlines()) if o["kind"] == "stream"]
@@ -50,7 +50,7 @@ def test_truncated_capture_warns_and_keeps_the_packets_before_the_cut(tmp_path: 
 
 def test_table_output_names_the_streams() -> None:
     src = corpus_dir() / "pcaps" / "rtpproxy_dups.a.pcap"
-    proc = run("analyze", str(src))
+    proc = run("analyze", "--streams", str(src))
     assert proc.returncode == 0, proc.stderr
     assert "123.87.99.93:30716" in proc.stdout and "97.93.61.248:60710" in proc.stdout
     assert "0xAE9DD7AF" in proc.stdout
@@ -59,7 +59,7 @@ def test_table_output_names_the_streams() -> None:
 
 def test_json_contract_keys() -> None:
     src = corpus_dir() / "pcaps" / "rtpproxy_dups.a.pcap"
-    proc = run("analyze", "--json", str(src))
+    proc = run("analyze", "--json", "--streams", str(src))
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     streams = [o for o in lines if o["kind"] == "stream"]
     assert len(streams) == 1
@@ -79,7 +79,7 @@ def test_json_contract_keys() -> None:
 
 
 def test_bundled_sample_runs_without_arguments() -> None:
-    proc = run("analyze", "--json")
+    proc = run("analyze", "--json", "--streams")
     assert proc.returncode == 0, proc.stderr
     streams = [o for o in map(json.loads, proc.stdout.splitlines()) if o["kind"] == "stream"]
     assert len(streams) >= 2

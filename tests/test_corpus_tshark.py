@@ -120,7 +120,8 @@ DIFFERENCES: dict[str, Differences] = {
 
 def _analyze(path: str) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "analyze", "--json", "--no-progress", path],
+        [sys.executable, "-m", "agent.cli", "analyze", "--json", "--streams", "--no-progress",
+         path],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr

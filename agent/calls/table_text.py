@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.calls.record import CallRecord, DirectionRecord
+from agent.calls.record import CallRecord, DirectionRecord, SlaRecord
 
 HEADER = ("call", "from", "to", "status", "end", "setup s", "dur s", "codec", "dir",
           "MOS", "loss %", "jit ms", "dscp", "SLA")
@@ -25,12 +25,10 @@ def _user(uri: str | None) -> str:
     return _short(u.split(";", 1)[0], 28)
 
 
-def _sla(d: DirectionRecord) -> str:
-    if d.sla.verdict == "met":
+def _sla(sla: SlaRecord) -> str:
+    if sla.verdict == "met":
         return "met"
-    return "violated: " + ", ".join(
-        f"{v.threshold} {v.value:.3g}" for v in d.sla.violations
-    )
+    return "violated: " + ", ".join(f"{v.threshold} {v.value:.3g}" for v in sla.violations)
 
 
 def _direction_row(d: DirectionRecord) -> tuple[str, ...]:
@@ -38,7 +36,7 @@ def _direction_row(d: DirectionRecord) -> tuple[str, ...]:
     marks = sorted(s["dscp"].items(), key=lambda kv: int(kv[0]))
     dscp = ",".join(k if len(marks) == 1 else f"{k}:{v}" for k, v in marks)
     return (d.direction, f"{d.quality.mos_cq:.2f}", f"{100 * s['loss_ratio']:.2f}",
-            f"{s['jitter_mean_ms']:.2f}", dscp, _sla(d))
+            f"{s['jitter_mean_ms']:.2f}", dscp, _sla(d.sla))
 
 
 def call_table(calls: Iterable[CallRecord]) -> str:
@@ -53,7 +51,7 @@ def call_table(calls: Iterable[CallRecord]) -> str:
             c.codec or "-",
         )
         if not c.directions:
-            rows.append((*head, "-", "-", "-", "-", "-", c.sla.verdict))
+            rows.append((*head, "-", "-", "-", "-", "-", _sla(c.sla)))
         for i, d in enumerate(c.directions):
             rows.append((*(head if i == 0 else ("",) * len(head)), *_direction_row(d)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]

@@ -189,10 +189,11 @@ class CaptureFacts:
                       "sdp.media.port"]
         for call_id, method, c_addr, m_port in _tshark_fields(capture, "sdp && !icmp",
                                                               sdp_fields):
-            line = sip[call_id]
-            side = "offer" if method == "INVITE" else "answer"
-            if getattr(line, side) is None:
-                sip[call_id] = replace(line, **{side: f"{c_addr}:{m_port}"})
+            line, endpoint = sip[call_id], f"{c_addr}:{m_port}"
+            if method == "INVITE" and line.offer is None:
+                sip[call_id] = replace(line, offer=endpoint)
+            elif not method and line.answer is None:
+                sip[call_id] = replace(line, answer=endpoint)
         for src, ds in _tshark_fields(capture, "rtp && !icmp", ["ip.src", "ip.dsfield.dscp"],
                                       heuristic=True):
             dscp.setdefault((src, "rtp"), Counter())[int(ds)] += 1

@@ -38,7 +38,7 @@ class Advert:
 class Match:
     call_id: str
     toward: Side  # the side the stream flows to
-    by: str  # "destination" or "source" (symmetric RTP fallback)
+    by: str  # "both" ends advertised, "destination", or "source" (symmetric RTP fallback)
 
 
 Key = tuple[str, int]
@@ -85,13 +85,20 @@ class MediaIndex:
 
     def match(self, src: Key, dst: Key, first_ts: float) -> Match | None:
         """The call a stream from ``src`` to ``dst`` starting at ``first_ts`` belongs to."""
+        # Both ends advertised by the two sides of one call: the strongest evidence,
+        # and what tells calls apart when one side reuses its port for every call.
+        senders = {(a.call_id, a.side) for a in self._adverts.get(src, [])}
+        both = [a for a in self._adverts.get(dst, [])
+                if (a.call_id, _other(a.side)) in senders]
+        a = _latest_before(both, first_ts)
+        if a is not None:
+            return Match(a.call_id, a.side, "both")
         a = self._pick(dst, first_ts)
         if a is not None:
             return Match(a.call_id, a.side, "destination")
         a = self._pick(src, first_ts)
         if a is not None:  # it comes *from* the advertiser: it flows to the other side
-            other = Side.CALLEE if a.side == Side.CALLER else Side.CALLER
-            return Match(a.call_id, other, "source")
+            return Match(a.call_id, _other(a.side), "source")
         return None
 
     def match_key(self, key: StreamKey, first_ts: float) -> Match | None:
@@ -100,11 +107,20 @@ class MediaIndex:
         return self.match(src, dst, first_ts)
 
     def _pick(self, key: Key, first_ts: float) -> Advert | None:
-        ads = self._adverts.get(key)
-        if not ads:
-            return None
-        before = [a for a in ads if a.ts <= first_ts + SDP_RACE_S]
-        return before[-1] if before else ads[0]
+        return _latest_before(self._adverts.get(key, []), first_ts)
+
+
+def _latest_before(ads: list[Advert], first_ts: float) -> Advert | None:
+    """The newest advertisement made before the stream started (adverts are in time
+    order), else the oldest one after it."""
+    if not ads:
+        return None
+    before = [a for a in ads if a.ts <= first_ts + SDP_RACE_S]
+    return before[-1] if before else ads[0]
+
+
+def _other(side: Side) -> Side:
+    return Side.CALLEE if side == Side.CALLER else Side.CALLER
 
 
 def _norm(addr: str) -> str:

@@ -69,6 +69,9 @@ class DirectionRecord(_Frozen):
     quality: QualityRecord
     dscp_compliance_ratio: float | None
     sla: SlaRecord
+    # RFC 4733 event-only streams (own SSRC) on this direction's 5-tuple: telephone
+    # events, not media; reported, not rated.
+    event_streams: list[dict[str, Any]] = []
 
 
 class CallRecord(_Frozen):

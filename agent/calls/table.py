@@ -22,8 +22,11 @@ from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamStats
+from agent.rtp.payload_types import TELEPHONE_EVENT
 from agent.sip.events import CallSignalling, DialogEnded, EndReason, Side, SipEvent
 from agent.sla.policy import direction_of, dscp_compliance_ratio, peer_of
+
+TELEPHONE_EVENT_NAME = TELEPHONE_EVENT.name
 
 
 @dataclass(slots=True)
@@ -162,13 +165,14 @@ class CallTable:
         profile = self.config.sla.profile_for_peer(peer)
         rtt_s, rtt_source = self._rtt(streams)
         setup = sig.setup_delay_s
+        media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
         directions = [
             judge_direction(
                 self._direction_name(s, toward), s, profile=profile, cfg=self.config,
                 rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=setup,
                 signalling_dscp=sig.signalling_dscp,
-            )
-            for toward, s in sorted(call.streams, key=lambda t: t[1].first_ts)
+            ).model_copy(update={"event_streams": events.get(_path(s), [])})
+            for toward, s in media
         ]
         end_ts = sig.end_ts if sig.end_ts is not None else max(
             [s.last_ts for s in streams] or [sig.invite_ts])
@@ -229,8 +233,28 @@ class CallTable:
         self.counters.calls_evicted += 1
 
 
+def _path(s: StreamStats) -> tuple[str, str]:
+    return s.key.src, s.key.dst
+
+
+def _split_events(
+    streams: list[tuple[Side, StreamStats]],
+) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str], list[dict[str, object]]]]:
+    """Event-only streams ride along with the media stream of their 5-tuple; one that
+    has no media companion stays a direction of its own."""
+    paths = {_path(s) for _, s in streams if s.codec != TELEPHONE_EVENT_NAME}
+    media: list[tuple[Side, StreamStats]] = []
+    events: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for toward, s in streams:
+        if s.codec == TELEPHONE_EVENT_NAME and _path(s) in paths:
+            events.setdefault(_path(s), []).append(s.to_json())
+        else:
+            media.append((toward, s))
+    return media, events
+
+
 def _codec(streams: list[StreamStats]) -> str | None:
-    names = [s.codec for s in streams if s.codec and s.codec != "telephone-event"]
+    names = [s.codec for s in streams if s.codec and s.codec != TELEPHONE_EVENT_NAME]
     return max(set(names), key=names.count) if names else None
 
 

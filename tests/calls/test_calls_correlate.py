@@ -16,8 +16,7 @@ def test_stream_to_an_advertised_endpoint_flows_toward_its_advertiser() -> None:
     to_caller = stream(("198.19.8.2", 20000), ("198.18.7.1", 16000), 2)
     m1 = idx.match_key(to_callee.key, to_callee.first_ts)
     m2 = idx.match_key(to_caller.key, to_caller.first_ts)
-    assert m1 is not None and (m1.call_id, m1.toward, m1.by) == ("c1@test", Side.CALLEE,
-                                                                 "destination")
+    assert m1 is not None and (m1.call_id, m1.toward, m1.by) == ("c1@test", Side.CALLEE, "both")
     assert m2 is not None and m2.toward == Side.CALLER
 
 
@@ -57,3 +56,15 @@ def test_unrelated_stream_matches_nothing() -> None:
     idx.update(call())
     s = stream(("198.18.9.9", 7000), ("198.19.9.9", 7002), 7)
     assert idx.match_key(s.key, s.first_ts) is None
+
+
+def test_callee_reusing_its_port_for_every_call_is_told_apart_by_the_caller_port() -> None:
+    # sipp's uas answers every call on 198.19.8.2:20000; the caller uses a new port per
+    # call. A stream that starts just before the next call's answer still belongs to its
+    # own call because both of its ends were advertised by that call.
+    idx = MediaIndex()
+    idx.update(call("one@test", caller=("198.18.7.1", 6000), t0=T0))
+    idx.update(call("two@test", caller=("198.18.7.1", 6004), t0=T0 + 8.5))
+    late = stream(("198.18.7.1", 6000), ("198.19.8.2", 20000), 9, t0=T0 + 8.4)
+    m = idx.match_key(late.key, late.first_ts)
+    assert m is not None and (m.call_id, m.by) == ("one@test", "both")

@@ -104,3 +104,19 @@ def test_table_is_bounded() -> None:
     for i in range(100):
         t.on_sip(DialogStarted(call(f"c{i}", ended=False, answered=False, t0=T0 + i)))
     assert len(t) == 10 and t.counters.calls_evicted == 90
+
+
+def test_event_only_stream_rides_with_the_media_of_its_five_tuple() -> None:
+    from dataclasses import replace
+
+    t = table()
+    t.on_sip(DialogEnded(call()))
+    t.on_stream(stream(CALLER, CALLEE, 1))
+    t.on_stream(stream(CALLEE, CALLER, 2))
+    dtmf = replace(stream(CALLER, CALLEE, 3, packets=10), codec="telephone-event",
+                   payload_types=(101,))
+    t.on_stream(dtmf)
+    r = t.take("c1@test")
+    assert len(r.directions) == 2
+    a, b = r.directions
+    assert [e["ssrc"] for e in a.event_streams] == [3] and b.event_streams == []

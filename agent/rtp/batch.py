@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.rtp import jbuffer
 from agent.rtp.columns import RtpColumns
 from agent.rtp.model import StreamStats
 from agent.rtp.payload_types import PayloadKind
@@ -55,22 +56,27 @@ _INT_FIELDS = (
     "has_seq", "last_seq", "last_ext", "base", "max", "distinct", "done_expected", "done_lost",
     "done_wraps", "restarts", "duplicates", "reordered", "max_gap", "packets", "markers",
     "events", "cn", "regular", "jref_ts", "jref_ok", "prev_kind", "vlan", "pcp",
+    *jbuffer.INT_FIELDS,
 )
 _FLOAT_FIELDS = (
     "clock", "jitter", "jsum", "jmax", "dsum", "dmax", "jref_arr", "first_ts", "last_ts",
+    *jbuffer.FLOAT_FIELDS,
 )
 
 
-def affine_scan(a: F64, b: F64) -> F64:
-    """x_i = a_i x_{i-1} + b_i with x_{-1} = 0, by a log-step scan of composed maps."""
+def affine_scan(a: F64, b: F64, span: int | None = None) -> F64:
+    """x_i = a_i x_{i-1} + b_i with x_{-1} = 0, by a log-step scan of composed maps.
+
+    ``span``: no row is ``span`` or more rows after the last row with ``a == 0`` (a
+    stream's first row), so windows that long are complete and the scan stops there.
+    """
     a, b = a.copy(), b.copy()
     d, n = 1, a.shape[0]
-    while d < n:
-        nb = b.copy()
-        nb[d:] += a[d:] * b[:-d]
-        na = a.copy()
-        na[d:] *= a[:-d]
-        a, b, d = na, nb, d * 2
+    limit = n if span is None else min(n, span)
+    while d < limit:  # after the pass, row i composes the maps of rows (i - 2d, i]
+        b[d:] += a[d:] * b[:-d]  # the right side is evaluated before b is written
+        a[d:] *= a[:-d]  # numpy buffers overlapping operands
+        d *= 2
     return b
 
 
@@ -98,6 +104,7 @@ class BatchStats:
         self.pts: dict[int, set[int]] = {}
         self.dscp: dict[int, dict[int, int]] = {}
         self.held: dict[int, RtpColumns] = {}
+        self.ptime: dict[int, dict[int, int]] = {}  # per stream: RTP timestamp step -> count
 
     # -- slots ------------------------------------------------------------------------
 
@@ -122,11 +129,13 @@ class BatchStats:
             self.s[name][sid] = 0
         s = self.s
         s["prev_kind"][sid] = -1
+        s["jb_blk"][sid] = -1
         s["first_ts"][sid], s["last_ts"][sid] = np.inf, -np.inf
         s["clock"][sid] = float(meta.clock_rate or 0)
         self.meta[sid] = meta
         self.bursts[sid] = BurstTotals()
         self.pts[sid], self.dscp[sid] = set(), {}
+        self.ptime[sid] = {}
         return sid
 
     def close(self, sid: int) -> StreamStats:
@@ -135,7 +144,8 @@ class BatchStats:
         if held is not None:  # a large jump never confirmed: a stray
             self._count(held)
         stats = self.totals(sid).to_stats(self.meta[sid], self.jb)
-        for table in (self.meta, self.holes, self.bursts, self.pts, self.dscp, self.held):
+        for table in (self.meta, self.holes, self.bursts, self.pts, self.dscp, self.held,
+                      self.ptime):
             table.pop(sid, None)
         self._free.append(sid)
         return stats
@@ -274,7 +284,7 @@ class BatchStats:
         self._close_state_segments(seg)
         self._segment_holes(seg, new_holes, gseg[fill], ext[fill])
         self._segment_state(c, seg, ext)
-        self._jitter(c, c.kind == PayloadKind.MEDIA, sstart, gseg, seg_cont, dup)
+        self._jitter(c, sstart, gseg, seg_cont, dup, ext, (running, seg_init))
 
     def _seen_in_state(self, chk: B, sid: I64, ext: I64) -> B:
         """Rows whose number the state already holds (at or below its max, not a hole)."""
@@ -356,10 +366,13 @@ class BatchStats:
         s["last_seq"][u], s["last_ext"][u] = c.seq[last_row], ext[last_row]
 
     def _jitter(
-        self, c: RtpColumns, jm: B, sstart: B, gseg: I64, seg_cont: B, dup: B
+        self, c: RtpColumns, sstart: B, gseg: I64, seg_cont: B, dup: B, ext: I64,
+        top: tuple[I64, I64],
     ) -> None:
-        """RFC 3550 A.8 over the accepted media rows, all streams at once."""
+        """RFC 3550 A.8 over the accepted media rows, all streams at once; then the
+        jitter buffer and ptime (`agent.rtp.jbuffer`) over the same rows."""
         s, sid = self.s, c.sid
+        jm = c.kind == PayloadKind.MEDIA
         pk = _shift(c.kind, sstart, s["prev_kind"][sid[sstart]])
         ends = np.append(np.flatnonzero(sstart)[1:], len(c)) - 1
         s["prev_kind"][sid[ends]] = c.kind[ends]
@@ -368,6 +381,7 @@ class BatchStats:
         j = np.flatnonzero(jm)
         if j.size == 0:
             s["jref_ok"][sid[newseg_rows]] = 0
+            jbuffer.reset(s, sid[newseg_rows])
             return
         jsid, jg, arr, ts = sid[j], gseg[j], c.arrival_s[j], c.ts[j]
         jstart = np.ones(j.size, bool)
@@ -390,7 +404,11 @@ class BatchStats:
         b[js] += a[js] * s["jitter"][jsid[js]]
         a[js] = 0.0
         s["jref_ok"][sid[newseg_rows]] = 0
-        jit = affine_scan(a, b)
+        jit = affine_scan(a, b, int(np.diff(np.append(js, j.size)).max()))
+        max_after = np.maximum(top[0][j], top[1][jg])  # the segment's max after the row
+        rows = jbuffer.JitterRows(jsid, jg, seg_cont[jg], dup[j], disc, jit, arr, ts, ext[j],
+                                  max_after, clk)
+        jbuffer.update(s, self.ptime, self.jb, rows, sid[newseg_rows], sid[ends], gseg[ends])
         regular = has_ref & ~disc & ~c.marker[j] & ~dup[j] & (pk[j] == PayloadKind.MEDIA)
         self._jitter_totals(jsid[js], js, jit, delta, regular)
         jl = np.append(js[1:], j.size) - 1
@@ -445,6 +463,11 @@ class BatchStats:
             pcp=s["pcp"] if s["pcp"] >= 0 else None,
             first_ts=s["first_ts"],
             last_ts=s["last_ts"],
+            jb_packets=s["jb_n"],
+            jb_discarded=s["jb_late"],
+            jb_wait_sum_ms=s["jb_wsum"],
+            jb_wait_max_ms=s["jb_wmax"],
+            ptime_steps=dict(self.ptime[sid]),
         )
 
 

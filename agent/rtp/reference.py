@@ -18,15 +18,20 @@ from agent.rtp.model import StreamStats
 from agent.rtp.payload_types import PayloadKind
 from agent.rtp.rules import (
     HOLE_WINDOW,
+    JB_BLOCK,
+    JB_INF,
     JITTER_DISCONTINUITY_S,
     SEQ_MOD,
+    TS_MOD,
     BurstTotals,
     JitterBufferSpec,
     StreamMeta,
     Totals,
+    add_ptime_step,
     is_large_jump,
     seq_step,
     split_final_holes,
+    transit_us,
     ts_step,
 )
 
@@ -76,6 +81,14 @@ class ReferenceStream:
         self.jitter_s = self.jitter_sum_s = self.jitter_max_s = 0.0
         self.delta_sum_s = self.delta_max_s = 0.0
         self.regular = 0
+        # jitter-buffer emulation and ptime, over buffer packets (media, not duplicates)
+        self._jb_ext: int | None = None  # extended RTP timestamp of the previous one
+        self._jb_seq = 0  # its extended sequence number
+        self._jb_block: int | None = None  # None: no window (segment start, resync)
+        self._jb_cur = self._jb_prev = JB_INF  # min transit (us) of current/previous block
+        self.jb_packets = self.jb_discarded = 0
+        self.jb_wait_sum_ms = self.jb_wait_max_ms = 0.0
+        self.ptime_steps: dict[int, int] = {}
 
     def add(self, p: RtpPacket) -> None:
         """Account one packet (arrival order)."""
@@ -121,6 +134,7 @@ class ReferenceStream:
         self._last_seq = p.seq
         self.distinct = 1
         self._jref = None  # jitter needs a reference inside the segment
+        self._jb_ext, self._jb_block = None, None  # the buffer starts over too
         self._after_accept(p, duplicate=False)
 
     def _accept(self, p: RtpPacket, ext: int) -> None:
@@ -167,6 +181,8 @@ class ReferenceStream:
         # included, as in Wireshark; a duplicate is not a regular packet for mean/max.
         if p.kind == PayloadKind.MEDIA:
             self._jitter(p, duplicate)
+            if not duplicate and self._clock > 0.0:
+                self._buffer(p)
         self._prev_kind = p.kind
 
     def _jitter(self, p: RtpPacket, duplicate: bool) -> None:
@@ -177,6 +193,7 @@ class ReferenceStream:
         if self._clock > 0.0:
             d = delta - ts_step(p.ts, ref[1]) / self._clock
             if abs(d) > JITTER_DISCONTINUITY_S:
+                self._jb_block = None  # the jitter buffer resynchronises too
                 return  # timestamp discontinuity: not jitter, new reference
             self.jitter_s += (abs(d) - self.jitter_s) / 16.0
         if p.marker or duplicate or self._prev_kind != PayloadKind.MEDIA:
@@ -186,6 +203,35 @@ class ReferenceStream:
         self.jitter_max_s = max(self.jitter_max_s, self.jitter_s)
         self.delta_sum_s += delta
         self.delta_max_s = max(self.delta_max_s, delta)
+
+    # -- jitter buffer and ptime --------------------------------------------------------
+
+    def _buffer(self, p: RtpPacket) -> None:
+        """Play one buffer packet (media, accepted, not a duplicate) through the buffer."""
+        prev_ext = self._jb_ext
+        ext_ts = p.ts if prev_ext is None else prev_ext + ts_step(p.ts, prev_ext % TS_MOD)
+        if prev_ext is not None and self._last_ext - self._jb_seq == 1 and ext_ts > prev_ext:
+            add_ptime_step(self.ptime_steps, ext_ts - prev_ext)
+        self._jb_ext, self._jb_seq = ext_ts, self._last_ext
+        if self.jb.model == "none":
+            return
+        transit = transit_us(p.arrival_s, ext_ts, self._clock)
+        block = self.max // JB_BLOCK  # blocks follow the highest sequence number so far
+        if self._jb_block is None or block > self._jb_block + 1:
+            self._jb_cur = self._jb_prev = JB_INF
+        elif block == self._jb_block + 1:
+            self._jb_prev, self._jb_cur = self._jb_cur, JB_INF
+        self._jb_block = block
+        self._jb_cur = min(self._jb_cur, transit)
+        delay_us = transit - min(self._jb_cur, self._jb_prev)
+        target_ms = self.jb.target_ms(self.jitter_s)
+        self.jb_packets += 1
+        if delay_us > target_ms * 1000.0:
+            self.jb_discarded += 1  # arrived after its playout time
+            return
+        wait_ms = target_ms - delay_us / 1000.0
+        self.jb_wait_sum_ms += wait_ms
+        self.jb_wait_max_ms = max(self.jb_wait_max_ms, wait_ms)
 
     # -- results --------------------------------------------------------------------
 
@@ -224,6 +270,11 @@ class ReferenceStream:
             pcp=self.pcp,
             first_ts=self.first_ts,
             last_ts=self.last_ts,
+            jb_packets=self.jb_packets,
+            jb_discarded=self.jb_discarded,
+            jb_wait_sum_ms=self.jb_wait_sum_ms,
+            jb_wait_max_ms=self.jb_wait_max_ms,
+            ptime_steps=dict(self.ptime_steps),
         )
 
     def stats(self) -> StreamStats:

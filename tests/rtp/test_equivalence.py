@@ -17,7 +17,14 @@ from agent.rtp.batch import BatchStats, affine_scan
 from agent.rtp.columns import RtpColumns
 from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.reference import ReferenceStream, RtpPacket
-from agent.rtp.rules import StreamMeta
+from agent.rtp.rules import JitterBufferSpec, StreamMeta
+
+SPECS = st.one_of(
+    st.builds(JitterBufferSpec, st.just("fixed"), fixed_ms=st.sampled_from([0.0, 0.5, 2.0, 60.0])),
+    st.builds(JitterBufferSpec, st.just("adaptive"), adaptive_min_ms=st.sampled_from([0.0, 0.5]),
+              adaptive_max_ms=st.sampled_from([2.0, 200.0]), adaptive_k=st.sampled_from([1.0, 4.0])),
+    st.just(JitterBufferSpec("none")),
+)
 
 
 def assert_same(a: StreamStats, b: StreamStats) -> None:
@@ -29,10 +36,11 @@ def assert_same(a: StreamStats, b: StreamStats) -> None:
             assert x == y, (f.name, x, y)
 
 
-def run_both(streams: list[list[RtpPacket]], cuts: list[int], clocks: list[int | None]
+def run_both(streams: list[list[RtpPacket]], cuts: list[int], clocks: list[int | None],
+             spec: JitterBufferSpec | None = None
              ) -> tuple[list[StreamStats], list[StreamStats]]:
     metas = [StreamMeta(StreamKey(0, i, 1, 0, 2, 3, i), None, c) for i, c in enumerate(clocks)]
-    refs = [ReferenceStream(m) for m in metas]
+    refs = [ReferenceStream(m, spec) for m in metas]
     for ref, pkts in zip(refs, streams, strict=True):
         for p in pkts:
             ref.add(p)
@@ -40,7 +48,7 @@ def run_both(streams: list[list[RtpPacket]], cuts: list[int], clocks: list[int |
     # interleave by arrival, keeping each stream's own order
     merged = list(heapq.merge(*[[(p.arrival_s, i, k, p) for k, p in enumerate(s)]
                                 for i, s in enumerate(streams)]))
-    bs = BatchStats(capacity=2)
+    bs = BatchStats(capacity=2, jb=spec)
     sids = [bs.open(m) for m in metas]
     bounds = sorted({0, len(merged), *[c % (len(merged) + 1) for c in cuts]})
     for lo, hi in itertools.pairwise(bounds):
@@ -57,16 +65,36 @@ def run_both(streams: list[list[RtpPacket]], cuts: list[int], clocks: list[int |
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), nstreams=st.integers(1, 5),
        p=st.sampled_from([0.0, 0.01, 0.05, 0.15]),
-       cuts=st.lists(st.integers(0, 10**6), max_size=12))
-def test_batch_equals_reference(seed: int, nstreams: int, p: float, cuts: list[int]) -> None:
+       cuts=st.lists(st.integers(0, 10**6), max_size=12), spec=SPECS,
+       longest=st.sampled_from([400, 1500]))
+def test_batch_equals_reference(seed: int, nstreams: int, p: float, cuts: list[int],
+                                spec: JitterBufferSpec, longest: int) -> None:
     rng = random.Random(seed)
-    streams = [random_stream(rng, rng.randint(1, 400), 1.7e9 + rng.uniform(0, 2), p)
+    streams = [random_stream(rng, rng.randint(1, longest), 1.7e9 + rng.uniform(0, 2), p)
                for _ in range(nstreams)]
     clocks = [rng.choice([8000, 8000, 16000, None]) for _ in range(nstreams)]
-    ref, vec = run_both(streams, cuts, clocks)
+    ref, vec = run_both(streams, cuts, clocks, spec)
     for a, b in zip(ref, vec, strict=True):
         assert_same(a, b)
         assert a.lost == sum_bursts(a)
+
+
+def test_jitter_buffer_is_exercised_and_equal() -> None:
+    """Not only zeros: long streams over several blocks, discards, waits and ptime agree."""
+    discarded = played = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        spec = rng.choice([JitterBufferSpec("fixed", fixed_ms=2.0),
+                           JitterBufferSpec(adaptive_min_ms=0.5, adaptive_max_ms=3.0)])
+        streams = [random_stream(rng, 1500, 1.7e9, rng.choice([0.0, 0.05])) for _ in range(3)]
+        cuts = [rng.randrange(5000) for _ in range(8)]
+        ref, vec = run_both(streams, cuts, [8000, 16000, 8000], spec)
+        for a, b in zip(ref, vec, strict=True):
+            assert_same(a, b)
+            discarded += a.jb_discarded
+            played += a.jb_packets - a.jb_discarded
+            assert a.ptime_ms in (20.0, 10.0)
+    assert discarded > 1000 and played > 1000
 
 
 def sum_bursts(s: StreamStats) -> int:
@@ -77,7 +105,8 @@ def test_single_packet_batches() -> None:
     rng = random.Random(7)
     streams = [random_stream(rng, 300, 1.7e9, 0.1) for _ in range(3)]
     n = sum(map(len, streams))
-    ref, vec = run_both(streams, list(range(n)), [8000, 8000, 8000])
+    ref, vec = run_both(streams, list(range(n)), [8000, 8000, 8000],
+                        JitterBufferSpec("fixed", fixed_ms=1.0))
     for a, b in zip(ref, vec, strict=True):
         assert_same(a, b)
 

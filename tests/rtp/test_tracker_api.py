@@ -49,6 +49,7 @@ def test_wrong_sdp_clock_loses_to_the_timestamps() -> None:
     (s,) = tracker.finish()
     assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("L16", 8000, True)
     assert tracker.counters.sdp_clock_overridden == 1
+    assert s.ptime_ms == 20.0 and s.jb_model == "adaptive" and s.jb_packets == 50
 
 
 def test_sdp_clock_within_guard_is_kept() -> None:

@@ -75,7 +75,7 @@ class StreamStats:
     jb_discarded: int = 0  # arrived after their playout time
     jb_mean_delay_ms: float = 0.0  # mean wait in the buffer of the packets played
     jb_max_delay_ms: float = 0.0
-    ptime_ms: float | None = None  # median RTP timestamp step of media packets / clock
+    ptime_ms: float | None = None  # most common RTP timestamp step of media packets / clock
 
     @property
     def loss_ratio(self) -> float:

@@ -28,8 +28,10 @@ disagrees by more than ``CLOCK_GUARD`` with the rate the stream's own
 timestamps run at loses to the estimate (``clock_rate_estimated``): SDP can be
 wrong (L16/11025 whose timestamps run at 8 kHz, docs/tshark-comparison.md).
 
-Tables keyed by the network (candidates, streams) are capped; the least
-recently seen entry is evicted and counted. Time is packet time.
+Tables keyed by the network (candidates, streams, endpoint hints) are capped;
+the least recently seen entry is evicted and counted. Time is packet time.
+`close` ends streams on demand (their call ended), `snapshot` reads one
+without ending it (the live agent's intervals).
 """
 
 from __future__ import annotations

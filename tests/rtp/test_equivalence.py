@@ -21,8 +21,10 @@ from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 SPECS = st.one_of(
     st.builds(JitterBufferSpec, st.just("fixed"), fixed_ms=st.sampled_from([0.0, 0.5, 2.0, 60.0])),
-    st.builds(JitterBufferSpec, st.just("adaptive"), adaptive_min_ms=st.sampled_from([0.0, 0.5]),
-              adaptive_max_ms=st.sampled_from([2.0, 200.0]), adaptive_k=st.sampled_from([1.0, 4.0])),
+    st.builds(JitterBufferSpec, st.just("adaptive"),
+              adaptive_min_ms=st.sampled_from([0.0, 0.5]),
+              adaptive_max_ms=st.sampled_from([2.0, 200.0]),
+              adaptive_k=st.sampled_from([1.0, 4.0])),
     st.just(JitterBufferSpec("none")),
 )
 

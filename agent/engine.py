@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.calls.hints import payload_hints
 from agent.calls.record import CallRecord
 from agent.calls.table import CallTable
 from agent.capture.batch import Batch
@@ -30,10 +31,11 @@ from agent.config import Config
 from agent.decode import Decoder
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames, format_addr
 from agent.rtcp.monitor import RtcpMonitor
-from agent.rtp.model import StreamStats
+from agent.rtp.model import StreamKey, StreamStats
+from agent.rtp.rules import JitterBufferSpec
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SipParseError
-from agent.sip.events import Endpoint, SipEvent
+from agent.sip.events import CallSignalling, DialogEnded, Endpoint, SipEvent
 from agent.sip.message import is_keepalive, looks_like_sip, parse_message
 from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
@@ -65,7 +67,12 @@ class EngineConfig:
     sweep_interval_s: float = 5.0
 
     def tracker(self) -> TrackerConfig:
-        return TrackerConfig(idle_timeout_s=self.config.calls.media_idle_timeout_s)
+        jb = self.config.quality.jitter_buffer
+        spec = JitterBufferSpec(model=jb.model, fixed_ms=jb.fixed_ms,
+                                adaptive_min_ms=jb.adaptive_min_ms,
+                                adaptive_max_ms=jb.adaptive_max_ms)
+        return TrackerConfig(idle_timeout_s=self.config.calls.media_idle_timeout_s,
+                             jitter_buffer=spec)
 
 
 @dataclass(slots=True)
@@ -182,6 +189,15 @@ class Engine:
     def _sip_events(self, events: list[SipEvent]) -> None:
         for e in events:
             self.calls.on_sip(e)
+            if not isinstance(e, DialogEnded):
+                self._hint_media(e.call)
+
+    def _hint_media(self, call: CallSignalling) -> None:
+        """Tell the RTP layer what each SDP endpoint will carry (codec, clock, events)."""
+        for sdp in call.media:
+            for m in sdp.media:
+                if m.address is not None and m.rtp_port:
+                    self.streams.hint_endpoint(m.address, m.rtp_port, payload_hints(m))
 
     # -- time -------------------------------------------------------------------------
 
@@ -194,9 +210,35 @@ class Engine:
         for s in self.streams.expire(now):
             out.append(StreamEnded(s))
             self.calls.on_stream(s)
-        for call_id in self.calls.due(now):
-            out.extend(CallEnded(r) for r in [self.calls.take(call_id)])
+        due = self.calls.due(now)
+        if due:
+            out.extend(self._close_calls(due))
         out.extend(CallEnded(r) for r in self.calls.take_unsignalled(now))
+        return out
+
+    def _close_calls(self, call_ids: list[str]) -> list[Event]:
+        """End calls whose dialog is over: first their streams still running (else they
+        would end later, as unsignalled media), then the records."""
+        by_endpoint: dict[tuple[str, int], list[StreamKey]] = {}
+        for k in self.streams.streams():
+            for ep in ((format_addr(k.dst_hi, k.dst_lo), k.dport),
+                       (format_addr(k.src_hi, k.src_lo), k.sport)):
+                by_endpoint.setdefault(ep, []).append(k)
+        out: list[Event] = []
+        for call_id in call_ids:
+            keys: set[StreamKey] = set()
+            for ep in self.calls.endpoints(call_id):
+                keys.update(by_endpoint.get(ep, ()))
+            mine = []
+            for k in keys:
+                snap = self.streams.snapshot(k)
+                m = None if snap is None else self.calls.index.match_key(k, snap.first_ts)
+                if m is not None and m.call_id == call_id:
+                    mine.append(k)
+            for st in self.streams.close(mine):
+                out.append(StreamEnded(st))
+                self.calls.on_stream(st)
+            out.append(CallEnded(self.calls.take(call_id)))
         return out
 
     def finish(self) -> list[Event]:

@@ -131,12 +131,6 @@ def test_sip_workload_calls_and_run_bench(tmp_path: Path) -> None:
         assert tshark[0]["calls"] == SIP_CALLS and tshark[0]["invites_resent"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.tick takes an ended call linger_s (5 s) after its BYE, but its RTP streams "
-    "only close at the media idle timeout (30 s) or at the end of input, and then become "
-    "unsignalled pseudo-calls: tick() does not close a due call's streams before take()",
-)
 def test_sip_workload_calls_taken_before_the_end_keep_their_streams(tmp_path: Path) -> None:
     """2000 calls at 200/s: 106700 packets over 12.6 s, two 65536-packet batches, so the
     engine sweeps once (at 12.6 s) and takes the calls ended 5 s before, as on any long

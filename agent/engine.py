@@ -35,7 +35,7 @@ from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SipParseError
-from agent.sip.events import CallSignalling, DialogEnded, Endpoint, SipEvent
+from agent.sip.events import CallSignalling, DialogEnded, Endpoint, EndReason, SipEvent
 from agent.sip.message import is_keepalive, looks_like_sip, parse_message
 from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
@@ -210,11 +210,24 @@ class Engine:
         for s in self.streams.expire(now):
             out.append(StreamEnded(s))
             self.calls.on_stream(s)
+        self._end_idle_calls(now)
         due = self.calls.due(now)
         if due:
             out.extend(self._close_calls(due))
         out.extend(CallEnded(r) for r in self.calls.take_unsignalled(now))
         return out
+
+    def _end_idle_calls(self, now: float) -> None:
+        """Answered calls whose media stopped without a BYE end as timed out."""
+        running: set[str] = set()
+        for k in self.streams.streams():
+            snap = self.streams.snapshot(k)
+            m = None if snap is None else self.calls.index.match_key(k, snap.first_ts)
+            if m is not None:
+                running.add(m.call_id)
+        timeout = self.config.config.calls.media_idle_timeout_s
+        for call_id, last in self.calls.media_idle(now, timeout, running):
+            self._sip_events(self.sip.end(call_id, EndReason.TIMED_OUT, last))
 
     def _close_calls(self, call_ids: list[str]) -> list[Event]:
         """End calls whose dialog is over: first their streams still running (else they
@@ -244,7 +257,7 @@ class Engine:
     def finish(self) -> list[Event]:
         """End of input: every remaining stream, dialog and call ends."""
         now = self.last_ts if self.last_ts is not None else 0.0
-        out: list[Event] = []
+        out = self.tick(now)  # what was already idle at the end of input ends as such
         for s in self.streams.finish():
             out.append(StreamEnded(s))
             self.calls.on_stream(s)

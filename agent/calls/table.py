@@ -96,6 +96,22 @@ class CallTable:
         return [cid for cid, c in self._calls.items()
                 if c.ended and (c.signalling.end_ts or 0.0) + self.linger_s <= now]
 
+    def media_idle(
+        self, now: float, timeout_s: float, running: set[str]
+    ) -> list[tuple[str, float]]:
+        """Answered calls, not ended, not on hold, with no stream in ``running`` (call ids
+        with a live stream) and no media for ``timeout_s``: (call id, last media time).
+        Such a call lost its BYE; the SIP layer ends it as timed out at that time."""
+        out = []
+        for cid, c in self._calls.items():
+            sig = c.signalling
+            if c.ended or sig.answer_ts is None or cid in running or _on_hold(sig):
+                continue
+            last = max([s.last_ts for _, s in c.streams] or [sig.answer_ts])
+            if last + timeout_s <= now:
+                out.append((cid, last))
+        return out
+
     def endpoints(self, call_id: str) -> set[tuple[str, int]]:
         return self.index.endpoints(call_id)
 
@@ -231,6 +247,14 @@ class CallTable:
         self._calls.pop(victim.signalling.call_id)
         self.index.remove(victim.signalling.call_id)
         self.counters.calls_evicted += 1
+
+
+def _on_hold(sig: CallSignalling) -> bool:
+    """The latest SDP put the media on hold (sendonly/recvonly/inactive, or 0.0.0.0):
+    silence is expected then, not a lost BYE."""
+    if not sig.media or not sig.media[-1].media:
+        return False
+    return all(m.on_hold or m.direction != "sendrecv" for m in sig.media[-1].media)
 
 
 def _path(s: StreamStats) -> tuple[str, str]:

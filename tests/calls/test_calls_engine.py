@@ -1,0 +1,91 @@
+"""Calls through the whole engine from raw packets: SIP dialog + RTP both ways."""
+
+from __future__ import annotations
+
+import struct
+
+from agent.capture.batch import Batch, LinkType
+from agent.engine import CallEnded, Engine
+
+T0 = 1_700_000_000.0
+A, B = "198.18.7.10", "198.19.8.20"
+
+
+def udp(src: str, sport: int, dst: str, dport: int, payload: bytes, dscp: int = 0) -> bytes:
+    total = 28 + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, dscp << 2, total, 0, 0, 64, 17, 0,
+                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+    return ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def sdp(addr: str, port: int) -> bytes:
+    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+            f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n").encode()
+
+
+def sip(first: str, cseq: str, to_tag: str = "", body: bytes = b"") -> bytes:
+    head = [first, "Via: SIP/2.0/UDP 198.18.7.10:5060;branch=z9hG4bK" + cseq.replace(" ", ""),
+            "From: <sip:alice@example.org>;tag=a1", f"To: <sip:bob@example.org>{to_tag}",
+            "Call-ID: idle@test", f"CSeq: {cseq}"]
+    if body:
+        head.append("Content-Type: application/sdp")
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def rtp(seq: int, ts: int, ssrc: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 8, seq, ts, ssrc) + b"\xd5" * 160
+
+
+def packets(bye: bool) -> tuple[list[bytes], list[float]]:
+    out: list[tuple[float, bytes]] = [
+        (T0, udp(A, 5060, B, 5060, sip("INVITE sip:bob@example.org SIP/2.0", "1 INVITE",
+                                       body=sdp(A, 40000)), 24)),
+        (T0 + 0.05, udp(B, 5060, A, 5060, sip("SIP/2.0 180 Ringing", "1 INVITE", ";tag=b1"), 24)),
+        (T0 + 1.0, udp(B, 5060, A, 5060, sip("SIP/2.0 200 OK", "1 INVITE", ";tag=b1",
+                                             sdp(B, 50000)), 24)),
+        (T0 + 1.01, udp(A, 5060, B, 5060, sip("ACK sip:bob@example.org SIP/2.0", "1 ACK",
+                                              ";tag=b1"), 24)),
+    ]
+    for i in range(150):
+        t = T0 + 1.1 + 0.02 * i
+        out.append((t, udp(A, 40000, B, 50000, rtp(i, 160 * i, 0xA), 46)))
+        out.append((t + 0.001, udp(B, 50000, A, 40000, rtp(500 + i, 160 * i, 0xB), 46)))
+    if bye:
+        out.append((T0 + 4.2, udp(A, 5060, B, 5060, sip("BYE sip:bob@example.org SIP/2.0",
+                                                        "2 BYE", ";tag=b1"), 24)))
+        out.append((T0 + 4.21, udp(B, 5060, A, 5060, sip("SIP/2.0 200 OK", "2 BYE",
+                                                         ";tag=b1"), 24)))
+    # unrelated traffic much later, so packet time moves past every timeout
+    out += [(T0 + 100.0 + i, udp(A, 53000, "198.18.0.53", 53, b"\x12\x34" + b"\x00" * 30))
+            for i in range(3)]
+    return [p for _, p in out], [t for t, _ in out]
+
+
+def run(bye: bool) -> list[dict[str, object]]:
+    frames, ts = packets(bye)
+    engine = Engine()
+    events = engine.feed(Batch.from_packets(frames, ts, LinkType.RAW)) + engine.finish()
+    return [e.record.to_json() for e in events if isinstance(e, CallEnded)]
+
+
+def test_call_with_bye() -> None:
+    (c,) = run(bye=True)
+    assert (c["call_id"], c["final_status"], c["end_reason"]) == ("idle@test", 200, "normal")
+    assert abs(c["setup_delay_s"] - 0.05) < 1e-6 and abs(c["duration_s"] - 3.2) < 1e-6
+    dirs = c["directions"]
+    assert [d["direction"] for d in dirs] == ["a_to_b", "b_to_a"]  # type: ignore[index]
+    for d in dirs:  # type: ignore[attr-defined]
+        assert d["stream"]["packets"] == 150 and d["stream"]["lost"] == 0
+        assert d["stream"]["codec"] == "g711A" and d["stream"]["ptime_ms"] == 20.0
+        assert d["sla"]["verdict"] == "met", d["sla"]
+    assert c["signalling_dscp"] == {"24": 6} and c["sla"]["verdict"] == "met"
+
+
+def test_call_without_bye_times_out_at_its_last_media() -> None:
+    (c,) = run(bye=False)
+    assert c["end_reason"] == "timed_out" and c["final_status"] == 200
+    last_media = T0 + 1.1 + 0.02 * 149 + 0.001
+    assert abs(c["end_ts"] - last_media) < 1e-6  # type: ignore[operator]
+    assert len(c["directions"]) == 2  # type: ignore[arg-type]

@@ -107,6 +107,7 @@ class Engine:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self._next_sweep: float | None = None
+        self._next_interval: float | None = None
 
     # -- feeding ----------------------------------------------------------------------
 
@@ -123,6 +124,11 @@ class Engine:
         if len(frames):
             self._route(frames)
         now = float(batch.ts.max())
+        if self._next_interval is None:
+            self._next_interval = now + self.config.config.calls.interval_s
+        if now >= self._next_interval:
+            self._next_interval = now + self.config.config.calls.interval_s
+            self._observe_intervals()
         if self._next_sweep is None:
             self._next_sweep = now + self.config.sweep_interval_s
         if now >= self._next_sweep:
@@ -216,6 +222,13 @@ class Engine:
             out.extend(self._close_calls(due))
         out.extend(CallEnded(r) for r in self.calls.take_unsignalled(now))
         return out
+
+    def _observe_intervals(self) -> None:
+        """One interval of every running stream (for `mos_min`)."""
+        for k in self.streams.streams():
+            snap = self.streams.snapshot(k)
+            if snap is not None:
+                self.calls.intervals.observe(snap)
 
     def _end_idle_calls(self, now: float) -> None:
         """Answered calls whose media stopped without a BYE end as timed out."""

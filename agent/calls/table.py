@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.calls.correlate import MediaIndex
+from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
@@ -60,6 +61,7 @@ class CallTable:
         self.counters = CallCounters()
         self._calls: dict[str, _Call] = {}
         self._loose: list[StreamStats] = []  # unsignalled streams waiting for their reverse
+        self.intervals = IntervalQuality(config)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -79,6 +81,7 @@ class CallTable:
         self.index.update(sig)
 
     def on_stream(self, s: StreamStats) -> None:
+        self.intervals.observe(s)  # the last interval: from the latest snapshot to the end
         m = self.index.match_key(s.key, s.first_ts)
         call = self._calls.get(m.call_id) if m is not None else None
         if call is None or m is None:
@@ -186,7 +189,7 @@ class CallTable:
             judge_direction(
                 self._direction_name(s, toward), s, profile=profile, cfg=self.config,
                 rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=setup,
-                signalling_dscp=sig.signalling_dscp,
+                signalling_dscp=sig.signalling_dscp, mos_min=self._mos_min(s),
             ).model_copy(update={"event_streams": events.get(_path(s), [])})
             for toward, s in media
         ]
@@ -225,7 +228,7 @@ class CallTable:
             directions.append(judge_direction(
                 self._direction_name(s, toward), s, profile=profile, cfg=self.config,
                 rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=None,
-                signalling_dscp=None,
+                signalling_dscp=None, mos_min=self._mos_min(s),
             ))
         return CallRecord(
             call_id=None, from_=None, to=None, peer=peer, transport=None, final_status=None,
@@ -239,6 +242,12 @@ class CallTable:
             signalling_dscp={}, signalling_dscp_compliance_ratio=None, directions=directions,
             sla=call_verdict(profile, directions, None, None),
         )
+
+    def _mos_min(self, s: StreamStats) -> float | None:
+        """The worst interval's MOS-CQ of a finished stream (forgets its intervals)."""
+        worst = self.intervals.mos_min(s.key)
+        self.intervals.forget(s.key)
+        return worst
 
     def _evict(self) -> None:
         """The table is full: the oldest call that has not been answered goes first."""

@@ -89,3 +89,25 @@ def test_call_without_bye_times_out_at_its_last_media() -> None:
     last_media = T0 + 1.1 + 0.02 * 149 + 0.001
     assert abs(c["end_ts"] - last_media) < 1e-6  # type: ignore[operator]
     assert len(c["directions"]) == 2  # type: ignore[arg-type]
+
+
+def test_a_bad_interval_shows_in_mos_min() -> None:
+    # 60 s of clean media with 10 s of 20 % loss in the middle: the call's MOS (1/30
+    # loss overall) stays fair, the worst interval's is much lower.
+    frames, ts = [], []
+    for i in range(3000):
+        t = T0 + 0.02 * i
+        if 1000 <= i < 1500 and i % 5 == 0:
+            continue  # lost in the network
+        frames.append(udp(A, 40000, B, 50000, rtp(i, 160 * i, 0xC), 46))
+        ts.append(t)
+    engine = Engine()
+    for start in range(0, len(frames), 500):  # batches of 10 s: intervals see the change
+        engine.feed(Batch.from_packets(frames[start:start + 500], ts[start:start + 500],
+                                       LinkType.RAW))
+    events = engine.finish()
+    (c,) = [e.record for e in events if isinstance(e, CallEnded)]
+    (d,) = c.directions
+    assert d.stream["lost"] == 100 and c.call_id is None
+    q = d.quality
+    assert q.mos_min is not None and q.mos_min < q.mos_cq - 0.3

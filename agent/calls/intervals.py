@@ -1,0 +1,67 @@
+"""Quality per interval of packet time, so a bad minute is not hidden by a good hour.
+
+Every ``interval_s`` the engine snapshots each running stream; the difference
+to the previous snapshot (packets expected and lost, loss runs, jitter-buffer
+discards) is one interval, rated with the same E-model as the whole call. The
+lowest interval MOS-CQ of a stream is its ``mos_min``. An interval with fewer
+than ``min_expected`` packets (a stream's tail) is not rated: a handful of
+packets says nothing about a minute. State is per running stream and leaves
+with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from agent.calls.judge import quality_of
+from agent.config import Config
+from agent.quality.model import Quality
+from agent.rtp.model import StreamKey, StreamStats
+
+MIN_EXPECTED = 100  # ~2 s of 20 ms packets
+
+
+class IntervalQuality:
+    def __init__(self, config: Config, min_expected: int = MIN_EXPECTED) -> None:
+        self.config = config
+        self.min_expected = min_expected
+        self._last: dict[StreamKey, StreamStats] = {}
+        self._min: dict[StreamKey, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def observe(self, s: StreamStats, rtt_s: float | None = None) -> Quality | None:
+        """A snapshot (or the final statistics) of a stream: rate the interval since
+        the previous one. Returns the interval's quality, or None when too short."""
+        prev = self._last.get(s.key)
+        self._last[s.key] = s
+        delta = _difference(s, prev)
+        if delta.expected < self.min_expected:
+            return None
+        q = quality_of(delta, rtt_s, self.config)
+        old = self._min.get(s.key)
+        self._min[s.key] = q.mos_cq if old is None else min(old, q.mos_cq)
+        return q
+
+    def mos_min(self, key: StreamKey) -> float | None:
+        return self._min.get(key)
+
+    def forget(self, key: StreamKey) -> None:
+        self._last.pop(key, None)
+        self._min.pop(key, None)
+
+
+def _difference(now: StreamStats, prev: StreamStats | None) -> StreamStats:
+    """The counters of ``now`` minus those of ``prev`` (the interval between them)."""
+    if prev is None:
+        return now
+    return replace(
+        now,
+        packets=now.packets - prev.packets,
+        expected=now.expected - prev.expected,
+        lost=max(0, now.lost - prev.lost),
+        loss_bursts=max(0, now.loss_bursts - prev.loss_bursts),
+        jb_packets=now.jb_packets - prev.jb_packets,
+        jb_discarded=max(0, now.jb_discarded - prev.jb_discarded),
+    )

@@ -17,6 +17,7 @@ The index is bounded by the call table: entries leave when their call does.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ def _other(side: Side) -> Side:
     return Side.CALLEE if side == Side.CALLER else Side.CALLER
 
 
+@functools.lru_cache(maxsize=8192)  # addresses recur in every SDP and stream of a call
 def _norm(addr: str) -> str:
     """One spelling per address (SDP may write IPv6 in any valid form)."""
     try:

@@ -11,6 +11,7 @@ fragment completed in this batch.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -103,7 +104,11 @@ def empty_frames(data: npt.NDArray[np.uint8] | None = None) -> Frames:
 
 def format_addr(hi: int, lo: int) -> str:
     """Text form of a 128-bit address column value (IPv4-mapped shown as dotted quad)."""
-    hi, lo = int(hi), int(lo)
+    return _format_addr(int(hi), int(lo))
+
+
+@functools.lru_cache(maxsize=8192)  # the same endpoints recur in every message of a call
+def _format_addr(hi: int, lo: int) -> str:
     if hi == 0 and (lo >> 32) == 0xFFFF:
         return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
     return str(ipaddress.IPv6Address((hi << 64) | lo))
@@ -115,6 +120,7 @@ def format_endpoint(hi: int, lo: int, port: int) -> str:
     return f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}"
 
 
+@functools.lru_cache(maxsize=8192)  # SDP endpoints are hinted again on every dialog event
 def addr_to_words(addr: str) -> tuple[int, int]:
     """(hi, lo) column values of an IPv4 or IPv6 address string."""
     ip = ipaddress.ip_address(addr)

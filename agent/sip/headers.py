@@ -20,6 +20,7 @@ total over `str`: they return a value or raise `SipParseError`, nothing else.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ LIST_HEADERS: frozenset[str] = frozenset(
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 
 
+@functools.lru_cache(maxsize=1024)  # header names repeat in every message; bounded
 def canonical_name(name: str) -> str:
     """Canonical spelling of a header name; compact forms expanded (RFC 3261 §7.3.3)."""
     lower = name.lower()
@@ -104,6 +106,8 @@ def split_outside_quotes(value: str, sep: str) -> list[str]:
     Empty elements are dropped and whitespace stripped; a backslash escapes the
     next character inside a quoted string (RFC 3261 §25.1 quoted-pair).
     """
+    if '"' not in value and "<" not in value:  # the common case: nothing to protect
+        return [p for p in (x.strip() for x in value.split(sep)) if p]
     parts: list[str] = []
     start = 0
     in_quotes = False

@@ -64,6 +64,14 @@ _FLOAT_FIELDS = (
 )
 
 
+_TOTALS_FIELDS = (
+    "has_seq", "max", "base", "distinct", "done_expected", "done_lost", "done_wraps", "restarts",
+    "duplicates", "reordered", "max_gap", "packets", "markers", "events", "cn", "regular",
+    "vlan", "pcp", "jitter", "jsum", "jmax", "dsum", "dmax", "first_ts", "last_ts",
+    "jb_n", "jb_late", "jb_wsum", "jb_wmax",
+)
+
+
 def affine_scan(a: F64, b: F64, span: int | None = None) -> F64:
     """x_i = a_i x_{i-1} + b_i with x_{-1} = 0, by a log-step scan of composed maps.
 
@@ -433,11 +441,12 @@ class BatchStats:
 
     def totals(self, sid: int) -> Totals:
         """Scalar results of one stream so far (held rows not included)."""
-        s = {name: arr[sid].item() for name, arr in self.s.items()}
+        s = {name: self.s[name].item(sid) for name in _TOTALS_FIELDS}
         cur = s["max"] - s["base"] + 1 if s["has_seq"] else 0
         b = self.bursts[sid]
         bursts = BurstTotals(b.count, b.longest, b.total)
-        bursts.add(split_final_holes(self.holes.get(sid, _EMPTY), None)[0])
+        if sid in self.holes:
+            bursts.add(split_final_holes(self.holes[sid], None)[0])
         return Totals(
             payload_types=tuple(sorted(self.pts[sid])),
             packets=s["packets"],

@@ -10,15 +10,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
 from agent.calls.record import CallRecord
-from agent.calls.table_text import call_table
+from agent.calls.table_text import call_rows, format_rows
 from agent.capture.pcapfile import CaptureFormatError, open_capture
 from agent.config import Config, ConfigError, load_config
 from agent.engine import CallEnded, Engine, EngineConfig, Event, StreamEnded
@@ -62,25 +63,39 @@ class Progress:
 
 @dataclass(slots=True)
 class Analysis:
-    streams: list[StreamStats]
-    calls: list[CallRecord]
-    engine: Engine
-    code: int
+    """What `analyze_files` kept: the events the sink did not consume."""
+
+    streams: list[StreamStats] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    engine: Engine | None = None
+    code: int = EXIT_OK
+
+    def keep(self, event: Event) -> None:
+        if isinstance(event, StreamEnded):
+            self.streams.append(event.stats)
+        elif isinstance(event, CallEnded):
+            self.calls.append(event.record)
 
 
 def analyze_files(
-    paths: Sequence[Path], progress: Progress, err: TextIO, config: Config | None = None
+    paths: Sequence[Path],
+    progress: Progress,
+    err: TextIO,
+    config: Config | None = None,
+    sink: Callable[[Event], None] | None = None,
 ) -> Analysis:
     """Run every file through one engine, in the order given (a rotated capture set
-    continues across files)."""
+    continues across files). Each event goes to ``sink`` as it happens (so a long
+    capture's records need not be held), else it is kept, sorted, in the result."""
     engine = Engine(EngineConfig(config=config or Config()))
-    events: list[Event] = []
-    code = EXIT_OK
+    result = Analysis(engine=engine)
+    emit = sink or result.keep
     for path in paths:
         try:
             with open_capture(path) as reader:
                 for batch in reader:
-                    events.extend(engine.feed(batch))
+                    for event in engine.feed(batch):
+                        emit(event)
                     done, total = reader.progress()
                     progress.update(path.name, done, total, engine.packets)
                 for warning in reader.warnings:
@@ -89,14 +104,13 @@ def analyze_files(
         except (CaptureFormatError, OSError) as exc:
             progress.clear()
             print(f"voipprobe: error: {path}: {exc}", file=err)
-            code = EXIT_BAD_INPUT
-    events.extend(engine.finish())
+            result.code = EXIT_BAD_INPUT
+    for event in engine.finish():
+        emit(event)
     progress.clear()
-    streams = [e.stats for e in events if isinstance(e, StreamEnded)]
-    streams.sort(key=lambda s: (s.first_ts, s.key))
-    calls = [e.record for e in events if isinstance(e, CallEnded)]
-    calls.sort(key=lambda c: (c.invite_ts if c.invite_ts is not None else c.end_ts))
-    return Analysis(streams, calls, engine, code)
+    result.streams.sort(key=lambda s: (s.first_ts, s.key))
+    result.calls.sort(key=lambda c: (c.invite_ts if c.invite_ts is not None else c.end_ts))
+    return result
 
 
 def _fmt_ms(v: float) -> str:
@@ -148,27 +162,49 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.files:
         print(f"voipprobe: no FILE given; analysing the bundled sample {paths[0]}", file=err)
     progress = Progress(err, enabled=not args.no_progress)
-    a = analyze_files(paths, progress, err, config)
     if args.json:
-        for c in a.calls:
-            out.write(json.dumps(c.to_json(), separators=(",", ":")) + "\n")
-        if args.streams:
-            for s in a.streams:
-                out.write(json.dumps(s.to_json(), separators=(",", ":")) + "\n")
+        # Records are written as they end: memory stays flat however long the capture.
+        def write(event: Event) -> None:
+            if isinstance(event, CallEnded):
+                out.write(json.dumps(event.record.to_json(), separators=(",", ":")) + "\n")
+            elif args.streams:
+                out.write(json.dumps(event.stats.to_json(), separators=(",", ":")) + "\n")
+            counts[type(event).__name__] += 1
+
+        counts: Counter[str] = Counter()
+        a = analyze_files(paths, progress, err, config, sink=write)
+        assert a.engine is not None
         summary = {"kind": "summary", "files": [str(p) for p in paths],
-                   "calls": len(a.calls), "streams": len(a.streams)}
+                   "calls": counts["CallEnded"], "streams": counts["StreamEnded"]}
         summary.update(a.engine.counters())
         out.write(json.dumps(summary, separators=(",", ":")) + "\n")
-    elif args.streams:
+        return a.code
+    if args.streams:
+        a = analyze_files(paths, progress, err, config)
+        assert a.engine is not None
         if a.streams:
             out.write(stream_table(a.streams) + "\n")
         out.write(f"\n{a.engine.packets:,} packets, {len(a.streams)} RTP streams\n")
-    else:
-        if a.calls:
-            out.write(call_table(a.calls) + "\n")
-        signalled = sum(1 for c in a.calls if c.call_id is not None)
-        out.write(f"\n{a.engine.packets:,} packets, {signalled} calls, "
-                  f"{len(a.calls) - signalled} unsignalled media, {len(a.streams)} RTP streams\n")
+        return a.code
+    # The calls table keeps only each call's text rows, not its record.
+    rows: list[tuple[float, list[tuple[str, ...]]]] = []
+    counts = Counter[str]()
+
+    def keep_rows(event: Event) -> None:
+        if isinstance(event, CallEnded):
+            c = event.record
+            rows.append((c.invite_ts if c.invite_ts is not None else c.end_ts, call_rows(c)))
+            counts["signalled" if c.call_id is not None else "unsignalled"] += 1
+        else:
+            counts["streams"] += 1
+
+    a = analyze_files(paths, progress, err, config, sink=keep_rows)
+    assert a.engine is not None
+    rows.sort(key=lambda r: r[0])
+    if rows:
+        out.write(format_rows(row for _, rs in rows for row in rs) + "\n")
+    out.write(f"\n{a.engine.packets:,} packets, {counts['signalled']} calls, "
+              f"{counts['unsignalled']} unsignalled media, {counts['streams']} RTP streams\n")
     return a.code
 
 

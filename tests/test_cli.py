@@ -81,6 +81,19 @@ def test_json_contract_keys() -> None:
 def test_bundled_sample_runs_without_arguments() -> None:
     proc = run("analyze", "--json", "--streams")
     assert proc.returncode == 0, proc.stderr
-    streams = [o for o in map(json.loads, proc.stdout.splitlines()) if o["kind"] == "stream"]
-    assert len(streams) >= 2
-    assert all(s["codec"] == "g711A" for s in streams if 8 in s["payload_types"])
+    objs = [json.loads(x) for x in proc.stdout.splitlines()]
+    streams = [o for o in objs if o["kind"] == "stream"]
+    (call,) = [o for o in objs if o["kind"] == "call"]
+    assert len(streams) == 2 and all(s["codec"] == "g711A" for s in streams)
+    assert (call["call_id"], call["final_status"], call["end_reason"]) == (
+        "5f1c7e2a9b@198.18.7.10", 200, "normal")
+    assert abs(call["setup_delay_s"] - 0.180) < 1e-6
+    verdicts = {d["direction"]: d["sla"]["verdict"] for d in call["directions"]}
+    assert verdicts == {"a_to_b": "met", "b_to_a": "violated"}
+
+
+def test_bundled_sample_table() -> None:
+    proc = run("analyze")
+    assert proc.returncode == 0, proc.stderr
+    assert "5f1c7e2a9b@198.18.7.10" in proc.stdout and "1 calls" in proc.stdout
+    assert "violated: max_loss_ratio" in proc.stdout

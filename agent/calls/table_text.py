@@ -39,21 +39,24 @@ def _direction_row(d: DirectionRecord) -> tuple[str, ...]:
             f"{s['jitter_mean_ms']:.2f}", dscp, _sla(d.sla))
 
 
-def call_table(calls: Iterable[CallRecord]) -> str:
-    rows: list[tuple[str, ...]] = [HEADER]
-    for c in calls:
-        head = (
-            _short(c.call_id, 24) if c.call_id else "(unsignalled)",
-            _user(c.from_), _user(c.to),
-            "-" if c.final_status is None else str(c.final_status), c.end_reason,
-            "-" if c.setup_delay_s is None else f"{c.setup_delay_s:.3f}",
-            "-" if c.duration_s is None else f"{c.duration_s:.1f}",
-            c.codec or "-",
-        )
-        if not c.directions:
-            rows.append((*head, "-", "-", "-", "-", "-", _sla(c.sla)))
-        for i, d in enumerate(c.directions):
-            rows.append((*(head if i == 0 else ("",) * len(head)), *_direction_row(d)))
+def call_rows(c: CallRecord) -> list[tuple[str, ...]]:
+    """The table rows of one call: a row per direction, the call's columns on the first."""
+    head = (
+        _short(c.call_id, 24) if c.call_id else "(unsignalled)",
+        _user(c.from_), _user(c.to),
+        "-" if c.final_status is None else str(c.final_status), c.end_reason,
+        "-" if c.setup_delay_s is None else f"{c.setup_delay_s:.3f}",
+        "-" if c.duration_s is None else f"{c.duration_s:.1f}",
+        c.codec or "-",
+    )
+    if not c.directions:
+        return [(*head, "-", "-", "-", "-", "-", _sla(c.sla))]
+    return [(*(head if i == 0 else ("",) * len(head)), *_direction_row(d))
+            for i, d in enumerate(c.directions)]
+
+
+def format_rows(body: Iterable[tuple[str, ...]]) -> str:
+    rows: list[tuple[str, ...]] = [HEADER, *body]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = []
     for r in rows:
@@ -61,3 +64,7 @@ def call_table(calls: Iterable[CallRecord]) -> str:
                  for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def call_table(calls: Iterable[CallRecord]) -> str:
+    return format_rows(row for c in calls for row in call_rows(c))

@@ -136,7 +136,8 @@ class StreamTracker:
         self._sid: dict[Key, int] = {}
         self._key_of: dict[int, Key] = {}
         self._main_pt: dict[int, int] = {}
-        self._by_tuple: dict[tuple[int, ...], int] = {}  # 5-tuple -> last validated SSRC
+        # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
+        self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._cands: dict[Key, _Candidate] = {}
         self._ended: list[StreamStats] = []
         self.counters = TrackerCounters()
@@ -343,6 +344,9 @@ class StreamTracker:
         self._sid_kind[sid] = kinds
         self._sid[key], self._key_of[sid] = sid, key
         self._by_tuple[tup] = key[6]
+        self._by_tuple.move_to_end(tup)
+        while len(self._by_tuple) > self.config.max_streams:
+            self._by_tuple.popitem(last=False)
         if media.size:
             self._main_pt[sid] = main_pt
         self.counters.streams_validated += 1

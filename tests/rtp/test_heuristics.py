@@ -146,3 +146,12 @@ def test_a_counter_that_never_advances_a_timestamp_is_not_rtp() -> None:
     tracker.feed(build_frames(rows))
     assert tracker.finish() == []
     assert tracker.counters.candidates_rejected > 0
+
+
+def test_five_tuple_memory_is_capped() -> None:
+    tracker = StreamTracker(TrackerConfig(max_streams=5))
+    for i in range(40):
+        rows = g711_stream(T0 + i, "10.0.0.1", 4000 + i, "10.0.0.2", 5000, 0x100 + i, 6)
+        tracker.feed(build_frames(rows))
+    assert len(tracker._by_tuple) <= 5 and len(tracker.streams()) <= 5
+    assert tracker.counters.streams_evicted == 35

@@ -232,13 +232,15 @@ class Engine:
 
     def _end_idle_calls(self, now: float) -> None:
         """Answered calls whose media stopped without a BYE end as timed out."""
+        timeout = self.config.config.calls.media_idle_timeout_s
+        if not self.calls.media_idle(now, timeout, set()):
+            return  # the common case: no candidate, so no stream needs matching
         running: set[str] = set()
         for k in self.streams.streams():
             snap = self.streams.snapshot(k)
             m = None if snap is None else self.calls.index.match_key(k, snap.first_ts)
             if m is not None:
                 running.add(m.call_id)
-        timeout = self.config.config.calls.media_idle_timeout_s
         for call_id, last in self.calls.media_idle(now, timeout, running):
             self._sip_events(self.sip.end(call_id, EndReason.TIMED_OUT, last))
 

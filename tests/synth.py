@@ -47,12 +47,14 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import random
-import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from tshark_table import TsharkStream
+from tshark_table import parse_rtp_streams as parse_tshark_rtp_streams
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101  # LINKTYPE_RAW (not DLT_RAW, whose number differs by platform)
@@ -659,63 +661,7 @@ def write_pcapng(
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TsharkStream:
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    ssrc: int
-    payload: str
-    packets: int
-    lost: int
-    min_delta_ms: float
-    mean_delta_ms: float
-    max_delta_ms: float
-    min_jitter_ms: float
-    mean_jitter_ms: float
-    max_jitter_ms: float
-    problems: bool
-
-
-# Payload names may contain spaces and commas ("g711A, telephone-event"), so
-# the row is anchored on the SSRC on the left and the numbers on the right.
-_TSHARK_ROW = re.compile(
-    r"^\s*(?P<start>[\d.]+)\s+(?P<end>[\d.]+)\s+(?P<src>\S+)\s+(?P<sport>\d+)\s+"
-    r"(?P<dst>\S+)\s+(?P<dport>\d+)\s+0x(?P<ssrc>[0-9A-Fa-f]+)\s+(?P<payload>.*?)\s+"
-    r"(?P<pkts>\d+)\s+(?P<lost>-?\d+)\s+\((?P<lostpct>-?[\d.]+)%\)\s+"
-    r"(?P<d1>[\d.]+)\s+(?P<d2>[\d.]+)\s+(?P<d3>[\d.]+)\s+"
-    r"(?P<j1>[\d.]+)\s+(?P<j2>[\d.]+)\s+(?P<j3>[\d.]+)(?:\s+(?P<prob>X))?\s*$"
-)
-
-
-def parse_tshark_rtp_streams(text: str) -> list[TsharkStream]:
-    """Rows of ``tshark -q -z rtp,streams`` output (tshark 3.x/4.x layout)."""
-    rows = []
-    for line in text.splitlines():
-        m = _TSHARK_ROW.match(line)
-        if not m:
-            continue
-        rows.append(
-            TsharkStream(
-                src=m["src"],
-                sport=int(m["sport"]),
-                dst=m["dst"],
-                dport=int(m["dport"]),
-                ssrc=int(m["ssrc"], 16),
-                payload=m["payload"].strip(),
-                packets=int(m["pkts"]),
-                lost=int(m["lost"]),
-                min_delta_ms=float(m["d1"]),
-                mean_delta_ms=float(m["d2"]),
-                max_delta_ms=float(m["d3"]),
-                min_jitter_ms=float(m["j1"]),
-                mean_jitter_ms=float(m["j2"]),
-                max_jitter_ms=float(m["j3"]),
-                problems=m["prob"] is not None,
-            )
-        )
-    return rows
+# tshark's table parser is shared by every comparing test: tests/tshark_table.py
 
 
 __all__ = [

@@ -103,5 +103,5 @@ def test_signalled_streams_belong_to_calls(capture: str) -> None:
             for c in calls for d in c["directions"]}
     ours |= {(e["src"], e["dst"], e["ssrc"])
              for c in calls for d in c["directions"] for e in d["event_streams"]}
-    missing = {t.ssrc for t in theirs if (t.src, t.dst, t.ssrc) not in ours}
+    missing = {t.ssrc for t in theirs if (t.src_endpoint, t.dst_endpoint, t.ssrc) not in ours}
     assert missing == UNMATCHED.get(capture, set())

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from corpus_oracle import TsharkStream, corpus_dir, oracle_streams, parse_rtp_streams
+from corpus_oracle import corpus_dir, oracle_streams
+from tshark_table import TsharkStream, parse_rtp_streams
 
 # Captures in which tshark finds RTP (default decode, heuristic, or decode-as).
 RTP_CAPTURES = [
@@ -166,15 +167,16 @@ def test_streams_match_tshark(capture: str) -> None:
     problems: list[str] = []
     matched = 0
     for ts in theirs:
-        o = by_key.get((ts.src, ts.dst, ts.ssrc))
+        path = f"{ts.src_endpoint} -> {ts.dst_endpoint} {ts.ssrc:#010x}"
+        o = by_key.get((ts.src_endpoint, ts.dst_endpoint, ts.ssrc))
         if ts.ssrc in diff.missing:
             assert o is None, f"{capture}: {ts.ssrc:#010x} now found: update DIFFERENCES"
             continue
         if o is None:
-            problems.append(f"missing {ts.src} -> {ts.dst} {ts.ssrc:#010x} ({ts.packets} pkts)")
+            problems.append(f"missing {path} ({ts.packets} pkts)")
             continue
         matched += 1
-        problems += [f"{ts.src}->{ts.dst} 0x{ts.ssrc:08X}: {p}" for p in _check_stream(o, ts, diff)]
+        problems += [f"{path}: {p}" for p in _check_stream(o, ts, diff)]
     extra = len(ours) - matched
     if extra != diff.extra:
         problems.append(f"{extra} streams tshark does not report (expected {diff.extra})")
@@ -201,8 +203,8 @@ def test_extra_streams_match_tshark_heuristics(capture: str) -> None:
         pytest.skip("tshark not installed")
     path = str(corpus_dir() / "pcaps" / capture)
     _, default = oracle_streams(capture)
-    known = {(t.src, t.dst, t.ssrc) for t in default}
-    heur = {(t.src, t.dst, t.ssrc): t for t in _tshark_heuristic(path)}
+    known = {(t.src_endpoint, t.dst_endpoint, t.ssrc) for t in default}
+    heur = {(t.src_endpoint, t.dst_endpoint, t.ssrc): t for t in _tshark_heuristic(path)}
     extra = [o for o in _analyze(path) if (o["src"], o["dst"], o["ssrc"]) not in known]
     assert len(extra) == DIFFERENCES[capture].extra
     for o in extra:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -49,6 +48,7 @@ from typing import Any
 import netlab
 import pytest
 from netlab import A_ADDR, B_ADDR, MEDIA, CallRun
+from tshark_table import TsharkStream, parse_rtp_streams
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -157,7 +157,7 @@ class CaptureFacts:
     invite_call_ids: list[str]
     sip: dict[str, SipTimeline]
     sip_counts: Counter[str]
-    streams: list[RtpRow]
+    streams: list[TsharkStream]
     dscp: dict[tuple[str, str], Counter[int]]  # (src ip, kind "sip"/"rtp") -> DSCP counts
 
     @classmethod
@@ -201,13 +201,13 @@ class CaptureFacts:
                        "-z", "rtp,streams"])
         return cls(invites, sip, counts, parse_rtp_streams(out), dscp)
 
-    def audio(self, src_ip: str) -> list[RtpRow]:
+    def audio(self, src_ip: str) -> list[TsharkStream]:
         """The PCMA streams sent by ``src_ip``, in the order of A's media port (one per call:
         sipp's caller takes a new port per call, 6000, 6004, ...; B always uses 6000)."""
         return sorted((s for s in self.streams if s.src == src_ip and s.payload == "g711A"),
                       key=lambda s: s.sport if src_ip == A_ADDR else s.dport)
 
-    def stream_for(self, obj: dict[str, Any]) -> RtpRow:
+    def stream_for(self, obj: dict[str, Any]) -> TsharkStream:
         """tshark's row for a voipprobe stream object (matched on addresses and SSRC)."""
         src, sport = obj["src"].rsplit(":", 1)
         dst, dport = obj["dst"].rsplit(":", 1)
@@ -217,39 +217,6 @@ class CaptureFacts:
                 return s
         raise AssertionError(f"tshark has no stream {obj['src']}->{obj['dst']} "
                              f"ssrc {obj['ssrc']:#x}")
-
-
-@dataclass(frozen=True)
-class RtpRow:
-    """The columns of a ``tshark -z rtp,streams`` row these tests use."""
-
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    ssrc: int
-    payload: str
-    packets: int
-    lost: int
-
-
-# synth.parse_tshark_rtp_streams does not accept the "-1.000" tshark prints as the jitter
-# of telephone-event streams (sipp's DTMF): these tests only need the leading columns.
-_RTP_ROW = re.compile(
-    r"^\s*[\d.]+\s+[\d.]+\s+(?P<src>\S+)\s+(?P<sport>\d+)\s+(?P<dst>\S+)\s+(?P<dport>\d+)"
-    r"\s+0x(?P<ssrc>[0-9A-Fa-f]+)\s+(?P<payload>.*?)\s+(?P<pkts>\d+)\s+(?P<lost>-?\d+)\s+\("
-)
-
-
-def parse_rtp_streams(text: str) -> list[RtpRow]:
-    rows = []
-    for line in text.splitlines():
-        m = _RTP_ROW.match(line)
-        if m:
-            rows.append(RtpRow(m["src"], int(m["sport"]), m["dst"], int(m["dport"]),
-                               int(m["ssrc"], 16), m["payload"].strip(), int(m["pkts"]),
-                               int(m["lost"])))
-    return rows
 
 
 def _tshark(args: list[str]) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from tshark_table import TsharkStream, parse_rtp_streams
 
 from agent.rtp.model import StreamKey
 from agent.rtp.payload_types import PayloadInfo, PayloadKind, estimate_clock_rate, lookup
@@ -14,36 +14,8 @@ from agent.rtp.rules import StreamMeta
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
-_STREAM = re.compile(
-    r"^\s*(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s+(0x[0-9A-Fa-f]+)\s+(.*?)\s+(\d+)\s+"
-    r"(-?\d+)\s+\(\s*(-?[\d.]+)%\)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*(X?)\s*$")
-
-
-@dataclass(frozen=True)
-class TsharkStream:
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    ssrc: int
-    payload: str
-    packets: int
-    lost: int
-    max_delta_ms: float
-    mean_jitter_ms: float
-    max_jitter_ms: float
-
-
 def read_streams(path: Path) -> list[TsharkStream]:
-    out = []
-    for line in path.read_text().splitlines():
-        m = _STREAM.match(line)
-        if m:
-            g = m.groups()
-            out.append(TsharkStream(g[2], int(g[3]), g[4], int(g[5]), int(g[6], 16), g[7],
-                                    int(g[8]), int(g[9]), float(g[13]), float(g[15]),
-                                    float(g[16])))
-    return out
+    return parse_rtp_streams(path.read_text())
 
 
 Flow = tuple[str, int, str, int, int]

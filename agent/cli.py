@@ -167,7 +167,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         def write(event: Event) -> None:
             if isinstance(event, CallEnded):
                 out.write(json.dumps(event.record.to_json(), separators=(",", ":")) + "\n")
-            elif args.streams:
+            elif isinstance(event, StreamEnded) and args.streams:
                 out.write(json.dumps(event.stats.to_json(), separators=(",", ":")) + "\n")
             counts[type(event).__name__] += 1
 
@@ -195,7 +195,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             c = event.record
             rows.append((c.invite_ts if c.invite_ts is not None else c.end_ts, call_rows(c)))
             counts["signalled" if c.call_id is not None else "unsignalled"] += 1
-        else:
+        elif isinstance(event, StreamEnded):
             counts["streams"] += 1
 
     a = analyze_files(paths, progress, err, config, sink=keep_rows)

@@ -30,6 +30,7 @@ from agent.capture.batch import Batch
 from agent.config import Config
 from agent.decode import Decoder
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames, format_addr
+from agent.quality.model import Quality
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec
@@ -57,7 +58,22 @@ class CallEnded:
     record: CallRecord
 
 
-Event = StreamEnded | CallEnded
+@dataclass(frozen=True, slots=True)
+class CallInterval:
+    """One interval (``calls.interval_s`` of packet time) of a running stream, rated.
+
+    ``call_id`` is the call the stream belongs to (None: unsignalled media);
+    ``delta`` holds the interval's counters (packets, expected, lost, discards)
+    on top of the stream's identity; ``quality`` is None when the interval held
+    too few packets to rate."""
+
+    ts: float
+    call_id: str | None
+    delta: StreamStats
+    quality: Quality | None
+
+
+Event = StreamEnded | CallEnded | CallInterval
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +142,16 @@ class Engine:
         now = float(batch.ts.max())
         if self._next_interval is None:
             self._next_interval = now + self.config.config.calls.interval_s
+        out: list[Event] = []
         if now >= self._next_interval:
             self._next_interval = now + self.config.config.calls.interval_s
-            self._observe_intervals()
+            out.extend(self._observe_intervals(now))
         if self._next_sweep is None:
             self._next_sweep = now + self.config.sweep_interval_s
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sweep_interval_s
-            return self.tick(now)
-        return []
+            out.extend(self.tick(now))
+        return out
 
     def _route(self, f: Frames) -> None:
         plen = f.payload_len
@@ -223,12 +240,17 @@ class Engine:
         out.extend(CallEnded(r) for r in self.calls.take_unsignalled(now))
         return out
 
-    def _observe_intervals(self) -> None:
-        """One interval of every running stream (for `mos_min`)."""
+    def _observe_intervals(self, now: float) -> list[Event]:
+        """One interval of every running stream (for `mos_min` and the exporter)."""
+        out: list[Event] = []
         for k in self.streams.streams():
             snap = self.streams.snapshot(k)
-            if snap is not None:
-                self.calls.intervals.observe(snap)
+            if snap is None:
+                continue
+            delta, q = self.calls.intervals.observe(snap)
+            m = self.calls.index.match_key(k, snap.first_ts)
+            out.append(CallInterval(now, None if m is None else m.call_id, delta, q))
+        return out
 
     def _end_idle_calls(self, now: float) -> None:
         """Answered calls whose media stopped without a BYE end as timed out."""

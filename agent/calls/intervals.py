@@ -31,18 +31,21 @@ class IntervalQuality:
     def __len__(self) -> int:
         return len(self._last)
 
-    def observe(self, s: StreamStats, rtt_s: float | None = None) -> Quality | None:
+    def observe(
+        self, s: StreamStats, rtt_s: float | None = None
+    ) -> tuple[StreamStats, Quality | None]:
         """A snapshot (or the final statistics) of a stream: rate the interval since
-        the previous one. Returns the interval's quality, or None when too short."""
+        the previous one. Returns the interval's counters and its quality (None when
+        the interval is too short to rate)."""
         prev = self._last.get(s.key)
         self._last[s.key] = s
         delta = _difference(s, prev)
         if delta.expected < self.min_expected:
-            return None
+            return delta, None
         q = quality_of(delta, rtt_s, self.config)
         old = self._min.get(s.key)
         self._min[s.key] = q.mos_cq if old is None else min(old, q.mos_cq)
-        return q
+        return delta, q
 
     def mos_min(self, key: StreamKey) -> float | None:
         return self._min.get(key)

@@ -111,3 +111,25 @@ def test_a_bad_interval_shows_in_mos_min() -> None:
     assert d.stream["lost"] == 100 and c.call_id is None
     q = d.quality
     assert q.mos_min is not None and q.mos_min < q.mos_cq - 0.3
+
+
+def test_intervals_are_emitted_with_their_quality() -> None:
+    from agent.engine import CallInterval
+
+    frames, ts = [], []
+    for i in range(3000):
+        if 1000 <= i < 1500 and i % 5 == 0:
+            continue
+        frames.append(udp(A, 40000, B, 50000, rtp(i, 160 * i, 0xD), 46))
+        ts.append(T0 + 0.02 * i)
+    engine = Engine()
+    events = []
+    for start in range(0, len(frames), 500):
+        events += engine.feed(Batch.from_packets(frames[start:start + 500],
+                                                 ts[start:start + 500], LinkType.RAW))
+    intervals = [e for e in events if isinstance(e, CallInterval)]
+    assert len(intervals) >= 4 and all(e.call_id is None for e in intervals)
+    rated = [e for e in intervals if e.quality is not None]
+    assert sum(e.delta.lost for e in intervals) <= 100
+    worst = min(rated, key=lambda e: e.quality.mos_cq)  # type: ignore[union-attr]
+    assert worst.delta.lost > 0 and worst.delta.loss_ratio > 0.05

@@ -18,7 +18,6 @@ the very same object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -309,23 +308,10 @@ class Engine:
             ("decode", self.decoder.counters.as_dict()),
             ("route", self.route.as_dict()),
             ("rtp", self.streams.counters.as_dict()),
-            ("sip", _ints(self.sip.counters.as_dict())),
-            ("sip_tcp", _ints(self.tcp.counters.as_dict())),
+            ("sip", self.sip.counters.as_dict()),
+            ("sip_tcp", self.tcp.counters.as_dict()),
             ("rtcp", self.rtcp.counters.as_dict()),
             ("calls", self.calls.counters.as_dict()),
         ):
             out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out
-
-
-def _ints(d: Mapping[str, object]) -> dict[str, int]:
-    """Flatten one level of nested counters (e.g. requests by method)."""
-    out: dict[str, int] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update({f"{k}_{kk}": int(vv) for kk, vv in v.items()})
-        elif isinstance(v, int):
-            out[k] = v
-    return out
-
-

@@ -2,17 +2,29 @@
 
 Sections: ``sla`` (local networks, peers, SLA profiles — `agent.sla`),
 ``quality`` (E-model, codec and jitter-buffer choices — `agent.quality`),
-``calls`` (timeouts) and ``privacy``. Every error names the field path and
-the bad value. ``voipprobe analyze --config F`` and the agent read the same file.
+``calls`` (timeouts), ``privacy``, and for the live agent ``capture``,
+``exporter``, ``call_log`` and ``state_dir``. Every error names the field path
+and the bad value. ``voipprobe analyze --config F`` and the agent read the same
+file; ``config/voipprobe.yaml`` shows every setting with its default.
+
+Precedence, lowest first: built-in defaults, the file, ``VOIPPROBE_*``
+environment variables (`env_overrides`), command-line flags. An override is an
+`Override` (dotted path, value, origin); an error in a value that came from the
+environment or a flag names that origin too, so the admin knows where to look.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.quality.model import QualityConfig
 from agent.sla.config import SlaConfig, default_sla_config
@@ -33,6 +45,108 @@ class CallsConfig(BaseModel):
     max_calls: int = Field(default=50000, gt=0)
 
 
+FALLBACK_EXPORTER_PORT = 9477  # used only while agent.export.http is not importable
+
+
+def default_exporter_port() -> int:
+    """The exporter's default TCP port: `agent.export.http.DEFAULT_PORT`."""
+    try:  # imported late: the exporter package imports this module
+        from agent.export.http import DEFAULT_PORT  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # TODO(issue 4): drop once agent/export/http.py has landed
+        return FALLBACK_EXPORTER_PORT
+    return int(DEFAULT_PORT)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class CaptureConfig(BaseModel):
+    """Live capture (AF_PACKET TPACKET_V3 ring, `agent.capture.afpacket`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Interface names, or ["any"] for every interface (Linux cooked capture).
+    interfaces: list[str] = Field(default_factory=lambda: ["any"], min_length=1)
+    promisc: bool = False  # needed on a mirror (SPAN) port, not on the gateway itself
+    # Ring geometry: block_count blocks of block_size bytes (a power of two, whole
+    # pages); the kernel hands a block over when full or after block_timeout_ms.
+    block_size: int = Field(default=1 << 20, ge=4096, le=1 << 28)
+    block_count: int = Field(default=64, ge=2, le=4096)
+    block_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    snaplen: int = Field(default=65535, ge=128, le=262144)  # bytes kept of SIP/RTCP
+    # Extra libpcap filter expression ANDed with the built-in SIP/RTP/RTCP filter.
+    bpf: str | None = None
+    sip_ports: list[Port] = Field(default_factory=lambda: [5060, 5061], min_length=1)
+
+    @field_validator("interfaces")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            # IFNAMSIZ is 16 with the NUL; the kernel refuses '/' and whitespace, and
+            # "eth0:1" is an address alias, not an interface AF_PACKET can bind to.
+            if not name or len(name) > 15 or any(c in name for c in "/ \t\n:"):
+                raise ValueError(f"not an interface name: {name!r}")
+        if "any" in v and len(v) > 1:
+            raise ValueError("'any' already covers every interface; list it alone")
+        return v
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two")
+        return v
+
+
+class ExporterConfig(BaseModel):
+    """The Prometheus endpoint (``/metrics``, ``/``, ``/health``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field(default_factory=lambda: f"0.0.0.0:{default_exporter_port()}")
+    # The ``site`` label on every metric: one name per agent (bounded by the config).
+    site: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` or ``"[V6]:PORT"`` -> (host, port); raises ValueError."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError("expected HOST:PORT with a port 1..65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {host!r}") from None
+    elif not host or ":" in host:
+        raise ValueError("expected HOST:PORT (an IPv6 host goes in brackets: [::]:PORT)")
+    return host, int(port_text)
+
+
+class CallLogConfig(BaseModel):
+    """One record per ended call: to stdout (journald) or a file (reopened on SIGHUP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(default="-", min_length=1)  # "-" = stdout, else a file path
+    format: Literal["json", "line"] = "json"  # JSON line, or one human-readable line
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,36 +155,168 @@ class Config(BaseModel):
     calls: CallsConfig = Field(default_factory=CallsConfig)
     # How numbers and SIP URIs appear in records: in clear, as a keyed hash, or dropped.
     privacy: Literal["clear", "hash", "drop"] = "hash"
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    exporter: ExporterConfig = Field(default_factory=ExporterConfig)
+    call_log: CallLogConfig = Field(default_factory=CallLogConfig)
+    # Where the pseudonymisation key lives (systemd: StateDirectory=voipprobe).
+    state_dir: Path = Path("/var/lib/voipprobe")
+
+    def to_yaml(self) -> str:
+        """The effective configuration as YAML (what ``check-config`` prints)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format(err: ValidationError, source: str) -> str:
+ENV_PREFIX = "VOIPPROBE_"
+ENV_SEPARATOR = "__"  # VOIPPROBE_EXPORTER__LISTEN -> exporter.listen
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A value set over the file: ``path`` is dotted (``exporter.listen``); ``origin``
+    says where it came from (``environment VOIPPROBE_EXPORTER__LISTEN``, ``--listen``)."""
+
+    path: str
+    value: Any
+    origin: str
+
+
+def _origin_of(loc: Sequence[int | str], overrides: Sequence[Override]) -> str | None:
+    dotted = ".".join(str(p) for p in loc)
+    for o in reversed(overrides):  # the last override of a path is the one that counts
+        if dotted == o.path or dotted.startswith(o.path + "."):
+            return o.origin
+    return None
+
+
+def _format(err: ValidationError, source: str, overrides: Sequence[Override] = ()) -> str:
     lines = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
         path = ".".join(str(p) for p in e["loc"])
-        lines.append(f"{path}: {msg}" + ("" if "\n" in msg else f" (got {e['input']!r})"))
+        line = f"{path}: {msg}" + ("" if "\n" in msg else f" (got {e['input']!r})")
+        origin = _origin_of(e["loc"], overrides)
+        if origin is not None:
+            line += f" [from {origin}]"
+        lines.append(line)
     return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def config_from_mapping(data: Any, source: str = "<config>") -> Config:
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    node = data
+    *parents, leaf = path.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[leaf] = value
+
+
+def config_from_mapping(
+    data: Any, source: str = "<config>", overrides: Sequence[Override] = ()
+) -> Config:
+    """Validate a parsed YAML document with ``overrides`` applied over it, in order."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    if overrides:
+        data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the overrides may change
+        for o in overrides:
+            _set_path(data, o.path, o.value)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format(err, source)) from None
+        raise ConfigError(_format(err, source, overrides)) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file; raise `ConfigError`."""
+def read_config_file(path: str | Path) -> Any:
+    """The parsed YAML document of ``path`` (not validated); raise `ConfigError`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return config_from_mapping(data, str(path))
+
+
+def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> Config:
+    """Read and validate a YAML config file, ``overrides`` over it; raise `ConfigError`."""
+    return config_from_mapping(read_config_file(path), str(path), overrides)
+
+
+# -- environment ------------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> X; ``Annotated[X, ...]`` -> X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _field_type(path: Sequence[str]) -> Any:
+    """The annotation at a dotted path of `Config` (None when it is not a known field).
+
+    A mapping field (``sla.profiles``) consumes one path element as its key."""
+    annotation: Any = Config
+    for key in path:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            info = annotation.model_fields.get(key)
+            if info is None:
+                return None
+            annotation = info.annotation
+        elif typing.get_origin(annotation) in (dict, Mapping):
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return None
+    return _unwrap(annotation)
+
+
+def _env_value(raw: str, annotation: Any) -> Any:
+    """An environment string as the field wants it.
+
+    YAML flow syntax (``[a, b]``, ``{k: v}``) is parsed; a list field also takes a
+    comma-separated list (``eth0,eth1``); ``null`` clears an optional field. Every
+    other value stays a string that pydantic converts (``"true"`` -> True, ``"9"`` -> 9)
+    — not YAML, whose 1.1 rules would turn ``1:30`` into 90."""
+    text = raw.strip()
+    if text in ("null", "~"):
+        return None
+    if text[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return raw
+    if typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[Override]:
+    """``VOIPPROBE_<SECTION>__<FIELD>=value`` settings, sorted by name.
+
+    ``VOIPPROBE_EXPORTER__LISTEN=127.0.0.1:9999``, ``VOIPPROBE_CAPTURE__INTERFACES=eth0,eth1``,
+    ``VOIPPROBE_PRIVACY=clear``, ``VOIPPROBE_QUALITY__JITTER_BUFFER__MODEL=fixed``. Names
+    are case-insensitive; an unknown name is reported by validation like an unknown
+    key in the file (extra keys are forbidden)."""
+    out: list[Override] = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split(ENV_SEPARATOR)]
+        value = _env_value(environ[name], _field_type(parts))
+        out.append(Override(".".join(parts), value, f"environment {name}"))
+    return out

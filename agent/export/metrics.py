@@ -1,0 +1,439 @@
+"""Prometheus metrics of the probe: engine events and counters -> metric families.
+
+Theory of operation
+-------------------
+`ProbeMetrics` is a sink (DESIGN.md "Data flow"): the daemon hands it every
+engine event (`observe`) and, every batch or so, the engine's flat counter
+dict and the capture statistics (`update`). Two kinds of state feed the
+exposition, as client_python intends:
+
+- things that *happen* (a call ends, an interval is rated, a stream ends) are
+  counted and observed into ordinary `Counter`/`Histogram` children;
+- things the pipeline already *counts* (`Engine.counters()`, kernel drops) are
+  absolute totals: `_CountersCollector` keeps the latest snapshot and yields
+  `CounterMetricFamily`s with those values at scrape time, so nothing is
+  ``inc()``'d twice and a restart of the engine is a counter reset, as it
+  should be.
+
+Labels come only from bounded sets (DESIGN.md rule 6): ``site`` and
+``interface`` from the config, ``peer`` (configured names or ``other``),
+``direction``, ``codec`` (the quality codec table, else ``other``), SLA
+``profile`` and ``threshold`` names, SIP ``method`` (`KNOWN_METHODS` +
+``OTHER``) and ``status_class``, ``end_reason``, DSCP ``expected`` class.
+Every value is passed through a whitelist here, never trusted from a record:
+a Call-ID, number, SSRC or IP address can never become a label.
+
+Units are Prometheus base units: seconds, ratios 0..1, ``_total`` counters.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.calls.record import CallRecord, DirectionRecord
+from agent.config import Config
+from agent.engine import CallEnded, CallInterval, Event, StreamEnded
+from agent.quality.codecs import lookup_codec
+from agent.rtp.model import StreamKey, StreamStats
+from agent.sip.events import EndReason
+from agent.sip.tracker import KNOWN_METHODS
+from agent.sla.config import OTHER_PEER
+from agent.sla.policy import DSCP_CHECKS, THRESHOLDS, direction_of, peer_of
+
+NAMESPACE = "voipprobe"
+OTHER = "other"
+UNKNOWN = "unknown"
+
+# MOS-CQ 1..4.5: the G.107 Annex B satisfaction bands (3.1/3.6/4.03/4.34) fall
+# between buckets, and 4.4/4.5 separate G.711 from wideband-only scores.
+MOS_BUCKETS = (1.0, 2.0, 2.5, 3.0, 3.3, 3.6, 3.8, 4.0, 4.2, 4.4, 4.5)
+JITTER_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5)
+LOSS_BUCKETS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5)
+ROUND_TRIP_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0)
+SETUP_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
+
+DIRECTIONS = frozenset({"inbound", "outbound", "a_to_b", "b_to_a"})
+END_REASONS = frozenset({*(str(r) for r in EndReason), "unsignalled"})
+STATUS_CLASSES = frozenset(f"{n}xx" for n in range(1, 7))
+METHODS = frozenset({*KNOWN_METHODS, "OTHER"})
+THRESHOLD_NAMES = frozenset({n for n, _, _ in THRESHOLDS} | {n for n, _ in DSCP_CHECKS})
+VERDICTS = frozenset({"met", "violated"})
+_LABEL_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# RFC 4594 / RFC 2474 names of the DSCP code points an SLA profile may accept.
+DSCP_NAMES: dict[int, str] = {
+    0: "CS0", 8: "CS1", 10: "AF11", 12: "AF12", 14: "AF13", 16: "CS2", 18: "AF21",
+    20: "AF22", 22: "AF23", 24: "CS3", 26: "AF31", 28: "AF32", 30: "AF33", 32: "CS4",
+    34: "AF41", 36: "AF42", 38: "AF43", 40: "CS5", 44: "VOICE-ADMIT", 46: "EF",
+    48: "CS6", 56: "CS7",
+}  # fmt: skip
+
+# Streams seen by interval but not yet ended: what was already counted for them.
+# Bounded like every table keyed by the network (DESIGN.md rule 4); the engine's
+# own stream cap is far below this.
+_MAX_TRACKED_STREAMS = 200_000
+
+# Engine counter -> (family, label value): bounded by the code, not the network.
+_PARSE_ERRORS = {
+    "route_sip_parse_errors": "sip",
+    "sip_sdp_errors": "sdp",
+    "rtcp_parse_errors": "rtcp",
+}
+_TABLE_NAMES = {"calls_calls": "calls"}  # engine prefix + the table's own counter name
+_DECODE_ERRORS = (
+    "decode_unsupported_linktype", "decode_not_ip", "decode_truncated",
+    "decode_bad_ip_header", "decode_bad_l4_header", "decode_tunnel_too_deep",
+    "decode_fragments_bad",
+)  # fmt: skip
+
+
+class CaptureCounts(Protocol):
+    """What a capture source reports per interface (totals since it opened)."""
+
+    @property
+    def packets(self) -> int: ...
+
+    @property
+    def drops(self) -> int: ...
+
+
+def dscp_class(accepted: Iterable[int]) -> str:
+    """'EF' for (46,), 'CS3+AF31+CS5' for (24, 26, 40): a bounded label from config."""
+    return "+".join(DSCP_NAMES.get(v, f"DSCP{v}") for v in sorted(set(accepted))) or "none"
+
+
+def codec_label(name: str | None) -> str:
+    """The codec table's name for ``name`` ('PCMA' -> 'g711A'), else ``other``."""
+    if not name:
+        return UNKNOWN
+    row = lookup_codec(name)
+    return row.name if row.known else OTHER
+
+
+def status_class(status: int | None) -> str:
+    if status is None or not 100 <= status <= 699:
+        return "none"
+    return f"{status // 100}xx"
+
+
+def _pick(value: str | None, allowed: frozenset[str], fallback: str = OTHER) -> str:
+    return value if value is not None and value in allowed else fallback
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0].strip("[]")
+
+
+class _CountersCollector(Collector):
+    """Yields the absolute totals of the latest `update()` as counter families."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.counters: Mapping[str, int] = {}
+        self.capture: Mapping[str, tuple[int, int]] = {}
+        self.active: int | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the snapshot; described at collect time
+
+    def collect(self) -> Iterator[Metric]:
+        c, site = self.counters, self.site  # one snapshot per scrape (replaced, not mutated)
+
+        def fam(name: str, doc: str, labels: tuple[str, ...] = ()) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=("site", *labels))
+
+        packets = fam("packets", "Packets handed to the engine by every capture source.")
+        packets.add_metric([site], c.get("packets", 0))
+        yield packets
+
+        started = fam("calls_started", "Calls whose first INVITE was seen.")
+        started.add_metric([site], c.get("calls_calls_started", 0))
+        yield started
+
+        active = GaugeMetricFamily(f"{NAMESPACE}_calls_active",
+                                   "Calls in progress (started, not yet ended).", labels=["site"])
+        n = self.active
+        if n is None:
+            n = (c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
+                 - c.get("calls_calls_evicted", 0))
+        active.add_metric([site], max(0, n))
+        yield active
+
+        requests = fam("sip_requests", "SIP requests seen (retransmissions included).",
+                       ("method",))
+        responses = fam("sip_responses", "SIP responses seen, by status class.",
+                        ("status_class",))
+        for key, value in sorted(c.items()):
+            if key.startswith("sip_requests_"):
+                method = key.removeprefix("sip_requests_").upper()
+                requests.add_metric([site, _pick(method, METHODS, "OTHER")], value)
+            elif key.startswith("sip_responses_"):
+                cls = key.removeprefix("sip_responses_")
+                if cls in STATUS_CLASSES:
+                    responses.add_metric([site, cls], value)
+        yield requests
+        yield responses
+
+        parse = fam("parse_errors", "Messages dropped as malformed, by protocol.", ("protocol",))
+        for key, proto in _PARSE_ERRORS.items():
+            parse.add_metric([site, proto], c.get(key, 0))
+        yield parse
+
+        decode = fam("decode_errors", "Frames the decoder dropped, by reason.", ("reason",))
+        for key in _DECODE_ERRORS:
+            decode.add_metric([site, key.removeprefix("decode_")], c.get(key, 0))
+        yield decode
+
+        evictions = fam("table_evictions", "Entries evicted from a full table (size cap).",
+                        ("table",))
+        for key, value in sorted(c.items()):
+            if key.endswith("_evicted"):
+                table = key.removesuffix("_evicted")
+                evictions.add_metric([site, _TABLE_NAMES.get(table, table)], value)
+        yield evictions
+
+        cap_packets = fam("capture_packets", "Packets the kernel delivered, by interface.",
+                          ("interface",))
+        cap_drops = fam("capture_kernel_drops",
+                        "Packets the kernel dropped (ring full), by interface.", ("interface",))
+        for iface, (pk, dr) in sorted(self.capture.items()):
+            cap_packets.add_metric([site, iface], pk)
+            cap_drops.add_metric([site, iface], dr)
+        yield cap_packets
+        yield cap_drops
+
+
+class ProbeMetrics:
+    """Every metric family of the probe, registered in ``registry``.
+
+    ``config`` gives the bounded label sets (peer and profile names, accepted
+    DSCP classes); `set_config` replaces it after a reload. Thread-safe: the
+    capture loop calls `observe`/`update`, the HTTP server scrapes.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, site: str = "default",
+                 config: Config | None = None, version: str = __version__) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.site = site if _LABEL_SAFE.match(site) else OTHER
+        self._lock = threading.Lock()
+        self._config = config or Config()
+        self._streams: dict[StreamKey, tuple[int, int]] = {}
+        self._interfaces: frozenset[str] | None = None
+        self._counters = _CountersCollector(self.site)
+        r = self.registry
+        r.register(self._counters)
+        q = ("site", "peer", "direction", "codec")
+
+        self.calls_ended = Counter("calls_ended", "Calls ended, by end reason and final status.",
+                                   ["site", "peer", "end_reason", "status_class"],
+                                   namespace=NAMESPACE, registry=r)
+        self.sla_verdicts = Counter("sla_verdicts", "SLA verdicts of ended calls.",
+                                    ["site", "peer", "profile", "verdict"],
+                                    namespace=NAMESPACE, registry=r)
+        self.sla_violations = Counter(
+            "sla_violations", "Ended calls that crossed an SLA threshold (once per call).",
+            ["site", "peer", "profile", "threshold"], namespace=NAMESPACE, registry=r)
+        self.call_mos = Histogram("call_mos", "MOS-CQ (E-model) of each call direction.", q,
+                                  namespace=NAMESPACE, buckets=MOS_BUCKETS, registry=r)
+        self.call_jitter = Histogram(
+            "call_jitter_seconds", "RFC 3550 interarrival jitter at the end of each direction.",
+            q, namespace=NAMESPACE, buckets=JITTER_BUCKETS_S, registry=r)
+        self.call_loss = Histogram("call_loss_ratio", "Network loss ratio of each direction.", q,
+                                   namespace=NAMESPACE, buckets=LOSS_BUCKETS, registry=r)
+        self.call_rtt = Histogram("call_round_trip_seconds", "Caller-callee round trip (RTCP).",
+                                  ["site", "peer"], namespace=NAMESPACE,
+                                  buckets=ROUND_TRIP_BUCKETS_S, registry=r)
+        self.call_setup = Histogram(
+            "call_setup_delay_seconds", "INVITE to first ringing/final response (RFC 6076 SRD).",
+            ["site", "peer"], namespace=NAMESPACE, buckets=SETUP_DELAY_BUCKETS_S, registry=r)
+        self.interval_mos = Histogram(
+            "interval_mos", "MOS-CQ of each rated interval of a running stream.", q,
+            namespace=NAMESPACE, buckets=MOS_BUCKETS, registry=r)
+        self.interval_jitter = Histogram(
+            "interval_jitter_seconds", "Interarrival jitter at the end of each interval.", q,
+            namespace=NAMESPACE, buckets=JITTER_BUCKETS_S, registry=r)
+        self.interval_loss = Histogram("interval_loss_ratio", "Network loss ratio per interval.",
+                                       q, namespace=NAMESPACE, buckets=LOSS_BUCKETS, registry=r)
+        self.interval_rtt = Histogram(
+            "interval_round_trip_seconds", "Round trip per interval (when RTCP measured it).",
+            ["site", "peer"], namespace=NAMESPACE, buckets=ROUND_TRIP_BUCKETS_S, registry=r)
+        self.rtp_packets = Counter("rtp_packets", "RTP packets received.", q,
+                                   namespace=NAMESPACE, registry=r)
+        self.rtp_lost = Counter("rtp_lost_packets", "RTP packets lost (sequence gaps).", q,
+                                namespace=NAMESPACE, registry=r)
+        self.dscp_mismatched = Counter(
+            "dscp_mismatched_packets", "Packets of ended calls whose DSCP the profile does "
+            "not accept, by the expected class.", ["site", "peer", "traffic", "expected"],
+            namespace=NAMESPACE, registry=r)
+        self.build_info = Gauge("build_info", "Always 1; the probe's version in labels.",
+                                ["version", "python_version"], namespace=NAMESPACE, registry=r)
+        self.build_info.labels(version, platform.python_version()).set(1)
+        self.reload_ok = Gauge("config_last_reload_successful",
+                               "1 when the last configuration (re)load succeeded.",
+                               namespace=NAMESPACE, registry=r)
+        self.reload_ts = Gauge("config_last_reload_success_timestamp_seconds",
+                               "Unix time of the last successful configuration load.",
+                               namespace=NAMESPACE, registry=r)
+        self.reload_ok.set(1)
+
+    # -- configuration ----------------------------------------------------------------
+
+    def set_config(self, config: Config) -> None:
+        """Use a reloaded configuration's peer and profile names from now on."""
+        with self._lock:
+            self._config = config
+
+    def set_interfaces(self, names: Iterable[str]) -> None:
+        """The configured interface names: capture stats of any other become ``other``."""
+        self._interfaces = frozenset(names)
+
+    def config_reloaded(self, ok: bool, ts: float | None = None) -> None:
+        """Record a (re)load: ``ok`` and, when it succeeded, its Unix time ``ts``."""
+        self.reload_ok.set(1 if ok else 0)
+        if ok and ts is not None:
+            self.reload_ts.set(ts)
+
+    def set_active(self, n: int) -> None:
+        """Override the active-calls gauge (default: started - ended - evicted)."""
+        self._counters.active = n
+
+    # -- input ------------------------------------------------------------------------
+
+    def update(self, counters: Mapping[str, int],
+               capture: Mapping[str, CaptureCounts] | None = None) -> None:
+        """Latest absolute totals: ``Engine.counters()`` and per-interface capture stats."""
+        self._counters.counters = dict(counters)
+        if capture is not None:
+            merged: dict[str, tuple[int, int]] = {}
+            for name, st in capture.items():
+                label = self._interface(name)
+                pk, dr = merged.get(label, (0, 0))
+                merged[label] = (pk + int(st.packets), dr + int(st.drops))
+            self._counters.capture = merged
+
+    def observe(self, event: Event) -> None:
+        """Account one engine event."""
+        with self._lock:
+            if isinstance(event, CallEnded):
+                self._call_ended(event.record)
+            elif isinstance(event, CallInterval):
+                self._interval(event)
+            elif isinstance(event, StreamEnded):
+                self._stream_ended(event.stats)
+
+    def observe_all(self, events: Iterable[Event]) -> None:
+        for e in events:
+            self.observe(e)
+
+    # -- labels -----------------------------------------------------------------------
+
+    def _interface(self, name: str) -> str:
+        if self._interfaces is not None:
+            return name if name in self._interfaces else OTHER
+        return name if _LABEL_SAFE.match(name) else OTHER
+
+    def _peer(self, name: str | None) -> str:
+        peers = {p.name for p in self._config.sla.peers}
+        return name if name is not None and name in peers else OTHER_PEER
+
+    def _profile(self, name: str) -> str:
+        return name if name in self._config.sla.profiles else OTHER
+
+    def _stream_labels(self, s: StreamStats) -> tuple[str, str, str, str]:
+        src, dst = _host(s.key.src), _host(s.key.dst)
+        sla = self._config.sla
+        direction = direction_of(src, dst, sla.local_networks) or UNKNOWN
+        peer = peer_of(src, sla.peers)
+        if peer == OTHER_PEER:
+            peer = peer_of(dst, sla.peers)
+        return self.site, peer, direction, codec_label(s.codec)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _call_ended(self, rec: CallRecord) -> None:
+        site, peer = self.site, self._peer(rec.peer)
+        reason = _pick(rec.end_reason, END_REASONS)
+        self.calls_ended.labels(site, peer, reason, status_class(rec.final_status)).inc()
+        profile = self._profile(rec.sla.profile)
+        self.sla_verdicts.labels(site, peer, profile, _pick(rec.sla.verdict, VERDICTS)).inc()
+        crossed = {v.threshold for v in rec.sla.violations}
+        for d in rec.directions:
+            crossed.update(v.threshold for v in d.sla.violations)
+        for threshold in sorted(crossed):
+            self.sla_violations.labels(site, peer, profile,
+                                       _pick(threshold, THRESHOLD_NAMES)).inc()
+        if rec.rtt_ms is not None:
+            self.call_rtt.labels(site, peer).observe(rec.rtt_ms / 1000.0)
+        if rec.setup_delay_s is not None:
+            self.call_setup.labels(site, peer).observe(rec.setup_delay_s)
+        for d in rec.directions:
+            self._direction(rec, d, peer)
+        self._dscp(rec, peer, profile)
+
+    def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
+        codec = codec_label(d.stream.get("codec") or rec.codec)
+        labels = (self.site, peer, _pick(d.direction, DIRECTIONS), codec)
+        self.call_mos.labels(*labels).observe(d.quality.mos_cq)
+        jitter = d.stream.get("jitter_ms")
+        if isinstance(jitter, int | float):
+            self.call_jitter.labels(*labels).observe(jitter / 1000.0)
+        loss = d.stream.get("loss_ratio")
+        if isinstance(loss, int | float):
+            self.call_loss.labels(*labels).observe(float(loss))
+
+    def _dscp(self, rec: CallRecord, peer: str, profile_name: str) -> None:
+        profile = self._config.sla.profiles.get(profile_name)
+        if profile is None:
+            return
+        checks: list[tuple[str, tuple[int, ...] | None, Mapping[str, int] | Mapping[int, int]]]
+        checks = [("signalling", profile.signalling_dscp, rec.signalling_dscp)]
+        checks += [("media", profile.media_dscp, d.stream.get("dscp") or {})
+                   for d in rec.directions]
+        for traffic, accepted, packets in checks:
+            if accepted is None:
+                continue
+            bad = sum(int(n) for v, n in packets.items() if int(v) not in accepted)
+            child = self.dscp_mismatched.labels(self.site, peer, traffic, dscp_class(accepted))
+            child.inc(bad)  # also creates the zero series, so rate() works from the start
+
+    def _interval(self, e: CallInterval) -> None:
+        s = e.delta
+        labels = self._stream_labels(s)
+        if e.quality is not None:
+            self.interval_mos.labels(*labels).observe(e.quality.mos_cq)
+            if e.quality.delay_source == "measured":
+                rtt_s = 2.0 * e.quality.network_delay_ms / 1000.0
+                self.interval_rtt.labels(labels[0], labels[1]).observe(rtt_s)
+        if s.packets > 0:
+            self.interval_jitter.labels(*labels).observe(s.jitter_ms / 1000.0)
+            if s.expected > 0:
+                self.interval_loss.labels(*labels).observe(s.loss_ratio)
+        self._count_rtp(s.key, labels, s.packets, s.lost, final=False)
+
+    def _stream_ended(self, s: StreamStats) -> None:
+        done_packets, done_lost = self._streams.pop(s.key, (0, 0))
+        self._count_rtp(s.key, self._stream_labels(s), s.packets - done_packets,
+                        s.lost - done_lost, final=True)
+
+    def _count_rtp(self, key: StreamKey, labels: tuple[str, str, str, str], packets: int,
+                   lost: int, *, final: bool) -> None:
+        """Count RTP live from interval deltas; the stream's end adds the remainder."""
+        packets, lost = max(0, packets), max(0, lost)
+        self.rtp_packets.labels(*labels).inc(packets)
+        self.rtp_lost.labels(*labels).inc(lost)
+        if final:
+            return
+        if key not in self._streams and len(self._streams) >= _MAX_TRACKED_STREAMS:
+            self._streams.pop(next(iter(self._streams)))  # oldest first (insertion order)
+        pk, ls = self._streams.get(key, (0, 0))
+        self._streams[key] = (pk + packets, ls + lost)
+

@@ -1,4 +1,4 @@
-"""Command line: ``voipprobe analyze | version`` (``run`` and ``check-config`` come with the agent).
+"""Command line: ``voipprobe run | analyze | check-config | version``.
 
 Exit codes: 0 success, 2 unusable input or usage error (argparse's own code),
 1 an internal error (a bug: report it).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,14 @@ from agent import __version__
 from agent.calls.record import CallRecord
 from agent.calls.table_text import call_rows, format_rows
 from agent.capture.pcapfile import CaptureFormatError, open_capture
-from agent.config import Config, ConfigError, load_config
+from agent.config import (
+    Config,
+    ConfigError,
+    Override,
+    config_from_mapping,
+    env_overrides,
+    load_config,
+)
 from agent.engine import CallEnded, Engine, EngineConfig, Event, StreamEnded
 from agent.rtp.model import StreamStats
 
@@ -208,6 +216,74 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return a.code
 
 
+DEFAULT_CONFIG = "/etc/voipprobe/config.yaml"
+
+
+def flag_overrides(args: argparse.Namespace) -> list[Override]:
+    """The settings given as flags (they win over the file and the environment)."""
+    out = []
+    if args.interface:
+        out.append(Override("capture.interfaces", list(args.interface), "--interface"))
+    if args.listen is not None:
+        out.append(Override("exporter.listen", args.listen, "--listen"))
+    if args.call_log is not None:
+        out.append(Override("call_log.target", args.call_log, "--call-log"))
+    return out
+
+
+def effective_config(
+    args: argparse.Namespace, err: TextIO
+) -> tuple[Config, str | None, list[Override]]:
+    """Defaults < file < VOIPPROBE_* environment < flags. Returns the config, the file
+    it came from (None: built-in defaults) and the overrides (re-applied on reload).
+
+    With no --config, a missing default file means built-in defaults (said on stderr);
+    a missing file given explicitly is an error."""
+    overrides = env_overrides(os.environ) + flag_overrides(args)
+    path: str | None = args.config
+    if path is None:
+        if not Path(DEFAULT_CONFIG).exists():
+            print(f"voipprobe: {DEFAULT_CONFIG} not found; using built-in defaults", file=err)
+            return config_from_mapping({}, "<defaults>", overrides), None, overrides
+        path = DEFAULT_CONFIG
+    return load_config(path, overrides), path, overrides
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interface", action="append", metavar="IFACE",
+                   help="capture on IFACE (repeatable; 'any' for all); overrides "
+                   "capture.interfaces")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="Prometheus exporter address; overrides exporter.listen")
+    p.add_argument("--call-log", metavar="PATH|-",
+                   help="call log file, or - for stdout; overrides call_log.target")
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config, _path, _overrides = effective_config(args, sys.stderr)
+    except ConfigError as exc:
+        print(f"voipprobe: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(config.to_yaml())
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import run  # the live agent's imports are not needed by analyze
+
+    try:
+        config, path, overrides = effective_config(args, sys.stderr)
+    except ConfigError as exc:
+        print(f"voipprobe: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return run(config, config_path=path, overrides=overrides)
+    except OSError as exc:
+        print(f"voipprobe: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voipprobe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"voipprobe {__version__}")
@@ -223,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML config: SLA profiles, local networks, peers, quality model")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_analyze)
+    r = sub.add_parser("run", help="capture live and export metrics and call records")
+    r.add_argument("--config", metavar="PATH",
+                   help=f"YAML config (default {DEFAULT_CONFIG}; built-in defaults if "
+                   "that file does not exist)")
+    _add_config_flags(r)
+    r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check-config",
+                       help="validate a config and print the effective settings as YAML")
+    c.add_argument("config", nargs="?", metavar="PATH",
+                   help=f"the file to check (default {DEFAULT_CONFIG})")
+    _add_config_flags(c)
+    c.set_defaults(func=cmd_check_config)
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=lambda _a: print(f"voipprobe {__version__}") or EXIT_OK)
     return parser

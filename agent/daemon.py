@@ -1,0 +1,422 @@
+"""The live agent: a packet source -> the engine -> metrics and the call log.
+
+Theory of operation. `Daemon` owns one loop (`serve`): poll the source for
+batches (at most `POLL_TIMEOUT_S`), feed them to the same `Engine` that
+``voipprobe analyze`` uses, hand every event to the metrics and every
+`CallEnded` record to the call log. About once a second (`TICK_INTERVAL_S`) it
+pushes the engine's and the capture's counters to the metrics and calls
+``engine.tick(now)``.
+
+``now`` is packet time, as in the core (DESIGN rule 1: a replayed capture
+must give the records the live run gave): the timestamp of the latest packet.
+When packets stop arriving, packet time would stop too and the last calls
+would never time out, so ``now`` then advances by the monotonic time elapsed
+since that packet arrived. Kernel timestamps and the monotonic clock agree to
+well under the idle timeouts (seconds), and a wall-clock step (NTP) cannot
+end or stretch calls.
+
+Signals only set flags; the loop acts on them between polls, so no handler
+runs engine code re-entrantly. SIGHUP reloads the configuration (`reload`):
+an invalid file keeps the running configuration. SIGTERM/SIGINT stop
+(`shutdown`): every active call ends with end reason ``shutdown`` and is
+written before the process exits, well within systemd's stop timeout
+(a poll returns within `POLL_TIMEOUT_S`; finishing is bounded by the tables'
+caps). sd_notify: READY=1 when serving, WATCHDOG=1 from the loop itself (a
+hung loop stops kicking and systemd restarts it), RELOADING=1 / READY=1
+around a reload, STOPPING=1 at shutdown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Protocol
+
+from agent import sdnotify
+from agent.calls.record import CallRecord
+from agent.capture.batch import Batch
+from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
+from agent.engine import CallEnded, Engine, EngineConfig, Event
+
+POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
+TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
+
+
+class PacketSource(Protocol):
+    """What the loop needs of a capture: AfPacketSource, ScapySource, a test fake."""
+
+    def poll(self, timeout_s: float) -> list[Batch]: ...
+
+    def stats(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class MetricsSink(Protocol):
+    """The exporter's collector (`agent.export.ProbeMetrics`)."""
+
+    def observe(self, event: Event) -> None: ...
+
+    def update(self, counters: Mapping[str, int], capture_stats: Any) -> None: ...
+
+
+class CallSink(Protocol):
+    """The call log (`agent.export.calllog.CallLog`)."""
+
+    def write(self, record: CallRecord) -> None: ...
+
+    def reopen(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class PacketClock:
+    """Packet time, extrapolated by the monotonic clock while no packet arrives."""
+
+    last_packet_ts: float | None = None
+    last_packet_mono: float = 0.0
+
+    def saw(self, packet_ts: float, mono: float) -> None:
+        if self.last_packet_ts is None or packet_ts >= self.last_packet_ts:
+            self.last_packet_ts = packet_ts
+        self.last_packet_mono = mono
+
+    def now(self, mono: float) -> float | None:
+        """Packet time at monotonic time ``mono`` (None before the first packet)."""
+        if self.last_packet_ts is None:
+            return None
+        return self.last_packet_ts + max(0.0, mono - self.last_packet_mono)
+
+
+def reconfigure_engine(engine: Engine, config: Config) -> list[str]:
+    """Apply a reloaded config to a running engine without losing its calls.
+
+    SLA, quality thresholds and call timeouts are read when a record is made, so they
+    apply at once. Returns the settings that only a restart applies. (The engine has
+    no reconfigure method of its own yet; this reaches into its parts.)"""
+    old = engine.config.config
+    engine.config = EngineConfig(config=config, sweep_interval_s=engine.config.sweep_interval_s)
+    engine.calls.config = config
+    engine.calls.intervals.config = config
+    engine.sip.setup_timeout_s = config.calls.setup_timeout_s
+    tracker = engine.streams.config
+    engine.streams.config = type(tracker)(
+        **{**{f: getattr(tracker, f) for f in tracker.__dataclass_fields__},
+           "idle_timeout_s": config.calls.media_idle_timeout_s})
+    pending = []
+    if config.quality.jitter_buffer != old.quality.jitter_buffer:
+        # Streams carry jitter-buffer state built with the old model.
+        pending.append("quality.jitter_buffer")
+    return pending
+
+
+class Daemon:
+    """The capture loop with its sinks; every side effect is injected for tests."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: PacketSource,
+        metrics: MetricsSink,
+        call_log: CallSink,
+        load: Callable[[], Config],
+        open_call_log: Callable[[Config], CallSink] | None = None,
+        open_source: Callable[[CaptureConfig], PacketSource] | None = None,
+        set_reload_ok: Callable[[bool], None] = lambda ok: None,
+        notify: Callable[[str], object] = sdnotify.notify,
+        watchdog_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        err: IO[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.metrics = metrics
+        self.call_log = call_log
+        self.engine = Engine(EngineConfig(config=config))
+        self.packet_clock = PacketClock()
+        self._load = load
+        self._open_call_log = open_call_log
+        self._open_source = open_source
+        self._set_reload_ok = set_reload_ok
+        self._notify = notify
+        self._watchdog = sdnotify.Watchdog(watchdog_s, notify, clock)
+        self._clock = clock
+        self._err = err
+        self._next_tick = clock() + TICK_INTERVAL_S
+        self._stop = False
+        self._reload = False
+        self.records_written = 0
+
+    def _log(self, text: str) -> None:
+        print(f"voipprobe: {text}", file=self._err or sys.stderr, flush=True)
+
+    # -- signals (flags only; the loop acts) ---------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def request_reload(self, *_: object) -> None:
+        self._reload = True
+
+    def install_signal_handlers(self) -> None:
+        def stop(_sig: int, _frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def hup(_sig: int, _frame: FrameType | None) -> None:
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run until a stop is requested, then shut down (flushing every call)."""
+        self._notify("READY=1")
+        while not self._stop:
+            if self._reload:
+                self._reload = False
+                self.reload()
+            self.step()
+        self.shutdown()
+
+    def step(self, timeout_s: float = POLL_TIMEOUT_S) -> None:
+        """One iteration: poll, feed, and (about once a second) tick and update metrics."""
+        batches = self.source.poll(timeout_s)
+        mono = self._clock()
+        for batch in batches:
+            if len(batch):
+                self._emit(self.engine.feed(batch))
+                self.packet_clock.saw(float(batch.ts.max()), mono)
+        if mono >= self._next_tick:
+            self._next_tick = mono + TICK_INTERVAL_S
+            now = self.packet_clock.now(mono)
+            if now is not None:
+                self._emit(self.engine.tick(now))
+            self.metrics.update(self.engine.counters(), self.source.stats())
+        self._watchdog.kick()
+
+    def _emit(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.metrics.observe(event)
+            if isinstance(event, CallEnded):
+                self.call_log.write(event.record)
+                self.records_written += 1
+
+    # -- reload -----------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP). Invalid: keep the running one, say why on
+        stderr, reload metric 0. Valid: apply it without losing running calls, reopen
+        the call log (logrotate), reload metric 1."""
+        try:
+            new = self._load()
+        except ConfigError as exc:
+            self._log(f"reload failed, keeping the running configuration: {exc}")
+            self._set_reload_ok(False)
+            return False
+        self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        old, self.config = self.config, new
+        for name in reconfigure_engine(self.engine, new):
+            self._log(f"reload: {name} changed; it applies after a restart")
+        if new.exporter != old.exporter:
+            self._log("reload: exporter settings changed; they apply after a restart")
+        if new.capture != old.capture:
+            self._reopen_source(new.capture)
+        if self._open_call_log is not None and (
+            new.call_log != old.call_log or new.privacy != old.privacy
+            or new.state_dir != old.state_dir
+        ):
+            self.call_log.close()
+            self.call_log = self._open_call_log(new)
+        else:
+            self.call_log.reopen()
+        self._set_reload_ok(True)
+        self._notify("READY=1")
+        return True
+
+    def _reopen_source(self, capture: CaptureConfig) -> None:
+        if self._open_source is None:
+            self._log("reload: capture settings changed; they apply after a restart")
+            return
+        try:
+            source = self._open_source(capture)
+        except OSError as exc:
+            self._log(f"reload: cannot open the new capture ({exc}); keeping the old one")
+            return
+        self.source.close()
+        self.source = source
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Every active call ends (end reason ``shutdown``) and is written; close all."""
+        self._notify("STOPPING=1")
+        self._emit(self.engine.finish())
+        try:
+            self.metrics.update(self.engine.counters(), self.source.stats())
+        finally:
+            self.source.close()
+            self.call_log.close()
+
+
+# -- the real sinks and sources -------------------------------------------------------
+#
+# Imported late, by name: the capture ring and the exporter are written alongside this
+# module. Until one lands, a minimal stand-in below keeps the agent usable.
+
+
+def _optional(module: str, name: str) -> Any | None:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def open_source(capture: CaptureConfig) -> PacketSource:
+    """The live capture: AF_PACKET ring on Linux, the scapy fallback elsewhere."""
+    kwargs: dict[str, Any] = {
+        "block_size": capture.block_size, "block_count": capture.block_count,
+        "block_timeout_ms": capture.block_timeout_ms, "promisc": capture.promisc,
+        "snaplen": capture.snaplen, "filter": capture.bpf,
+    }
+    if sys.platform.startswith("linux"):
+        ring = _optional("agent.capture.afpacket", "AfPacketSource")
+        if ring is not None:
+            source: PacketSource = ring(capture.interfaces, **kwargs)
+            return source
+    fallback = _optional("agent.capture.fallback", "ScapySource")
+    if fallback is None:
+        raise OSError("no packet capture available (agent.capture.afpacket missing)")
+    print("voipprobe: warning: AF_PACKET unavailable; capturing with scapy (slower)",
+          file=sys.stderr)
+    source = fallback(capture.interfaces, **kwargs)
+    return source
+
+
+class JsonLinesCallLog:
+    """Stand-in call log (one JSON record per line) while agent.export.calllog is absent.
+
+    Only used with ``privacy: clear``-equivalent output; it does not pseudonymise."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._file: IO[str] = sys.stdout if target == "-" else self._open()
+
+    def _open(self) -> IO[str]:
+        return open(self.target, "a", encoding="utf-8")
+
+    def write(self, record: CallRecord) -> None:
+        self._file.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def reopen(self) -> None:
+        if self.target != "-":
+            self._file.close()
+            self._file = self._open()
+
+    def close(self) -> None:
+        if self.target != "-":
+            self._file.close()
+
+
+def open_call_log(config: Config) -> CallSink:
+    """The configured call log, pseudonymising as ``privacy`` says."""
+    call_log = _optional("agent.export.calllog", "CallLog")
+    pseudonymiser = _optional("agent.export.privacy", "Pseudonymiser")
+    load_key = _optional("agent.export.privacy", "load_or_create_key")
+    if call_log is None or pseudonymiser is None or load_key is None:
+        return JsonLinesCallLog(config.call_log.target)
+    key = load_key(config.state_dir) if config.privacy == "hash" else None
+    sink: CallSink = call_log(config.call_log.target, config.call_log.format,
+                              pseudonymiser(config.privacy, key))
+    return sink
+
+
+class _NullMetrics:
+    def observe(self, event: Event) -> None:
+        pass
+
+    def update(self, counters: Mapping[str, int], capture_stats: Any) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Exporter:
+    """The metrics collector, its reload flag and the HTTP server (None: not available)."""
+
+    metrics: MetricsSink
+    set_reload_ok: Callable[[bool], None]
+    server: Any = None
+
+    def close(self) -> None:
+        for name in ("shutdown", "close", "stop"):
+            stop = getattr(self.server, name, None)
+            if callable(stop):
+                stop()
+                return
+
+
+def start_exporter(config: Config, health: Callable[[], bool]) -> Exporter:
+    """ProbeMetrics on the default registry, served on ``exporter.listen``."""
+    probe_metrics = (_optional("agent.export", "ProbeMetrics")
+                     or _optional("agent.export.metrics", "ProbeMetrics"))
+    start = _optional("agent.export.http", "start")
+    if probe_metrics is None or start is None:
+        print("voipprobe: warning: exporter not available; no /metrics", file=sys.stderr)
+        return Exporter(_NullMetrics(), lambda ok: None)
+    from prometheus_client import REGISTRY
+
+    metrics = probe_metrics(REGISTRY, site=config.exporter.site)
+    setter = getattr(metrics, "config_reloaded", None)
+    server = start(config.exporter.host, config.exporter.port, health=health)
+    return Exporter(metrics, setter if callable(setter) else (lambda ok: None), server)
+
+
+def run(
+    config: Config,
+    *,
+    config_path: str | Path | None,
+    overrides: Sequence[Override] = (),
+) -> int:
+    """``voipprobe run``: capture until SIGTERM/SIGINT; returns the exit code (0).
+
+    ``config_path`` is re-read on SIGHUP with the same ``overrides`` (environment,
+    flags) over it; None means built-in defaults, which a reload keeps."""
+
+    def load() -> Config:
+        if config_path is None:
+            from agent.config import config_from_mapping
+
+            return config_from_mapping({}, "<defaults>", overrides)
+        return load_config(config_path, overrides)
+
+    source = open_source(config.capture)
+    daemon_ref: list[Daemon] = []
+
+    def healthy() -> bool:
+        return bool(daemon_ref) and not daemon_ref[0]._stop
+
+    exporter = start_exporter(config, healthy)
+    daemon = Daemon(
+        config, source=source, metrics=exporter.metrics, call_log=open_call_log(config),
+        load=load, open_call_log=open_call_log, open_source=open_source,
+        set_reload_ok=exporter.set_reload_ok, watchdog_s=sdnotify.watchdog_interval_s(),
+    )
+    daemon_ref.append(daemon)
+    daemon.install_signal_handlers()
+    try:
+        daemon.serve()
+    finally:
+        exporter.close()
+    return 0

@@ -45,16 +45,12 @@ class CallsConfig(BaseModel):
     max_calls: int = Field(default=50000, gt=0)
 
 
-FALLBACK_EXPORTER_PORT = 9477  # used only while agent.export.http is not importable
-
-
 def default_exporter_port() -> int:
     """The exporter's default TCP port: `agent.export.http.DEFAULT_PORT`."""
-    try:  # imported late: the exporter package imports this module
-        from agent.export.http import DEFAULT_PORT  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # TODO(issue 4): drop once agent/export/http.py has landed
-        return FALLBACK_EXPORTER_PORT
-    return int(DEFAULT_PORT)
+    # Imported late: agent.export imports this module, and analyze needs no exporter.
+    from agent.export.http import DEFAULT_PORT
+
+    return DEFAULT_PORT
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -29,7 +29,6 @@ around a reload, STOPPING=1 at shutdown.
 from __future__ import annotations
 
 import importlib
-import json
 import signal
 import sys
 import time
@@ -44,6 +43,10 @@ from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
 from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
 from agent.engine import CallEnded, Engine, EngineConfig, Event
+from agent.export.calllog import CallLog
+from agent.export.http import HealthCheck, MetricsServer
+from agent.export.metrics import ProbeMetrics
+from agent.export.privacy import Pseudonymiser, load_or_create_key
 
 POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
 TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
@@ -60,11 +63,15 @@ class PacketSource(Protocol):
 
 
 class MetricsSink(Protocol):
-    """The exporter's collector (`agent.export.ProbeMetrics`)."""
+    """The exporter's collector (`agent.export.metrics.ProbeMetrics`)."""
 
     def observe(self, event: Event) -> None: ...
 
-    def update(self, counters: Mapping[str, int], capture_stats: Any) -> None: ...
+    def update(self, counters: Mapping[str, int], capture: Any = None) -> None: ...
+
+    def set_config(self, config: Config) -> None: ...
+
+    def config_reloaded(self, ok: bool, ts: float | None = None) -> None: ...
 
 
 class CallSink(Protocol):
@@ -131,7 +138,6 @@ class Daemon:
         load: Callable[[], Config],
         open_call_log: Callable[[Config], CallSink] | None = None,
         open_source: Callable[[CaptureConfig], PacketSource] | None = None,
-        set_reload_ok: Callable[[bool], None] = lambda ok: None,
         notify: Callable[[str], object] = sdnotify.notify,
         watchdog_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -146,7 +152,6 @@ class Daemon:
         self._load = load
         self._open_call_log = open_call_log
         self._open_source = open_source
-        self._set_reload_ok = set_reload_ok
         self._notify = notify
         self._watchdog = sdnotify.Watchdog(watchdog_s, notify, clock)
         self._clock = clock
@@ -160,6 +165,10 @@ class Daemon:
         print(f"voipprobe: {text}", file=self._err or sys.stderr, flush=True)
 
     # -- signals (flags only; the loop acts) ---------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
@@ -223,10 +232,11 @@ class Daemon:
             new = self._load()
         except ConfigError as exc:
             self._log(f"reload failed, keeping the running configuration: {exc}")
-            self._set_reload_ok(False)
+            self.metrics.config_reloaded(False)
             return False
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old, self.config = self.config, new
+        self.metrics.set_config(new)
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
         if new.exporter != old.exporter:
@@ -241,7 +251,7 @@ class Daemon:
             self.call_log = self._open_call_log(new)
         else:
             self.call_log.reopen()
-        self._set_reload_ok(True)
+        self.metrics.config_reloaded(True, time.time())
         self._notify("READY=1")
         return True
 
@@ -270,10 +280,10 @@ class Daemon:
             self.call_log.close()
 
 
-# -- the real sinks and sources -------------------------------------------------------
+# -- the real sources and sinks -------------------------------------------------------
 #
-# Imported late, by name: the capture ring and the exporter are written alongside this
-# module. Until one lands, a minimal stand-in below keeps the agent usable.
+# The capture ring is imported late, by name: it is written alongside this module and
+# the agent still starts (with the scapy fallback) where it is missing.
 
 
 def _optional(module: str, name: str) -> Any | None:
@@ -304,83 +314,35 @@ def open_source(capture: CaptureConfig) -> PacketSource:
     return source
 
 
-class JsonLinesCallLog:
-    """Stand-in call log (one JSON record per line) while agent.export.calllog is absent.
-
-    Only used with ``privacy: clear``-equivalent output; it does not pseudonymise."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self._file: IO[str] = sys.stdout if target == "-" else self._open()
-
-    def _open(self) -> IO[str]:
-        return open(self.target, "a", encoding="utf-8")
-
-    def write(self, record: CallRecord) -> None:
-        self._file.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
-        self._file.flush()
-
-    def reopen(self) -> None:
-        if self.target != "-":
-            self._file.close()
-            self._file = self._open()
-
-    def close(self) -> None:
-        if self.target != "-":
-            self._file.close()
-
-
 def open_call_log(config: Config) -> CallSink:
-    """The configured call log, pseudonymising as ``privacy`` says."""
-    call_log = _optional("agent.export.calllog", "CallLog")
-    pseudonymiser = _optional("agent.export.privacy", "Pseudonymiser")
-    load_key = _optional("agent.export.privacy", "load_or_create_key")
-    if call_log is None or pseudonymiser is None or load_key is None:
-        return JsonLinesCallLog(config.call_log.target)
-    key = load_key(config.state_dir) if config.privacy == "hash" else None
-    sink: CallSink = call_log(config.call_log.target, config.call_log.format,
-                              pseudonymiser(config.privacy, key))
-    return sink
-
-
-class _NullMetrics:
-    def observe(self, event: Event) -> None:
-        pass
-
-    def update(self, counters: Mapping[str, int], capture_stats: Any) -> None:
-        pass
+    """The configured call log, pseudonymising as ``privacy`` says (the key is created
+    once in ``state_dir``; ``clear`` needs none)."""
+    key = b"" if config.privacy == "clear" else load_or_create_key(config.state_dir)
+    return CallLog(config.call_log.target, config.call_log.format,
+                   Pseudonymiser(config.privacy, key))
 
 
 @dataclass(slots=True)
 class Exporter:
-    """The metrics collector, its reload flag and the HTTP server (None: not available)."""
+    """The metrics collector and the HTTP server serving it."""
 
-    metrics: MetricsSink
-    set_reload_ok: Callable[[bool], None]
-    server: Any = None
+    metrics: ProbeMetrics
+    server: MetricsServer
 
     def close(self) -> None:
-        for name in ("shutdown", "close", "stop"):
-            stop = getattr(self.server, name, None)
-            if callable(stop):
-                stop()
-                return
+        self.server.stop()
 
 
-def start_exporter(config: Config, health: Callable[[], bool]) -> Exporter:
+def start_exporter(config: Config, health: HealthCheck) -> Exporter:
     """ProbeMetrics on the default registry, served on ``exporter.listen``."""
-    probe_metrics = (_optional("agent.export", "ProbeMetrics")
-                     or _optional("agent.export.metrics", "ProbeMetrics"))
-    start = _optional("agent.export.http", "start")
-    if probe_metrics is None or start is None:
-        print("voipprobe: warning: exporter not available; no /metrics", file=sys.stderr)
-        return Exporter(_NullMetrics(), lambda ok: None)
     from prometheus_client import REGISTRY
 
-    metrics = probe_metrics(REGISTRY, site=config.exporter.site)
-    setter = getattr(metrics, "config_reloaded", None)
-    server = start(config.exporter.host, config.exporter.port, health=health)
-    return Exporter(metrics, setter if callable(setter) else (lambda ok: None), server)
+    metrics = ProbeMetrics(REGISTRY, site=config.exporter.site, config=config)
+    metrics.set_interfaces(config.capture.interfaces)
+    metrics.config_reloaded(True, time.time())
+    server = MetricsServer(REGISTRY, health)
+    server.start(config.exporter.host, config.exporter.port)
+    return Exporter(metrics, server)
 
 
 def run(
@@ -404,14 +366,21 @@ def run(
     source = open_source(config.capture)
     daemon_ref: list[Daemon] = []
 
-    def healthy() -> bool:
-        return bool(daemon_ref) and not daemon_ref[0]._stop
+    def healthy() -> tuple[bool, Mapping[str, Any]]:
+        if not daemon_ref:
+            return False, {"state": "starting"}
+        d = daemon_ref[0]
+        return not d.stopping, {"packets": d.engine.packets, "calls_written": d.records_written}
 
-    exporter = start_exporter(config, healthy)
+    try:
+        exporter = start_exporter(config, healthy)
+    except OSError:
+        source.close()
+        raise
     daemon = Daemon(
         config, source=source, metrics=exporter.metrics, call_log=open_call_log(config),
         load=load, open_call_log=open_call_log, open_source=open_source,
-        set_reload_ok=exporter.set_reload_ok, watchdog_s=sdnotify.watchdog_interval_s(),
+        watchdog_s=sdnotify.watchdog_interval_s(),
     )
     daemon_ref.append(daemon)
     daemon.install_signal_handlers()

@@ -1,0 +1,107 @@
+"""Builders for the export tests: one SIP call with RTP both ways, run through the engine.
+
+The caller (A, office LAN) calls the carrier (B); the B -> A stream loses every
+``lose_every``-th packet and carries DSCP ``dscp_b`` (46 = EF is compliant).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from agent.calls.record import CallRecord
+from agent.capture.batch import Batch, LinkType
+from agent.config import Config, config_from_mapping
+from agent.engine import CallEnded, Engine, EngineConfig, Event
+
+T0 = 1_700_000_000.0
+A, B = "10.1.2.3", "198.19.8.20"
+CALL_ID = "a84b4c76e66710@10.1.2.3"
+FROM = "sip:+15551230001@pbx.example"
+TO = "sip:+442071234567@carrier.example"
+
+
+def config(**calls: float) -> Config:
+    return config_from_mapping({
+        "sla": {
+            "local_networks": ["10.0.0.0/8"],
+            "peers": [{"name": "carrier", "networks": ["198.19.0.0/16"], "profile": "gold"}],
+            "default_profile": "default",
+            "profiles": {
+                "default": {"min_mos_cq": 3.6},
+                "gold": {"min_mos_cq": 4.0, "max_loss_ratio": 0.01, "max_jitter_ms": 30,
+                         "media_dscp": [46], "signalling_dscp": [24, 26, 40]},
+            },
+        },
+        "calls": {"interval_s": 2.5, **calls},
+    })
+
+
+def udp(src: str, sport: int, dst: str, dport: int, payload: bytes, dscp: int = 0) -> bytes:
+    total = 28 + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, dscp << 2, total, 0, 0, 64, 17, 0,
+                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+    return ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def sdp(addr: str, port: int) -> bytes:
+    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+            f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n").encode()
+
+
+def sip(first: str, cseq: str, to_tag: str = "", body: bytes = b"") -> bytes:
+    head = [first, f"Via: SIP/2.0/UDP {A}:5060;branch=z9hG4bK" + cseq.replace(" ", ""),
+            f"From: <{FROM}>;tag=a1", f"To: <{TO}>{to_tag}", f"Call-ID: {CALL_ID}",
+            f"CSeq: {cseq}"]
+    if body:
+        head.append("Content-Type: application/sdp")
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def rtp(seq: int, ts: int, ssrc: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 8, seq, ts, ssrc) + b"\xd5" * 160
+
+
+def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400) -> tuple[list[bytes],
+                                                                          list[float]]:
+    out: list[tuple[float, bytes]] = [
+        (T0, udp(A, 5060, B, 5060, sip(f"INVITE {TO} SIP/2.0", "1 INVITE", body=sdp(A, 40000)),
+                 24)),
+        (T0 + 0.25, udp(B, 5060, A, 5060, sip("SIP/2.0 180 Ringing", "1 INVITE", ";tag=b1"),
+                        24)),
+        (T0 + 1.0, udp(B, 5060, A, 5060, sip("SIP/2.0 200 OK", "1 INVITE", ";tag=b1",
+                                             sdp(B, 50000)), 24)),
+        (T0 + 1.01, udp(A, 5060, B, 5060, sip(f"ACK {TO} SIP/2.0", "1 ACK", ";tag=b1"), 24)),
+    ]
+    for i in range(n):
+        t = T0 + 1.1 + 0.02 * i
+        out.append((t, udp(A, 40000, B, 50000, rtp(i, 160 * i, 0xA), 46)))
+        if not (lose_every and i % lose_every == lose_every - 1):
+            out.append((t + 0.001, udp(B, 50000, A, 40000, rtp(500 + i, 160 * i, 0xB), dscp_b)))
+    end = T0 + 1.2 + 0.02 * n
+    out.append((end, udp(A, 5060, B, 5060, sip(f"BYE {TO} SIP/2.0", "2 BYE", ";tag=b1"), 24)))
+    out.append((end + 0.01, udp(B, 5060, A, 5060, sip("SIP/2.0 200 OK", "2 BYE", ";tag=b1"),
+                                24)))
+    out += [(end + 100.0 + i, udp(A, 53000, "10.0.0.53", 53, b"\x12\x34" + b"\x00" * 30))
+            for i in range(3)]
+    return [p for _, p in out], [t for t, _ in out]
+
+
+def run(cfg: Config | None = None, *, lose_every: int = 0, dscp_b: int = 46,
+        batch: int = 50) -> tuple[list[Event], dict[str, int]]:
+    """Feed the call in batches of ``batch`` packets (so intervals fire); finish."""
+    frames, ts = packets(lose_every, dscp_b)
+    engine = Engine(EngineConfig(config=cfg or config()))
+    events: list[Event] = []
+    for i in range(0, len(frames), batch):
+        events += engine.feed(Batch.from_packets(frames[i:i + batch], ts[i:i + batch],
+                                                 LinkType.RAW))
+    events += engine.finish()
+    return events, engine.counters()
+
+
+def record(cfg: Config | None = None, **kw: int) -> CallRecord:
+    events, _ = run(cfg, **kw)
+    (rec,) = [e.record for e in events if isinstance(e, CallEnded)]
+    return rec

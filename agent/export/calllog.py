@@ -14,7 +14,7 @@ Formats:
 
     2023-11-14T22:13:20.000Z call=h:1c2d3e4f5a6b sip:h:..@example.org -> sip:h:..@example.org
     peer=other 200 normal dur=3.2s setup=0.050s codec=g711A a_to_b[mos=4.38 loss=0.00%
-    jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq)
+    jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq) profile=gold
 
 Audio never reaches a record, so none can reach the log (DESIGN.md rule 7).
 """
@@ -132,4 +132,5 @@ def format_line(rec: dict[str, Any]) -> str:
                         for v in d.get("sla", {}).get("violations", [])})
     verdict = str(sla.get("verdict", "-"))
     parts.append(f"sla={verdict}" + (f"({','.join(crossed)})" if crossed else ""))
+    parts.append(f"profile={sla.get('profile', '-')}")
     return " ".join(parts)

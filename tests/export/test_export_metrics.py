@@ -74,7 +74,7 @@ def test_call_histograms_per_direction() -> None:
     assert v("voipprobe_call_loss_ratio_sum", IN) == pytest.approx(39 / 399, abs=1e-6)
     assert v("voipprobe_call_loss_ratio_sum", OUT) == 0.0
     assert v("voipprobe_call_jitter_seconds_count", IN) == 1.0
-    assert v("voipprobe_call_jitter_seconds_sum", IN) < 0.001  # a perfect synthetic clock
+    assert (v("voipprobe_call_jitter_seconds_sum", IN) or 0.0) < 0.001  # a perfect clock
     assert v("voipprobe_call_setup_delay_seconds_sum", CALL) == pytest.approx(0.25)
     assert v("voipprobe_call_setup_delay_seconds_bucket", {**CALL, "le": "0.25"}) == 1.0
     assert v("voipprobe_call_setup_delay_seconds_bucket", {**CALL, "le": "0.1"}) == 0.0

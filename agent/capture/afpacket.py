@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.capture.batch import Batch, LinkType
 from agent.capture.bpf import BpfProgram, builtin_program
@@ -87,7 +88,7 @@ BACKOFF_MAX_S = 60.0
 
 
 class _SockaddrLL(ctypes.Structure):
-    _fields_ = (  # noqa: RUF012 - ctypes layout
+    _fields_ = (
         ("sll_family", ctypes.c_ushort),
         ("sll_protocol", ctypes.c_ushort),
         ("sll_ifindex", ctypes.c_int),
@@ -247,7 +248,7 @@ class _Ring:
             self.sock.close()
 
 
-def _build_batch(data: np.ndarray, rows: list[tuple[int, ...]]) -> Batch:  # type: ignore[type-arg]
+def _build_batch(data: npt.NDArray[np.uint8], rows: list[tuple[int, ...]]) -> Batch:
     n = len(rows)
     if not n:
         return Batch.empty()
@@ -285,12 +286,12 @@ def _build_batch(data: np.ndarray, rows: list[tuple[int, ...]]) -> Batch:  # typ
 
 
 def _reinsert_vlan_tags(
-    data: np.ndarray,  # type: ignore[type-arg]
-    offset: np.ndarray,  # type: ignore[type-arg]
-    caplen: np.ndarray,  # type: ignore[type-arg]
-    cols: np.ndarray,  # type: ignore[type-arg]
-    idx: np.ndarray,  # type: ignore[type-arg]
-) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    data: npt.NDArray[np.uint8],
+    offset: npt.NDArray[np.int64],
+    caplen: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    idx: npt.NDArray[np.intp],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """Rebuild tagged frames at the end of the buffer (rare: only VLAN traffic)."""
     extra = bytearray()
     base = len(data)
@@ -340,7 +341,7 @@ class AfPacketSource:
         block_timeout_ms: int = 100,
         promisc: bool = False,
         snaplen: int = 65535,
-        filter: BpfProgram | None = None,  # noqa: A002 - the brief's name
+        filter: BpfProgram | None = None,
         now: float | None = None,
     ) -> None:
         if not interfaces:

@@ -23,7 +23,6 @@ import pytest
 
 from agent.capture.afpacket import AfPacketSource, CaptureStats, interface_linktype
 from agent.capture.batch import Batch, LinkType
-
 from agent.capture.fallback import batch_from_scapy, open_live_source
 
 IS_ROOT = os.geteuid() == 0

@@ -76,8 +76,12 @@ ARPHRD_NONE = 65534
 # num_pkts, offset_to_first_pkt, blk_len, ...
 _BLOCK = struct.Struct("=IIIIII")
 _BLOCK_STATUS_OFF = 8
-# tpacket3_hdr (48 bytes) + sockaddr_ll up to sll_pkttype.
-_PKT = struct.Struct("=IIIIIIHHIIHH8xHHiHB")
+# Per packet: tpacket3_hdr (48 bytes), then sockaddr_ll (at TPACKET_ALIGN(48) = 48).
+# tp_next_offset; the rest is gathered with numpy: u32 [1] sec [2] nsec [3] snaplen
+# [4] len [5] status [8] vlan_tci, u16 [12] mac [13] net [18] vlan_tpid, then
+# sockaddr_ll at byte 48: u16 [28] sll_hatype.
+_NEXT = struct.Struct("=I")
+_HDR_BYTES = 60
 _STATS = struct.Struct("=III")  # tpacket_stats_v3
 _REQ3 = struct.Struct("=IIIIIII")  # tpacket_req3
 _MREQ = struct.Struct("=iHH8s")  # packet_mreq
@@ -211,10 +215,10 @@ class _Ring:
         mm = self.mm
         bs = self.block_size
         chunks: list[tuple[int, int]] = []  # (block base, used length)
-        rows: list[tuple[int, ...]] = []
+        hdrs: list[int] = []  # where each tpacket3_hdr lands in the output buffer
         pos = 0  # where the next block lands in the output buffer
         limit = self.block_count if max_blocks is None else max_blocks
-        unpack = _PKT.unpack_from
+        unpack = _NEXT.unpack_from
         while len(chunks) < limit:
             base = self.next_block * bs
             _, _, status, num, first, blk_len = _BLOCK.unpack_from(mm, base)
@@ -222,11 +226,11 @@ class _Ring:
                 break
             off = first
             for _ in range(num):
-                h = unpack(mm, base + off)
-                rows.append((pos + off, *h))
-                if not h[0]:
+                hdrs.append(pos + off)
+                (nxt,) = unpack(mm, base + off)
+                if not nxt:
                     break
-                off += h[0]
+                off += nxt
             chunks.append((base, min(blk_len, bs)))
             pos += min(blk_len, bs)
             self.next_block = (self.next_block + 1) % self.block_count
@@ -239,7 +243,7 @@ class _Ring:
             at += used
         for base, _ in chunks:  # hand the blocks back only after copying them
             struct.pack_into("=I", mm, base + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)
-        return _build_batch(data, rows)
+        return _build_batch(data, np.array(hdrs, dtype=np.int64))
 
     def close(self) -> None:
         try:
@@ -248,20 +252,18 @@ class _Ring:
             self.sock.close()
 
 
-def _build_batch(data: npt.NDArray[np.uint8], rows: list[tuple[int, ...]]) -> Batch:
-    n = len(rows)
+def _build_batch(data: npt.NDArray[np.uint8], hdr: npt.NDArray[np.int64]) -> Batch:
+    """Columns from the copied ``tpacket3_hdr`` + ``sockaddr_ll`` at positions ``hdr``."""
+    n = int(hdr.shape[0])
     if not n:
         return Batch.empty()
-    cols = np.array(rows, dtype=np.int64)
-    # row: hdr_pos, next, sec, nsec, snaplen, len, status, mac, net, rxhash, vlan_tci,
-    #      vlan_tpid, pad, sll_family, sll_protocol, ifindex, hatype, pkttype
-    hdr = cols[:, 0]
-    mac = cols[:, 7]
-    net = cols[:, 8]
-    caplen = cols[:, 4].copy()
-    wirelen = cols[:, 5].copy()
-    ts = cols[:, 2].astype(np.float64) + cols[:, 3].astype(np.float64) * 1e-9
-    hatype = cols[:, 16]
+    # one gather of the first 60 bytes of every header, then typed views of it
+    raw = data[hdr[:, None] + np.arange(_HDR_BYTES)]
+    u32 = raw.view(np.dtype("=u4")).astype(np.int64)
+    u16 = raw.view(np.dtype("=u2")).astype(np.int64)
+    sec, nsec, caplen, wirelen, status = u32[:, 1], u32[:, 2], u32[:, 3], u32[:, 4], u32[:, 5]
+    mac, net, vlan_tci, tpid, hatype = u16[:, 12], u16[:, 13], u32[:, 8], u16[:, 18], u16[:, 28]
+    ts = sec.astype(np.float64) + nsec.astype(np.float64) * 1e-9
     offset = hdr + mac
     eth = (hatype == ARPHRD_ETHER) | (hatype == ARPHRD_LOOPBACK)
     linktype = np.where(eth, LinkType.ETHERNET, LinkType.RAW).astype(np.uint16)
@@ -270,9 +272,10 @@ def _build_batch(data: npt.NDArray[np.uint8], rows: list[tuple[int, ...]]) -> Ba
     offset += skip
     caplen = np.maximum(caplen - skip, 0)
     wirelen = np.maximum(wirelen - skip, 0)
-    vlan = np.flatnonzero(eth & ((cols[:, 6] & TP_STATUS_VLAN_VALID) != 0) & (caplen >= 12))
+    vlan = np.flatnonzero(eth & ((status & TP_STATUS_VLAN_VALID) != 0) & (caplen >= 12))
     if vlan.size:
-        data, offset = _reinsert_vlan_tags(data, offset, caplen, cols, vlan)
+        tpids = np.where(status & TP_STATUS_VLAN_TPID_VALID, tpid, 0)
+        data, offset = _reinsert_vlan_tags(data, offset, caplen, vlan_tci, tpids, vlan)
         caplen[vlan] += 4
         wirelen[vlan] += 4
     return Batch(
@@ -289,7 +292,8 @@ def _reinsert_vlan_tags(
     data: npt.NDArray[np.uint8],
     offset: npt.NDArray[np.int64],
     caplen: npt.NDArray[np.int64],
-    cols: npt.NDArray[np.int64],
+    tci: npt.NDArray[np.int64],
+    tpids: npt.NDArray[np.int64],
     idx: npt.NDArray[np.intp],
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """Rebuild tagged frames at the end of the buffer (rare: only VLAN traffic)."""
@@ -298,10 +302,10 @@ def _reinsert_vlan_tags(
     offset = offset.copy()
     for i in idx.tolist():
         start, n = int(offset[i]), int(caplen[i])
-        tpid = int(cols[i, 11]) if cols[i, 6] & TP_STATUS_VLAN_TPID_VALID else 0x8100
+        tpid = int(tpids[i]) or 0x8100
         frame = data[start : start + n].tobytes()
         offset[i] = base + len(extra)
-        extra += frame[:12] + struct.pack("!HH", tpid or 0x8100, int(cols[i, 10]) & 0xFFFF)
+        extra += frame[:12] + struct.pack("!HH", tpid, int(tci[i]) & 0xFFFF)
         extra += frame[12:]
     return np.concatenate([data, np.frombuffer(bytes(extra), dtype=np.uint8)]), offset
 

@@ -48,7 +48,12 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.capture.batch import Batch, LinkType
-from agent.capture.bpf import BpfProgram, builtin_program
+from agent.capture.bpf import (
+    DEFAULT_SIP_PORTS,
+    BpfProgram,
+    builtin_program,
+    compile_expression,
+)
 
 __all__ = ["AfPacketSource", "CaptureStats", "interface_linktype"]
 
@@ -326,11 +331,13 @@ class _Iface:
 class AfPacketSource:
     """Capture on one or more interfaces (or ``"any"``) through TPACKET_V3 rings.
 
-    ``filter`` replaces the built-in program of `agent.capture.bpf` (compile a user
-    expression with `agent.capture.bpf.compile_expression`, ANDed in front of the
-    built-in one with ``BpfProgram.and_then`` to keep its truncation).  A program
-    applies to every interface; compile one per link type if they differ
-    (`interface_linktype`).
+    ``filter``: ``None`` -> the built-in SIP/RTP/RTCP program of `agent.capture.bpf`
+    (SIP on ``sip_ports``, media cut to 128 bytes, the rest dropped in the kernel);
+    a libpcap expression (``str``, the config's ``capture.bpf``) -> compiled for each
+    interface's link type ("any": Ethernet) and ANDed in front of the built-in
+    program, which still decides truncation; a `BpfProgram` -> used as is, alone,
+    on every interface (truncation is then whatever it returns).  A bad expression
+    raises `agent.capture.bpf.BpfError` here.
 
     Raises ``PermissionError`` without CAP_NET_RAW.  An interface that does not
     exist (or is down) when the source opens is retried like one that went away.
@@ -345,7 +352,8 @@ class AfPacketSource:
         block_timeout_ms: int = 100,
         promisc: bool = False,
         snaplen: int = 65535,
-        filter: BpfProgram | None = None,
+        filter: BpfProgram | str | None = None,
+        sip_ports: Sequence[int | tuple[int, int]] = DEFAULT_SIP_PORTS,
         now: float | None = None,
     ) -> None:
         if not interfaces:
@@ -360,7 +368,18 @@ class AfPacketSource:
             "block_timeout_ms": block_timeout_ms,
             "promisc": promisc,
         }
-        self._program = filter if filter is not None else builtin_program(snaplen=snaplen)
+        builtin = builtin_program(sip_ports, snaplen=snaplen)
+        self._programs: dict[str, BpfProgram] = {}
+        for name in interfaces:
+            if isinstance(filter, BpfProgram):
+                self._programs[name] = filter
+            elif filter:
+                lt = interface_linktype(name)
+                self._programs[name] = compile_expression(filter, int(lt), snaplen).and_then(
+                    builtin
+                )
+            else:
+                self._programs[name] = builtin
         self._ifaces = [_Iface(name) for name in dict.fromkeys(interfaces)]
         self._poller = select.poll()
         self._by_fd: dict[int, _Iface] = {}
@@ -386,7 +405,7 @@ class AfPacketSource:
                 log.warning("interface %s is down; retrying", name)
                 return False
         try:
-            ring = _Ring(name, ifindex, program=self._program, **self._opts)  # type: ignore[arg-type]
+            ring = _Ring(name, ifindex, program=self._programs[name], **self._opts)  # type: ignore[arg-type]
         except PermissionError:
             raise
         except OSError as e:

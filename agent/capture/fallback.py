@@ -67,8 +67,19 @@ def batch_from_scapy(packets: Iterable[Any]) -> Batch:
 class ScapySource:
     """Sniff ``interfaces`` with scapy's `AsyncSniffer` (slow; a warning says so)."""
 
-    def __init__(self, interfaces: Sequence[str] = ("any",), filter_expr: str | None = None):
+    def __init__(
+        self,
+        interfaces: Sequence[str] = ("any",),
+        filter_expr: str | None = None,
+        *,
+        filter: str | None = None,
+        **ring_options: object,
+    ) -> None:
+        """``filter`` is an alias of ``filter_expr`` (the ring's keyword); the ring's
+        geometry options (block_size, promisc, ...) are accepted and ignored."""
         from scapy.sendrecv import AsyncSniffer
+
+        filter_expr = filter_expr or filter
 
         log.warning(
             "AF_PACKET is not available on %s: capturing with scapy, which handles only "
@@ -129,15 +140,8 @@ def open_live_source(
     """The AF_PACKET ring on Linux (built-in filter, ``bpf`` ANDed in front), else scapy."""
     if not sys.platform.startswith("linux"):
         return ScapySource(interfaces, bpf)
-    from agent.capture.afpacket import AfPacketSource, interface_linktype
-    from agent.capture.bpf import builtin_program, compile_expression
+    from agent.capture.afpacket import AfPacketSource
 
-    program = builtin_program(sip_ports, snaplen=snaplen)
-    if bpf:
-        kinds = {interface_linktype(i) for i in interfaces}
-        if len(kinds) > 1:
-            raise ValueError("a bpf expression needs interfaces of one link type")
-        program = compile_expression(bpf, int(kinds.pop()), snaplen).and_then(program)
     return AfPacketSource(
         interfaces,
         block_size=block_size,
@@ -145,5 +149,6 @@ def open_live_source(
         block_timeout_ms=block_timeout_ms,
         promisc=promisc,
         snaplen=snaplen,
-        filter=program,
+        filter=bpf,
+        sip_ports=sip_ports,
     )

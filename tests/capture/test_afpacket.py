@@ -336,3 +336,26 @@ def test_open_live_source_builtin_and_user_filter(veth: Veth) -> None:
         assert caps == [128] * 30 + [ETH + IP4 + UDP + SIP_PAYLOAD] * 2
     finally:
         src.close()
+
+
+def test_scapy_source_accepts_the_ring_keywords(root: None) -> None:
+    """The daemon opens either source with the same keywords; scapy sniffs lo here."""
+    import socket
+
+    from agent.capture.fallback import ScapySource
+
+    src = ScapySource(["lo"], block_size=1 << 20, block_count=8, promisc=False,
+                      snaplen=65535, filter="udp port 5060")
+    try:
+        time.sleep(0.5)  # the sniffer thread opens its socket
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
+            for _ in range(3):
+                s.sendto(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\r\n", ("127.0.0.1", 5060))
+        found, end = 0, time.monotonic() + 3
+        while time.monotonic() < end and found < 3:
+            for b in src.poll(0.2):
+                found += sum(b"OPTIONS sip:x@" in b.packet(i) for i in range(len(b)))
+        assert found >= 3
+        assert sum(st.packets for st in src.stats().values()) >= 3
+    finally:
+        src.close()

@@ -37,6 +37,9 @@ def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Non-blocking: a receiver whose queue is full (10 datagrams by default,
+            # net.unix.max_dgram_qlen) must not stall the capture loop.
+            sock.setblocking(False)
             sock.sendto(state.encode("utf-8"), _address(target))
     except OSError:
         return False

@@ -2,7 +2,8 @@
 # Install everything the test suite needs, then run it.
 #   bash scripts/test.sh [pytest args...]
 # As root (CI) it also installs the reference tools from Debian (tshark, and sipp, nftables,
-# tcpdump, iproute2 for the namespace lab of tests/test_e2e_sipp.py); elsewhere it
+# tcpdump, iproute2 for the namespace lab of tests/test_e2e_sipp.py; systemd for
+# systemd-analyze in tests/test_systemd_unit.py); elsewhere it
 # uses sudo when available, or goes on without them (tests that need them then skip,
 # saying why — in CI, with CI=true, they fail instead).
 set -euo pipefail

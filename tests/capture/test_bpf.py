@@ -130,7 +130,7 @@ def kept(prog: BpfProgram, pkt: Packet | bytes, hatype: int = 1) -> int:
 
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 A4 = IP(src="198.18.7.1", dst="198.18.8.2")
-A6 = IPv6(src="2001:2::1", dst="2001:2::2")  # RFC 5180 benchmarking range
+A6 = IPv6(src="::1", dst="::1")  # loopback only: tests never name other addresses
 RTP = b"\x80\x08\x12\x34" + b"\x00" * 8 + b"\xd5" * 160  # v2, PCMA, 160 samples
 RTCP_SR = b"\x80\xc8\x00\x06" + b"\x00" * 24
 RTCP_RR = b"\x81\xc9\x00\x07" + b"\x00" * 28

@@ -298,7 +298,7 @@ def open_source(capture: CaptureConfig) -> PacketSource:
     kwargs: dict[str, Any] = {
         "block_size": capture.block_size, "block_count": capture.block_count,
         "block_timeout_ms": capture.block_timeout_ms, "promisc": capture.promisc,
-        "snaplen": capture.snaplen, "filter": capture.bpf,
+        "snaplen": capture.snaplen, "filter": capture.bpf, "sip_ports": capture.sip_ports,
     }
     if sys.platform.startswith("linux"):
         ring = _optional("agent.capture.afpacket", "AfPacketSource")

@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import struct
+from packetbuild import rtp, sdp, sip, udp
 
 from agent.capture.batch import Batch, LinkType
 from agent.engine import CallEnded, Engine
 
 T0 = 1_700_000_000.0
 A, B = "198.18.7.10", "198.19.8.20"
-
-
-def udp(src: str, sport: int, dst: str, dport: int, payload: bytes, dscp: int = 0) -> bytes:
-    total = 28 + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, dscp << 2, total, 0, 0, 64, 17, 0,
-                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
-    return ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def sdp(addr: str, port: int) -> bytes:
-    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
-            f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n").encode()
-
-
-def sip(first: str, cseq: str, to_tag: str = "", body: bytes = b"") -> bytes:
-    head = [first, "Via: SIP/2.0/UDP 198.18.7.10:5060;branch=z9hG4bK" + cseq.replace(" ", ""),
-            "From: <sip:alice@example.org>;tag=a1", f"To: <sip:bob@example.org>{to_tag}",
-            "Call-ID: idle@test", f"CSeq: {cseq}"]
-    if body:
-        head.append("Content-Type: application/sdp")
-    head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def rtp(seq: int, ts: int, ssrc: int) -> bytes:
-    return struct.pack("!BBHII", 0x80, 8, seq, ts, ssrc) + b"\xd5" * 160
 
 
 def packets(bye: bool) -> tuple[list[bytes], list[float]]:

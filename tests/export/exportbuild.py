@@ -6,7 +6,8 @@ The caller (A, office LAN) calls the carrier (B); the B -> A stream loses every
 
 from __future__ import annotations
 
-import struct
+import packetbuild
+from packetbuild import rtp, sdp, udp
 
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch, LinkType
@@ -36,31 +37,9 @@ def config(**calls: float) -> Config:
     })
 
 
-def udp(src: str, sport: int, dst: str, dport: int, payload: bytes, dscp: int = 0) -> bytes:
-    total = 28 + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, dscp << 2, total, 0, 0, 64, 17, 0,
-                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
-    return ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def sdp(addr: str, port: int) -> bytes:
-    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
-            f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n").encode()
-
-
 def sip(first: str, cseq: str, to_tag: str = "", body: bytes = b"") -> bytes:
-    head = [first, f"Via: SIP/2.0/UDP {A}:5060;branch=z9hG4bK" + cseq.replace(" ", ""),
-            f"From: <{FROM}>;tag=a1", f"To: <{TO}>{to_tag}", f"Call-ID: {CALL_ID}",
-            f"CSeq: {cseq}"]
-    if body:
-        head.append("Content-Type: application/sdp")
-    head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def rtp(seq: int, ts: int, ssrc: int) -> bytes:
-    return struct.pack("!BBHII", 0x80, 8, seq, ts, ssrc) + b"\xd5" * 160
+    return packetbuild.sip(first, cseq, to_tag, body, via=A, from_uri=FROM, to_uri=TO,
+                           call_id=CALL_ID)
 
 
 def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400) -> tuple[list[bytes],

@@ -104,25 +104,8 @@ class PacketClock:
 
 
 def reconfigure_engine(engine: Engine, config: Config) -> list[str]:
-    """Apply a reloaded config to a running engine without losing its calls.
-
-    SLA, quality thresholds and call timeouts are read when a record is made, so they
-    apply at once. Returns the settings that only a restart applies. (The engine has
-    no reconfigure method of its own yet; this reaches into its parts.)"""
-    old = engine.config.config
-    engine.config = EngineConfig(config=config, sweep_interval_s=engine.config.sweep_interval_s)
-    engine.calls.config = config
-    engine.calls.intervals.config = config
-    engine.sip.setup_timeout_s = config.calls.setup_timeout_s
-    tracker = engine.streams.config
-    engine.streams.config = type(tracker)(
-        **{**{f: getattr(tracker, f) for f in tracker.__dataclass_fields__},
-           "idle_timeout_s": config.calls.media_idle_timeout_s})
-    pending = []
-    if config.quality.jitter_buffer != old.quality.jitter_buffer:
-        # Streams carry jitter-buffer state built with the old model.
-        pending.append("quality.jitter_buffer")
-    return pending
+    """Apply a reloaded config to a running engine (see `Engine.reconfigure`)."""
+    return engine.reconfigure(config)
 
 
 class Daemon:

@@ -18,7 +18,7 @@ the very same object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -123,6 +123,23 @@ class Engine:
         self.last_ts: float | None = None
         self._next_sweep: float | None = None
         self._next_interval: float | None = None
+
+    def reconfigure(self, config: Config) -> list[str]:
+        """Apply a reloaded configuration without losing running calls or streams.
+
+        SLA profiles, quality settings and call timeouts are read when a record is
+        made, so they apply at once. Returns the settings only a restart applies: the
+        jitter-buffer model (running streams carry state built with the old one).
+        """
+        old = self.config.config
+        self.config = EngineConfig(config=config, sweep_interval_s=self.config.sweep_interval_s)
+        self.calls.config = config
+        self.calls.intervals.config = config
+        self.sip.setup_timeout_s = config.calls.setup_timeout_s
+        self.streams.config = replace(self.streams.config,
+                                      idle_timeout_s=config.calls.media_idle_timeout_s)
+        return ["quality.jitter_buffer"] if config.quality.jitter_buffer != \
+            old.quality.jitter_buffer else []
 
     # -- feeding ----------------------------------------------------------------------
 

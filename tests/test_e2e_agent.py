@@ -1,0 +1,300 @@
+"""End to end: the live agent (``voipprobe run``) on the gateway of the sipp lab.
+
+Acceptance test of issue 4, item 1 (and the exporter, call log and SIGTERM items as a
+user meets them). tests/netlab.py builds caller A - gateway R - callee B in network
+namespaces (198.18.0.0/15 only); the agent runs inside R exactly as an admin runs it::
+
+    ip netns exec R python -m agent.cli run --config CFG -i rb --listen 127.0.0.1:9957 \
+        --call-log calls.jsonl
+
+(R's loopback belongs to R alone, so the fixed ports cannot collide with anything.)
+sipp places :data:`CALLS` clean calls (endpoints mark SIP CS3 / RTP EF), then:
+
+* ``/metrics`` scraped over HTTP inside R: calls ended (all ``normal``), SLA verdicts,
+  RTP packets, INVITEs, capture packets and no kernel drops on ``rb``; the text passes
+  ``promtool check metrics``;
+* a real ``prometheus`` in R scrapes the agent (target ``up``, ``voipprobe_build_info``);
+* the call log holds one JSON record per call, status 200, URIs pseudonymised;
+* one call with its media re-marked CS0 by nftables in R's forward chain: exactly the
+  236 A->B audio packets counted as DSCP-mismatched media, SLA violated;
+* one more call, and SIGTERM while its media flows: exit 0 within 5 s, and a record with
+  end reason ``shutdown``.
+
+Skipped (with the reason) when not root or a tool is missing; fails instead with ``CI``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import netlab
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow]
+
+CALLS = 3
+AGENT_PORT = 9957
+PROM_PORT = 9090
+IFACE = "rb"
+#: The agent's stop budget (issue 4: SIGTERM exits 0 within 5 s).
+STOP_BUDGET_S = 5.0
+#: A pseudonymised SIP URI: ``sip:h:<12 hex>@host`` (agent/export/privacy.py).
+HASHED_URI = re.compile(r"^<?sips?:h:[0-9a-f]{12}@[^>]+>?$")
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def _unavailable() -> str | None:
+    reason = netlab.lab_unavailable_reason()
+    if reason is not None:
+        return reason
+    missing = [t for t in ("prometheus", "promtool") if shutil.which(t) is None]
+    return f"missing tools: {', '.join(missing)} (package prometheus)" if missing else None
+
+
+def _require() -> None:
+    reason = _unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"agent lab unavailable in CI: {reason}")
+    pytest.skip(f"agent lab unavailable: {reason}")
+
+
+def _http(ns: str, url: str, timeout: float = 3.0) -> tuple[int, str]:
+    """GET ``url`` from inside namespace ``ns``: (status, body); status 0 when unreachable."""
+    code = (
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n"
+        f"    r = urllib.request.urlopen(sys.argv[1], timeout={timeout})\n"
+        "    s, b = r.status, r.read()\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    s, b = e.code, e.read()\n"
+        "except OSError:\n"
+        "    s, b = 0, b''\n"
+        "sys.stdout.write(str(s) + '\\n' + b.decode('utf-8', 'replace'))\n"
+    )
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, url],
+                          capture_output=True, text=True, timeout=timeout + 10, check=False)
+    if proc.returncode != 0:
+        return 0, proc.stderr
+    status, _, body = proc.stdout.partition("\n")
+    return int(status), body
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float,
+              interval: float = 0.3) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _samples(text: str) -> Samples:
+    return [(s.name, dict(s.labels), float(s.value))
+            for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def _total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(v for n, lab, v in samples
+               if n == name and all(lab.get(k) == want for k, want in labels.items()))
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in lines]
+
+
+def _log_tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else "<no log>"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[netlab.Lab]:
+    _require()
+    with netlab.Lab("ag", tmp_path / "lab") as built:
+        yield built
+
+
+def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
+    ns = lab.ns_r
+    state = tmp_path / "state"
+    state.mkdir()
+    call_log = tmp_path / "calls.jsonl"
+    config = tmp_path / "voipprobe.yaml"
+    config.write_text(
+        f"state_dir: {state}\n"
+        "privacy: hash\n"
+        "calls:\n  media_idle_timeout_s: 3.0\n  interval_s: 2.0\n",
+        encoding="utf-8")
+    agent_log = tmp_path / "agent.log"
+    agent = lab._spawn(  # netlab registers it: killed in teardown
+        ns, [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "-i", IFACE,
+             "--listen", f"127.0.0.1:{AGENT_PORT}", "--call-log", str(call_log)],
+        agent_log, cwd=REPO)
+    base = f"http://127.0.0.1:{AGENT_PORT}"
+
+    def healthy() -> bool:
+        assert agent.poll() is None, f"agent exited {agent.returncode}: {_log_tail(agent_log)}"
+        return _http(ns, f"{base}/health")[0] == 200
+
+    _wait_for("the agent's /health", healthy, 20.0)
+
+    # A real Prometheus in R, scraping the agent every second while the calls run.
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    prom_cfg = prom_dir / "prometheus.yml"
+    prom_cfg.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: voipprobe\n    scrape_interval: 1s\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{AGENT_PORT}']\n",
+        encoding="utf-8")
+    prom_log = tmp_path / "prometheus.log"
+    prom = lab._spawn(
+        ns, ["prometheus", f"--config.file={prom_cfg}", f"--storage.tsdb.path={prom_dir}/data",
+             f"--web.listen-address=127.0.0.1:{PROM_PORT}"],
+        prom_log, cwd=prom_dir)
+
+    run = lab.run_calls(CALLS)
+    assert run.uac_returncode == 0, _log_tail(run.uac_log)
+
+    # -- metrics: every call ended (BYE) and accounted ----------------------------------
+    scrape: dict[str, str] = {}
+
+    def all_ended() -> bool:
+        status, body = _http(ns, f"{base}/metrics")
+        scrape["text"] = body
+        return status == 200 and _total(_samples(body), "voipprobe_calls_ended_total") >= CALLS
+
+    _wait_for(f"{CALLS} ended calls in /metrics", all_ended, 15.0, interval=0.5)
+    time.sleep(1.0)  # nothing more should arrive: re-scrape for the final figures
+    status, text = _http(ns, f"{base}/metrics")
+    assert status == 200
+    s = _samples(text)
+    assert _total(s, "voipprobe_calls_ended_total") == CALLS, text
+    assert _total(s, "voipprobe_calls_ended_total", end_reason="normal") == CALLS, text
+    assert _total(s, "voipprobe_calls_started_total") == CALLS, text
+    assert _total(s, "voipprobe_sla_verdicts_total") >= CALLS, text
+    assert _total(s, "voipprobe_rtp_packets_total") > 0, text
+    assert _total(s, "voipprobe_sip_requests_total", method="INVITE") == CALLS, text
+    assert _total(s, "voipprobe_capture_packets_total", interface=IFACE) > 0, text
+    assert _total(s, "voipprobe_capture_kernel_drops_total", interface=IFACE) == 0, text
+    assert _total(s, "voipprobe_build_info") == 1, text
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    # -- Prometheus scraped the agent ---------------------------------------------------
+    def target_up() -> bool:
+        assert prom.poll() is None, f"prometheus exited: {_log_tail(prom_log)}"
+        status, body = _http(ns, f"http://127.0.0.1:{PROM_PORT}/api/v1/targets")
+        if status != 200:
+            return False
+        active = json.loads(body)["data"]["activeTargets"]
+        return any(t["health"] == "up" for t in active)
+
+    _wait_for("prometheus target up", target_up, 20.0, interval=0.5)
+
+    def build_info() -> bool:
+        status, body = _http(ns, f"http://127.0.0.1:{PROM_PORT}/api/v1/query"
+                                 "?query=voipprobe_build_info")
+        return status == 200 and len(json.loads(body)["data"]["result"]) == 1
+
+    _wait_for("voipprobe_build_info in prometheus", build_info, 10.0, interval=0.5)
+
+    # -- call log: one pseudonymised record per call ------------------------------------
+    records = _records(call_log)
+    assert len(records) == CALLS, records
+    assert len({r["call_id"] for r in records}) == CALLS, records
+    for rec in records:
+        assert rec["kind"] == "call", rec
+        assert rec["final_status"] == 200, rec
+        assert rec["end_reason"] == "normal", rec
+        for key in ("from", "to"):
+            assert HASHED_URI.match(str(rec[key])), (key, rec[key])
+    clear_text = call_log.read_text(encoding="utf-8")
+    assert "sip:sipp@" not in clear_text and "sip:service@" not in clear_text
+
+    # -- DSCP re-marked in R: one call whose A->B media leaves R as CS0 ----------------
+    assert _total(s, "voipprobe_dscp_mismatched_packets_total") == 0, text
+    netlab._run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                input_text=netlab.nft_ruleset("vpremark", "impair", "forward",
+                                              (f"{netlab.MEDIA} ip dscp set cs0",)))
+    remark = lab.run_calls(1)
+    assert remark.uac_returncode == 0, _log_tail(remark.uac_log)
+
+    def remark_ended() -> bool:
+        status, body = _http(ns, f"{base}/metrics")
+        scrape["text"] = body
+        return (status == 200
+                and _total(_samples(body), "voipprobe_calls_ended_total") >= CALLS + 1)
+
+    _wait_for("the re-marked call in /metrics", remark_ended, 15.0, interval=0.5)
+    s = _samples(scrape["text"])
+    # Only A->B audio (236 PCMA packets, after R's forward chain) is CS0; B->A is seen
+    # before the chain (EF) and SIP is not touched.
+    assert _total(s, "voipprobe_dscp_mismatched_packets_total", traffic="media") == (
+        netlab.G711_PACKETS_PER_CALL), scrape["text"]
+    assert _total(s, "voipprobe_dscp_mismatched_packets_total", traffic="signalling") == 0
+    assert _total(s, "voipprobe_sla_verdicts_total", verdict="violated") == 1, scrape["text"]
+    records = _records(call_log)
+    assert len(records) == CALLS + 1, records
+    assert records[-1]["end_reason"] == "normal", records[-1]
+    assert records[-1]["sla"]["verdict"] == "violated", records[-1]["sla"]
+
+    # -- SIGTERM while a call's media flows ---------------------------------------------
+    result: dict[str, Any] = {}
+
+    def one_call() -> None:
+        try:
+            result["run"] = lab.run_calls(1)
+        except Exception as exc:  # reported by the assertions below
+            result["error"] = exc
+
+    caller = threading.Thread(target=one_call, daemon=True)
+    caller.start()
+
+    def call_started() -> bool:
+        status, body = _http(ns, f"{base}/metrics")
+        samples = _samples(body) if status == 200 else []
+        return (_total(samples, "voipprobe_calls_started_total") >= CALLS + 2
+                and _total(samples, "voipprobe_rtp_packets_total")
+                > _total(s, "voipprobe_rtp_packets_total"))
+
+    _wait_for("the fourth call and its media", call_started, 15.0, interval=0.3)
+    time.sleep(1.0)  # media flowing (the playout lasts ~7 s)
+    agent.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    try:
+        rc = agent.wait(timeout=STOP_BUDGET_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"agent still running {STOP_BUDGET_S} s after SIGTERM: "
+                    f"{_log_tail(agent_log)}")
+    took = time.monotonic() - sent
+    assert rc == 0, f"agent exited {rc} after SIGTERM: {_log_tail(agent_log)}"
+    assert took < STOP_BUDGET_S
+    caller.join(timeout=30)
+    assert not caller.is_alive()
+    assert "error" not in result, result
+    records = _records(call_log)
+    assert len(records) == CALLS + 2, records
+    last = records[-1]
+    assert last["kind"] == "call" and last["end_reason"] == "shutdown", last
+    assert last["call_id"] not in {r["call_id"] for r in records[:-1]}

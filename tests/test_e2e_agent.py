@@ -41,6 +41,7 @@ from typing import Any
 import netlab
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tshark_table import parse_rtp_streams
 
 from agent.export.privacy import Pseudonymiser, load_or_create_key
 
@@ -262,6 +263,38 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     assert records[-1]["end_reason"] == "normal", records[-1]
     assert records[-1]["sla"]["verdict"] == "violated", records[-1]["sla"]
 
+    # -- 10 % of the media dropped in R: loss as tshark counts it, loss threshold ------
+    netlab._run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "vpremark"])
+    netlab._run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                input_text=netlab.nft_ruleset("vpdrop", "impair", "forward",
+                                              (f"{netlab.MEDIA} numgen random mod 100 < 10 drop",)))
+    lossy = lab.run_calls(1)
+    assert lossy.uac_returncode == 0, _log_tail(lossy.uac_log)
+    netlab._run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "vpdrop"])
+
+    def lossy_ended() -> bool:
+        status, body = _http(ns, f"{base}/metrics")
+        scrape["text"] = body
+        return (status == 200
+                and _total(_samples(body), "voipprobe_calls_ended_total") >= CALLS + 2)
+
+    _wait_for("the lossy call in /metrics", lossy_ended, 15.0, interval=0.5)
+    s = _samples(scrape["text"])
+    assert _total(s, "voipprobe_rtp_lost_packets_total") > 0, scrape["text"]
+    assert _total(s, "voipprobe_sla_violations_total", threshold="max_loss_ratio") >= 1
+    records = _records(call_log)
+    assert len(records) == CALLS + 2, records
+    tshark = subprocess.run(
+        ["tshark", "-r", str(lossy.capture), "-q", "-o", "rtp.heuristic_rtp:TRUE",
+         "-z", "rtp,streams"], capture_output=True, text=True, timeout=60, check=True)
+    theirs = {(t.src_endpoint, t.dst_endpoint, t.ssrc): t
+              for t in parse_rtp_streams(tshark.stdout)}
+    a_to_b = [d["stream"] for d in records[-1]["directions"] if d["direction"] == "a_to_b"]
+    assert len(a_to_b) == 1 and a_to_b[0]["lost"] > 0, records[-1]["directions"]
+    t = theirs[(a_to_b[0]["src"], a_to_b[0]["dst"], a_to_b[0]["ssrc"])]
+    assert a_to_b[0]["lost"] == t.lost and a_to_b[0]["packets"] == t.packets
+    assert "max_loss_ratio" in {v["threshold"] for v in records[-1]["sla"]["violations"]}
+
     # -- SIGTERM while a call's media flows ---------------------------------------------
     result: dict[str, Any] = {}
 
@@ -277,7 +310,7 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     def call_started() -> bool:
         status, body = _http(ns, f"{base}/metrics")
         samples = _samples(body) if status == 200 else []
-        return (_total(samples, "voipprobe_calls_started_total") >= CALLS + 2
+        return (_total(samples, "voipprobe_calls_started_total") >= CALLS + 3
                 and _total(samples, "voipprobe_rtp_packets_total")
                 > _total(s, "voipprobe_rtp_packets_total"))
 
@@ -297,7 +330,7 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     assert not caller.is_alive()
     assert "error" not in result, result
     records = _records(call_log)
-    assert len(records) == CALLS + 2, records
+    assert len(records) == CALLS + 3, records
     last = records[-1]
     assert last["kind"] == "call" and last["end_reason"] == "shutdown", last
     assert last["call_id"] not in {r["call_id"] for r in records[:-1]}

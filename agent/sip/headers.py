@@ -189,15 +189,20 @@ class NameAddr:
     params: tuple[tuple[str, str | None], ...]
 
     def param(self, name: str) -> str | None:
-        lower = name.lower()
-        for key, value in self.params:
-            if key == lower:
-                return value
-        return None
+        return find_param(self.params, name)
 
     @property
     def tag(self) -> str | None:
         return self.param("tag")
+
+
+def find_param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
+    """Value of header parameter ``name`` (names are case-insensitive, stored lower-case)."""
+    lower = name.lower()
+    for key, value in params:
+        if key == lower:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +223,7 @@ class Via:
     params: tuple[tuple[str, str | None], ...]
 
     def param(self, name: str) -> str | None:
-        lower = name.lower()
-        for key, value in self.params:
-            if key == lower:
-                return value
-        return None
+        return find_param(self.params, name)
 
     @property
     def branch(self) -> str | None:

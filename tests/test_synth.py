@@ -72,9 +72,21 @@ def test_jitter_vector() -> None:
     assert t.jitter_mean_ms == pytest.approx(sum(units) / 8 * 0.125, abs=5e-4)
 
 
-def test_below_first_is_refused() -> None:
-    with pytest.raises(ValueError):
-        compute_truth(_arrivals([10, 11, 9, 12]))
+def test_below_first_counts_from_the_lowest() -> None:
+    t = compute_truth(_arrivals([10, 11, 9, 12]))
+    assert (t.expected, t.packets, t.lost, t.duplicates, t.reordered) == (4, 4, 0, 0, 1)
+    t = compute_truth(_arrivals([12, 9, 13]))
+    assert (t.expected, t.lost, t.reordered, t.loss_bursts, t.loss_burst_max) == (5, 2, 1, 1, 2)
+    t = compute_truth([Arrival(0, 1, 160, 0), Arrival(1, 0, 0, 0), Arrival(2, -1, -160, 0)])
+    assert (t.expected, t.lost, t.reordered, t.seq_wraps) == (3, 0, 2, 1)  # 0 then 65535
+
+
+def test_jitter_head_reorders_the_start() -> None:
+    imp = Impairments(jitter_ms=60.0, jitter_head=True)
+    starts = [make_stream(50, ssrc=9, seed=k, impair=imp).packets for k in range(20)]
+    assert any(p[0].ext_seq > min(q.ext_seq for q in p) for p in starts)
+    default = make_stream(50, ssrc=9, seed=1, impair=Impairments(jitter_ms=60.0)).packets
+    assert [p.ext_seq for p in default[:4]] == sorted(p.ext_seq for p in default[:4])
 
 
 def test_clean_stream_truth() -> None:

@@ -6,9 +6,13 @@ boundary can fall anywhere in a stream. Rows are grouped by slot with a stable
 argsort; per-stream reductions use ``reduceat`` over the group offsets.
 
 - Sequence: signed 16-bit steps to the previous row; extended numbers are a
-  segmented cumulative sum, the running maximum a segmented cumulative max
-  (offset trick), duplicates are repeated (segment, ext) keys (``np.unique``
-  first occurrences) or numbers the state already holds. RFC 3550 A.1 large
+  segmented cumulative sum, the running maximum a segmented cumulative max and
+  the running base (lowest tracked number) a segmented cumulative min (offset
+  trick; skipped when no row falls below its segment's starting base). Rows are
+  classified against the max and base before them; duplicates are repeated
+  (segment, ext) keys (``np.unique`` first occurrences) or numbers the state
+  already holds (between its base and max, not a hole: a first occurrence below
+  the state's base fills a hole this batch opened). RFC 3550 A.1 large
   jumps are rare: only the streams that have one take a short integer loop to
   decide restart vs stray; a jump on a batch's last row is held to the next batch.
 - Jitter: ``J_i = a_i J_{i-1} + b_i`` (a = 15/16, b = |D|/16, or a = 1, b = 0
@@ -50,6 +54,7 @@ B = npt.NDArray[np.bool_]
 OFF = 1 << 40  # makes extended numbers positive for the segmented max
 BIG = 1 << 42  # separates segments in combined keys
 NEG = -(1 << 50)
+NONE = BIG - OFF - 1  # "no base yet": above every number, its key still inside its segment
 _EMPTY = np.zeros(0, np.int64)
 
 _INT_FIELDS = (
@@ -94,6 +99,43 @@ def _shift(x: npt.NDArray[Any], start: B, first: npt.NDArray[Any]) -> npt.NDArra
     out[1:] = x[:-1]
     out[start] = first
     return out
+
+
+def _running_base(
+    ext: I64, gseg: I64, seg_first: I64, reset: B, untracked: B, init: I64
+) -> tuple[I64, I64]:
+    """(each row's segment base before it, each segment's base after the batch).
+
+    The base is the running minimum of the tracked (not untracked) numbers, from
+    ``init`` (the state's base, or ``NONE`` for a segment starting in the batch):
+    a segmented ``np.minimum.accumulate`` over offset keys, each segment's keys
+    below every earlier segment's. Most batches lower no base: then no scan.
+    """
+    tracked = np.where(untracked, NONE, ext)
+    seg_base: I64 = np.minimum(np.minimum.reduceat(tracked, seg_first), init)
+    start_base = np.where(init == NONE, ext[seg_first], init)
+    if not (tracked < start_base[gseg]).any():
+        return start_base[gseg], seg_base  # NONE only on rows that start a segment
+    shift = gseg * BIG
+    running = np.minimum.accumulate(tracked + OFF - shift) + shift - OFF
+    prev: I64 = np.minimum(_shift(running, reset, np.full(seg_first.size, NONE)), init[gseg])
+    return prev, seg_base
+
+
+def _new_holes(adv: B, lower: B, ext: I64, prev_max: I64, prev_min: I64, gseg: I64,
+               fill_keys: I64) -> I64:
+    """Combined keys (segment, number) of holes opened in this batch and not filled:
+    above the max by an advance, below the base by a lowering."""
+    up = np.flatnonzero(adv & (ext - prev_max > 1))
+    down = np.flatnonzero(lower & (prev_min - ext > 1))
+    if up.size + down.size == 0:
+        return np.zeros(0, np.int64)
+    lengths = np.concatenate((ext[up] - prev_max[up] - 1, prev_min[down] - ext[down] - 1))
+    first = np.concatenate((prev_max[up] + 1, ext[down] + 1))
+    begin = np.concatenate((gseg[up], gseg[down])) * BIG + first + OFF
+    offsets = np.cumsum(lengths) - lengths
+    keys = np.repeat(begin - offsets, lengths) + np.arange(int(lengths.sum()))
+    return keys[~np.isin(keys, fill_keys)] if fill_keys.size else keys
 
 
 class BatchStats:
@@ -266,14 +308,17 @@ class BatchStats:
         ext = cs - (cs[seg_first] - val[seg_first])[gseg]
         seg_sid = sid[seg_first]
         seg_cont = ~ns[seg_first]
-        seg_base = np.where(seg_cont, s["base"][seg_sid], ext[seg_first])
         seg_init = np.where(seg_cont, s["max"][seg_sid], NEG)
         key = gseg * BIG + ext + OFF
         running = np.maximum.accumulate(key) - gseg * BIG - OFF
         prev_max = np.maximum(_shift(running, reset, np.full(seg_first.size, NEG)), seg_init[gseg])
         adv = ~ns & (ext > prev_max)
-        untracked = ~ns & ~adv & ((ext < seg_base[gseg]) | (ext <= prev_max - HOLE_WINDOW))
-        cand = ~ns & ~adv & ~untracked
+        untracked = ~ns & ~adv & (ext <= prev_max - HOLE_WINDOW)
+        prev_min, seg_base = _running_base(
+            ext, gseg, seg_first, reset, untracked, np.where(seg_cont, s["base"][seg_sid], NONE)
+        )
+        lower = ~ns & ~adv & ~untracked & (ext < prev_min)  # reordered before the first
+        cand = ~ns & ~adv & ~untracked & ~lower
         firstocc = np.ones(len(c), bool)
         if cand.any():  # only then can a number repeat within the batch
             firstocc[:] = False
@@ -281,13 +326,14 @@ class BatchStats:
         dup = cand & ~firstocc
         dup |= self._seen_in_state(cand & firstocc & seg_cont[gseg], sid, ext)
         fill = cand & ~dup
-        self._seq_counters(sid, sstart, dup, fill | untracked, np.where(adv, ext - prev_max, 0))
-        fresh = ns | adv | fill
+        self._seq_counters(sid, sstart, dup, fill | untracked | lower,
+                           np.where(adv, ext - prev_max, 0))
+        fresh = ns | adv | fill | lower
         seg_max = np.maximum(np.maximum.reduceat(ext, seg_first), seg_init)
         seg_distinct = np.add.reduceat(fresh, seg_first) + np.where(
             seg_cont, s["distinct"][seg_sid], 0
         )
-        new_holes = self._new_holes(adv, ext, prev_max, gseg, key[fill])
+        new_holes = _new_holes(adv, lower, ext, prev_max, prev_min, gseg, key[fill])
         seg = _Segments(seg_first, seg_sid, seg_cont, seg_base, seg_max, seg_distinct)
         self._close_state_segments(seg)
         self._segment_holes(seg, new_holes, gseg[fill], ext[fill])
@@ -295,9 +341,10 @@ class BatchStats:
         self._jitter(c, sstart, gseg, seg_cont, dup, ext, (running, seg_init))
 
     def _seen_in_state(self, chk: B, sid: I64, ext: I64) -> B:
-        """Rows whose number the state already holds (at or below its max, not a hole)."""
+        """Rows whose number the state already holds (within its base..max, not a hole);
+        a number below the state's base is a hole this batch opened by lowering it."""
         out = np.zeros(sid.shape[0], bool)
-        idx = np.flatnonzero(chk & (ext <= self.s["max"][sid]))
+        idx = np.flatnonzero(chk & (ext <= self.s["max"][sid]) & (ext >= self.s["base"][sid]))
         for s in np.unique(sid[idx]).tolist():
             rows = idx[sid[idx] == s]
             holes = self.holes.get(s)
@@ -311,18 +358,6 @@ class BatchStats:
         s["duplicates"][u] += np.add.reduceat(dup, starts)
         s["reordered"][u] += np.add.reduceat(reord, starts)
         s["max_gap"][u] = np.maximum(s["max_gap"][u], np.maximum.reduceat(gap, starts))
-
-    @staticmethod
-    def _new_holes(adv: B, ext: I64, prev_max: I64, gseg: I64, fill_keys: I64) -> I64:
-        """Combined keys (segment, number) of holes opened in this batch and not filled."""
-        rows = np.flatnonzero(adv & (ext - prev_max > 1))
-        if rows.size == 0:
-            return np.zeros(0, np.int64)
-        lengths = ext[rows] - prev_max[rows] - 1
-        begin = gseg[rows] * BIG + prev_max[rows] + 1 + OFF
-        offsets = np.cumsum(lengths) - lengths
-        keys = np.repeat(begin - offsets, lengths) + np.arange(int(lengths.sum()))
-        return keys[~np.isin(keys, fill_keys)] if fill_keys.size else keys
 
     def _close_state_segments(self, seg: _Segments) -> None:
         """Restarts: close the state's segment (batch start) and the batch's earlier ones."""
@@ -340,7 +375,7 @@ class BatchStats:
         s = self.s
         s["done_expected"][sid] += top - base + 1
         s["done_lost"][sid] += top - base + 1 - distinct
-        s["done_wraps"][sid] += top // SEQ_MOD
+        s["done_wraps"][sid] += top // SEQ_MOD - base // SEQ_MOD  # base may be < 0
 
     def _segment_holes(self, seg: _Segments, new_keys: I64, fill_seg: I64, fill_ext: I64) -> None:
         """Update each touched segment's holes; finalise runs that can no longer fill."""
@@ -454,7 +489,9 @@ class BatchStats:
             lost=s["done_lost"] + (cur - s["distinct"] if s["has_seq"] else 0),
             duplicates=s["duplicates"],
             reordered=s["reordered"],
-            seq_wraps=s["done_wraps"] + (s["max"] // SEQ_MOD if s["has_seq"] else 0),
+            seq_wraps=s["done_wraps"] + (
+                s["max"] // SEQ_MOD - s["base"] // SEQ_MOD if s["has_seq"] else 0
+            ),
             restarts=s["restarts"],
             bursts=bursts,
             max_seq_gap=s["max_gap"],

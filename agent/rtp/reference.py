@@ -147,8 +147,13 @@ class ReferenceStream:
             self.distinct += 1
             if len(self.holes) > 4 * HOLE_WINDOW:
                 self._prune_holes()
-        elif ext < self.base or ext <= top - HOLE_WINDOW:
+        elif ext <= top - HOLE_WINDOW:
             self.reordered += 1  # untracked: too old to tell fill from duplicate
+        elif ext < self.base:  # reordered before the first arrival: the stream starts here
+            self.holes.update(range(ext + 1, self.base))
+            self.base = ext
+            self.distinct += 1
+            self.reordered += 1
         elif ext in self.holes:
             self.holes.discard(ext)
             self.distinct += 1
@@ -166,10 +171,15 @@ class ReferenceStream:
         self.bursts.add(final)
         self.holes = set(kept.tolist())
 
+    def _wraps(self) -> int:
+        # 16-bit cycles crossed between base and max; base may sit in the cycle
+        # before the first packet's (first 0, then 65535 = ext -1): floor division.
+        return self.max // SEQ_MOD - self.base // SEQ_MOD
+
     def _close_segment(self) -> None:
         self.done_expected += self.max - self.base + 1
         self.done_lost += self.max - self.base + 1 - self.distinct
-        self.done_wraps += self.max // SEQ_MOD
+        self.done_wraps += self._wraps()
         ordered = np.array(sorted(self.holes), dtype=np.int64)
         self.bursts.add(split_final_holes(ordered, None)[0])
         self.holes = set()
@@ -252,7 +262,7 @@ class ReferenceStream:
             lost=self.done_lost + max(cur_expected - self.distinct, 0),
             duplicates=self.duplicates,
             reordered=self.reordered,
-            seq_wraps=self.done_wraps + (self.max // SEQ_MOD if self._last_seq is not None else 0),
+            seq_wraps=self.done_wraps + (self._wraps() if self._last_seq is not None else 0),
             restarts=self.restarts,
             bursts=bursts,
             max_seq_gap=self.max_gap,

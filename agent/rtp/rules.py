@@ -9,16 +9,27 @@ large jump: the packet is held; if the very next packet of the stream is
 ``seq + 1`` the source restarted (a new *segment* begins at the held packet),
 otherwise the held packet is a *stray*: counted in ``packets`` but not in the
 sequence space, jitter or delta. Extended sequence numbers (``ext``) are the
-running sum of steps from the segment's first packet (``base``).
+running sum of steps from the segment's first packet, so they may go below it
+(first 0, then 65535: ext -1).
 
-Per segment: ``expected = max_ext - base + 1``; every packet that advances the
-maximum or fills a hole is a distinct sequence number; ``lost = expected -
-distinct`` (= the holes). A packet at or below the maximum is a duplicate when
-its number was already received, a reordered fill when it was a hole. Numbers
-``HOLE_WINDOW`` or more behind the maximum at arrival (or before ``base``) are
-*untracked*: counted as reordered, never as duplicate or fill, so the hole
-table stays bounded. A restart closes the segment: its expected/lost/bursts/
-wraps are added to the stream totals and the new segment starts from scratch.
+Per segment: ``base`` is the lowest tracked number received, ``expected =
+max_ext - base + 1``; every packet that advances the maximum, fills a hole or
+lowers the base is a distinct sequence number; ``lost = expected - distinct``
+(= the holes, never negative). Each accepted packet is classified against the
+maximum and base *before* it, in this order: above the maximum it advances it
+(the numbers skipped become holes; ``max_seq_gap`` counts these forward gaps
+only); ``HOLE_WINDOW`` or more behind the maximum it is *untracked*: counted as
+reordered, never as duplicate, fill or new base, so the hole table stays
+bounded; below the base (reordered before the first arrival: it belongs to the
+stream, it is not a negative loss) it lowers the base to its number, counts as
+reordered, and the numbers between it and the old base become holes; otherwise
+it is a duplicate when its number was already received, a reordered fill when
+it was a hole. A base can only be lowered while the segment spans less than
+``HOLE_WINDOW`` numbers, so its holes are never final when they open.
+``seq_wraps = max_ext // 2^16 - base // 2^16`` (floor division: the base may sit
+in the cycle before the first packet's). A restart closes the segment: its
+expected/lost/bursts/wraps are added to the stream totals and the new segment
+starts from scratch.
 
 Jitter (RFC 3550 A.8), in seconds internally, on media packets only (not RFC
 4733 events, not RFC 3389 CN, not strays; duplicates and late packets are

@@ -1,8 +1,10 @@
 """Random RTP packet streams for tests: loss, reordering, duplicates, wraps, restarts,
-strays, RFC 4733 DTMF, RFC 3389 CN with DTX gaps, timestamp discontinuities."""
+strays, RFC 4733 DTMF, RFC 3389 CN with DTX gaps, timestamp discontinuities, and
+streams whose first packets arrive out of order (`disorder_head`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from agent.rtp.payload_types import PayloadKind
@@ -64,3 +66,44 @@ def random_stream(rng: random.Random, n: int, t0: float, p: float) -> list[RtpPa
 
 
 MIN_JUMP = 3000
+HEAD_MODES = ("none", "shuffle", "late_first", "walk_back")
+
+
+def disorder_head(rng: random.Random, pkts: list[RtpPacket], mode: str) -> list[RtpPacket]:
+    """The stream with its start reordered, so packets arrive below the first arrival.
+
+    ``shuffle``: the first up to 60 packets are reordered by a random delay of up to
+    1.5..40 packet times; ``late_first``: the first 1..5 packets arrive after packet
+    1..150 (past MAX_MISORDER: large jumps, strays); ``walk_back``: the stream opens
+    with a packet 300..2500 ahead and walks back in steps of 1..99 to up to 300 below
+    the first real packet, every one below the base (and, once HOLE_WINDOW behind the
+    opening packet, untracked).
+    Arrival times stay non-decreasing: the reordered packets take the sorted times.
+    """
+    if mode == "none" or len(pkts) < 2:
+        return pkts
+    if mode == "walk_back":
+        p0 = pkts[0]
+        seq, stop = p0.seq + rng.randint(300, 2500), p0.seq - rng.randint(0, 300)
+        walk: list[RtpPacket] = []
+        while seq > stop:
+            ts = (p0.ts + 160 * (seq - p0.seq)) % (1 << 32)
+            walk.append(dataclasses.replace(p0, seq=seq % 65536, ts=ts, marker=False))
+            seq -= rng.randint(1, 99)
+        head, rest = walk, pkts
+    elif mode == "shuffle":
+        k = rng.randint(2, min(len(pkts), 60))
+        spread = rng.choice([1.5, 3.0, 8.0, 40.0])
+        order = sorted(range(k), key=lambda i: i + rng.uniform(0, spread))
+        head, rest = [pkts[i] for i in order], pkts[k:]
+    elif mode == "late_first":
+        m = rng.randint(1, min(5, len(pkts)))
+        after = min(len(pkts), m + rng.randint(1, 150))
+        head, rest = pkts[m:after] + pkts[:m], pkts[after:]
+    else:
+        raise ValueError(mode)
+    if mode == "walk_back":  # squeezed in just before the first real packet
+        times = [pkts[0].arrival_s - 0.0005 * (len(head) - i) for i in range(len(head))]
+    else:
+        times = sorted(p.arrival_s for p in head)
+    return [dataclasses.replace(p, arrival_s=t) for p, t in zip(head, times, strict=True)] + rest

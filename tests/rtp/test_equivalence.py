@@ -9,9 +9,11 @@ import math
 import random
 
 import numpy as np
+import pytest
+import synth
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rtpgen import random_stream
+from rtpgen import HEAD_MODES, disorder_head, random_stream
 
 from agent.rtp.batch import BatchStats, affine_scan
 from agent.rtp.columns import RtpColumns
@@ -79,6 +81,89 @@ def test_batch_equals_reference(seed: int, nstreams: int, p: float, cuts: list[i
     for a, b in zip(ref, vec, strict=True):
         assert_same(a, b)
         assert a.lost == sum_bursts(a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), nstreams=st.integers(1, 3),
+       p=st.sampled_from([0.0, 0.01, 0.05]), modes=st.lists(st.sampled_from(HEAD_MODES),
+                                                           min_size=3, max_size=3),
+       cuts=st.lists(st.integers(0, 10**6), max_size=12), spec=SPECS,
+       longest=st.sampled_from([5, 60, 400, 1500]))
+def test_batch_equals_reference_reordered_start(
+    seed: int, nstreams: int, p: float, modes: list[str], cuts: list[int],
+    spec: JitterBufferSpec, longest: int,
+) -> None:
+    """Packets below the first arrival lower the base: both twins agree, whatever the cuts."""
+    rng = random.Random(seed)
+    streams = [disorder_head(rng, random_stream(rng, rng.randint(1, longest),
+                                                1.7e9 + rng.uniform(0, 2), p), modes[i])
+               for i in range(nstreams)]
+    clocks = [rng.choice([8000, 16000, None]) for _ in range(nstreams)]
+    ref, vec = run_both(streams, cuts, clocks, spec)
+    for a, b in zip(ref, vec, strict=True):
+        assert_same(a, b)
+        assert a.lost == sum_bursts(a) >= 0
+        assert a.expected - a.lost + a.duplicates <= a.packets  # strays, untracked: not distinct
+
+
+def test_reordered_start_is_exercised() -> None:
+    """The generator does what the property test relies on: bases lowered, across wraps."""
+    lowered = wrapped_below = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        pkts = disorder_head(rng, random_stream(rng, 80, 1.7e9, 0.0), "shuffle")
+        if seed % 2:  # the first arrival at 0..3: what arrives below it wraps back
+            shift = rng.randrange(4) - pkts[0].seq
+            pkts = [dataclasses.replace(q, seq=(q.seq + shift) % 65536) for q in pkts]
+        first = pkts[0].seq
+        below = [q.seq for q in pkts if 0 < (first - q.seq) % 65536 < 100]
+        lowered += bool(below)
+        wrapped_below += any(q > first for q in below)
+        ref, vec = run_both([pkts], [rng.randrange(80) for _ in range(3)], [8000])
+        assert_same(ref[0], vec[0])
+        assert ref[0].lost == 0 and ref[0].expected == 80
+        ext = [first + (q.seq - first + 32768) % 65536 - 32768 for q in pkts]
+        assert ref[0].seq_wraps == max(ext) // 65536 - min(ext) // 65536
+    assert lowered > 50 and wrapped_below > 20, (lowered, wrapped_below)
+
+
+START_CASES = [
+    [101, 100, 102, 103], [102, 100, 101, 103], [105, 100, 106], [101, 100, 100, 102],
+    [0, 65535, 1, 2], [65535, 65534, 0, 1], [1, 65534, 2], [0, 65535, 65534, 65533],
+    [5, 3, 3, 4, 1, 2, 2, 6], [100, *range(1000, 19, -49), 1001],
+    [100, *range(2100, 89, -49), 2101], [3, 2, 40000, 1, 0, 65535, 4],
+]
+
+
+@pytest.mark.parametrize("seqs", START_CASES)
+def test_reordered_start_every_cut(seqs: list[int]) -> None:
+    pkts = [RtpPacket(50.0 + 0.02 * i + 0.003 * (q % 3), q, 160 * q, 0)
+            for i, q in enumerate(seqs)]
+    for cuts in [[], list(range(len(seqs))), *([c] for c in range(1, len(seqs))),
+                 *([c, c + 1] for c in range(1, len(seqs) - 1))]:
+        ref, vec = run_both([pkts], cuts, [8000], JitterBufferSpec("fixed", fixed_ms=1.0))
+        assert_same(ref[0], vec[0])
+
+
+def test_synth_reordered_start_equal() -> None:
+    """Generator streams whose first packets are reordered by jitter, interleaved, cut."""
+    imp = synth.Impairments(loss=0.02, duplicate=0.02, reorder=0.02, jitter_ms=60.0,
+                            jitter_head=True)
+    for seed in range(12):
+        rng = random.Random(seed)
+        streams, truths = [], []
+        for k in range(3):
+            s = synth.make_stream(300, ssrc=k, seed=seed * 3 + k, impair=imp,
+                                  start_seq=rng.choice([None, 65535, 65534, 0]))
+            streams.append([RtpPacket(p.arrival_ns / 1e9, p.ext_seq % 65536,
+                                      p.ext_ts % (1 << 32), p.pt, p.marker) for p in s.packets])
+            truths.append(s.truth)
+        cuts = [rng.randrange(1000) for _ in range(6)]
+        ref, vec = run_both(streams, cuts, [8000, 8000, None])
+        for a, b, t in zip(ref, vec, truths, strict=True):
+            assert_same(a, b)
+            assert (a.expected, a.lost, a.duplicates, a.reordered, a.seq_wraps) == (
+                t.expected, t.lost, t.duplicates, t.reordered, t.seq_wraps)
 
 
 def test_jitter_buffer_is_exercised_and_equal() -> None:

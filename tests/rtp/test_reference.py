@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import synth
 
 from agent.rtp.model import StreamKey
 from agent.rtp.payload_types import PayloadKind
 from agent.rtp.reference import ReferenceStream, RtpPacket
-from agent.rtp.rules import StreamMeta
+from agent.rtp.rules import HOLE_WINDOW, StreamMeta
 
 KEY = StreamKey(0, 0xFFFF0A000001, 4000, 0, 0xFFFF0A000002, 5000, 0x1234)
 
@@ -91,3 +92,107 @@ def test_timestamp_discontinuity_not_jitter() -> None:
         ref.add(RtpPacket(10.0 + 0.02 * i, seq=i, ts=160 * i + 320000, pt=8))
     st = ref.stats()
     assert st.jitter_max_ms == pytest.approx(0.0, abs=1e-9)
+
+
+# -- packets reordered before the first arrival: the base is the lowest number ------------
+
+
+def counts(seqs: list[int]) -> tuple[int, int, int, int, int]:
+    st = run(seqs).stats()
+    return st.packets, st.expected, st.lost, st.duplicates, st.reordered
+
+
+@pytest.mark.parametrize(("seqs", "want"), [
+    ([101, 100, 102, 103], (4, 4, 0, 0, 1)),
+    ([102, 100, 101, 103], (4, 4, 0, 0, 2)),  # 100 lowers the base, 101 fills its hole
+    ([105, 100, 106], (3, 7, 4, 0, 1)),  # 101..104 lost
+    ([101, 100, 100, 102], (4, 3, 0, 1, 1)),  # a repeat of the new base is a duplicate
+    ([5, 3, 3, 4, 1, 2, 2, 6], (8, 6, 0, 2, 4)),  # lowered twice, both holes filled
+    ([200, 101, 150, 102], (4, 100, 96, 0, 3)),  # steps -99, +49, -48: all accepted
+])
+def test_below_first_lowers_the_base(seqs: list[int], want: tuple[int, ...]) -> None:
+    assert counts(seqs) == want
+
+
+def test_below_first_holes_are_bursts() -> None:
+    st = run([105, 100, 106, 102]).stats()
+    assert (st.expected, st.lost, st.reordered) == (7, 3, 2)
+    assert (st.loss_bursts, st.loss_burst_max, st.max_seq_gap) == (2, 2, 1)  # 101, 103..104
+
+
+@pytest.mark.parametrize(("seqs", "expected", "lost", "wraps"), [
+    ([0, 65535, 1, 2], 4, 0, 1),  # ext -1: the base sits in the cycle before the first
+    ([65535, 65534, 0, 1], 4, 0, 1),
+    ([1, 65534, 2], 5, 2, 1),  # 65535 and 0 lost, across the wrap
+    ([0, 65535, 65534, 65533], 4, 0, 1),  # max never wraps, the base goes back over it
+])
+def test_below_first_across_the_wrap(seqs: list[int], expected: int, lost: int,
+                                     wraps: int) -> None:
+    st = run(seqs).stats()
+    assert (st.expected, st.lost, st.seq_wraps, st.duplicates, st.restarts) == (
+        expected, lost, wraps, 0, 0)
+    assert st.reordered == len(seqs) - len(set(seqs)) + sum(
+        1 for i in range(1, len(seqs)) if (seqs[i] - seqs[0]) % 65536 > 32768
+    )
+
+
+def walk(top: int, stop: int) -> list[int]:
+    """From ``top`` back to ``stop`` or just below, in steps of 49 (under MAX_MISORDER)."""
+    return list(range(top, stop - 1, -49))
+
+
+def test_below_first_within_the_window_lowers() -> None:
+    # max 1000; 951 .. 20 are all within HOLE_WINDOW of it, so 69 and 20 lower the base
+    seqs = [100, *walk(1000, 20), 1001]
+    assert (len(seqs), min(seqs)) == (23, 20)
+    st = run(seqs).stats()
+    assert (st.expected, st.lost, st.reordered, st.max_seq_gap) == (982, 982 - 23, 20, 900)
+
+
+def test_below_first_outside_the_window_is_untracked() -> None:
+    # max 2100: numbers <= 2100 - HOLE_WINDOW (1076) are untracked, 90 < base included
+    seqs = [100, *walk(2100, 90), 2101]
+    untracked = sum(1 for q in seqs if q <= 2100 - HOLE_WINDOW and q != 100)
+    st = run(seqs).stats()
+    assert (untracked, st.expected, st.reordered, st.duplicates) == (21, 2002, 41, 0)
+    assert st.lost == 2002 - (len(seqs) - untracked)
+
+
+def test_below_first_is_a_buffer_packet() -> None:
+    ref = ReferenceStream(StreamMeta(KEY, "g711U", 8000))
+    for i, q in enumerate([101, 100, 102, 103, 104]):  # ts follows seq; every 20 ms
+        ref.add(RtpPacket(arrival_s=1000.0 + 0.02 * i, seq=q, ts=160 * q, pt=0))
+    st = ref.stats()
+    assert st.jb_packets == 5 and st.ptime_ms == 20.0  # pairs 102-103, 103-104
+    # D: 101->100 is +40 ms, 100->102 is -20 ms, then 0: J = 40/16, then (20 - 2.5)/16 ...
+    j = 0.0
+    for d in (0.040, 0.020, 0.0, 0.0):
+        j += (d - j) / 16
+    assert st.jitter_ms == pytest.approx(j * 1000, abs=1e-9)
+
+
+@pytest.mark.parametrize("jitter_ms", [30.0, 45.0, 60.0])
+@pytest.mark.parametrize("start_seq", [1000, 65535, 65534])
+def test_synth_start_reordered_by_jitter(jitter_ms: float, start_seq: int) -> None:
+    """500 distinct + 30 duplicates, the first packets reordered by 0..jitter_ms delay."""
+    dups = frozenset(range(40, 490, 15))
+    imp = synth.Impairments(jitter_ms=jitter_ms, jitter_head=True, duplicate_slots=dups)
+    reordered_starts = 0
+    for seed in range(300):
+        s = synth.make_stream(500, ssrc=7, seed=seed, start_seq=start_seq, impair=imp)
+        if s.packets[0].ext_seq == start_seq:
+            continue  # the first slot arrived first: nothing new to test
+        ref = ReferenceStream(StreamMeta(KEY, "g711U", 8000))
+        for p in s.packets:
+            ref.add(RtpPacket(p.arrival_ns / 1e9, p.ext_seq % 65536, p.ext_ts % (1 << 32), p.pt,
+                              p.marker))
+        ref.finish()
+        st, t = ref.stats(), s.truth
+        assert (st.packets, st.expected, st.lost, st.duplicates) == (530, 500, 0, 30)
+        assert (st.reordered, st.seq_wraps) == (t.reordered, t.seq_wraps)
+        assert st.reordered >= 1 and st.seq_wraps == (start_seq + 499) // 65536
+        assert st.jitter_ms == pytest.approx(t.jitter_ms, abs=1e-3)  # float epoch seconds
+        reordered_starts += 1
+        if reordered_starts == 3:
+            break
+    assert reordered_starts == 3

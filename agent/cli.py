@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
+from agent.calls.events import CallEnded, Event, StreamEnded
 from agent.calls.record import CallRecord
 from agent.calls.table_text import call_rows, format_rows
 from agent.capture.pcapfile import CaptureFormatError, open_capture
@@ -30,8 +31,9 @@ from agent.config import (
     env_overrides,
     load_config,
 )
-from agent.engine import CallEnded, Engine, EngineConfig, Event, StreamEnded
+from agent.engine import Engine, EngineConfig
 from agent.rtp.model import StreamStats
+from agent.sip.events import EndReason
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -113,7 +115,7 @@ def analyze_files(
             progress.clear()
             print(f"voipprobe: error: {path}: {exc}", file=err)
             result.code = EXIT_BAD_INPUT
-    for event in engine.finish():
+    for event in engine.finish(EndReason.CAPTURE_END):
         emit(event)
     progress.clear()
     result.streams.sort(key=lambda s: (s.first_ts, s.key))

@@ -39,7 +39,13 @@ class CallsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    media_idle_timeout_s: float = Field(default=30.0, gt=0)  # a call with no BYE ends then
+    # An answered call whose media passes the probe ends (timed_out) when nothing of it,
+    # signalling or media, is seen for this long; its end time is its last packet.
+    media_idle_timeout_s: float = Field(default=30.0, gt=0)
+    # The same for a call with no media at the probe (or on hold) and no RFC 4028 session
+    # timer; with a timer, the call lives until it expires (session_expired). RFC 4028
+    # §4 recommends 1800 s session intervals.
+    signalling_idle_timeout_s: float = Field(default=1800.0, gt=0)
     setup_timeout_s: float = Field(default=180.0, gt=0)  # no final response (Timer C)
     interval_s: float = Field(default=10.0, gt=0)  # interval observations for mos_min
     max_calls: int = Field(default=50000, gt=0)

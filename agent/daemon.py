@@ -39,10 +39,11 @@ from types import FrameType
 from typing import IO, Any, Protocol
 
 from agent import sdnotify
+from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
 from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
-from agent.engine import CallEnded, Engine, EngineConfig, Event
+from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog
 from agent.export.http import HealthCheck, MetricsServer
 from agent.export.metrics import ProbeMetrics

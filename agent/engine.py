@@ -1,19 +1,32 @@
-"""The sans-IO pipeline: `Batch` in, events out.
+"""The sans-IO pipeline: `Batch` in, events out; a router and a clock, nothing more.
 
 `Engine.feed(batch)` decodes the batch and routes each UDP/TCP frame:
 
 - SIP: UDP or TCP payloads that start like a SIP message (any port; TCP
-  through `SipTcpReassembler`), parsed and fed to the dialog tracker;
-  TLS on 5061 is counted as encrypted signalling (its media is still measured);
+  through `SipTcpReassembler`), parsed and fed to the dialog tracker; TLS on
+  5061 is counted as encrypted signalling (its media is still measured);
 - RTCP: version 2 with packet type 200..207 in the second byte (RFC 5761 §4),
   fed to the `RtcpMonitor`;
 - everything else UDP: RTP candidates for the `StreamTracker`.
 
-The call table joins dialogs, streams and RTCP into `CallRecord`s.
-`Engine.tick(now)` expires idle state by packet time; `Engine.finish()` ends
-everything (end of a capture file, or shutdown). The engine never reads a
-clock, opens a socket or logs: `voipprobe analyze` and the live agent drive
-the very same object.
+Time order inside a batch. Every packet takes effect at its own time, in
+arrival order, while RTP stays vectorised: the batch is cut at its (rare) SIP
+messages and at every timer deadline; the RTP rows between two cuts go to the
+tracker as one sub-batch. That is exact because RTP rows only read what SIP
+wrote (the SDP index) and SIP never reads RTP state between cuts; RTCP and TCP
+reassembly keep their own time and touch nothing else, so they need no cut.
+Timers: each component owns its own (`next_deadline()` / `expire(now)`: SIP
+setup and linger timers, stream idle, call liveness, linger, intervals); the
+engine's `next_deadline()` is their minimum and a deadline fires before the
+first packet at or after it (on the running maximum of packet time, so a
+capture whose clock steps back cannot stall a timer). The driver calls
+`tick(now)` while no packets come (the live agent); `finish(reason)` ends
+everything at the end of input. Hence the output is a function of the packet
+sequence and packet time alone, whatever the batch sizes: `voipprobe analyze`
+and the live agent drive the very same object, and a property test holds it.
+
+The engine never reads a clock, opens a socket or logs; joining media to calls
+is the call layer's (`agent.calls.table`).
 """
 
 from __future__ import annotations
@@ -21,65 +34,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
-from agent.calls.hints import payload_hints
-from agent.calls.record import CallRecord
+from agent.calls.events import Event
 from agent.calls.table import CallTable
 from agent.capture.batch import Batch
 from agent.config import Config
 from agent.decode import Decoder
-from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames, format_addr
-from agent.quality.model import Quality
+from agent.decode.endpoint import Endpoint
+from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
 from agent.rtcp.monitor import RtcpMonitor
-from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SipParseError
-from agent.sip.events import CallSignalling, DialogEnded, Endpoint, EndReason, SipEvent
+from agent.sip.events import EndReason
 from agent.sip.message import is_keepalive, looks_like_sip, parse_message
 from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
 
 SIP_TLS_PORT = 5061  # RFC 3261 §26.2: sips; encrypted, counted, not decoded
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """An RTP stream finished (idle timeout, its call ended, end of capture)."""
-
-    stats: StreamStats
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """A call (or a pseudo-call of unsignalled media) is over and judged."""
-
-    record: CallRecord
-
-
-@dataclass(frozen=True, slots=True)
-class CallInterval:
-    """One interval (``calls.interval_s`` of packet time) of a running stream, rated.
-
-    ``call_id`` is the call the stream belongs to (None: unsignalled media);
-    ``delta`` holds the interval's counters (packets, expected, lost, discards)
-    on top of the stream's identity; ``quality`` is None when the interval held
-    too few packets to rate."""
-
-    ts: float
-    call_id: str | None
-    delta: StreamStats
-    quality: Quality | None
-
-
-Event = StreamEnded | CallEnded | CallInterval
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     config: Config = field(default_factory=Config)
-    # How often (packet time) idle state is swept while feeding; sweeping scans tables.
-    sweep_interval_s: float = 5.0
 
     def tracker(self) -> TrackerConfig:
         jb = self.config.quality.jitter_buffer
@@ -100,6 +79,7 @@ class RouteCounters:
     sip_tls_packets: int = 0  # encrypted signalling, not decoded
     rtcp_packets: int = 0
     rtp_candidates: int = 0
+    timer_stalls: int = 0  # a timer that did not move on after firing (a bug: counted)
 
     def as_dict(self) -> dict[str, int]:
         return {k: int(getattr(self, k)) for k in RouteCounters.__dataclass_fields__}
@@ -116,23 +96,25 @@ class Engine:
         self.sip = SipTracker(setup_timeout_s=cfg.calls.setup_timeout_s)
         self.tcp = SipTcpReassembler()
         self.rtcp = RtcpMonitor()
-        self.calls = CallTable(cfg, self.rtcp)
+        self.calls = CallTable(cfg, self.rtcp, streams=self.streams, sip=self.sip)
+        self.streams.hints = self.calls.index  # the one SDP index, below it an interface
         self.route = RouteCounters()
         self.packets = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
-        self._next_sweep: float | None = None
-        self._next_interval: float | None = None
+        self.clock: float | None = None  # engine time: the latest packet time (or tick)
+        self._fired: float = -np.inf  # the latest deadline fired
 
     def reconfigure(self, config: Config) -> list[str]:
         """Apply a reloaded configuration without losing running calls or streams.
 
         SLA profiles, quality settings and call timeouts are read when a record is
-        made, so they apply at once. Returns the settings only a restart applies: the
-        jitter-buffer model (running streams carry state built with the old one).
+        made or a timer is re-armed, so they apply at once. Returns the settings only a
+        restart applies: the jitter-buffer model (running streams carry state built with
+        the old one).
         """
         old = self.config.config
-        self.config = EngineConfig(config=config, sweep_interval_s=self.config.sweep_interval_s)
+        self.config = EngineConfig(config=config)
         self.calls.config = config
         self.calls.intervals.config = config
         self.sip.setup_timeout_s = config.calls.setup_timeout_s
@@ -144,7 +126,7 @@ class Engine:
     # -- feeding ----------------------------------------------------------------------
 
     def feed(self, batch: Batch) -> list[Event]:
-        """Process one batch; returns the events it completed."""
+        """Process one batch; returns the events it completed (timers due inside it too)."""
         n = len(batch)
         if n == 0:
             return []
@@ -153,23 +135,12 @@ class Engine:
             self.first_ts = float(batch.ts[0])
         self.last_ts = float(batch.ts[-1])
         frames = self.decoder.decode(batch)
-        if len(frames):
-            self._route(frames)
-        now = float(batch.ts.max())
-        if self._next_interval is None:
-            self._next_interval = now + self.config.config.calls.interval_s
         out: list[Event] = []
-        if now >= self._next_interval:
-            self._next_interval = now + self.config.config.calls.interval_s
-            out.extend(self._observe_intervals(now))
-        if self._next_sweep is None:
-            self._next_sweep = now + self.config.sweep_interval_s
-        if now >= self._next_sweep:
-            self._next_sweep = now + self.config.sweep_interval_s
-            out.extend(self.tick(now))
+        if len(frames):
+            self._route(frames, out)
         return out
 
-    def _route(self, f: Frames) -> None:
+    def _route(self, f: Frames, out: list[Event]) -> None:
         plen = f.payload_len
         first = np.where(plen > 0, f.data[np.minimum(f.payload_off, f.data.size - 1)], 0)
         second = np.where(plen > 1, f.data[np.minimum(f.payload_off + 1, f.data.size - 1)], 0)
@@ -181,141 +152,135 @@ class Engine:
         # SIP starts with an upper-case method or "SIP/2.0"; CRLF keep-alives too.
         # RTP/RTCP start with 0b10 (0x80..0xBF): the two sets never overlap.
         textual = ((first >= 0x41) & (first <= 0x5A)) | (first == 0x0D) | (first == 0x00)
-        rtcp = udp & (first >> 6 == 2) & (second >= 200) & (second <= 207)
+        rtcp = np.flatnonzero(udp & (first >> 6 == 2) & (second >= 200) & (second <= 207))
         self.route.sip_tls_packets += int(np.count_nonzero(tls))
-        for i in np.flatnonzero(udp & textual).tolist():
-            self._sip_datagram(f, i)
-        for i in np.flatnonzero(rtcp).tolist():
+        messages = self._sip_payloads(f, np.flatnonzero(udp & textual),
+                                      np.flatnonzero((f.proto == IPPROTO_TCP) & ~tls & (plen > 0)))
+        rtp = np.flatnonzero(udp & ~textual).astype(np.int64)
+        rtp = rtp[~np.isin(rtp, rtcp)]
+        self.route.rtp_candidates += int(rtp.size)
+        start = -np.inf if self.clock is None else self.clock
+        clock = np.maximum.accumulate(np.maximum(f.ts, start))  # never steps back
+        cuts = sorted(messages)
+        pos, ci, n = 0, 0, len(f)
+        while True:
+            at = cuts[ci] if ci < len(cuts) else n  # the next SIP row (n: none left)
+            due = self._due()
+            k = n if due is None else max(pos, int(np.searchsorted(clock, due)))
+            if due is not None and k <= at and k < n:  # a timer is due before that row
+                if k > pos:
+                    self._span(f, pos, k, rtp, rtcp, clock, out)
+                out.extend(self._fire(due))
+                pos = k
+                continue
+            if at > pos:
+                self._span(f, pos, at, rtp, rtcp, clock, out)
+            if at >= n:
+                return
+            self.clock = float(clock[at])
+            self._fired = -np.inf
+            for data, transport in messages[at]:
+                self._sip_message(f, at, data, transport, out)
+            pos, ci = at + 1, ci + 1
+
+    def _span(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
+              clock: npt.NDArray[np.float64], out: list[Event]) -> None:
+        """Rows [lo, hi): no SIP message and no deadline among them."""
+        self.clock = float(clock[hi - 1])
+        self._fired = -np.inf
+        a, b = np.searchsorted(rtp, [lo, hi]).tolist()
+        if b > a:
+            res = self.streams.feed(f, rtp[a:b])
+            for s in res.ended:
+                out.extend(self.calls.stream_ended(s, self.clock))
+            for st in res.started:
+                self.calls.stream_started(st)
+        a, b = np.searchsorted(rtcp, [lo, hi]).tolist()
+        for i in rtcp[a:b].tolist():
             self.route.rtcp_packets += 1
             self.rtcp.feed(f.payload(i), float(f.ts[i]))
-        tcp_rows = np.flatnonzero((f.proto == IPPROTO_TCP) & ~tls & (plen > 0))
+
+    def _sip_payloads(self, f: Frames, udp_rows: I64, tcp_rows: I64
+                      ) -> dict[int, list[tuple[bytes, str]]]:
+        """Row -> the SIP messages it completes (TCP reassembly keeps its own time, so
+        all of a batch's segments go through it first)."""
+        out: dict[int, list[tuple[bytes, str]]] = {}
+        for i in udp_rows.tolist():
+            payload = f.payload(i)
+            if is_keepalive(payload):
+                self.route.sip_keepalives += 1
+            elif looks_like_sip(payload):
+                self.route.sip_udp += 1
+                out[i] = [(payload, "udp")]
         for i in tcp_rows.tolist():
-            self._sip_segment(f, i)
-        rtp = np.flatnonzero(udp & ~textual & ~rtcp).astype(np.int64)
-        self.route.rtp_candidates += int(rtp.size)
-        if rtp.size:
-            self.streams.feed(f, rtp)
+            key = (int(f.src_hi[i]), int(f.src_lo[i]), int(f.sport[i]),
+                   int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]))
+            self.route.sip_tcp_segments += 1
+            msgs = self.tcp.feed(key, int(f.tcp_seq[i]), int(f.tcp_flags[i]), f.payload(i),
+                                 float(f.ts[i]))
+            if msgs:
+                out.setdefault(i, []).extend((m, "tcp") for m in msgs)
+        return out
 
-    def _sip_datagram(self, f: Frames, i: int) -> None:
-        payload = f.payload(i)
-        if is_keepalive(payload):
-            self.route.sip_keepalives += 1
-            return
-        if not looks_like_sip(payload):
-            return
-        self.route.sip_udp += 1
-        self._sip_message(f, i, payload, "udp")
-
-    def _sip_segment(self, f: Frames, i: int) -> None:
-        key = (int(f.src_hi[i]), int(f.src_lo[i]), int(f.sport[i]),
-               int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]))
-        self.route.sip_tcp_segments += 1
-        for msg in self.tcp.feed(key, int(f.tcp_seq[i]), int(f.tcp_flags[i]), f.payload(i),
-                                 float(f.ts[i])):
-            self._sip_message(f, i, msg, "tcp")
-
-    def _sip_message(self, f: Frames, i: int, data: bytes, transport: str) -> None:
+    def _sip_message(self, f: Frames, i: int, data: bytes, transport: str,
+                     out: list[Event]) -> None:
         try:
             msg = parse_message(data)
         except SipParseError:
             self.route.sip_parse_errors += 1
             return
         self.route.sip_messages += 1
-        src = Endpoint(format_addr(f.src_hi[i], f.src_lo[i]), int(f.sport[i]))
-        dst = Endpoint(format_addr(f.dst_hi[i], f.dst_lo[i]), int(f.dport[i]))
-        self._sip_events(self.sip.feed(msg, src, dst, float(f.ts[i]), int(f.dscp[i]), transport))
-
-    def _sip_events(self, events: list[SipEvent]) -> None:
-        for e in events:
-            self.calls.on_sip(e)
-            if not isinstance(e, DialogEnded):
-                self._hint_media(e.call)
-
-    def _hint_media(self, call: CallSignalling) -> None:
-        """Tell the RTP layer what each SDP endpoint will carry (codec, clock, events)."""
-        for sdp in call.media:
-            for m in sdp.media:
-                if m.address is not None and m.rtp_port:
-                    self.streams.hint_endpoint(m.address, m.rtp_port, payload_hints(m))
+        src = Endpoint(int(f.src_hi[i]), int(f.src_lo[i]), int(f.sport[i]))
+        dst = Endpoint(int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]))
+        for e in self.sip.feed(msg, src, dst, float(f.ts[i]), int(f.dscp[i]), transport):
+            out.extend(self.calls.on_sip(e))
 
     # -- time -------------------------------------------------------------------------
 
+    def next_deadline(self) -> float | None:
+        """The earliest packet time at which a timer of the pipeline is due."""
+        ds = [d for d in (self.sip.next_deadline(), self.streams.next_deadline(),
+                          self.calls.next_deadline()) if d is not None]
+        return min(ds) if ds else None
+
+    def _due(self) -> float | None:
+        d = self.next_deadline()
+        if d is not None and d == self._fired:  # fired, yet still due: a timer that does
+            self.route.timer_stalls += 1  # not move on (a bug) must not hang the probe
+            return None
+        return d
+
+    def _fire(self, due: float) -> list[Event]:
+        """Every timer due at packet time ``due``, in a fixed order (SIP, RTP, calls)."""
+        self._fired = due
+        self.clock = due if self.clock is None else max(self.clock, due)
+        out: list[Event] = []
+        for e in self.sip.expire(due):
+            out.extend(self.calls.on_sip(e))
+        for s in self.streams.expire(due):
+            out.extend(self.calls.stream_ended(s, due))
+        out.extend(self.calls.expire(due, latest=self.clock))
+        return out
+
     def tick(self, now: float) -> list[Event]:
-        """Expire state idle at packet time ``now`` (epoch seconds); emit what ended."""
+        """Packet time has reached ``now`` with no packet (the live agent, idle): fire
+        what is due, each timer at its own deadline."""
         out: list[Event] = []
-        self._sip_events(self.sip.expire(now))
-        self.tcp.expire(now)
-        self.rtcp.expire(now)
-        for s in self.streams.expire(now):
-            out.append(StreamEnded(s))
-            self.calls.on_stream(s)
-        self._end_idle_calls(now)
-        due = self.calls.due(now)
-        if due:
-            out.extend(self._close_calls(due))
-        out.extend(CallEnded(r) for r in self.calls.take_unsignalled(now))
+        while (due := self._due()) is not None and due <= now:
+            out.extend(self._fire(due))
+        self.clock = now if self.clock is None else max(self.clock, now)
         return out
 
-    def _observe_intervals(self, now: float) -> list[Event]:
-        """One interval of every running stream (for `mos_min` and the exporter)."""
-        out: list[Event] = []
-        for k in self.streams.streams():
-            snap = self.streams.snapshot(k)
-            if snap is None:
-                continue
-            delta, q = self.calls.intervals.observe(snap)
-            m = self.calls.index.match_key(k, snap.first_ts)
-            out.append(CallInterval(now, None if m is None else m.call_id, delta, q))
-        return out
-
-    def _end_idle_calls(self, now: float) -> None:
-        """Answered calls whose media stopped without a BYE end as timed out."""
-        timeout = self.config.config.calls.media_idle_timeout_s
-        if not self.calls.media_idle(now, timeout, set()):
-            return  # the common case: no candidate, so no stream needs matching
-        running: set[str] = set()
-        for k in self.streams.streams():
-            snap = self.streams.snapshot(k)
-            m = None if snap is None else self.calls.index.match_key(k, snap.first_ts)
-            if m is not None:
-                running.add(m.call_id)
-        for call_id, last in self.calls.media_idle(now, timeout, running):
-            self._sip_events(self.sip.end(call_id, EndReason.TIMED_OUT, last))
-
-    def _close_calls(self, call_ids: list[str]) -> list[Event]:
-        """End calls whose dialog is over: first their streams still running (else they
-        would end later, as unsignalled media), then the records."""
-        by_endpoint: dict[tuple[str, int], list[StreamKey]] = {}
-        for k in self.streams.streams():
-            for ep in ((format_addr(k.dst_hi, k.dst_lo), k.dport),
-                       (format_addr(k.src_hi, k.src_lo), k.sport)):
-                by_endpoint.setdefault(ep, []).append(k)
-        out: list[Event] = []
-        for call_id in call_ids:
-            keys: set[StreamKey] = set()
-            for ep in self.calls.endpoints(call_id):
-                keys.update(by_endpoint.get(ep, ()))
-            mine = []
-            for k in keys:
-                snap = self.streams.snapshot(k)
-                m = None if snap is None else self.calls.index.match_key(k, snap.first_ts)
-                if m is not None and m.call_id == call_id:
-                    mine.append(k)
-            for st in self.streams.close(mine):
-                out.append(StreamEnded(st))
-                self.calls.on_stream(st)
-            out.append(CallEnded(self.calls.take(call_id)))
-        return out
-
-    def finish(self) -> list[Event]:
-        """End of input: every remaining stream, dialog and call ends."""
-        now = self.last_ts if self.last_ts is not None else 0.0
-        out = self.tick(now)  # what was already idle at the end of input ends as such
+    def finish(self, reason: EndReason = EndReason.SHUTDOWN) -> list[Event]:
+        """End of input: every remaining stream, dialog and call ends (``reason``:
+        SHUTDOWN for the probe stopping, CAPTURE_END at the end of a capture file)."""
+        now = self.clock if self.clock is not None else 0.0
+        out = self.tick(now)  # what was already due at the end of input ends as such
         for s in self.streams.finish():
-            out.append(StreamEnded(s))
-            self.calls.on_stream(s)
-        self._sip_events(self.sip.finish(now))
-        out.extend(CallEnded(r) for r in self.calls.finish())
+            out.extend(self.calls.stream_ended(s, now))
+        for e in self.sip.finish(now, reason):
+            out.extend(self.calls.on_sip(e))
+        out.extend(self.calls.finish())
         return out
 
     def counters(self) -> dict[str, int]:

@@ -12,8 +12,9 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.calls.events import CallEnded
 from agent.capture.batch import Batch, LinkType
-from agent.engine import CallEnded, Engine
+from agent.engine import Engine
 
 INVITE = (
     b"INVITE sip:bob@198.19.8.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.7.1:5060;branch=z9hG4bK1\r\n"

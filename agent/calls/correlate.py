@@ -1,27 +1,35 @@
-"""Which call a stream belongs to: SDP endpoints indexed by address and port.
+"""The one media index: which call a stream belongs to, and what its SDP says it carries.
 
 Theory of operation. Every audio section of every SDP a dialog carries says
-"send my media to this address and port". A stream whose *destination* is such
-an endpoint belongs to that call and flows toward the side that advertised it
-— whatever its source address, so media from behind a NAT (arriving from an
-address the SDP never named) is latched by where it goes. A stream whose
-*source* is an advertised endpoint (symmetric RTP: phones send from the port
-they receive on) is the fallback when the destination was rewritten.
+"send my media to this endpoint, with these payload types". A stream whose
+*destination* is such an endpoint belongs to that call and flows toward the
+side that advertised it, whatever its source address, so media from behind a
+NAT (arriving from an address the SDP never named) is latched by where it goes.
+A stream whose *source* is an advertised endpoint (symmetric RTP: phones send
+from the port they receive on) is the fallback when the destination was
+rewritten. Both ends advertised by the two sides of one call is the strongest
+evidence, and what tells calls apart when one side reuses its port every call.
 
 Ports are reused: a later call may advertise an endpoint an earlier one used.
 Each endpoint keeps the calls that advertised it, in time order; a stream goes
-to the newest advertisement made before the stream started (with a little
+to the newest advertisement made before it started (with ``SDP_RACE_S`` of
 slack for an answer that races its first packets), else the oldest later one.
-The index is bounded by the call table: entries leave when their call does.
+The engine feeds packets in time order, so when a stream starts the index holds
+exactly the SDP seen before it: the codec and clock an RTP stream is decoded
+with (`payloads_for`, the `agent.rtp.hints.MediaHints` interface) are the ones
+of the call it joins. A newer SDP for the same call and side replaces the
+payload map. The index is bounded by the call table: entries leave with their
+call.
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 
+from agent.calls.hints import payload_hints
+from agent.decode.endpoint import Endpoint
+from agent.rtp.hints import PayloadMap
 from agent.rtp.model import StreamKey
 from agent.sip.events import CallSignalling, Side
 
@@ -33,6 +41,7 @@ class Advert:
     call_id: str
     side: Side  # who advertised the endpoint: media sent to it flows toward this side
     ts: float
+    payloads: PayloadMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,75 +49,75 @@ class Match:
     call_id: str
     toward: Side  # the side the stream flows to
     by: str  # "both" ends advertised, "destination", or "source" (symmetric RTP fallback)
-
-
-Key = tuple[str, int]
+    payloads: PayloadMap  # what the SDP of the endpoint it matched by announced
 
 
 class MediaIndex:
-    """(address, port) -> the calls whose SDP advertised it."""
+    """Endpoint -> the calls whose SDP advertised it (implements `MediaHints`)."""
 
     def __init__(self) -> None:
-        self._adverts: dict[Key, list[Advert]] = defaultdict(list)
-        self._by_call: dict[str, set[Key]] = defaultdict(set)
+        self._adverts: dict[Endpoint, list[Advert]] = defaultdict(list)
+        self._by_call: dict[str, set[Endpoint]] = defaultdict(set)
 
     def __len__(self) -> int:
         return len(self._adverts)
 
-    def update(self, call: CallSignalling) -> list[Key]:
-        """Index every audio endpoint of the call's SDPs; returns the new ones."""
-        new: list[Key] = []
+    def update(self, call: CallSignalling) -> list[Endpoint]:
+        """Index every audio endpoint of the call's SDPs; returns the newly advertised."""
+        new: list[Endpoint] = []
         for sdp in call.media:
             for m in sdp.media:
-                addr = m.address
-                if addr is None or m.rtp_port == 0 or addr in ("0.0.0.0", "::"):
-                    continue  # rejected stream, or RFC 2543 hold: nothing is sent there
-                key = (_norm(addr), m.rtp_port)
-                ads = self._adverts[key]
-                if any(a.call_id == call.call_id and a.side == sdp.side for a in ads):
+                ep = m.rtp_endpoint
+                if ep is None:
+                    continue  # rejected stream, hold, or a name the probe cannot match
+                ads = self._adverts[ep]
+                mine = [i for i, a in enumerate(ads)
+                        if a.call_id == call.call_id and a.side == sdp.side]
+                payloads = payload_hints(m)
+                if mine:
+                    old = ads[mine[0]]
+                    if old.payloads != payloads and sdp.ts >= old.ts:
+                        ads[mine[0]] = Advert(old.call_id, old.side, old.ts, payloads)
                     continue
-                ads.append(Advert(call.call_id, sdp.side, sdp.ts))
+                ads.append(Advert(call.call_id, sdp.side, sdp.ts, payloads))
                 ads.sort(key=lambda a: a.ts)
-                self._by_call[call.call_id].add(key)
-                new.append(key)
+                self._by_call[call.call_id].add(ep)
+                new.append(ep)
         return new
 
     def remove(self, call_id: str) -> None:
-        for key in self._by_call.pop(call_id, set()):
-            ads = [a for a in self._adverts.get(key, []) if a.call_id != call_id]
+        for ep in self._by_call.pop(call_id, set()):
+            ads = [a for a in self._adverts.get(ep, []) if a.call_id != call_id]
             if ads:
-                self._adverts[key] = ads
+                self._adverts[ep] = ads
             else:
-                self._adverts.pop(key, None)
+                self._adverts.pop(ep, None)
 
-    def endpoints(self, call_id: str) -> set[Key]:
+    def endpoints(self, call_id: str) -> set[Endpoint]:
         return set(self._by_call.get(call_id, set()))
 
-    def match(self, src: Key, dst: Key, first_ts: float) -> Match | None:
+    def match(self, src: Endpoint, dst: Endpoint, first_ts: float) -> Match | None:
         """The call a stream from ``src`` to ``dst`` starting at ``first_ts`` belongs to."""
-        # Both ends advertised by the two sides of one call: the strongest evidence,
-        # and what tells calls apart when one side reuses its port for every call.
         senders = {(a.call_id, a.side) for a in self._adverts.get(src, [])}
         both = [a for a in self._adverts.get(dst, [])
                 if (a.call_id, _other(a.side)) in senders]
         a = _latest_before(both, first_ts)
         if a is not None:
-            return Match(a.call_id, a.side, "both")
-        a = self._pick(dst, first_ts)
+            return Match(a.call_id, a.side, "both", a.payloads)
+        a = _latest_before(self._adverts.get(dst, []), first_ts)
         if a is not None:
-            return Match(a.call_id, a.side, "destination")
-        a = self._pick(src, first_ts)
+            return Match(a.call_id, a.side, "destination", a.payloads)
+        a = _latest_before(self._adverts.get(src, []), first_ts)
         if a is not None:  # it comes *from* the advertiser: it flows to the other side
-            return Match(a.call_id, _other(a.side), "source")
+            return Match(a.call_id, _other(a.side), "source", a.payloads)
         return None
 
     def match_key(self, key: StreamKey, first_ts: float) -> Match | None:
-        src = (_norm(key.src.rsplit(":", 1)[0].strip("[]")), key.sport)
-        dst = (_norm(key.dst.rsplit(":", 1)[0].strip("[]")), key.dport)
-        return self.match(src, dst, first_ts)
+        return self.match(key.src_endpoint, key.dst_endpoint, first_ts)
 
-    def _pick(self, key: Key, first_ts: float) -> Advert | None:
-        return _latest_before(self._adverts.get(key, []), first_ts)
+    def payloads_for(self, src: Endpoint, dst: Endpoint, now: float) -> PayloadMap | None:
+        m = self.match(src, dst, now)
+        return None if m is None else m.payloads
 
 
 def _latest_before(ads: list[Advert], first_ts: float) -> Advert | None:
@@ -122,12 +131,3 @@ def _latest_before(ads: list[Advert], first_ts: float) -> Advert | None:
 
 def _other(side: Side) -> Side:
     return Side.CALLEE if side == Side.CALLER else Side.CALLER
-
-
-@functools.lru_cache(maxsize=8192)  # addresses recur in every SDP and stream of a call
-def _norm(addr: str) -> str:
-    """One spelling per address (SDP may write IPv6 in any valid form)."""
-    try:
-        return str(ipaddress.ip_address(addr))
-    except ValueError:
-        return addr.lower()

@@ -1,30 +1,55 @@
-"""`CallTable`: dialogs + streams + RTCP -> `CallRecord`s, in packet time.
+"""`CallTable`: dialogs + streams + RTCP -> `CallRecord`s, in packet time; calls/ owns the join.
 
 Theory of operation. The SIP layer reports dialogs (`DialogStarted`,
-`MediaChanged`, `DialogEnded`); each SDP endpoint goes into the `MediaIndex`.
-The RTP layer reports streams when they end (idle, closed, end of input); each
-is matched to the call whose SDP it was sent to, or kept as unsignalled media.
-A call's record is built once its dialog has ended *and* its streams had time
-to end (``linger_s`` of packet time after the dialog's end, or `finish`):
-streams still running then are closed by the engine (it is handed the call's
-endpoints through `due_endpoints`). Unsignalled streams become pseudo-calls,
-a stream and its reverse (swapped 5-tuple) forming one call with two
-directions. Every table is bounded (``max_calls``; evictions counted).
+`MediaChanged`, `DialogEnded`); each SDP endpoint goes into the one
+`MediaIndex`, which also tells the RTP layer what a stream to it carries. The
+engine feeds packets in time order, so a stream is joined to its call when it
+*starts* (`stream_started`), by the SDP seen before it; an endpoint advertised
+again later re-joins the running streams it explains (media that raced its
+answer) or, when their call is over, closes them (a port reused by the next
+call: the next packet starts the next call's stream, with that call's codec).
+A stream's final statistics join its call when it ends (`stream_ended`).
+
+The table owns three timers (`next_deadline` / `expire(now)`, packet time):
+
+- *liveness* of an answered call: the call is alive while anything of it is
+  seen, signalling (in-dialog requests and responses: re-INVITE, UPDATE, INFO,
+  OPTIONS, NOTIFY, PRACK ...) or media. With media at the probe (and not on
+  hold) it ends ``media_idle_timeout_s`` after its last packet of either kind;
+  signalling alone keeps it for the RFC 4028 session interval when one was
+  negotiated (then ``session_expired``), else ``signalling_idle_timeout_s``.
+  The end time is the call's last packet (``timed_out``). A lazy heap: an entry
+  that comes due for a call still busy is re-armed at its new deadline.
+- *linger*: a call's record is built ``linger_s`` after its dialog ended, so
+  late media still joins; then its running streams are closed first.
+- *unsignalled* streams wait ``linger_s`` after they ended for their reverse
+  (the swapped 5-tuple) and become one pseudo-call.
+- *intervals*: at every multiple of ``calls.interval_s`` of packet time each
+  running stream is snapshotted and rated (`CallInterval`, `mos_min`).
+
+Every table is bounded (``max_calls``; evictions counted).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from dataclasses import dataclass, field
 
-from agent.calls.correlate import MediaIndex
+from agent.calls.correlate import SDP_RACE_S, MediaIndex
+from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
+from agent.decode.endpoint import Endpoint
 from agent.rtcp.monitor import RtcpMonitor
-from agent.rtp.model import StreamStats
+from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.payload_types import TELEPHONE_EVENT
+from agent.rtp.tracker import Started, StreamTracker
 from agent.sip.events import CallSignalling, DialogEnded, EndReason, Side, SipEvent
+from agent.sip.tracker import SipTracker
 from agent.sla.policy import direction_of, dscp_compliance_ratio, peer_of
 
 TELEPHONE_EVENT_NAME = TELEPHONE_EVENT.name
@@ -33,8 +58,17 @@ TELEPHONE_EVENT_NAME = TELEPHONE_EVENT.name
 @dataclass(slots=True)
 class _Call:
     signalling: CallSignalling
-    streams: list[tuple[Side, StreamStats]] = field(default_factory=list)
+    streams: list[tuple[Side, StreamStats]] = field(default_factory=list)  # ended
+    running: dict[StreamKey, Side] = field(default_factory=dict)
     ended: bool = False
+    last_media_ts: float = -math.inf  # of the ended streams
+    live_serial: int = -1  # the serial of its current liveness entry (-1: none)
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    call_id: str | None  # None: unsignalled (so far)
+    first_ts: float
 
 
 @dataclass(slots=True)
@@ -42,33 +76,51 @@ class CallCounters:
     calls_started: int = 0
     calls_ended: int = 0
     calls_evicted: int = 0
+    calls_timed_out: int = 0  # ended by the liveness timer (no BYE)
     unsignalled_calls: int = 0
     streams_matched: int = 0
     streams_unsignalled: int = 0
+    streams_rejoined: int = 0  # running streams a later SDP explained
+    streams_closed_by_reuse: int = 0  # closed because a new call advertised their endpoint
 
     def as_dict(self) -> dict[str, int]:
         return {k: int(getattr(self, k)) for k in CallCounters.__dataclass_fields__}
 
 
+Timer = list[tuple[float, int, str]]
+
+
 class CallTable:
     """Joins the layers' events into records. Sans-IO: time is packet time."""
 
-    def __init__(self, config: Config, rtcp: RtcpMonitor, linger_s: float = 5.0) -> None:
+    def __init__(self, config: Config, rtcp: RtcpMonitor, *,
+                 streams: StreamTracker | None = None, sip: SipTracker | None = None,
+                 linger_s: float = 5.0) -> None:
         self.config = config
         self.rtcp = rtcp
+        self.streams = streams if streams is not None else StreamTracker()
+        self.sip = sip if sip is not None else SipTracker()
         self.linger_s = linger_s
         self.index = MediaIndex()
         self.counters = CallCounters()
-        self._calls: dict[str, _Call] = {}
-        self._loose: list[StreamStats] = []  # unsignalled streams waiting for their reverse
         self.intervals = IntervalQuality(config)
+        self._calls: dict[str, _Call] = {}
+        self._running: dict[StreamKey, _Running] = {}
+        self._by_endpoint: dict[Endpoint, set[StreamKey]] = {}
+        # ended unsignalled streams -> when they may form a pseudo-call (in that order)
+        self._loose: dict[StreamKey, tuple[StreamStats, float]] = {}
+        self._linger: Timer = []  # (record due, serial, call id)
+        self._live: Timer = []  # (liveness deadline, serial, call id)
+        self._serial = itertools.count()
+        self._interval_k: int | None = None  # next interval boundary: k * interval_s
 
     def __len__(self) -> int:
         return len(self._calls)
 
     # -- input ------------------------------------------------------------------------
 
-    def on_sip(self, event: SipEvent) -> None:
+    def on_sip(self, event: SipEvent) -> list[Event]:
+        """A dialog event, at the packet time of the message (or timer) behind it."""
         sig = event.call
         call = self._calls.get(sig.call_id)
         if call is None:
@@ -77,85 +129,239 @@ class CallTable:
             call = self._calls[sig.call_id] = _Call(sig)
             self.counters.calls_started += 1
         call.signalling = sig
-        call.ended = isinstance(event, DialogEnded)
-        self.index.update(sig)
+        out: list[Event] = []
+        if isinstance(event, DialogEnded) and not call.ended:
+            call.ended = True
+            due = (sig.end_ts if sig.end_ts is not None else sig.last_ts) + self.linger_s
+            heapq.heappush(self._linger, (due, next(self._serial), sig.call_id))
+        elif sig.answer_ts is not None and not call.ended:
+            self._arm(call)  # a message can bring the deadline nearer (a session timer)
+        for ep in self.index.update(sig):
+            out.extend(self._readvertised(ep, sig.call_id, sig.last_ts))
+        return out
 
-    def on_stream(self, s: StreamStats) -> None:
+    def stream_started(self, st: Started) -> None:
+        """A stream was validated: join it to the call whose SDP explains it, if any."""
+        m = self.index.match_key(st.key, st.first_ts)
+        call_id = m.call_id if m is not None and m.call_id in self._calls else None
+        if not self._running:
+            self._interval_k = None  # the grid resumes from this stream's start
+        self._running[st.key] = _Running(call_id, st.first_ts)
+        for ep in (st.key.src_endpoint, st.key.dst_endpoint):
+            self._by_endpoint.setdefault(ep, set()).add(st.key)
+        if call_id is not None and m is not None:
+            call = self._calls[call_id]
+            call.running[st.key] = m.toward
+            if call.signalling.answer_ts is not None and not call.ended:
+                self._arm(call)  # media now at the probe: the media idle timeout applies
+
+    def _arm(self, call: _Call) -> None:
+        """(Re)arm a call's liveness timer; older entries of the call are void."""
+        call.live_serial = next(self._serial)
+        heapq.heappush(self._live, (self._liveness(call)[0], call.live_serial,
+                                    call.signalling.call_id))
+
+    def stream_ended(self, s: StreamStats, now: float) -> list[Event]:
+        """A stream's final statistics (idle, closed, evicted, end of input)."""
         self.intervals.observe(s)  # the last interval: from the latest snapshot to the end
-        m = self.index.match_key(s.key, s.first_ts)
-        call = self._calls.get(m.call_id) if m is not None else None
-        if call is None or m is None:
+        run = self._running.pop(s.key, None)
+        for ep in (s.key.src_endpoint, s.key.dst_endpoint):
+            keys = self._by_endpoint.get(ep)
+            if keys is not None:
+                keys.discard(s.key)
+                if not keys:
+                    del self._by_endpoint[ep]
+        call_id = None
+        side = Side.CALLEE
+        if run is not None:
+            call_id = run.call_id
+        else:  # ended without ever running here (flushed at its end): join it now
+            m = self.index.match_key(s.key, s.first_ts)
+            if m is not None:
+                call_id, side = m.call_id, m.toward
+        call = self._calls.get(call_id) if call_id is not None else None
+        if call is None:
             self.counters.streams_unsignalled += 1
-            self._loose.append(s)
-            return
-        self.counters.streams_matched += 1
-        call.streams.append((m.toward, s))
+            self._loose[s.key] = (s, now + self.linger_s)
+        else:
+            self.counters.streams_matched += 1
+            call.streams.append((call.running.pop(s.key, side), s))
+            call.last_media_ts = max(call.last_media_ts, s.last_ts)
+        return [StreamEnded(s)]
+
+    def _readvertised(self, ep: Endpoint, call_id: str, ts: float) -> list[Event]:
+        """``call_id`` advertised ``ep`` at ``ts``: running streams there that belong to
+        no live call are re-joined (they raced the SDP) or, older, closed (port reuse)."""
+        out: list[Event] = []
+        for key in sorted(self._by_endpoint.get(ep, ())):
+            run = self._running[key]
+            if run.call_id == call_id:
+                continue
+            old = self._calls.get(run.call_id) if run.call_id is not None else None
+            if old is not None and not old.ended:
+                continue  # a live call's media (a B2BUA leg, a fork): not ours to take
+            if run.first_ts + SDP_RACE_S >= ts:
+                m = self.index.match_key(key, run.first_ts)
+                if m is not None and m.call_id == call_id:
+                    if old is not None:
+                        old.running.pop(key, None)
+                    self._running[key] = _Running(call_id, run.first_ts)
+                    self._calls[call_id].running[key] = m.toward
+                    self.counters.streams_rejoined += 1
+                continue
+            if old is not None:  # the ended call's stream went on into the next call
+                self.counters.streams_closed_by_reuse += 1
+                for st in self.streams.close([key]):
+                    out.extend(self.stream_ended(st, ts))
+        return out
+
+    # -- time -------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest packet time `expire` has something to do (None: nothing)."""
+        cands: list[float] = []
+        while self._linger and not self._lingering(self._linger[0]):
+            heapq.heappop(self._linger)
+        while self._live and not self._live_entry(self._live[0]):
+            heapq.heappop(self._live)
+        for heap in (self._linger, self._live):
+            if heap:
+                cands.append(heap[0][0])
+        if self._loose:
+            cands.append(next(iter(self._loose.values()))[1])
+        if self._running:
+            cands.append(self._next_interval())
+        return min(cands) if cands else None
+
+    def _lingering(self, entry: tuple[float, int, str]) -> bool:
+        call = self._calls.get(entry[2])
+        return call is not None and call.ended
+
+    def _live_entry(self, entry: tuple[float, int, str]) -> bool:
+        call = self._calls.get(entry[2])
+        return call is not None and not call.ended and call.live_serial == entry[1]
+
+    def expire(self, now: float, latest: float | None = None) -> list[Event]:
+        """Fire every timer due at packet time ``now``; ``latest`` is the latest packet
+        time seen (later than ``now`` when a capture's clock stepped back)."""
+        out: list[Event] = []
+        while self._live and self._live[0][0] <= now:
+            entry = heapq.heappop(self._live)
+            call_id = entry[2]
+            call = self._calls.get(call_id)
+            if call is None or not self._live_entry(entry):
+                continue
+            deadline, reason, last = self._liveness(call)
+            if deadline > now:  # busy since it was armed: re-arm at the new deadline
+                call.live_serial = next(self._serial)
+                heapq.heappush(self._live, (deadline, call.live_serial, call_id))
+                continue
+            self.counters.calls_timed_out += 1
+            for e in self.sip.end(call_id, reason, now, end_ts=last):
+                out.extend(self.on_sip(e))
+        while self._linger and self._linger[0][0] <= now:
+            _, _, call_id = heapq.heappop(self._linger)
+            call = self._calls.get(call_id)
+            if call is not None and call.ended:
+                out.extend(self._close(call_id, now))
+        out.extend(self._pseudo_calls(now))
+        if self._running and self._next_interval() <= now:
+            out.extend(self._observe_intervals(now if latest is None else max(now, latest)))
+        return out
+
+    def _liveness(self, call: _Call) -> tuple[float, EndReason, float]:
+        """(deadline, end reason, last packet) of an answered call (module docstring)."""
+        sig, cfg = call.signalling, self.config.calls
+        last_media = call.last_media_ts
+        for key in call.running:
+            t = self.streams.last_packet_ts(key)
+            if t is not None and t > last_media:
+                last_media = t
+        media = last_media > -math.inf and not _on_hold(sig)
+        if sig.session_expires_s is not None:
+            deadline, reason = sig.last_ts + sig.session_expires_s, EndReason.SESSION_EXPIRED
+        else:
+            timeout = cfg.media_idle_timeout_s if media else cfg.signalling_idle_timeout_s
+            deadline, reason = sig.last_ts + timeout, EndReason.TIMED_OUT
+        if media and last_media + cfg.media_idle_timeout_s > deadline:
+            deadline, reason = last_media + cfg.media_idle_timeout_s, EndReason.TIMED_OUT
+        return deadline, reason, max(sig.last_ts, last_media)
+
+    def _next_interval(self) -> float:
+        step = self.config.calls.interval_s
+        if self._interval_k is None:
+            first = min(r.first_ts for r in self._running.values())
+            self._interval_k = math.floor(first / step) + 1
+        return self._interval_k * step
+
+    def _observe_intervals(self, now: float) -> list[Event]:
+        """One interval of every running stream (for `mos_min` and the exporter), ending
+        at the boundary due; the next is the first boundary after ``now`` (a capture whose
+        clock jumps ahead by years yields one interval, not millions)."""
+        ts = self._next_interval()
+        k = self._interval_k if self._interval_k is not None else 0
+        self._interval_k = max(k + 1, math.floor(now / self.config.calls.interval_s) + 1)
+        out: list[Event] = []
+        for key, run in self._running.items():
+            snap = self.streams.snapshot(key)
+            if snap is None:
+                continue
+            delta, q = self.intervals.observe(snap)
+            out.append(CallInterval(ts, run.call_id, delta, q))
+        return out
+
+    def _close(self, call_id: str, now: float) -> list[Event]:
+        """A call's linger is over: end its running streams, then build its record."""
+        out: list[Event] = []
+        for st in self.streams.close(sorted(self._calls[call_id].running)):
+            out.extend(self.stream_ended(st, now))
+        out.append(CallEnded(self.take(call_id)))
+        return out
+
+    def _pseudo_calls(self, now: float | None) -> list[Event]:
+        """Unsignalled streams ready at ``now`` (all when None), with every ended stream
+        of the same address pair, become pseudo-calls."""
+        out: list[Event] = []
+        while self._loose:
+            key, (_, ready) = next(iter(self._loose.items()))
+            if now is not None and ready > now:
+                break
+            pair = _pair(key)
+            group = [s for k, (s, _) in self._loose.items() if _pair(k) == pair]
+            for s in group:
+                del self._loose[s.key]
+            self.counters.unsignalled_calls += 1
+            out.append(CallEnded(self._pseudo(sorted(group, key=lambda s: (s.first_ts, s.key)))))
+        return out
 
     # -- output -----------------------------------------------------------------------
 
-    def due(self, now: float) -> list[str]:
-        """Ended calls whose linger has passed at ``now``: the engine closes their
-        streams (`endpoints`) and then calls `take`."""
-        return [cid for cid, c in self._calls.items()
-                if c.ended and (c.signalling.end_ts or 0.0) + self.linger_s <= now]
-
-    def media_idle(
-        self, now: float, timeout_s: float, running: set[str]
-    ) -> list[tuple[str, float]]:
-        """Answered calls, not ended, not on hold, with no stream in ``running`` (call ids
-        with a live stream) and no media for ``timeout_s``: (call id, last media time).
-        Such a call lost its BYE; the SIP layer ends it as timed out at that time."""
-        out = []
-        for cid, c in self._calls.items():
-            sig = c.signalling
-            if c.ended or sig.answer_ts is None or cid in running or _on_hold(sig):
-                continue
-            last = max([s.last_ts for _, s in c.streams] or [sig.answer_ts])
-            if last + timeout_s <= now:
-                out.append((cid, last))
-        return out
-
-    def endpoints(self, call_id: str) -> set[tuple[str, int]]:
-        return self.index.endpoints(call_id)
-
     def take(self, call_id: str) -> CallRecord:
         """Build and forget one call's record."""
-        call = self._calls.pop(call_id)
-        self.index.remove(call_id)
+        call = self._forget(call_id)
         self.counters.calls_ended += 1
         return self._record(call)
 
-    def finish(self) -> list[CallRecord]:
-        """End of input (after the streams and dialogs were finished)."""
-        out = [self.take(cid) for cid in list(self._calls)]
-        out += self.take_unsignalled(None)
-        return out
+    def _forget(self, call_id: str) -> _Call:
+        call = self._calls.pop(call_id)
+        self.index.remove(call_id)
+        for key in call.running:  # not closed by the caller: they go on as unsignalled
+            run = self._running.get(key)
+            if run is not None:
+                self._running[key] = _Running(None, run.first_ts)
+        return call
 
-    def take_unsignalled(self, now: float | None) -> list[CallRecord]:
-        """Pseudo-calls of unsignalled streams idle for ``linger_s`` (all when ``now`` is None)."""
-        ready = [s for s in self._loose if now is None or s.last_ts + self.linger_s <= now]
-        if not ready:
-            return []
-        keep = [s for s in self._loose if s not in ready]
-        self._loose = keep
-        out: list[CallRecord] = []
-        by_pair: dict[tuple[object, ...], list[StreamStats]] = {}
-        for s in ready:
-            k = s.key
-            a = (k.src_hi, k.src_lo, k.sport)
-            b = (k.dst_hi, k.dst_lo, k.dport)
-            by_pair.setdefault((min(a, b), max(a, b)), []).append(s)
-        for streams in by_pair.values():
-            self.counters.unsignalled_calls += 1
-            out.append(self._pseudo(sorted(streams, key=lambda s: s.first_ts)))
+    def finish(self) -> list[Event]:
+        """End of input (after the streams and dialogs were finished)."""
+        out: list[Event] = [CallEnded(self.take(cid)) for cid in list(self._calls)]
+        out += self._pseudo_calls(None)
         return out
 
     # -- records ------------------------------------------------------------------------
 
     def _direction_name(self, s: StreamStats, toward: Side) -> str:
-        src = s.key.src.rsplit(":", 1)[0].strip("[]")
-        dst = s.key.dst.rsplit(":", 1)[0].strip("[]")
-        d = direction_of(src, dst, self.config.sla.local_networks)
+        d = direction_of(s.key.src_endpoint.addr, s.key.dst_endpoint.addr,
+                         self.config.sla.local_networks)
         if d is not None:
             return d
         return "a_to_b" if toward == Side.CALLEE else "b_to_a"
@@ -180,7 +386,7 @@ class CallTable:
         sig = call.signalling
         streams = [s for _, s in call.streams]
         peer = self._peer([sig.callee.addr, sig.caller.addr]
-                          + [s.key.dst.rsplit(":", 1)[0].strip("[]") for s in streams])
+                          + [s.key.dst_endpoint.addr for s in streams])
         profile = self.config.sla.profile_for_peer(peer)
         rtt_s, rtt_source = self._rtt(streams)
         setup = sig.setup_delay_s
@@ -216,8 +422,8 @@ class CallTable:
         )
 
     def _pseudo(self, streams: list[StreamStats]) -> CallRecord:
-        peer = self._peer([s.key.dst.rsplit(":", 1)[0].strip("[]") for s in streams]
-                          + [s.key.src.rsplit(":", 1)[0].strip("[]") for s in streams])
+        peer = self._peer([s.key.dst_endpoint.addr for s in streams]
+                          + [s.key.src_endpoint.addr for s in streams])
         profile = self.config.sla.profile_for_peer(peer)
         rtt_s, rtt_source = self._rtt(streams)
         first = streams[0]
@@ -253,9 +459,14 @@ class CallTable:
         """The table is full: the oldest call that has not been answered goes first."""
         victim = min(self._calls.values(),
                      key=lambda c: (c.signalling.answer_ts is not None, c.signalling.invite_ts))
-        self._calls.pop(victim.signalling.call_id)
-        self.index.remove(victim.signalling.call_id)
+        self._forget(victim.signalling.call_id)
         self.counters.calls_evicted += 1
+
+
+def _pair(key: StreamKey) -> tuple[Endpoint, Endpoint]:
+    """The unordered address pair of a stream: a stream and its reverse share it."""
+    a, b = key.src_endpoint, key.dst_endpoint
+    return (a, b) if a <= b else (b, a)
 
 
 def _on_hold(sig: CallSignalling) -> bool:

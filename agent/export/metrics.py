@@ -39,9 +39,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
-from agent.engine import CallEnded, CallInterval, Event, StreamEnded
 from agent.quality.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.events import EndReason

@@ -76,7 +76,11 @@ class RtcpMonitor:
     _rtt: ProbeRoundTrip = field(default_factory=ProbeRoundTrip)
 
     def feed(self, payload: bytes, ts: float) -> bool:
-        """One UDP payload that looked like RTCP; False (and counted) if it is not."""
+        """One UDP payload that looked like RTCP; False (and counted) if it is not.
+
+        The tables age by the reports' own packet time (`expire` runs here first), so the
+        monitor needs no timer of the engine's and its state depends on RTCP alone."""
+        self.expire(ts)
         self.counters.packets += 1
         try:
             packets = parse_compound(payload)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.decode.endpoint import Endpoint
 from agent.decode.frames import format_endpoint
 
 
@@ -27,6 +28,14 @@ class StreamKey:
     @property
     def src(self) -> str:
         return format_endpoint(self.src_hi, self.src_lo, self.sport)
+
+    @property
+    def src_endpoint(self) -> Endpoint:
+        return Endpoint(self.src_hi, self.src_lo, self.sport)
+
+    @property
+    def dst_endpoint(self) -> Endpoint:
+        return Endpoint(self.dst_hi, self.dst_lo, self.dport)
 
     @property
     def dst(self) -> str:

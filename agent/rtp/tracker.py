@@ -1,41 +1,52 @@
 """`StreamTracker`: finds RTP streams in UDP traffic and keeps their statistics.
 
 Theory of operation. Each UDP row is header-parsed (`agent.rtp.header`) and
-keyed by 5-tuple + SSRC. Rows of a validated stream go straight to the
-vectorised statistics (`BatchStats`). Rows of an unknown key become a
-*candidate*: held until ``probation_packets`` packets show one SSRC with
-sequence numbers advancing in small steps (0..``max_probation_step``, at
-least one forward) and RTP timestamps that never go back and do advance
-(event-only streams may repeat the onset timestamp, RFC 4733 §2.5.1.2). That
-is RFC 3550 A.1's probation, stricter, because nothing was signalled. A
-validated candidate releases its held packets first, so a stream counts from
-its very first packet, as Wireshark does. While the steps are plausible but
-the timestamp has not advanced yet (a video frame or an event spans several
-packets), up to ``max_probation_hold`` packets are held. A failing candidate
-drops the packets before the failure and tries again from there.
+keyed by 5-tuple + SSRC. Rows of a known stream go straight to the vectorised
+statistics (`BatchStats`). A row of an unknown key starts a stream in one of
+two ways:
 
-Packet kinds: an SDP-style hint (`PayloadInfo`) wins; then the static table
-(CN 13/19); a dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3)
-and different from the stream's main PT (first non-event PT) is a
-telephone-event; so is every packet of an event-only stream.
+- *Announced*: the signalling above (`MediaHints`, the call layer's SDP index)
+  says an SDP sent media to this destination (or from this source: symmetric
+  RTP). No probation: the stream counts from its first packet. When the SDP
+  binds the payload type dynamically (a=rtpmap), the first ``probation_packets``
+  packets are held only to check the SDP clock against the rate the timestamps
+  run at (an SDP clock off by more than ``CLOCK_GUARD`` loses to the estimate,
+  ``clock_rate_estimated``: L16/11025 whose timestamps run at 8 kHz,
+  docs/tshark-comparison.md); they always become the stream.
+- *Heuristic*: a candidate is held until ``probation_packets`` packets of one
+  SSRC, taken in sequence-number order, show numbers advancing in small steps
+  (at most ``max_probation_step``; equal numbers are duplicates and must repeat
+  the timestamp) and RTP timestamps that never go back and do advance (event-only
+  streams may repeat the onset timestamp, RFC 4733 §2.5.1.2). Sorting first
+  makes probation tolerate reordering (RFC 3550 A.1 MAX_MISORDER) and duplicates
+  at a stream's start. While the steps are plausible but no timestamp advanced
+  yet (a video frame or an event spans packets) up to ``max_probation_hold``
+  packets are held. A failing candidate drops its first packet and tries again.
 
-SDP hints per media endpoint (`hint_endpoint`, from the call layer): when a
-stream is validated, the hints of its destination (addr, port) apply, else
-those of its source (symmetric RTP: a phone sends from the port it receives
-on). They name the codec and clock of its main PT and the kinds of its PTs,
-ahead of the global ``pt_hints`` and the static table. An SDP clock that
-disagrees by more than ``CLOCK_GUARD`` with the rate the stream's own
-timestamps run at loses to the estimate (``clock_rate_estimated``): SDP can be
-wrong (L16/11025 whose timestamps run at 8 kHz, docs/tshark-comparison.md).
+Either way the held packets are replayed in arrival order when the stream is
+validated, so a stream counts every packet it was sent, from its very first
+(as Wireshark does). The SDP is looked up again at validation: an answer seen
+while a candidate was held still names its codec.
 
-Tables keyed by the network (candidates, streams, endpoint hints) are capped;
-the least recently seen entry is evicted and counted. Time is packet time.
-`close` ends streams on demand (their call ended), `snapshot` reads one
-without ending it (the live agent's intervals).
+Packet kinds: an SDP payload map wins; then the static table (CN 13/19); a
+dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3) and different
+from the stream's main PT (first non-event PT) is a telephone-event; so is
+every packet of an event-only stream.
+
+Time is packet time, and the tracker owns its timers: `next_deadline` is the
+earliest packet time a stream goes idle (``idle_timeout_s`` after its last
+packet; a lazy heap, re-armed when a stream turned out to be busy), `expire`
+ends what is due. A candidate idle longer than the timeout is forgotten when
+its next packet arrives (and swept by `expire`), so what a packet does never
+depends on when a sweep ran. Tables keyed by the network (candidates, streams)
+are capped; the least recently seen entry is evicted and counted. `close` ends
+streams on demand (their call ended), `snapshot` reads one without ending it.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,10 +54,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from agent.decode.frames import IPPROTO_UDP, Frames, addr_to_words
+from agent.decode.endpoint import Endpoint
+from agent.decode.frames import IPPROTO_UDP, Frames
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.header import RtpHeaders, parse_headers
+from agent.rtp.hints import MediaHints, PayloadMap
 from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.payload_types import (
     DYNAMIC_PT_MIN,
@@ -60,11 +73,11 @@ from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 I64 = npt.NDArray[np.int64]
 Key = tuple[int, int, int, int, int, int, int]
-_VALID = -1  # probation outcome: a stream
-_UNDECIDED = -2  # probation outcome: hold on, wait for more packets
+_VALID = 0  # probation verdicts: a stream
+_UNDECIDED = 1  # hold on, wait for more packets
+_BAD = 2  # cannot be one stream: drop the first held packet
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
-Endpoint = tuple[int, int, int]  # (addr hi, addr lo, port)
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,6 @@ class TrackerConfig:
     max_probation_ts_step: int = 1 << 20  # ~11 s at 90 kHz
     # Packets held while every step is plausible but no timestamp has advanced yet.
     max_probation_hold: int = 16
-    max_endpoint_hints: int = 100_000  # SDP media endpoints remembered (LRU)
     jitter_buffer: JitterBufferSpec = field(default_factory=JitterBufferSpec)
 
 
@@ -89,16 +101,15 @@ class TrackerCounters:
 
     udp_rows: int = 0  # UDP rows offered
     not_rtp: int = 0  # failed the RTP header checks
-    candidates_rejected: int = 0  # probation failures (packets before the failure dropped)
+    candidates_rejected: int = 0  # packets dropped by failed probation (not RTP after all)
     candidates_evicted: int = 0  # candidate table full: least recently seen dropped
     candidates_expired: int = 0  # idle candidates dropped
     candidates_unvalidated: int = 0  # candidates left at finish
     streams_validated: int = 0
+    streams_announced: int = 0  # of which SDP announced (no probation)
     streams_evicted: int = 0  # stream table full: least recently seen ended early
     streams_expired: int = 0  # idle streams ended
     streams_closed: int = 0  # ended by `close` (their call ended)
-    endpoint_hints_evicted: int = 0  # endpoint hint table full: least recently used dropped
-    endpoint_hints_invalid: int = 0  # hint_endpoint with an address that does not parse
     sdp_clock_overridden: int = 0  # SDP clock lost to the timestamps' own rate
 
     def as_dict(self) -> dict[str, int]:
@@ -109,6 +120,23 @@ class TrackerCounters:
 class _Candidate:
     cols: RtpColumns  # sid column holds -1; kind column holds the event-candidate flag
     last_seen: float
+    announced: PayloadMap | None  # the SDP's payload map: no probation
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A stream was validated: its key and the packet time of its first packet."""
+
+    key: StreamKey
+    first_ts: float
+
+
+@dataclass(slots=True)
+class FeedResult:
+    """What one `StreamTracker.feed` did that the call layer must know, in order."""
+
+    started: list[Started] = field(default_factory=list)
+    ended: list[StreamStats] = field(default_factory=list)  # evicted: the table was full
 
 
 @dataclass
@@ -128,18 +156,21 @@ class StreamTracker:
         self,
         config: TrackerConfig = TrackerConfig(),
         pt_hints: Mapping[int, PayloadInfo] | None = None,
+        hints: MediaHints | None = None,
     ) -> None:
         self.config = config
         self.pt_hints = dict(pt_hints or {})
+        self.hints = hints
         self.stats = BatchStats(jb=config.jitter_buffer)
-        self._endpoints: OrderedDict[Endpoint, dict[int, PayloadInfo]] = OrderedDict()
         self._sid: dict[Key, int] = {}
         self._key_of: dict[int, Key] = {}
         self._main_pt: dict[int, int] = {}
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
         self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()
-        self._cands: dict[Key, _Candidate] = {}
-        self._ended: list[StreamStats] = []
+        self._cands: dict[Key, _Candidate] = {}  # least recently fed first
+        # Lazy idle timers: (deadline, serial, key); re-armed when the stream was busy.
+        self._idle: list[tuple[float, int, Key]] = []
+        self._serial = itertools.count()
         self.counters = TrackerCounters()
         hint_kind = np.full(128, -1, np.int64)
         for pt in range(128):
@@ -149,48 +180,21 @@ class StreamTracker:
         self._hint_kind = hint_kind
         self._sid_kind = np.full((64, 128), -1, np.int64)  # per stream slot: PT -> kind
 
-    # -- signalling ---------------------------------------------------------------------
-
-    def hint_endpoint(self, addr: str, port: int, hints: Mapping[int, PayloadInfo]) -> None:
-        """Payload types an SDP offered for the media endpoint ``addr``:``port``.
-
-        Applies to streams validated later whose destination is this endpoint (else
-        whose source is). The table is capped (``max_endpoint_hints``, LRU); an address
-        that does not parse is counted and ignored.
-        """
-        try:
-            hi, lo = addr_to_words(addr)
-        except ValueError:
-            self.counters.endpoint_hints_invalid += 1
-            return
-        ep = (hi, lo, int(port))
-        self._endpoints[ep] = dict(hints)
-        self._endpoints.move_to_end(ep)
-        while len(self._endpoints) > self.config.max_endpoint_hints:
-            self._endpoints.popitem(last=False)
-            self.counters.endpoint_hints_evicted += 1
-
-    def _hints_for(self, key: Key) -> dict[int, PayloadInfo] | None:
-        for ep in ((key[3], key[4], key[5]), (key[0], key[1], key[2])):
-            hints = self._endpoints.get(ep)
-            if hints is not None:
-                self._endpoints.move_to_end(ep)
-                return hints
-        return None
-
     # -- feeding ------------------------------------------------------------------------
 
-    def feed(self, frames: Frames, rows: I64 | None = None) -> None:
-        """Account the UDP rows of ``frames`` (default: every row with proto 17)."""
+    def feed(self, frames: Frames, rows: I64 | None = None) -> FeedResult:
+        """Account the UDP rows of ``frames`` (default: every row with proto 17), all at
+        one point of the signalling (the caller cuts batches where SDP can change)."""
+        out = FeedResult()
         if rows is None:
             rows = np.flatnonzero(frames.proto == IPPROTO_UDP).astype(np.int64)
         if rows.size == 0:
-            return
+            return out
         self.counters.udp_rows += int(rows.size)
         h = parse_headers(frames, rows)
         self.counters.not_rtp += int(rows.size - h.rows.size)
         if h.rows.size == 0:
-            return
+            return out
         batch = self._columns(frames, h)
         uniq, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
         sid_of = np.full(uniq.size, -1, np.int64)
@@ -208,8 +212,9 @@ class StreamTracker:
             bounds = np.searchsorted(inverse[order], np.arange(uniq.size + 1))
             for u in sorted(unknown, key=lambda x: int(first[x])):  # arrival order
                 rows_u = batch.cols.take(order[bounds[u] : bounds[u + 1]])
-                parts.extend(self._candidate(frames, h, rows_u, int(first[u])))
+                parts.extend(self._candidate(self._key(frames, h, int(first[u])), rows_u, out))
         self._update(parts)
+        return out
 
     def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
         r = h.rows
@@ -261,64 +266,96 @@ class StreamTracker:
 
     # -- candidates -----------------------------------------------------------------------
 
-    def _candidate(self, frames: Frames, h: RtpHeaders, rows: RtpColumns, i: int
-                   ) -> list[RtpColumns]:
-        key = self._key(frames, h, i)
+    def _announced(self, key: Key, now: float) -> PayloadMap | None:
+        if self.hints is None:
+            return None
+        return self.hints.payloads_for(Endpoint(key[0], key[1], key[2]),
+                                       Endpoint(key[3], key[4], key[5]), now)
+
+    def _candidate(self, key: Key, rows: RtpColumns, out: FeedResult) -> list[RtpColumns]:
+        """Rows of a key with no stream: held, validated (all held rows returned with
+        their new stream slot), or dropped packet by packet when probation fails."""
         cand = self._cands.pop(key, None)
+        first_ts = float(rows.arrival_s[0])
+        if cand is not None and first_ts - cand.last_seen > self.config.idle_timeout_s:
+            self.counters.candidates_expired += 1  # idle too long: forgotten, start afresh
+            cand = None
         cols = rows if cand is None else RtpColumns.concat([cand.cols, rows])
-        n = self.config.probation_packets
-        while len(cols) >= n:
-            bad = self._probation_window(cols)
-            if bad == _VALID:
-                return [self._validate(key, cols)]
-            if bad == _UNDECIDED:
-                break
-            self.counters.candidates_rejected += 1
-            cols = cols.take(np.arange(bad + 1, len(cols)))
-        if len(cols):
-            self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]))
-            if len(self._cands) > self.config.max_candidates:
-                self._evict_candidate()
+        announced = self._announced(key, float(rows.arrival_s[-1]))
+        if announced is None and cand is not None:
+            announced = cand.announced
+        if announced is not None:
+            if len(cols) >= self.config.probation_packets or not _sdp_clocked(cols, announced):
+                return [self._validate(key, cols, announced, out)]
+        else:
+            kept = self._probation(cols)
+            if kept is None:
+                return []
+            cols = kept
+            if self._is_valid(cols):
+                return [self._validate(key, cols, None, out)]
+        self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]), announced)
+        if len(self._cands) > self.config.max_candidates:
+            del self._cands[next(iter(self._cands))]  # least recently fed
+            self.counters.candidates_evicted += 1
         return []
+
+    def _probation(self, cols: RtpColumns) -> RtpColumns | None:
+        """Drop leading packets while the held ones cannot be a stream; None when nothing
+        is left."""
+        while len(cols):
+            verdict = self._probation_window(cols)
+            if verdict != _BAD:
+                return cols
+            self.counters.candidates_rejected += 1
+            cols = cols.take(np.arange(1, len(cols)))
+        return None
+
+    def _is_valid(self, cols: RtpColumns) -> bool:
+        return len(cols) >= self.config.probation_packets and \
+            self._probation_window(cols) == _VALID
 
     def _probation_window(self, cols: RtpColumns) -> int:
         """Judge the first ``probation_packets`` held packets, widening the window one
         packet at a time while undecided (a frame or event spanning packets), so the
         verdict rests on the fewest packets that show a stream."""
-        window = self.config.probation_packets
+        window = min(self.config.probation_packets, len(cols))
         while True:
-            bad = self._probation_failure(cols.take(np.arange(window)))
-            if bad != _UNDECIDED or window >= len(cols):
-                return bad
+            verdict = self._probation_verdict(cols.take(np.arange(window)))
+            if verdict != _UNDECIDED or window >= len(cols):
+                return verdict
             window += 1
 
-    def _probation_failure(self, c: RtpColumns) -> int:
-        """`_VALID` when the held packets look like one RTP stream; `_UNDECIDED` while the
-        steps are all plausible but no timestamp advanced yet (video frames and event
-        packets share a timestamp) and fewer than ``max_probation_hold`` are held;
-        else the index of the last bad packet."""
-        dseq = (np.diff(c.seq) % 65536)
-        dts = ((np.diff(c.ts) + (1 << 31)) % (1 << 32)) - (1 << 31)
+    def _probation_verdict(self, c: RtpColumns) -> int:
+        """`_VALID` when the packets, in sequence order, look like one RTP stream; `_BAD`
+        when they cannot be; `_UNDECIDED` while too few, or while every step is
+        plausible but no timestamp advanced yet and fewer than ``max_probation_hold``
+        are held."""
+        rel = ((c.seq - c.seq[0] + 32768) % 65536) - 32768  # signed, from the first arrival
+        order = np.argsort(rel, kind="stable")
+        dseq = np.diff(rel[order])
+        tsr = ((c.ts - c.ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31)
+        dts = np.diff(tsr[order])
         event_only = bool(c.kind.all())
         bad = (dseq > self.config.max_probation_step) | (dts < 0)
-        bad |= dts > self.config.max_probation_ts_step
+        bad |= (dts > self.config.max_probation_ts_step) | ((dseq == 0) & (dts != 0))
         if bad.any():
-            return int(np.flatnonzero(bad)[0])
+            return _BAD
+        if len(c) < self.config.probation_packets:
+            return _UNDECIDED
         if not (dseq > 0).any() or (not event_only and not (dts > 0).any()):
-            return _UNDECIDED if len(c) < self.config.max_probation_hold else len(c) - 2
+            return _UNDECIDED if len(c) < self.config.max_probation_hold else _BAD
         return _VALID
 
-    def _evict_candidate(self) -> None:
-        oldest = min(self._cands, key=lambda k: self._cands[k].last_seen)
-        del self._cands[oldest]
-        self.counters.candidates_evicted += 1
-
-    def _validate(self, key: Key, cols: RtpColumns) -> RtpColumns:
+    def _validate(self, key: Key, cols: RtpColumns, announced: PayloadMap | None,
+                  out: FeedResult) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
-            self._ended.append(self._close(victim))
+            out.ended.append(self._close(victim))
             self.counters.streams_evicted += 1
-        ep_hints = self._hints_for(key)
+        ep_hints = announced
+        if ep_hints is None:  # an answer may have come while the candidate was held
+            ep_hints = self._announced(key, float(cols.arrival_s[-1]))
         hints = {**self.pt_hints, **ep_hints} if ep_hints else self.pt_hints
         kinds = self._hint_kind.copy()
         for pt, hinted in (ep_hints or {}).items():
@@ -350,6 +387,10 @@ class StreamTracker:
         if media.size:
             self._main_pt[sid] = main_pt
         self.counters.streams_validated += 1
+        self.counters.streams_announced += announced is not None
+        last = float(cols.arrival_s.max())
+        heapq.heappush(self._idle, (last + self.config.idle_timeout_s, next(self._serial), key))
+        out.started.append(Started(meta.key, float(cols.arrival_s.min())))
         return _with_sid(cols, np.full(len(cols), sid, np.int64))
 
     def _clock(self, cols: RtpColumns, media: I64, info: PayloadInfo | None, from_sdp: bool
@@ -365,13 +406,55 @@ class StreamTracker:
         estimate = estimate_clock_rate(adv, span)
         if clock is None:
             return estimate, estimate is not None
-        rate = adv / span
+        rate = adv / span if span > 0 else 0.0
         if estimate is None or estimate == clock or abs(clock - rate) <= CLOCK_GUARD * rate:
             return clock, False
         self.counters.sdp_clock_overridden += 1
         return estimate, True
 
-    # -- ending ---------------------------------------------------------------------------
+    # -- time and ending --------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest packet time a stream goes idle (None: no stream)."""
+        heap = self._idle
+        while heap:
+            due, _, key = heap[0]
+            sid = self._sid.get(key)
+            if sid is None:
+                heapq.heappop(heap)  # closed or evicted since
+                continue
+            actual = float(self.stats.s["last_ts"][sid]) + self.config.idle_timeout_s
+            if actual <= due:
+                return due
+            heapq.heapreplace(heap, (actual, next(self._serial), key))
+        return None
+
+    def expire(self, now: float) -> list[StreamStats]:
+        """Streams idle for ``idle_timeout_s`` at packet time ``now``, in the order they
+        went idle; candidates idle as long are forgotten."""
+        out: list[StreamStats] = []
+        while (due := self.next_deadline()) is not None and due <= now:
+            _, _, key = heapq.heappop(self._idle)
+            out.append(self._close(self._sid[key]))
+            self.counters.streams_expired += 1
+        limit = now - self.config.idle_timeout_s
+        for key in [k for k, c in self._cands.items() if c.last_seen < limit]:
+            if self._cands[key].announced is not None:  # SDP said so: never dropped
+                out.extend(self._flush(key))
+            else:
+                del self._cands[key]
+                self.counters.candidates_expired += 1
+        return out
+
+    def _flush(self, key: Key) -> list[StreamStats]:
+        """An announced candidate still held for its clock check becomes a stream and
+        ends at once (it stopped before ``probation_packets`` packets)."""
+        cand = self._cands.pop(key)
+        assert cand.announced is not None
+        rows = self._validate(key, cand.cols, cand.announced, FeedResult())
+        self._update([rows])
+        self.counters.streams_expired += 1
+        return [self._close(self._sid[key])]
 
     def _close(self, sid: int) -> StreamStats:
         key = self._key_of.pop(sid)
@@ -392,7 +475,7 @@ class StreamTracker:
         return out
 
     def streams(self) -> list[StreamKey]:
-        """Keys of the validated streams being tracked now."""
+        """Keys of the validated streams being tracked now, in the order they started."""
         return [StreamKey(*key) for key in self._sid]
 
     def snapshot(self, key: StreamKey) -> StreamStats | None:
@@ -401,25 +484,30 @@ class StreamTracker:
                              key.dport, key.ssrc))
         return None if sid is None else self.stats.snapshot(sid)
 
-    def expire(self, now: float) -> list[StreamStats]:
-        """Streams idle for more than ``idle_timeout_s`` at packet time ``now`` (epoch s)."""
-        limit = now - self.config.idle_timeout_s
-        out, self._ended = self._ended, []
-        for sid in [s for s in self._sid.values() if self.stats.s["last_ts"][s] < limit]:
-            out.append(self._close(sid))
-            self.counters.streams_expired += 1
-        for key in [k for k, c in self._cands.items() if c.last_seen < limit]:
-            del self._cands[key]
-            self.counters.candidates_expired += 1
-        return out
+    def last_packet_ts(self, key: StreamKey) -> float | None:
+        """Packet time of a running stream's latest packet; None if it is not running."""
+        sid = self._sid.get((key.src_hi, key.src_lo, key.sport, key.dst_hi, key.dst_lo,
+                             key.dport, key.ssrc))
+        return None if sid is None else float(self.stats.s["last_ts"][sid])
 
     def finish(self) -> list[StreamStats]:
-        """Every remaining validated stream, sorted by first packet time."""
-        out, self._ended = self._ended, []
+        """Every remaining validated stream (announced candidates too), by first packet."""
+        out: list[StreamStats] = []
+        for key in [k for k, c in self._cands.items() if c.announced is not None]:
+            out.extend(self._flush(key))
         out.extend(self._close(sid) for sid in list(self._sid.values()))
         self.counters.candidates_unvalidated += len(self._cands)
         self._cands.clear()
+        self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
+
+
+def _sdp_clocked(cols: RtpColumns, announced: PayloadMap) -> bool:
+    """Whether the stream's main PT takes its clock from the SDP (a dynamic rtpmap): then
+    the first packets are held for the clock check; a static type's clock is fixed."""
+    media = cols.pt[cols.kind == 0]
+    pt = int(media[0]) if media.size else int(cols.pt[0])
+    return pt >= DYNAMIC_PT_MIN and pt in announced
 
 
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:

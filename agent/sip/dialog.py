@@ -180,6 +180,7 @@ class Dialog:
         "responses",
         "retransmissions",
         "sdp_errors",
+        "session_expires_s",
         "state",
         "to_uri",
         "transport",
@@ -215,6 +216,7 @@ class Dialog:
         self.responses: dict[int, int] = {}
         self.retransmissions = self.unexpected = self.sdp_errors = 0
         self.user_agent: str | None = None
+        self.session_expires_s: float | None = None
         self._cancelled = False
         self._confirmed_tag: str | None = None
         self._early_tags: dict[str, None] = {}
@@ -250,8 +252,8 @@ class Dialog:
         """The tracker's timer fired (setup, BYE or challenge). True if the dialog ended."""
         return self._apply(Event.TIMEOUT, now, None)
 
-    def shutdown(self, now: float) -> bool:
-        return self._apply(Event.SHUTDOWN, now, None)
+    def shutdown(self, now: float, reason: EndReason = EndReason.SHUTDOWN) -> bool:
+        return self._apply(Event.SHUTDOWN, now, None, reason)
 
     def end(self, reason: EndReason, now: float) -> bool:
         """The call layer ends the dialog (e.g. media idle). True if it was live."""
@@ -287,7 +289,7 @@ class Dialog:
         if event is Event.TIMEOUT:
             # Deterministic in packet time: the last message seen, not when the timer ran.
             return (EndReason.CANCELLED if self._cancelled else EndReason.TIMED_OUT), self.last_ts
-        if event is Event.END and reason is not None:
+        if event in (Event.END, Event.SHUTDOWN) and reason is not None:
             return reason, ts
         return EndReason.SHUTDOWN, ts
 
@@ -324,6 +326,10 @@ class Dialog:
             self.disconnect_ts = ts if self.disconnect_ts is None else self.disconnect_ts
         if self.user_agent is None and msg.is_request:
             self.user_agent = msg.headers.get("User-Agent")
+        if code is not None and 200 <= code < 300 and msg.method in ("INVITE", "UPDATE"):
+            # RFC 4028 §9: the 2xx states the session interval both sides use; one without
+            # Session-Expires turns the timer off.
+            self.session_expires_s = _session_interval(msg.headers.get("Session-Expires"))
         return self._add_sdp(msg, src, ts)
 
     def _record_response(self, msg: SipMessage, code: int, ts: float) -> None:
@@ -425,12 +431,28 @@ class Dialog:
             retransmissions=self.retransmissions,
             early_dialogs=self.early_dialogs,
             user_agent=self.user_agent,
+            last_ts=self.last_ts,
+            session_expires_s=self.session_expires_s,
         )
 
 
 _INITIAL_RESPONSES = frozenset(
     {Event.PROVISIONAL, Event.EARLY_PROVISIONAL, Event.SUCCESS, Event.CHALLENGE, Event.FAILURE}
 )
+
+
+MIN_SESSION_INTERVAL_S = 90.0  # RFC 4028 §4: Min-SE is at least 90 s
+
+
+def _session_interval(value: str | None) -> float | None:
+    """Seconds of an RFC 4028 ``Session-Expires: delta[;refresher=...]`` value; None when
+    absent or not a number (a garbled header disables the timer, never ends a call)."""
+    if value is None:
+        return None
+    head = value.split(";", 1)[0].strip()
+    if not head.isdigit():
+        return None
+    return max(float(int(head[:10])), MIN_SESSION_INTERVAL_S)
 
 
 def _classify_request(msg: SipMessage) -> Event:

@@ -11,28 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from agent.decode.endpoint import Endpoint
 from agent.sip.sdp import MediaDescription
+
+__all__ = ["Endpoint"]  # re-exported: the SIP layer speaks in endpoints
 
 
 class EndReason(StrEnum):
     NORMAL = "normal"  # BYE (either side) after an answer
     FAILED = "failed"  # final response >= 300 to the initial INVITE (not 487 after CANCEL)
     CANCELLED = "cancelled"  # CANCEL, or 487 to the INVITE
-    TIMED_OUT = "timed_out"  # no final response / no BYE before the media idle timeout
-    SHUTDOWN = "shutdown"  # the probe stopped (end of capture file, SIGTERM) mid-call
+    TIMED_OUT = "timed_out"  # no final response / nothing seen of the call for its idle time
+    SESSION_EXPIRED = "session_expired"  # RFC 4028 session timer ran out with no refresh
+    SHUTDOWN = "shutdown"  # the probe stopped (SIGTERM) mid-call
+    CAPTURE_END = "capture_end"  # `analyze`: the capture ended mid-call (truncated, not ended)
 
 
 class Side(StrEnum):
     CALLER = "caller"  # sender of the initial INVITE
     CALLEE = "callee"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An IP address (text, as `ipaddress` prints it) and a port."""
-
-    addr: str
-    port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +77,9 @@ class CallSignalling:
     retransmissions: int = 0
     early_dialogs: int = 0  # distinct To-tags in provisional responses (forking, RFC 3261 §12.1)
     user_agent: str | None = None
+    last_ts: float = 0.0  # the dialog's last message (retransmissions excluded): liveness
+    # RFC 4028 session interval the last 2xx to an INVITE/UPDATE granted (None: no timer)
+    session_expires_s: float | None = None
 
     @property
     def setup_delay_s(self) -> float | None:

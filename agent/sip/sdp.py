@@ -27,6 +27,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from agent.decode.endpoint import Endpoint
 from agent.sip.errors import SdpParseError
 from agent.sip.static_pt import STATIC_PAYLOAD_TYPES
 
@@ -136,6 +137,19 @@ class MediaDescription:
     @property
     def rtp_port(self) -> int:
         return self.port
+
+    @property
+    def rtp_endpoint(self) -> Endpoint | None:
+        """Where this section's RTP is to be sent; None when nothing is (port 0, c=0.0.0.0
+        hold) or the address is not an IP literal (an FQDN the probe cannot match)."""
+        addr = self.address
+        if addr is None or self.port == 0:
+            return None
+        try:
+            ep = Endpoint.of(addr, self.port)
+        except ValueError:
+            return None
+        return None if ep.is_unspecified else ep
 
     @property
     def rtcp_port(self) -> int:

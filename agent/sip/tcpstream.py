@@ -139,7 +139,10 @@ class SipTcpReassembler:
         self, key: StreamKey, seq: int, flags: int, payload: bytes, ts: float
     ) -> list[bytes]:
         """One TCP segment of direction ``key`` at packet time ``ts`` (epoch s);
-        returns the complete SIP messages it finished, in stream order."""
+        returns the complete SIP messages it finished, in stream order. Idle directions
+        are forgotten here first (`expire` by the segment's time): the reassembler keeps
+        its own time, so its output depends on the segments alone."""
+        self.expire(ts)
         if flags & TCP_RST:
             self.counters.closed += self._close(key)
             return []

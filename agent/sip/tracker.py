@@ -143,6 +143,21 @@ class SipTracker:
                 events.append(self._ended_event(dialog, before[0], ts, call))
         return events
 
+    def next_deadline(self) -> float | None:
+        """Packet time at which `expire` next has something to do (None: nothing pending).
+
+        Each bucket is in order of last activity, so its front holds its earliest timer."""
+        out: float | None = None
+        for bucket, limit in ((self._setup, self.setup_timeout_s),
+                              (self._closing, self.ended_linger_s)):
+            if bucket:
+                d = self._dialogs[next(iter(bucket))].last_ts + limit
+                out = d if out is None else min(out, d)
+        if self._ended:
+            d = next(iter(self._ended.values())) + self.ended_linger_s
+            out = d if out is None else min(out, d)
+        return out
+
     def expire(self, now: float) -> list[SipEvent]:
         """Apply the setup, BYE and challenge timers and forget lingering ended
         dialogs, as of packet time ``now``."""
@@ -170,22 +185,26 @@ class SipTracker:
             del self._dialogs[call_id]
         return events
 
-    def end(self, call_id: str, reason: EndReason, now: float) -> list[SipEvent]:
-        """The call layer ends a dialog (e.g. media idle with no BYE) at ``now``."""
+    def end(
+        self, call_id: str, reason: EndReason, now: float, end_ts: float | None = None
+    ) -> list[SipEvent]:
+        """The call layer ends a dialog at packet time ``now`` (e.g. nothing seen of it for
+        its idle timeout); ``end_ts`` is when the call ended (its last packet), else now."""
         dialog = self._dialogs.get(call_id)
         if dialog is None or dialog.state is State.ENDED:
             return []
         state = dialog.state
-        dialog.end(reason, now)
+        dialog.end(reason, now if end_ts is None else end_ts)
         return [self._ended_event(dialog, state, now, dialog.snapshot())]
 
-    def finish(self, now: float) -> list[SipEvent]:
-        """The probe stops: every live dialog ends (SHUTDOWN, or NORMAL if a BYE was seen)."""
+    def finish(self, now: float, reason: EndReason = EndReason.SHUTDOWN) -> list[SipEvent]:
+        """The input or the probe stops: every live dialog ends (``reason``: SHUTDOWN, or
+        CAPTURE_END for a file; NORMAL if a BYE was seen)."""
         events: list[SipEvent] = []
         for dialog in list(self._dialogs.values()):
             if dialog.state is not State.ENDED:
                 state = dialog.state
-                dialog.shutdown(now)
+                dialog.shutdown(now, reason)
                 events.append(self._ended_event(dialog, state, now, dialog.snapshot()))
         return events
 

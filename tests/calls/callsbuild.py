@@ -21,7 +21,7 @@ def sdp(addr: str, port: int, pt: int = 8) -> bytes:
 
 def media(ts: float, side: Side, addr: str, port: int, status: int | None = None) -> MediaSdp:
     return MediaSdp(ts=ts, side=side, media=parse_sdp(sdp(addr, port)).audio,
-                    source=Endpoint(addr, 5060), in_response=status)
+                    source=Endpoint.of(addr, 5060), in_response=status)
 
 
 def call(call_id: str = "c1@test", *, caller: tuple[str, int] = ("198.18.7.1", 16000),
@@ -32,7 +32,7 @@ def call(call_id: str = "c1@test", *, caller: tuple[str, int] = ("198.18.7.1", 1
         sdps += (media(t0 + 1.0, Side.CALLEE, *callee, status=200),)
     return CallSignalling(
         call_id=call_id, from_uri="sip:alice@example.org", to_uri="sip:bob@example.org",
-        from_display=None, caller=Endpoint(caller[0], 5060), callee=Endpoint(callee[0], 5060),
+        from_display=None, caller=Endpoint.of(caller[0], 5060), callee=Endpoint.of(callee[0], 5060),
         transport="udp", invite_ts=t0, first_provisional_ts=t0 + 0.1, first_response_ts=t0 + 0.01,
         answer_ts=t0 + 1.0 if answered else None, final_status=status,
         bye_ts=t0 + 31.0 if ended else None, bye_side=Side.CALLER if ended else None,

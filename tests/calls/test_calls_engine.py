@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from packetbuild import rtp, sdp, sip, udp
 
+from agent.calls.events import CallEnded
 from agent.capture.batch import Batch, LinkType
-from agent.engine import CallEnded, Engine
+from agent.engine import Engine
 
 T0 = 1_700_000_000.0
 A, B = "198.18.7.10", "198.19.8.20"
@@ -87,7 +88,7 @@ def test_a_bad_interval_shows_in_mos_min() -> None:
 
 
 def test_intervals_are_emitted_with_their_quality() -> None:
-    from agent.engine import CallInterval
+    from agent.calls.events import CallInterval
 
     frames, ts = [], []
     for i in range(3000):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from callsbuild import T0, call, stream, with_jb
 
+from agent.calls.events import CallEnded
 from agent.calls.table import CallTable
 from agent.config import Config, config_from_mapping
 from agent.quality.model import DirectionInput, compute_quality
@@ -21,10 +22,13 @@ def test_clean_call_record() -> None:
     t = table()
     t.on_sip(DialogStarted(call(ended=False)))
     t.on_sip(DialogEnded(call()))
-    t.on_stream(stream(CALLER, CALLEE, 1))
-    t.on_stream(stream(CALLEE, CALLER, 2))
-    assert t.due(T0 + 31.0 + 4.9) == [] and t.due(T0 + 36.1) == ["c1@test"]
-    r = t.take("c1@test").to_json()
+    t.stream_ended(stream(CALLER, CALLEE, 1), T0)
+    t.stream_ended(stream(CALLEE, CALLER, 2), T0)
+    # the record is due linger_s (5 s) after the dialog's end (its BYE at T0 + 31)
+    assert t.next_deadline() == T0 + 31.0 + 5.0
+    assert t.expire(T0 + 35.9) == []
+    (done,) = [e for e in t.expire(T0 + 36.0) if isinstance(e, CallEnded)]
+    r = done.record.to_json()
     assert r["kind"] == "call" and r["call_id"] == "c1@test"
     assert (r["from"], r["to"]) == ("sip:alice@example.org", "sip:bob@example.org")
     assert (r["final_status"], r["end_reason"], r["codec"]) == (200, "normal", "g711A")
@@ -43,8 +47,8 @@ def test_clean_call_record() -> None:
 def test_loss_and_dscp_violations_name_threshold_and_value() -> None:
     t = table()
     t.on_sip(DialogEnded(call()))
-    t.on_stream(stream(CALLER, CALLEE, 1, packets=1425, lost=75))  # 5 %
-    t.on_stream(stream(CALLEE, CALLER, 2, dscp=0))
+    t.stream_ended(stream(CALLER, CALLEE, 1, packets=1425, lost=75), T0)  # 5 %
+    t.stream_ended(stream(CALLEE, CALLER, 2, dscp=0), T0)
     r = t.take("c1@test")
     a, b = r.directions
     assert a.sla.verdict == "violated"
@@ -62,8 +66,8 @@ def test_loss_and_dscp_violations_name_threshold_and_value() -> None:
 def test_jitter_buffer_discards_lower_the_mos() -> None:
     t = table()
     t.on_sip(DialogEnded(call()))
-    t.on_stream(with_jb(stream(CALLER, CALLEE, 1), discarded=0))
-    t.on_stream(with_jb(stream(CALLEE, CALLER, 2), discarded=60))
+    t.stream_ended(with_jb(stream(CALLER, CALLEE, 1), discarded=0), T0)
+    t.stream_ended(with_jb(stream(CALLEE, CALLER, 2), discarded=60), T0)
     a, b = t.take("c1@test").directions
     assert a.quality.effective_loss_ratio == 0.0 and b.quality.jitter_buffer_discarded == 60
     assert abs(b.quality.effective_loss_ratio - 60 / 1500) < 1e-6
@@ -79,8 +83,8 @@ def test_local_networks_and_peers_name_direction_and_profile() -> None:
     }})
     t = table(cfg)
     t.on_sip(DialogEnded(call()))
-    t.on_stream(stream(CALLER, CALLEE, 1))
-    t.on_stream(stream(CALLEE, CALLER, 2))
+    t.stream_ended(stream(CALLER, CALLEE, 1), T0)
+    t.stream_ended(stream(CALLEE, CALLER, 2), T0)
     r = t.take("c1@test")
     assert r.peer == "carrier" and r.sla.profile == "gold"
     assert [d.direction for d in r.directions] == ["outbound", "inbound"]
@@ -89,10 +93,10 @@ def test_local_networks_and_peers_name_direction_and_profile() -> None:
 
 def test_unsignalled_streams_pair_into_one_pseudo_call() -> None:
     t = table()
-    t.on_stream(stream(("198.18.1.1", 4000), ("198.19.1.1", 5000), 10))
-    t.on_stream(stream(("198.19.1.1", 5000), ("198.18.1.1", 4000), 11))
-    t.on_stream(stream(("198.18.2.2", 4000), ("198.19.2.2", 5000), 12))
-    out = t.finish()
+    t.stream_ended(stream(("198.18.1.1", 4000), ("198.19.1.1", 5000), 10), T0)
+    t.stream_ended(stream(("198.19.1.1", 5000), ("198.18.1.1", 4000), 11), T0)
+    t.stream_ended(stream(("198.18.2.2", 4000), ("198.19.2.2", 5000), 12), T0)
+    out = [e.record for e in t.finish() if isinstance(e, CallEnded)]
     assert sorted(len(c.directions) for c in out) == [1, 2]
     assert all(c.call_id is None and c.end_reason == "unsignalled" for c in out)
     assert t.counters.unsignalled_calls == 2
@@ -111,11 +115,11 @@ def test_event_only_stream_rides_with_the_media_of_its_five_tuple() -> None:
 
     t = table()
     t.on_sip(DialogEnded(call()))
-    t.on_stream(stream(CALLER, CALLEE, 1))
-    t.on_stream(stream(CALLEE, CALLER, 2))
+    t.stream_ended(stream(CALLER, CALLEE, 1), T0)
+    t.stream_ended(stream(CALLEE, CALLER, 2), T0)
     dtmf = replace(stream(CALLER, CALLEE, 3, packets=10), codec="telephone-event",
                    payload_types=(101,))
-    t.on_stream(dtmf)
+    t.stream_ended(dtmf, T0)
     r = t.take("c1@test")
     assert len(r.directions) == 2
     a, b = r.directions

@@ -9,10 +9,11 @@ from __future__ import annotations
 import packetbuild
 from packetbuild import rtp, sdp, udp
 
+from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch, LinkType
 from agent.config import Config, config_from_mapping
-from agent.engine import CallEnded, Engine, EngineConfig, Event
+from agent.engine import Engine, EngineConfig
 
 T0 = 1_700_000_000.0
 A, B = "10.1.2.3", "198.19.8.20"

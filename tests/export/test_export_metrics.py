@@ -13,7 +13,7 @@ import pytest
 from exportbuild import CALL_ID, config, run
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.engine import CallEnded, CallInterval
+from agent.calls.events import CallEnded, CallInterval
 from agent.export.metrics import (
     MOS_BUCKETS,
     ProbeMetrics,
@@ -84,15 +84,19 @@ def test_call_histograms_per_direction() -> None:
 def test_interval_histograms() -> None:
     reg, _ = fed()
     v = reg.get_sample_value
-    # 8 s of media, 2.5 s intervals: three rated intervals each way
-    assert v("voipprobe_interval_mos_count", OUT) == 3.0
-    assert v("voipprobe_interval_mos_sum", OUT) == pytest.approx(3 * 4.3745, abs=0.01)
-    assert v("voipprobe_interval_mos_count", IN) == 3.0
-    assert v("voipprobe_interval_mos_bucket", {**IN, "le": "3.6"}) == 3.0
+    # 8 s of media (T0+1.1 .. T0+9.1) on a 2.5 s grid of packet time: intervals end at
+    # T0+2.5, +5.0, +7.5, +10.0 (and +12.5, empty: the stream runs until its call's record
+    # is made, 5 s after the BYE); the first (70 packets) and the 1.6 s tail (80) are too
+    # short to rate, the two others are rated; all four with packets observe loss, jitter
+    assert v("voipprobe_interval_mos_count", OUT) == 2.0
+    assert v("voipprobe_interval_mos_sum", OUT) == pytest.approx(2 * 4.3745, abs=0.01)
+    assert v("voipprobe_interval_mos_count", IN) == 2.0
+    assert v("voipprobe_interval_mos_bucket", {**IN, "le": "3.6"}) == 2.0
     assert v("voipprobe_interval_mos_bucket", {**IN, "le": "3.3"}) == 0.0
-    assert v("voipprobe_interval_loss_ratio_count", IN) == 3.0
-    assert v("voipprobe_interval_loss_ratio_sum", IN) == pytest.approx(0.3, abs=0.02)
-    assert v("voipprobe_interval_jitter_seconds_count", OUT) == 3.0
+    assert v("voipprobe_interval_loss_ratio_count", IN) == 4.0
+    # 6/69 + 13/126 + 12/124 + 8/80 (every 10th B->A packet lost)
+    assert v("voipprobe_interval_loss_ratio_sum", IN) == pytest.approx(0.3874, abs=1e-3)
+    assert v("voipprobe_interval_jitter_seconds_count", OUT) == 4.0
 
 
 def test_rtp_and_dscp_counts() -> None:

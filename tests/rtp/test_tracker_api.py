@@ -1,11 +1,29 @@
-"""StreamTracker's API for the call layer: SDP endpoint hints, close, snapshot."""
+"""StreamTracker's API for the call layer: SDP hints (`MediaHints`), close, snapshot."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from framesbuild import Row, build_frames, g711_stream, rtp
 
+from agent.decode.endpoint import Endpoint
+from agent.rtp.hints import PayloadMap
 from agent.rtp.payload_types import PayloadInfo, PayloadKind
-from agent.rtp.tracker import StreamTracker, TrackerConfig
+from agent.rtp.tracker import StreamTracker
+
+
+class Hints:
+    """`MediaHints` from a table: the destination's payload map, else the source's."""
+
+    def __init__(self, table: Mapping[tuple[str, int], PayloadMap]) -> None:
+        self.table = {Endpoint.of(a, p): m for (a, p), m in table.items()}
+
+    def payloads_for(self, src: Endpoint, dst: Endpoint, now: float) -> PayloadMap | None:
+        return self.table.get(dst, self.table.get(src))
+
+
+def hinted(table: Mapping[tuple[str, int], PayloadMap]) -> StreamTracker:
+    return StreamTracker(hints=Hints(table))
 
 T0 = 1_700_000_000.0
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -18,33 +36,29 @@ def dyn_stream(src: str, sport: int, dst: str, dport: int, ssrc: int, n: int, pt
 
 
 def test_destination_hint_names_codec_and_clock() -> None:
-    tracker = StreamTracker()
-    tracker.hint_endpoint(B, 5000, {111: PayloadInfo("opus", 48000)})
+    tracker = hinted({(B, 5000): {111: PayloadInfo("opus", 48000)}})
     tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 111, 960)))
     (s,) = tracker.finish()
     assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("opus", 48000, False)
 
 
 def test_source_hint_applies_to_symmetric_rtp() -> None:
-    tracker = StreamTracker()
-    tracker.hint_endpoint(A, 4000, {96: PayloadInfo("G7221", 16000)})
+    tracker = hinted({(A, 4000): {96: PayloadInfo("G7221", 16000)}})
     tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 96, 320)))
     (s,) = tracker.finish()
     assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("G7221", 16000, False)
 
 
 def test_destination_hint_wins_over_source_hint() -> None:
-    tracker = StreamTracker()
-    tracker.hint_endpoint(A, 4000, {96: PayloadInfo("wrong", 16000)})
-    tracker.hint_endpoint(B, 5000, {96: PayloadInfo("AMR-WB", 16000)})
+    tracker = hinted({(A, 4000): {96: PayloadInfo("wrong", 16000)},
+                      (B, 5000): {96: PayloadInfo("AMR-WB", 16000)}})
     tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 96, 320)))
     assert [s.codec for s in tracker.finish()] == ["AMR-WB"]
 
 
 def test_wrong_sdp_clock_loses_to_the_timestamps() -> None:
     # wiki_sip-rtp-l16: SDP says L16/11025, timestamps advance 160 per 20 ms (8 kHz)
-    tracker = StreamTracker()
-    tracker.hint_endpoint(B, 5000, {97: PayloadInfo("L16", 11025)})
+    tracker = hinted({(B, 5000): {97: PayloadInfo("L16", 11025)}})
     tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 97, 160)))
     (s,) = tracker.finish()
     assert (s.codec, s.clock_rate, s.clock_rate_estimated) == ("L16", 8000, True)
@@ -54,8 +68,7 @@ def test_wrong_sdp_clock_loses_to_the_timestamps() -> None:
 
 def test_sdp_clock_within_guard_is_kept() -> None:
     # a real 11025 Hz clock is not snapped to a common rate when SDP names it
-    tracker = StreamTracker()
-    tracker.hint_endpoint(B, 5000, {97: PayloadInfo("L16", 11025)})
+    tracker = hinted({(B, 5000): {97: PayloadInfo("L16", 11025)}})
     tracker.feed(build_frames(dyn_stream(A, 4000, B, 5000, 0x11, 50, 97, 220)))
     (s,) = tracker.finish()
     assert (s.clock_rate, s.clock_rate_estimated) == (11025, False)
@@ -70,30 +83,38 @@ def test_endpoint_kinds_apply_to_that_stream_only() -> None:
         rows.append((T0 + 0.61 + i * 0.001, A, 4000 + 2 * i, dst, dport,
                      rtp(1030, 5000 + 160 * 30, ssrc, 105, payload=b"\x40" * 11)))
     rows.sort(key=lambda r: r[0])
-    tracker = StreamTracker()
-    tracker.hint_endpoint(B, 5000, {8: PayloadInfo("PCMA", 8000), 105: cn})
+    tracker = hinted({(B, 5000): {8: PayloadInfo("PCMA", 8000), 105: cn}})
     tracker.feed(build_frames(rows))
     a, b = tracker.finish()
     assert (a.codec, a.comfort_noise_packets, a.packets) == ("PCMA", 1, 31)
     assert (b.codec, b.comfort_noise_packets, b.packets) == ("g711A", 0, 31)
 
 
-def test_endpoint_table_is_capped_lru() -> None:
-    tracker = StreamTracker(TrackerConfig(max_endpoint_hints=2))
-    opus = {111: PayloadInfo("opus", 48000)}
-    tracker.hint_endpoint(B, 5000, opus)
-    tracker.hint_endpoint(B, 5002, opus)
-    tracker.hint_endpoint(B, 5000, opus)  # refreshed: 5002 is now the oldest
-    tracker.hint_endpoint(B, 5004, opus)
-    tracker.hint_endpoint("not-an-address", 5006, opus)
-    assert tracker.counters.endpoint_hints_evicted == 1
-    assert tracker.counters.endpoint_hints_invalid == 1
-    rows = dyn_stream(A, 4000, B, 5000, 0x11, 20, 111, 960)
-    rows += dyn_stream(A, 4002, B, 5002, 0x22, 20, 111, 960)
-    rows.sort(key=lambda r: r[0])
-    tracker.feed(build_frames(rows))
-    codecs = {s.key.dport: (s.codec, s.clock_rate_estimated) for s in tracker.finish()}
-    assert codecs == {5000: ("opus", False), 5002: (None, True)}
+def test_announced_stream_needs_no_probation() -> None:
+    # one packet, then a reordered pair: SDP said media goes there, so every packet counts
+    tracker = hinted({(B, 5000): {8: PayloadInfo("g711A", 8000)}})
+    rows = [(T0, A, 4000, B, 5000, rtp(101, 160, 0x11, 8)),
+            (T0 + 0.04, A, 4000, B, 5000, rtp(103, 480, 0x11, 8)),
+            (T0 + 0.05, A, 4000, B, 5000, rtp(102, 320, 0x11, 8))]
+    out = tracker.feed(build_frames(rows[:1]))
+    assert [(st.key.ssrc, st.first_ts) for st in out.started] == [(0x11, T0)]
+    tracker.feed(build_frames(rows[1:]))
+    (s,) = tracker.finish()
+    assert (s.packets, s.expected, s.lost, s.reordered) == (3, 3, 0, 1)
+    assert tracker.counters.streams_announced == 1
+
+
+def test_heuristic_probation_tolerates_reordering_and_duplicates_at_the_start() -> None:
+    # no SDP: 2nd packet before the 1st, a duplicate among the first four
+    order = [1, 0, 2, 2, 3, 4, 5]
+    rows = [(T0 + 0.02 * i + 0.03, A, 4000, B, 5000, rtp(500 + q, 160 * q, 0x11, 0))
+            for i, q in enumerate(order)]
+    tracker = StreamTracker()
+    for r in rows:  # one packet at a time: the verdict must not depend on the batching
+        tracker.feed(build_frames([r]))
+    (s,) = tracker.finish()
+    assert (s.packets, s.expected, s.lost, s.duplicates) == (7, 6, 0, 1)
+    assert tracker.counters.candidates_rejected == 0
 
 
 def test_close_and_snapshot() -> None:

@@ -8,8 +8,8 @@ from agent.sip.events import Endpoint, SipEvent
 from agent.sip.message import parse_message
 from agent.sip.tracker import SipTracker
 
-ALICE = Endpoint("192.0.2.10", 5060)
-BOB = Endpoint("198.51.100.20", 5060)
+ALICE = Endpoint.of("192.0.2.10", 5060)
+BOB = Endpoint.of("198.51.100.20", 5060)
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 401: "Unauthorized",
     407: "Proxy Authentication Required", 481: "Call/Transaction Does Not Exist",

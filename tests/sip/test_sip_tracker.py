@@ -13,7 +13,7 @@ from sip_callflow import ALICE, ANSWER, BOB, OFFER, CallFlow, Wire, sdp
 
 from agent.capture.pcapfile import open_capture
 from agent.decode import Decoder, Frames
-from agent.decode.frames import IPPROTO_TCP, format_addr
+from agent.decode.frames import IPPROTO_TCP
 from agent.sip.events import (
     CallSignalling,
     DialogEnded,
@@ -400,8 +400,8 @@ def _feed_message(out: Replay, frames: Frames, i: int, transport: str, msg: SipM
     code = msg.status_code
     if msg.method == "INVITE" and code is not None and code >= 200:
         out.invite_finals.add(code)
-    src = Endpoint(format_addr(frames.src_hi[i], frames.src_lo[i]), int(frames.sport[i]))
-    dst = Endpoint(format_addr(frames.dst_hi[i], frames.dst_lo[i]), int(frames.dport[i]))
+    src = Endpoint(int(frames.src_hi[i]), int(frames.src_lo[i]), int(frames.sport[i]))
+    dst = Endpoint(int(frames.dst_hi[i]), int(frames.dst_lo[i]), int(frames.dport[i]))
     ts, dscp = float(frames.ts[i]), int(frames.dscp[i])
     out.events += out.tracker.feed(msg, src, dst, ts, dscp, transport)
 

@@ -31,6 +31,7 @@ is the call layer's (`agent.calls.table`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -169,12 +170,12 @@ class Engine:
             k = n if due is None else max(pos, int(np.searchsorted(clock, due)))
             if due is not None and k <= at and k < n:  # a timer is due before that row
                 if k > pos:
-                    self._span(f, pos, k, rtp, rtcp, clock, out)
+                    self._spans(f, pos, k, rtp, rtcp, clock, out)
                 out.extend(self._fire(due))
                 pos = k
                 continue
             if at > pos:
-                self._span(f, pos, at, rtp, rtcp, clock, out)
+                self._spans(f, pos, at, rtp, rtcp, clock, out)
             if at >= n:
                 return
             self.clock = float(clock[at])
@@ -183,9 +184,37 @@ class Engine:
                 self._sip_message(f, at, data, transport, out)
             pos, ci = at + 1, ci + 1
 
+    def _spans(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
+               clock: npt.NDArray[np.float64], out: list[Event]) -> None:
+        """Rows [lo, hi): no SIP message and no deadline known before them. Rows can arm
+        timers of their own (a stream that starts arms the next interval boundary, one
+        that stops its idle timer), so a span never crosses an interval boundary nor
+        lasts longer than the stream idle timeout: no timer armed inside it falls due
+        inside it."""
+        step = self.config.config.calls.interval_s
+        idle = self.streams.config.idle_timeout_s
+        while lo < hi:
+            c = float(clock[lo])
+            limit = min((math.floor(c / step) + 1) * step, c + idle)
+            cut = min(hi, max(lo + 1, int(np.searchsorted(clock, limit))))
+            self._span(f, lo, cut, rtp, rtcp, clock, out)
+            lo = cut
+            if lo < hi and (due := self._due()) is not None and due <= clock[lo]:
+                return self._spans_after_timer(f, lo, hi, rtp, rtcp, clock, out, due)
+        return None
+
+    def _spans_after_timer(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
+                           clock: npt.NDArray[np.float64], out: list[Event], due: float
+                           ) -> None:
+        """A timer armed inside the last span is due before row ``lo``: fire it, go on."""
+        out.extend(self._fire(due))
+        while (due2 := self._due()) is not None and due2 <= clock[lo]:
+            out.extend(self._fire(due2))
+        self._spans(f, lo, hi, rtp, rtcp, clock, out)
+
     def _span(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
               clock: npt.NDArray[np.float64], out: list[Event]) -> None:
-        """Rows [lo, hi): no SIP message and no deadline among them."""
+        """Rows [lo, hi): no SIP message and no timer due among them."""
         self.clock = float(clock[hi - 1])
         self._fired = -np.inf
         a, b = np.searchsorted(rtp, [lo, hi]).tolist()

@@ -144,8 +144,8 @@ class CallTable:
         """A stream was validated: join it to the call whose SDP explains it, if any."""
         m = self.index.match_key(st.key, st.first_ts)
         call_id = m.call_id if m is not None and m.call_id in self._calls else None
-        if not self._running:
-            self._interval_k = None  # the grid resumes from this stream's start
+        if not self._running:  # the grid resumes after the moment this stream opened
+            self._interval_k = math.floor(st.opened_ts / self.config.calls.interval_s) + 1
         self._running[st.key] = _Running(call_id, st.first_ts)
         for ep in (st.key.src_endpoint, st.key.dst_endpoint):
             self._by_endpoint.setdefault(ep, set()).add(st.key)

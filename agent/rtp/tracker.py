@@ -7,12 +7,7 @@ two ways:
 
 - *Announced*: the signalling above (`MediaHints`, the call layer's SDP index)
   says an SDP sent media to this destination (or from this source: symmetric
-  RTP). No probation: the stream counts from its first packet. When the SDP
-  binds the payload type dynamically (a=rtpmap), the first ``probation_packets``
-  packets are held only to check the SDP clock against the rate the timestamps
-  run at (an SDP clock off by more than ``CLOCK_GUARD`` loses to the estimate,
-  ``clock_rate_estimated``: L16/11025 whose timestamps run at 8 kHz,
-  docs/tshark-comparison.md); they always become the stream.
+  RTP). No probation: the stream counts from its first packet.
 - *Heuristic*: a candidate is held until ``probation_packets`` packets of one
   SSRC, taken in sequence-number order, show numbers advancing in small steps
   (at most ``max_probation_step``; equal numbers are duplicates and must repeat
@@ -23,10 +18,17 @@ two ways:
   yet (a video frame or an event spans packets) up to ``max_probation_hold``
   packets are held. A failing candidate drops its first packet and tries again.
 
-Either way the held packets are replayed in arrival order when the stream is
-validated, so a stream counts every packet it was sent, from its very first
-(as Wireshark does). The SDP is looked up again at validation: an answer seen
-while a candidate was held still names its codec.
+A dynamic payload type's clock comes from SDP or, without it, from how fast the
+timestamps advance against arrival time; either way it is judged on a fixed
+prefix of the stream (the first packets spanning ``CLOCK_SPAN_S``, at most
+``CLOCK_MAX_HOLD``), held until that prefix is complete, so the estimate never
+depends on how packets were batched. An SDP clock off by more than
+``CLOCK_GUARD`` from the timestamps' rate loses to the estimate
+(``clock_rate_estimated``: L16/11025 whose timestamps run at 8 kHz,
+docs/tshark-comparison.md). Either way the held packets are replayed in
+arrival order when the stream opens, so a stream counts every packet it was
+sent, from its very first (as Wireshark does). The SDP is looked up again when
+a stream opens: an answer seen while a candidate was held still names its codec.
 
 Packet kinds: an SDP payload map wins; then the static table (CN 13/19); a
 dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3) and different
@@ -78,6 +80,8 @@ _UNDECIDED = 1  # hold on, wait for more packets
 _BAD = 2  # cannot be one stream: drop the first held packet
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
+CLOCK_SPAN_S = 0.2  # a dynamic type's clock is judged on the first packets spanning this
+CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
 
 
 @dataclass(frozen=True)
@@ -121,14 +125,29 @@ class _Candidate:
     cols: RtpColumns  # sid column holds -1; kind column holds the event-candidate flag
     last_seen: float
     announced: PayloadMap | None  # the SDP's payload map: no probation
+    valid: bool = False  # a stream: held only until its clock can be judged
+
+
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """A candidate found to be a stream: what `StreamTracker._validate` needs."""
+
+    key: Key
+    cols: RtpColumns
+    announced: PayloadMap | None
+    window: int  # packets the clock is judged on
+    decided: int  # packets it took to decide
+    at: int  # index, in this feed's rows of the key, of the packet that decided it
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """A stream was validated: its key and the packet time of its first packet."""
+    """A stream was validated: its key, the packet time of its first packet and of the
+    packet that decided it (when it opened, in packet time)."""
 
     key: StreamKey
     first_ts: float
+    opened_ts: float
 
 
 @dataclass(slots=True)
@@ -210,9 +229,15 @@ class StreamTracker:
         if unknown:
             order = np.argsort(inverse, kind="stable")
             bounds = np.searchsorted(inverse[order], np.arange(uniq.size + 1))
+            opening: list[tuple[int, _Opening]] = []
             for u in sorted(unknown, key=lambda x: int(first[x])):  # arrival order
-                rows_u = batch.cols.take(order[bounds[u] : bounds[u + 1]])
-                parts.extend(self._candidate(self._key(frames, h, int(first[u])), rows_u, out))
+                idx = order[bounds[u] : bounds[u + 1]]
+                o = self._candidate(self._key(frames, h, int(first[u])), batch.cols.take(idx))
+                if o is not None:  # opens at the row that decided it
+                    opening.append((int(idx[o.at]), o))
+            for _, o in sorted(opening, key=lambda t: t[0]):  # in the order they opened
+                parts.append(self._validate(o.key, o.cols, o.announced, out, o.window,
+                                            o.decided))
         self._update(parts)
         return out
 
@@ -272,9 +297,10 @@ class StreamTracker:
         return self.hints.payloads_for(Endpoint(key[0], key[1], key[2]),
                                        Endpoint(key[3], key[4], key[5]), now)
 
-    def _candidate(self, key: Key, rows: RtpColumns, out: FeedResult) -> list[RtpColumns]:
-        """Rows of a key with no stream: held, validated (all held rows returned with
-        their new stream slot), or dropped packet by packet when probation fails."""
+    def _candidate(self, key: Key, rows: RtpColumns) -> _Opening | None:
+        """Rows of a key with no stream: held, found to open a stream (returned: the
+        caller opens streams in the order of the rows that decided them), or dropped
+        packet by packet when probation fails."""
         cand = self._cands.pop(key, None)
         first_ts = float(rows.arrival_s[0])
         if cand is not None and first_ts - cand.last_seen > self.config.idle_timeout_s:
@@ -284,46 +310,57 @@ class StreamTracker:
         announced = self._announced(key, float(rows.arrival_s[-1]))
         if announced is None and cand is not None:
             announced = cand.announced
-        if announced is not None:
-            if len(cols) >= self.config.probation_packets or not _sdp_clocked(cols, announced):
-                return [self._validate(key, cols, announced, out)]
-        else:
+        valid = announced is not None or (cand is not None and cand.valid)
+        decided = 1  # how many held packets it took to decide
+        held = len(cols) - len(rows)  # of them, held from earlier rows
+        if not valid:
             kept = self._probation(cols)
             if kept is None:
-                return []
+                return None
+            held -= len(cols) - len(kept)
             cols = kept
-            if self._is_valid(cols):
-                return [self._validate(key, cols, None, out)]
-        self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]), announced)
+            decided = self._valid_window(cols) or 0
+            valid = decided > 0
+        if valid:
+            window = self._clock_window(cols, announced or self._announced(
+                key, float(cols.arrival_s[-1])) or {})
+            if window is not None:
+                decided = max(decided, window)
+                return _Opening(key, cols, announced, window, decided,
+                                min(max(decided - 1 - held, 0), len(rows) - 1))
+        self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]), announced, valid)
         if len(self._cands) > self.config.max_candidates:
             del self._cands[next(iter(self._cands))]  # least recently fed
             self.counters.candidates_evicted += 1
-        return []
+        return None
 
     def _probation(self, cols: RtpColumns) -> RtpColumns | None:
         """Drop leading packets while the held ones cannot be a stream; None when nothing
         is left."""
         while len(cols):
-            verdict = self._probation_window(cols)
+            verdict, _ = self._probation_window(cols)
             if verdict != _BAD:
                 return cols
             self.counters.candidates_rejected += 1
             cols = cols.take(np.arange(1, len(cols)))
         return None
 
-    def _is_valid(self, cols: RtpColumns) -> bool:
-        return len(cols) >= self.config.probation_packets and \
-            self._probation_window(cols) == _VALID
+    def _valid_window(self, cols: RtpColumns) -> int | None:
+        """How many of the held packets showed a stream (None: not yet)."""
+        if len(cols) < self.config.probation_packets:
+            return None
+        verdict, window = self._probation_window(cols)
+        return window if verdict == _VALID else None
 
-    def _probation_window(self, cols: RtpColumns) -> int:
+    def _probation_window(self, cols: RtpColumns) -> tuple[int, int]:
         """Judge the first ``probation_packets`` held packets, widening the window one
         packet at a time while undecided (a frame or event spanning packets), so the
-        verdict rests on the fewest packets that show a stream."""
+        verdict rests on the fewest packets that show a stream: (verdict, window)."""
         window = min(self.config.probation_packets, len(cols))
         while True:
             verdict = self._probation_verdict(cols.take(np.arange(window)))
             if verdict != _UNDECIDED or window >= len(cols):
-                return verdict
+                return verdict, window
             window += 1
 
     def _probation_verdict(self, c: RtpColumns) -> int:
@@ -347,8 +384,34 @@ class StreamTracker:
             return _UNDECIDED if len(c) < self.config.max_probation_hold else _BAD
         return _VALID
 
+    def _media_rows(self, cols: RtpColumns, hints: PayloadMap) -> tuple[I64, int]:
+        """(rows that are media, the stream's main PT: its first media packet's)."""
+        signalled = np.array([h.kind != PayloadKind.MEDIA for h in hints.values()], bool)
+        not_media = np.isin(cols.pt, np.array(list(hints), np.int64)[signalled])
+        media = np.flatnonzero((cols.kind == 0) & ~not_media)
+        return media, int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
+
+    def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
+        """How many of the held packets the clock is judged on, None to hold more.
+
+        A static type's clock is the table's: the first packet decides. A dynamic one's
+        is estimated (or the SDP's checked) from the first media packets that span
+        ``CLOCK_SPAN_S`` (at least ``probation_packets`` of them), or the first
+        ``CLOCK_MAX_HOLD`` packets: always the same packets, whatever the batching."""
+        media, main_pt = self._media_rows(cols, {**self.pt_hints, **hints})
+        if main_pt < DYNAMIC_PT_MIN or media.size == 0:
+            return 1
+        arr = cols.arrival_s[media]
+        n = self.config.probation_packets
+        ok = np.flatnonzero(arr - arr[0] >= CLOCK_SPAN_S)
+        ok = ok[ok >= n - 1]
+        if ok.size:
+            return min(int(media[ok[0]]) + 1, CLOCK_MAX_HOLD)
+        return CLOCK_MAX_HOLD if len(cols) >= CLOCK_MAX_HOLD else None
+
     def _validate(self, key: Key, cols: RtpColumns, announced: PayloadMap | None,
-                  out: FeedResult) -> RtpColumns:
+                  out: FeedResult, window: int | None = None, decided: int | None = None
+                  ) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
             out.ended.append(self._close(victim))
@@ -361,14 +424,12 @@ class StreamTracker:
         for pt, hinted in (ep_hints or {}).items():
             if 0 <= pt < 128:
                 kinds[pt] = int(hinted.kind)
-        signalled = np.array([h.kind != PayloadKind.MEDIA for h in hints.values()], bool)
-        not_media = np.isin(cols.pt, np.array(list(hints), np.int64)[signalled])
-        media = np.flatnonzero((cols.kind == 0) & ~not_media)
-        main_pt = int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
+        media, main_pt = self._media_rows(cols, hints)
         info = lookup(main_pt, hints)
         if info is None and media.size == 0:  # an event-only stream (RFC 4733 §2.5.1)
             info = TELEPHONE_EVENT
-        clock, estimated = self._clock(cols, media, info, main_pt in hints)
+        judged = len(cols) if window is None else window
+        clock, estimated = self._clock(cols, media[media < judged], info, main_pt in hints)
         tup = key[:6]
         prev = self._by_tuple.get(tup)
         meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
@@ -390,7 +451,9 @@ class StreamTracker:
         self.counters.streams_announced += announced is not None
         last = float(cols.arrival_s.max())
         heapq.heappush(self._idle, (last + self.config.idle_timeout_s, next(self._serial), key))
-        out.started.append(Started(meta.key, float(cols.arrival_s.min())))
+        at = len(cols) if decided is None else min(decided, len(cols))
+        out.started.append(Started(meta.key, float(cols.arrival_s.min()),
+                                   float(cols.arrival_s[at - 1])))
         return _with_sid(cols, np.full(len(cols), sid, np.int64))
 
     def _clock(self, cols: RtpColumns, media: I64, info: PayloadInfo | None, from_sdp: bool
@@ -438,19 +501,22 @@ class StreamTracker:
             out.append(self._close(self._sid[key]))
             self.counters.streams_expired += 1
         limit = now - self.config.idle_timeout_s
-        for key in [k for k, c in self._cands.items() if c.last_seen < limit]:
-            if self._cands[key].announced is not None:  # SDP said so: never dropped
+        idle = [k for k, c in self._cands.items() if c.last_seen < limit]
+        for key in sorted(idle, key=self._held_since):  # not the table's order: batching
+            if self._cands[key].valid:  # a stream (SDP said so, or probation): never dropped
                 out.extend(self._flush(key))
             else:
                 del self._cands[key]
                 self.counters.candidates_expired += 1
         return out
 
+    def _held_since(self, key: Key) -> tuple[float, Key]:
+        return float(self._cands[key].cols.arrival_s[0]), key
+
     def _flush(self, key: Key) -> list[StreamStats]:
-        """An announced candidate still held for its clock check becomes a stream and
-        ends at once (it stopped before ``probation_packets`` packets)."""
+        """A stream still held for its clock check opens on what it has and ends at once
+        (it stopped before its clock window was complete)."""
         cand = self._cands.pop(key)
-        assert cand.announced is not None
         rows = self._validate(key, cand.cols, cand.announced, FeedResult())
         self._update([rows])
         self.counters.streams_expired += 1
@@ -493,21 +559,13 @@ class StreamTracker:
     def finish(self) -> list[StreamStats]:
         """Every remaining validated stream (announced candidates too), by first packet."""
         out: list[StreamStats] = []
-        for key in [k for k, c in self._cands.items() if c.announced is not None]:
+        for key in sorted([k for k, c in self._cands.items() if c.valid], key=self._held_since):
             out.extend(self._flush(key))
         out.extend(self._close(sid) for sid in list(self._sid.values()))
         self.counters.candidates_unvalidated += len(self._cands)
         self._cands.clear()
         self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
-
-
-def _sdp_clocked(cols: RtpColumns, announced: PayloadMap) -> bool:
-    """Whether the stream's main PT takes its clock from the SDP (a dynamic rtpmap): then
-    the first packets are held for the clock check; a static type's clock is fixed."""
-    media = cols.pt[cols.kind == 0]
-    pt = int(media[0]) if media.size else int(cols.pt[0])
-    return pt >= DYNAMIC_PT_MIN and pt in announced
 
 
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:

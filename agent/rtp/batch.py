@@ -511,7 +511,7 @@ class BatchStats:
             last_ts=s["last_ts"],
             jb_packets=s["jb_n"],
             jb_discarded=s["jb_late"],
-            jb_wait_sum_ms=s["jb_wsum"],
+            jb_wait_sum_ms=s["jb_wsum"] / 1e6,
             jb_wait_max_ms=s["jb_wmax"],
             ptime_steps=dict(self.ptime[sid]),
         )

@@ -38,8 +38,10 @@ F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 State = dict[str, npt.NDArray[Any]]
 
-INT_FIELDS = ("jb_has", "jb_ext", "jb_seq", "jb_blk", "jb_cur", "jb_prev", "jb_n", "jb_late")
-FLOAT_FIELDS = ("jb_wsum", "jb_wmax")
+# jb_wsum: waits in whole nanoseconds, an integer sum (exact, so independent of batching)
+INT_FIELDS = ("jb_has", "jb_ext", "jb_seq", "jb_blk", "jb_cur", "jb_prev", "jb_n", "jb_late",
+              "jb_wsum")
+FLOAT_FIELDS = ("jb_wmax",)
 
 
 def _shift(x: npt.NDArray[Any], start: B, first: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -289,6 +291,6 @@ def _window(s: State, spec: JitterBufferSpec, rows: _Rows, resync: B, ext_ts: I6
     bs, bl = rows.bs, rows.bl
     s["jb_n"][u] += bl - bs + 1
     s["jb_late"][u] += np.add.reduceat(late, bs)
-    s["jb_wsum"][u] += np.add.reduceat(wait, bs)
+    s["jb_wsum"][u] += np.add.reduceat(np.rint(wait * 1e6).astype(np.int64), bs)
     s["jb_wmax"][u] = np.maximum(s["jb_wmax"][u], np.maximum.reduceat(wait, bs))
     return block[bl], total[gid[bl]], prev[gid[bl]]

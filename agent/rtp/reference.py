@@ -87,7 +87,8 @@ class ReferenceStream:
         self._jb_block: int | None = None  # None: no window (segment start, resync)
         self._jb_cur = self._jb_prev = JB_INF  # min transit (us) of current/previous block
         self.jb_packets = self.jb_discarded = 0
-        self.jb_wait_sum_ms = self.jb_wait_max_ms = 0.0
+        self.jb_wait_sum_ns = 0
+        self.jb_wait_max_ms = 0.0
         self.ptime_steps: dict[int, int] = {}
 
     def add(self, p: RtpPacket) -> None:
@@ -240,7 +241,7 @@ class ReferenceStream:
             self.jb_discarded += 1  # arrived after its playout time
             return
         wait_ms = target_ms - delay_us / 1000.0
-        self.jb_wait_sum_ms += wait_ms
+        self.jb_wait_sum_ns += round(wait_ms * 1e6)  # whole ns: an exact, order-free sum
         self.jb_wait_max_ms = max(self.jb_wait_max_ms, wait_ms)
 
     # -- results --------------------------------------------------------------------
@@ -282,7 +283,7 @@ class ReferenceStream:
             last_ts=self.last_ts,
             jb_packets=self.jb_packets,
             jb_discarded=self.jb_discarded,
-            jb_wait_sum_ms=self.jb_wait_sum_ms,
+            jb_wait_sum_ms=self.jb_wait_sum_ns / 1e6,
             jb_wait_max_ms=self.jb_wait_max_ms,
             ptime_steps=dict(self.ptime_steps),
         )

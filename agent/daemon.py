@@ -9,11 +9,15 @@ pushes the engine's and the capture's counters to the metrics and calls
 
 ``now`` is packet time, as in the core (DESIGN rule 1: a replayed capture
 must give the records the live run gave): the timestamp of the latest packet.
-When packets stop arriving, packet time would stop too and the last calls
+Timers due while packets flow fire inside ``engine.feed`` at their own packet
+time. When packets stop arriving, packet time would stop too and the last calls
 would never time out, so ``now`` then advances by the monotonic time elapsed
-since that packet arrived. Kernel timestamps and the monotonic clock agree to
-well under the idle timeouts (seconds), and a wall-clock step (NTP) cannot
-end or stretch calls.
+since that packet arrived, held back by the block timeout and `TICK_LAG_S`: the
+ring hands packets
+over up to a block timeout late, and a timer fired ahead of a packet still in
+the ring would make the live records differ from a capture's. Kernel
+timestamps and the monotonic clock agree to well under the idle timeouts
+(seconds), and a wall-clock step (NTP) cannot end or stretch calls.
 
 Signals only set flags; the loop acts on them between polls, so no handler
 runs engine code re-entrantly. SIGHUP reloads the configuration (`reload`):
@@ -51,6 +55,9 @@ from agent.export.privacy import Pseudonymiser, load_or_create_key
 
 POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
 TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
+# How far an idle tick stays behind the extrapolated packet time, beyond the ring's block
+# timeout (capture.block_timeout_ms, 1 s by default) that delays packets.
+TICK_LAG_S = 1.5
 
 
 class PacketSource(Protocol):
@@ -195,7 +202,8 @@ class Daemon:
             self._next_tick = mono + TICK_INTERVAL_S
             now = self.packet_clock.now(mono)
             if now is not None:
-                self._emit(self.engine.tick(now))
+                lag = self.config.capture.block_timeout_ms / 1000.0 + TICK_LAG_S
+                self._emit(self.engine.tick(now - lag))
             self.metrics.update(self.engine.counters(), self.source.stats())
         self._watchdog.kick()
 

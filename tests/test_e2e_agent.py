@@ -145,7 +145,7 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     config.write_text(
         f"state_dir: {state}\n"
         "privacy: hash\n"
-        "calls:\n  media_idle_timeout_s: 3.0\n  interval_s: 2.0\n",
+        "calls:\n  media_idle_timeout_s: 3.0\n  interval_s: 3.0\n",
         encoding="utf-8")
     agent_log = tmp_path / "agent.log"
     agent = lab._spawn(  # netlab registers it: killed in teardown
@@ -235,6 +235,7 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     clear_text = call_log.read_text(encoding="utf-8")
     assert "sip:sipp@" not in clear_text and "sip:service@" not in clear_text
     _same_as_analyze(records, run.capture, config, state)
+    _same_intervals_as_capture(s, run.capture, config)
 
     # -- DSCP re-marked in R: one call whose A->B media leaves R as CS0 ----------------
     assert _total(s, "voipprobe_dscp_mismatched_packets_total") == 0, text
@@ -339,9 +340,9 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
 def _same_as_analyze(live: list[dict[str, Any]], capture: Path, config: Path,
                      state: Path) -> None:
     """The live run and `analyze` of tcpdump's capture of the same interface give the
-    same records. Both taps see each packet's one kernel timestamp; tolerances: 1 ms on
-    timings, 0.01 on MOS. ``mos_min`` is left out: its intervals start where the
-    capture batches happen to end, which differs between the ring and the file."""
+    same records, ``mos_min`` included (intervals lie on a grid of packet time, whatever
+    the ring's batches). Both taps see each packet's one kernel timestamp; tolerances:
+    1 ms on timings, 0.01 on jitter and MOS (tcpdump writes microseconds)."""
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "analyze", "--json", "--no-progress",
          "--config", str(config), str(capture)],
@@ -365,4 +366,31 @@ def _same_as_analyze(live: list[dict[str, Any]], capture: Path, config: Path,
                 assert a["stream"][key] == b["stream"][key], (key, a["stream"], b["stream"])
             assert abs(a["stream"]["jitter_ms"] - b["stream"]["jitter_ms"]) < 0.01
             assert abs(a["quality"]["mos_cq"] - b["quality"]["mos_cq"]) < 0.01
+            lo, hi = a["quality"]["mos_min"], b["quality"]["mos_min"]
+            assert (lo is None) == (hi is None), (lo, hi)
+            assert lo is None or abs(lo - hi) < 0.01, (lo, hi)
             assert a["sla"]["verdict"] == b["sla"]["verdict"]
+
+
+def _same_intervals_as_capture(live: Samples, capture: Path, config: Path) -> None:
+    """The interval events the agent exported are those of the engine run over tcpdump's
+    capture: as many rated intervals (the MOS histogram), as many with packets (jitter),
+    the same interval MOS sum within 0.01 per interval."""
+    from agent.calls.events import CallInterval
+    from agent.capture.pcapfile import open_capture
+    from agent.config import load_config
+    from agent.engine import Engine, EngineConfig
+
+    engine = Engine(EngineConfig(config=load_config(config)))
+    events = []
+    with open_capture(capture) as reader:
+        for batch in reader:
+            events += engine.feed(batch)
+    events += engine.finish()
+    intervals = [e for e in events if isinstance(e, CallInterval)]
+    rated = [e.quality.mos_cq for e in intervals if e.quality is not None]
+    assert rated, "no interval was rated: the calls are too short for the test's interval_s"
+    assert _total(live, "voipprobe_interval_mos_count") == len(rated)
+    assert abs(_total(live, "voipprobe_interval_mos_sum") - sum(rated)) < 0.01 * len(rated)
+    with_packets = sum(1 for e in intervals if e.delta.packets > 0)
+    assert _total(live, "voipprobe_interval_jitter_seconds_count") == with_packets

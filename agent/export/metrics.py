@@ -129,10 +129,6 @@ def _pick(value: str | None, allowed: frozenset[str], fallback: str = OTHER) -> 
     return value if value is not None and value in allowed else fallback
 
 
-def _host(endpoint: str) -> str:
-    return endpoint.rsplit(":", 1)[0].strip("[]")
-
-
 class _CountersCollector(Collector):
     """Yields the absolute totals of the latest `update()` as counter families."""
 
@@ -349,7 +345,7 @@ class ProbeMetrics:
         return name if name in self._config.sla.profiles else OTHER
 
     def _stream_labels(self, s: StreamStats) -> tuple[str, str, str, str]:
-        src, dst = _host(s.key.src), _host(s.key.dst)
+        src, dst = s.key.src_endpoint.addr, s.key.dst_endpoint.addr
         sla = self._config.sla
         direction = direction_of(src, dst, sla.local_networks) or UNKNOWN
         peer = peer_of(src, sla.peers)

@@ -337,13 +337,13 @@ class StreamTracker:
     def _probation(self, cols: RtpColumns) -> RtpColumns | None:
         """Drop leading packets while the held ones cannot be a stream; None when nothing
         is left."""
-        while len(cols):
+        while len(cols) > 1:  # one packet is never bad: the common case under a flood
             verdict, _ = self._probation_window(cols)
             if verdict != _BAD:
                 return cols
             self.counters.candidates_rejected += 1
             cols = cols.take(np.arange(1, len(cols)))
-        return None
+        return cols if len(cols) else None
 
     def _valid_window(self, cols: RtpColumns) -> int | None:
         """How many of the held packets showed a stream (None: not yet)."""

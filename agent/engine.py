@@ -49,7 +49,7 @@ from agent.rtp.rules import JitterBufferSpec
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SipParseError
 from agent.sip.events import EndReason
-from agent.sip.message import is_keepalive, looks_like_sip, parse_message
+from agent.sip.message import SipMessage, is_keepalive, looks_like_sip, parse_message
 from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
 
@@ -162,7 +162,12 @@ class Engine:
         self.route.rtp_candidates += int(rtp.size)
         start = -np.inf if self.clock is None else self.clock
         clock = np.maximum.accumulate(np.maximum(f.ts, start))  # never steps back
-        cuts = sorted(messages)
+        # Each SIP message takes effect at its row, so rows with one cut the RTP rows; a
+        # payload that does not parse has no effect but a counter, and no cut.
+        parsed = {i: ms for i, ms in ((i, [p for p in (self._parse(d, t) for d, t in m)
+                                           if p is not None]) for i, m in messages.items())
+                  if ms}
+        cuts = sorted(parsed)
         pos, ci, n = 0, 0, len(f)
         while True:
             at = cuts[ci] if ci < len(cuts) else n  # the next SIP row (n: none left)
@@ -180,8 +185,8 @@ class Engine:
                 return
             self.clock = float(clock[at])
             self._fired = -np.inf
-            for data, transport in messages[at]:
-                self._sip_message(f, at, data, transport, out)
+            for msg, transport in parsed[at]:
+                self._sip_message(f, at, msg, transport, out)
             pos, ci = at + 1, ci + 1
 
     def _spans(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
@@ -251,14 +256,17 @@ class Engine:
                 out.setdefault(i, []).extend((m, "tcp") for m in msgs)
         return out
 
-    def _sip_message(self, f: Frames, i: int, data: bytes, transport: str,
-                     out: list[Event]) -> None:
+    def _parse(self, data: bytes, transport: str) -> tuple[SipMessage, str] | None:
         try:
             msg = parse_message(data)
         except SipParseError:
             self.route.sip_parse_errors += 1
-            return
+            return None
         self.route.sip_messages += 1
+        return msg, transport
+
+    def _sip_message(self, f: Frames, i: int, msg: SipMessage, transport: str,
+                     out: list[Event]) -> None:
         src = Endpoint(int(f.src_hi[i]), int(f.src_lo[i]), int(f.sport[i]))
         dst = Endpoint(int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]))
         for e in self.sip.feed(msg, src, dst, float(f.ts[i]), int(f.dscp[i]), transport):

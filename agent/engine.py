@@ -105,6 +105,8 @@ class Engine:
         self.last_ts: float | None = None
         self.clock: float | None = None  # engine time: the latest packet time (or tick)
         self._fired: float = -np.inf  # the latest deadline fired
+        self._soft: list[int] = []  # this batch's rows with SIP messages but no SDP
+        self._parsed: dict[int, list[tuple[SipMessage, str]]] = {}
 
     def reconfigure(self, config: Config) -> list[str]:
         """Apply a reloaded configuration without losing running calls or streams.
@@ -167,7 +169,13 @@ class Engine:
         parsed = {i: ms for i, ms in ((i, [p for p in (self._parse(d, t) for d, t in m)
                                            if p is not None]) for i, m in messages.items())
                   if ms}
-        cuts = sorted(parsed)
+        # Only a message with SDP can change what RTP reads (the media index) or close a
+        # stream (a port advertised again): those cut the RTP rows. The others take effect
+        # in order at the end of the span they fall in (`_spans`), which never lasts long
+        # enough for a timer they arm to fall due inside it.
+        cuts = sorted(i for i, ms in parsed.items() if any(m.sdp is not None for m, _ in ms))
+        self._soft = sorted(i for i, ms in parsed.items() if all(m.sdp is None for m, _ in ms))
+        self._parsed = parsed
         pos, ci, n = 0, 0, len(f)
         while True:
             at = cuts[ci] if ci < len(cuts) else n  # the next SIP row (n: none left)
@@ -179,8 +187,10 @@ class Engine:
                 out.extend(self._fire(due))
                 pos = k
                 continue
-            if at > pos:
+            if at > pos:  # then look again: the rows may have armed a timer due before `at`
                 self._spans(f, pos, at, rtp, rtcp, clock, out)
+                pos = at
+                continue
             if at >= n:
                 return
             self.clock = float(clock[at])
@@ -197,12 +207,18 @@ class Engine:
         lasts longer than the stream idle timeout: no timer armed inside it falls due
         inside it."""
         step = self.config.config.calls.interval_s
-        idle = self.streams.config.idle_timeout_s
+        # the shortest time from a packet to a timer it can arm: idle, linger, liveness
+        horizon = min(self.streams.config.idle_timeout_s, self.calls.linger_s,
+                      self.config.config.calls.media_idle_timeout_s)
         while lo < hi:
             c = float(clock[lo])
-            limit = min((math.floor(c / step) + 1) * step, c + idle)
+            limit = min((math.floor(c / step) + 1) * step, c + horizon)
             cut = min(hi, max(lo + 1, int(np.searchsorted(clock, limit))))
             self._span(f, lo, cut, rtp, rtcp, clock, out)
+            a, b = np.searchsorted(self._soft, [lo, cut]).tolist()
+            for i in self._soft[a:b]:  # SIP without SDP, in order, at the span's end
+                for msg, transport in self._parsed[i]:
+                    self._sip_message(f, i, msg, transport, out)
             lo = cut
             if lo < hi and (due := self._due()) is not None and due <= clock[lo]:
                 return self._spans_after_timer(f, lo, hi, rtp, rtcp, clock, out, due)

@@ -47,14 +47,16 @@ from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.rules import JitterBufferSpec
 from agent.rtp.tracker import StreamTracker, TrackerConfig
-from agent.sip.errors import SipParseError
+from agent.sip.errors import SdpParseError, SipParseError
 from agent.sip.events import EndReason
 from agent.sip.message import SipMessage, is_keepalive, looks_like_sip, parse_message
+from agent.sip.sdp import parse_sdp
 from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
 
 SIP_TLS_PORT = 5061  # RFC 3261 §26.2: sips; encrypted, counted, not decoded
 I64 = npt.NDArray[np.int64]
+_M64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +107,6 @@ class Engine:
         self.last_ts: float | None = None
         self.clock: float | None = None  # engine time: the latest packet time (or tick)
         self._fired: float = -np.inf  # the latest deadline fired
-        self._soft: list[int] = []  # this batch's rows with SIP messages but no SDP
-        self._parsed: dict[int, list[tuple[SipMessage, str]]] = {}
 
     def reconfigure(self, config: Config) -> list[str]:
         """Apply a reloaded configuration without losing running calls or streams.
@@ -164,91 +164,80 @@ class Engine:
         self.route.rtp_candidates += int(rtp.size)
         start = -np.inf if self.clock is None else self.clock
         clock = np.maximum.accumulate(np.maximum(f.ts, start))  # never steps back
-        # Each SIP message takes effect at its row, so rows with one cut the RTP rows; a
-        # payload that does not parse has no effect but a counter, and no cut.
+        # A payload that does not parse has no effect but a counter.
         parsed = {i: ms for i, ms in ((i, [p for p in (self._parse(d, t) for d, t in m)
                                            if p is not None]) for i, m in messages.items())
                   if ms}
-        # Only a message with SDP can change what RTP reads (the media index) or close a
-        # stream (a port advertised again): those cut the RTP rows. The others take effect
-        # in order at the end of the span they fall in (`_spans`), which never lasts long
-        # enough for a timer they arm to fall due inside it.
-        cuts = sorted(i for i, ms in parsed.items() if any(m.sdp is not None for m, _ in ms))
-        self._soft = sorted(i for i, ms in parsed.items() if all(m.sdp is None for m, _ in ms))
-        self._parsed = parsed
-        pos, ci, n = 0, 0, len(f)
-        while True:
-            at = cuts[ci] if ci < len(cuts) else n  # the next SIP row (n: none left)
-            due = self._due()
-            k = n if due is None else max(pos, int(np.searchsorted(clock, due)))
-            if due is not None and k <= at and k < n:  # a timer is due before that row
-                if k > pos:
-                    self._spans(f, pos, k, rtp, rtcp, clock, out)
-                out.extend(self._fire(due))
-                pos = k
-                continue
-            if at > pos:  # then look again: the rows may have armed a timer due before `at`
-                self._spans(f, pos, at, rtp, rtcp, clock, out)
-                pos = at
-                continue
-            if at >= n:
-                return
-            self.clock = float(clock[at])
-            self._fired = -np.inf
-            for msg, transport in parsed[at]:
-                self._sip_message(f, at, msg, transport, out)
-            pos, ci = at + 1, ci + 1
-
-    def _spans(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
-               clock: npt.NDArray[np.float64], out: list[Event]) -> None:
-        """Rows [lo, hi): no SIP message and no deadline known before them. Rows can arm
-        timers of their own (a stream that starts arms the next interval boundary, one
-        that stops its idle timer), so a span never crosses an interval boundary nor
-        lasts longer than the stream idle timeout: no timer armed inside it falls due
-        inside it."""
+        sip_rows = np.array(sorted(parsed), np.int64)
         step = self.config.config.calls.interval_s
         # the shortest time from a packet to a timer it can arm: idle, linger, liveness
         horizon = min(self.streams.config.idle_timeout_s, self.calls.linger_s,
                       self.config.config.calls.media_idle_timeout_s)
-        while lo < hi:
-            c = float(clock[lo])
+        pos, n = 0, len(f)
+        while pos < n:
+            due = self._due()
+            k = n if due is None else max(pos, int(np.searchsorted(clock, due)))
+            if k == pos:  # a timer is due before this row
+                out.extend(self._fire(due))  # type: ignore[arg-type]  # k == pos: due set
+                continue
+            c = float(clock[pos])
             limit = min((math.floor(c / step) + 1) * step, c + horizon)
-            cut = min(hi, max(lo + 1, int(np.searchsorted(clock, limit))))
-            self._span(f, lo, cut, rtp, rtcp, clock, out)
-            a, b = np.searchsorted(self._soft, [lo, cut]).tolist()
-            for i in self._soft[a:b]:  # SIP without SDP, in order, at the span's end
-                for msg, transport in self._parsed[i]:
-                    self._sip_message(f, i, msg, transport, out)
-            lo = cut
-            if lo < hi and (due := self._due()) is not None and due <= clock[lo]:
-                return self._spans_after_timer(f, lo, hi, rtp, rtcp, clock, out, due)
-        return None
+            end = min(k, max(pos + 1, int(np.searchsorted(clock, limit))))
+            self._region(f, pos, end, Rows(rtp, rtcp, sip_rows, clock), parsed, out)
+            pos = end
 
-    def _spans_after_timer(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
-                           clock: npt.NDArray[np.float64], out: list[Event], due: float
-                           ) -> None:
-        """A timer armed inside the last span is due before row ``lo``: fire it, go on."""
-        out.extend(self._fire(due))
-        while (due2 := self._due()) is not None and due2 <= clock[lo]:
-            out.extend(self._fire(due2))
-        self._spans(f, lo, hi, rtp, rtcp, clock, out)
-
-    def _span(self, f: Frames, lo: int, hi: int, rtp: I64, rtcp: I64,
-              clock: npt.NDArray[np.float64], out: list[Event]) -> None:
-        """Rows [lo, hi): no SIP message and no timer due among them."""
-        self.clock = float(clock[hi - 1])
+    def _region(self, f: Frames, lo: int, hi: int, rows: Rows,
+                parsed: dict[int, list[tuple[SipMessage, str]]], out: list[Event]) -> None:
+        """Rows [lo, hi): no timer due among them, and no timer that they arm either (a
+        region never crosses an interval boundary nor outlasts the shortest timer a
+        packet arms). SIP messages take effect in order. An RTP row depends on a SIP
+        message only when the message's SDP names one of the row's endpoints (it changes
+        what the media index says there, or closes a stream there); so rows touching no
+        endpoint the region's SDP names go to the tracker at once, and the others just
+        before the first later message naming their endpoints, or at the end. A
+        stream's own rows stay in order, and RTP stays vectorised."""
+        self.clock = float(rows.clock[hi - 1])
         self._fired = -np.inf
-        a, b = np.searchsorted(rtp, [lo, hi]).tolist()
-        if b > a:
-            res = self.streams.feed(f, rtp[a:b])
-            for s in res.ended:
-                out.extend(self.calls.stream_ended(s, self.clock))
-            for st in res.started:
-                self.calls.stream_started(st)
-        a, b = np.searchsorted(rtcp, [lo, hi]).tolist()
-        for i in rtcp[a:b].tolist():
+        a, b = np.searchsorted(rows.rtp, [lo, hi]).tolist()
+        rtp = rows.rtp[a:b]
+        a, b = np.searchsorted(rows.sip, [lo, hi]).tolist()
+        sip = rows.sip[a:b].tolist()
+        named = {i: _sdp_endpoints(parsed[i]) for i in sip}
+        every = set().union(*named.values()) if named else set()
+        if every and rtp.size:
+            src, dst = _row_endpoints(f, rtp)
+            keys = np.array(sorted(_endpoint_key(e) for e in every), np.uint64)
+            dep = np.isin(src, keys) | np.isin(dst, keys)
+            self._feed_rtp(f, rtp[~dep], out)
+            later, src, dst = rtp[dep], src[dep], dst[dep]
+        else:
+            self._feed_rtp(f, rtp, out)
+            later = np.zeros(0, np.int64)
+            src = dst = np.zeros(0, np.uint64)
+        a, b = np.searchsorted(rows.rtcp, [lo, hi]).tolist()
+        for i in rows.rtcp[a:b].tolist():
             self.route.rtcp_packets += 1
             self.rtcp.feed(f.payload(i), float(f.ts[i]))
+        for i in sip:
+            if named[i] and later.size:
+                keys = np.array(sorted(_endpoint_key(e) for e in named[i]), np.uint64)
+                now = (later < i) & (np.isin(src, keys) | np.isin(dst, keys))
+                if now.any():
+                    self._feed_rtp(f, later[now], out)
+                    later, src, dst = later[~now], src[~now], dst[~now]
+            for msg, transport in parsed[i]:
+                self._sip_message(f, i, msg, transport, out)
+        self._feed_rtp(f, later, out)
+
+    def _feed_rtp(self, f: Frames, rows: I64, out: list[Event]) -> None:
+        if rows.size == 0:
+            return
+        res = self.streams.feed(f, rows)
+        now = self.clock if self.clock is not None else 0.0
+        for s in res.ended:
+            out.extend(self.calls.stream_ended(s, now))
+        for st in res.started:
+            self.calls.stream_started(st)
 
     def _sip_payloads(self, f: Frames, udp_rows: I64, tcp_rows: I64
                       ) -> dict[int, list[tuple[bytes, str]]]:
@@ -350,3 +339,45 @@ class Engine:
         ):
             out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A batch's rows by role (row numbers, sorted) and its running-maximum clock."""
+
+    rtp: I64
+    rtcp: I64
+    sip: I64
+    clock: npt.NDArray[np.float64]
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _endpoint_key(e: Endpoint) -> int:
+    """64-bit mix of an endpoint, as `_row_endpoints` computes it for rows (a collision
+    only makes a row wait for a message it does not depend on: never wrong)."""
+    m = 0x9E3779B97F4A7C15
+    k = ((e.hi * m) & _M64) ^ e.lo
+    return (((k * m) & _M64) ^ e.port) & _M64
+
+
+def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], ...]:
+    with np.errstate(over="ignore"):
+        src = ((f.src_hi[rows] * _MIX) ^ f.src_lo[rows]) * _MIX ^ f.sport[rows].astype(np.uint64)
+        dst = ((f.dst_hi[rows] * _MIX) ^ f.dst_lo[rows]) * _MIX ^ f.dport[rows].astype(np.uint64)
+    return src, dst
+
+
+def _sdp_endpoints(messages: list[tuple[SipMessage, str]]) -> set[Endpoint]:
+    """The media endpoints the messages' SDP names (none when it does not parse)."""
+    out: set[Endpoint] = set()
+    for msg, _ in messages:
+        if msg.sdp is None:
+            continue
+        try:
+            desc = parse_sdp(msg.sdp)
+        except SdpParseError:
+            continue
+        out.update(ep for m in desc.audio if (ep := m.rtp_endpoint) is not None)
+    return out

@@ -23,6 +23,7 @@ Strict where the structure is broken (first line not `v=0`, a line that is not
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -222,8 +223,10 @@ class _SessionLines:
             self.attributes.append(_parse_attribute(value))
 
 
+@functools.lru_cache(maxsize=64)  # the engine and the dialog read the same body in turn
 def parse_sdp(body: bytes | str) -> SessionDescription:
-    """Parse an SDP body (RFC 4566 §5). Raises `SdpParseError` only."""
+    """Parse an SDP body (RFC 4566 §5). Raises `SdpParseError` only. The result is
+    immutable, so a cached one is shared safely."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     lines = [line for line in (raw.strip() for raw in text.split("\n")) if line]
     if not lines or lines[0] != "v=0":

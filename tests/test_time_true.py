@@ -477,6 +477,8 @@ def test_sip_only_refreshed_calls(gen_dir: str) -> None:
             continue
         if not (rec["duration_s"] or 0) > 0 or not rec["end_ts"] > rec["answer_ts"]:
             problems.append(f"{summary}; the call ended at its answer")
+        if rec["media_at_probe"] is not False:
+            problems.append(f"{summary}; no RTP passed the probe: want media_at_probe false")
         if t.bye_ts is not None:
             assert t.duration_s is not None
             if rec["end_reason"] != "normal" or rec["duration_s"] is None or \

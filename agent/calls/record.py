@@ -92,6 +92,7 @@ class CallRecord(_Frozen):
     duration_s: float | None
     disconnect_delay_s: float | None
     codec: str | None
+    media_at_probe: bool  # False: no RTP of the call passed the probe (its media went elsewhere)
     rtt_ms: float | None  # caller <-> callee round trip from RTCP (sum of the probe's legs)
     rtt_source: Literal["rtcp", "rtcp_one_leg"] | None
     signalling_dscp: dict[str, int]

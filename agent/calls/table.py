@@ -278,14 +278,18 @@ class CallTable:
             if t is not None and t > last_media:
                 last_media = t
         media = last_media > -math.inf and not _on_hold(sig)
-        if sig.session_expires_s is not None:
-            deadline, reason = sig.last_ts + sig.session_expires_s, EndReason.SESSION_EXPIRED
+        last_sig, session = sig.last_ts, sig.session_expires_s
+        live = self.sip.liveness(sig.call_id)  # messages that emitted no event count too
+        if live is not None:
+            last_sig, session = max(last_sig, live[0]), live[1]
+        if session is not None:
+            deadline, reason = last_sig + session, EndReason.SESSION_EXPIRED
         else:
             timeout = cfg.media_idle_timeout_s if media else cfg.signalling_idle_timeout_s
-            deadline, reason = sig.last_ts + timeout, EndReason.TIMED_OUT
+            deadline, reason = last_sig + timeout, EndReason.TIMED_OUT
         if media and last_media + cfg.media_idle_timeout_s > deadline:
             deadline, reason = last_media + cfg.media_idle_timeout_s, EndReason.TIMED_OUT
-        return deadline, reason, max(sig.last_ts, last_media)
+        return deadline, reason, max(last_sig, last_media)
 
     def _next_interval(self) -> float:
         step = self.config.calls.interval_s
@@ -413,7 +417,8 @@ class CallTable:
             duration_s=_r(None if sig.answer_ts is None else end_ts - sig.answer_ts),
             disconnect_delay_s=_r(None if sig.disconnect_ts is None or sig.bye_ts is None
                                   else sig.disconnect_ts - sig.bye_ts),
-            codec=_codec(streams), rtt_ms=None if rtt_s is None else round(rtt_s * 1000, 3),
+            codec=_codec(streams), media_at_probe=bool(streams),
+            rtt_ms=None if rtt_s is None else round(rtt_s * 1000, 3),
             rtt_source=rtt_source,
             signalling_dscp={str(k): v for k, v in sorted(sig.signalling_dscp.items())},
             signalling_dscp_compliance_ratio=_r(sig_ok),
@@ -442,7 +447,7 @@ class CallTable:
             answer_ts=None, end_ts=max(s.last_ts for s in streams), setup_delay_s=None,
             answer_delay_s=None,
             duration_s=_r(max(s.last_ts for s in streams) - min(s.first_ts for s in streams)),
-            disconnect_delay_s=None, codec=_codec(streams),
+            disconnect_delay_s=None, codec=_codec(streams), media_at_probe=True,
             rtt_ms=None if rtt_s is None else round(rtt_s * 1000, 3),
             rtt_source=rtt_source,
             signalling_dscp={}, signalling_dscp_compliance_ratio=None, directions=directions,

@@ -215,6 +215,15 @@ class SipTracker:
         live = [d for d in self._dialogs.values() if d.state is not State.ENDED]
         return [d.snapshot() for d in sorted(live, key=lambda d: d.invite_ts)]
 
+    def liveness(self, call_id: str) -> tuple[float, float | None] | None:
+        """(packet time of the dialog's last message, RFC 4028 session interval granted)
+        of a live dialog, without a snapshot: most in-dialog messages (ACK, INFO, OPTIONS,
+        an UPDATE without SDP) emit no event, yet they are signs of life."""
+        dialog = self._dialogs.get(call_id)
+        if dialog is None or dialog.state is State.ENDED:
+            return None
+        return dialog.last_ts, dialog.session_expires_s
+
     def get(self, call_id: str) -> CallSignalling | None:
         dialog = self._dialogs.get(call_id)
         return None if dialog is None else dialog.snapshot()

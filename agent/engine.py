@@ -170,15 +170,18 @@ class Engine:
                   if ms}
         sip_rows = np.array(sorted(parsed), np.int64)
         step = self.config.config.calls.interval_s
-        # the shortest time from a packet to a timer it can arm: idle, linger, liveness
+        # the shortest time from a packet to a timer it can arm: idle, linger, liveness,
+        # setup (all configurable, so taken as configured)
+        calls = self.config.config.calls
         horizon = min(self.streams.config.idle_timeout_s, self.calls.linger_s,
-                      self.config.config.calls.media_idle_timeout_s)
+                      calls.media_idle_timeout_s, calls.signalling_idle_timeout_s,
+                      self.sip.setup_timeout_s, self.sip.ended_linger_s)
         pos, n = 0, len(f)
         while pos < n:
             due = self._due()
             k = n if due is None else max(pos, int(np.searchsorted(clock, due)))
-            if k == pos:  # a timer is due before this row
-                out.extend(self._fire(due))  # type: ignore[arg-type]  # k == pos: due set
+            if due is not None and k == pos:  # a timer is due before this row
+                out.extend(self._fire(due))
                 continue
             c = float(clock[pos])
             limit = min((math.floor(c / step) + 1) * step, c + horizon)

@@ -108,7 +108,9 @@ class CallTable:
         self._running: dict[StreamKey, _Running] = {}
         self._by_endpoint: dict[Endpoint, set[StreamKey]] = {}
         # ended unsignalled streams -> when they may form a pseudo-call (in that order)
-        self._loose: dict[StreamKey, tuple[StreamStats, float]] = {}
+        # (key, serial): a key can end twice before its first end became a pseudo-call
+        self._loose: dict[tuple[StreamKey, int], tuple[StreamStats, float]] = {}
+        self._loose_pairs: dict[tuple[Endpoint, Endpoint], list[tuple[StreamKey, int]]] = {}
         self._linger: Timer = []  # (record due, serial, call id)
         self._live: Timer = []  # (liveness deadline, serial, call id)
         self._serial = itertools.count()
@@ -182,7 +184,9 @@ class CallTable:
         call = self._calls.get(call_id) if call_id is not None else None
         if call is None:
             self.counters.streams_unsignalled += 1
-            self._loose[s.key] = (s, now + self.linger_s)
+            entry = (s.key, next(self._serial))
+            self._loose[entry] = (s, now + self.linger_s)
+            self._loose_pairs.setdefault(_pair(s.key), []).append(entry)
         else:
             self.counters.streams_matched += 1
             call.streams.append((call.running.pop(s.key, side), s))
@@ -327,13 +331,11 @@ class CallTable:
         of the same address pair, become pseudo-calls."""
         out: list[Event] = []
         while self._loose:
-            key, (_, ready) = next(iter(self._loose.items()))
+            (key, _), (_, ready) = next(iter(self._loose.items()))
             if now is not None and ready > now:
                 break
             pair = _pair(key)
-            group = [s for k, (s, _) in self._loose.items() if _pair(k) == pair]
-            for s in group:
-                del self._loose[s.key]
+            group = [self._loose.pop(k)[0] for k in self._loose_pairs.pop(pair)]
             self.counters.unsignalled_calls += 1
             out.append(CallEnded(self._pseudo(sorted(group, key=lambda s: (s.first_ts, s.key)))))
         return out

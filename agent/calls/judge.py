@@ -22,9 +22,8 @@ from agent.calls.record import (
     ViolationRecord,
 )
 from agent.config import Config
-from agent.quality.jitterbuffer import JitterBufferResult
 from agent.quality.loss import burst_ratio_from_counts
-from agent.quality.model import DirectionInput, Quality, compute_quality
+from agent.quality.model import DirectionInput, JitterBufferResult, Quality, compute_quality
 from agent.rtcp.monitor import RemoteReport
 from agent.rtp.model import StreamStats
 from agent.sla.config import SlaProfile

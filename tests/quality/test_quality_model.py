@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent.quality.codecs import lookup_codec
 from agent.quality.emodel import mos_from_r, rate_narrowband
-from agent.quality.jitterbuffer import JitterBufferResult
+from agent.quality.model import JitterBufferResult
 from agent.quality.model import (
     DirectionInput,
     QualityConfig,

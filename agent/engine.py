@@ -377,5 +377,5 @@ def _sdp_endpoints(messages: list[tuple[SipMessage, str]]) -> set[Endpoint]:
             desc = parse_sdp(msg.sdp)
         except SdpParseError:
             continue
-        out.update(ep for m in desc.audio if (ep := m.rtp_endpoint) is not None)
+        out.update(ep for m in desc.media if (ep := m.rtp_endpoint) is not None)
     return out

@@ -3,7 +3,7 @@
 Pure library code (no I/O). Entry point: :func:`compute_quality`; see docs/quality.md.
 """
 
-from agent.quality.codecs import CodecImpairment, lookup_codec
+from agent.media.codecs import CodecImpairment, lookup_codec
 from agent.quality.emodel import EModelParams, mos_from_r
 from agent.quality.jitterbuffer import (
     JITTER_BUFFERS,

@@ -31,9 +31,14 @@ sent, from its very first (as Wireshark does). The SDP is looked up again when
 a stream opens: an answer seen while a candidate was held still names its codec.
 
 Packet kinds: an SDP payload map wins; then the static table (CN 13/19); a
-dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3) and different
-from the stream's main PT (first non-event PT) is a telephone-event; so is
-every packet of an event-only stream.
+dynamic PT whose payload has an event's length and differs from the stream's
+main PT (its first packet that is neither event-like nor CN) is a
+telephone-event; so is every packet of an event-only stream. An event is 4
+bytes (RFC 4733 §2.3; in plain RTP its R bit must be clear); SRTP appends MKI +
+auth tag (RFC 3711 §3.1), so a stream whose SDP has ``a=crypto`` takes 4 + the
+suite's trailer (`agent.media.srtp`), one whose SDP says plain RTP only 4, and a
+stream without SDP 4 or 4 + a plausible trailer (4 or 10 bytes of tag, with or
+without a 4-byte MKI). An SRTP payload is never read: only its length counts.
 
 Time is packet time, and the tracker owns its timers: `next_deadline` is the
 earliest packet time a stream goes idle (``idle_timeout_s`` after its last
@@ -58,12 +63,8 @@ import numpy.typing as npt
 
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_UDP, Frames
-from agent.rtp.batch import BatchStats
-from agent.rtp.columns import RtpColumns
-from agent.rtp.header import RtpHeaders, parse_headers
-from agent.rtp.hints import MediaHints, PayloadMap
-from agent.rtp.model import StreamKey, StreamStats
-from agent.rtp.payload_types import (
+from agent.media.description import UNSIGNALLED_EVENT_PAYLOAD_BYTES
+from agent.media.payloads import (
     DYNAMIC_PT_MIN,
     TELEPHONE_EVENT,
     PayloadInfo,
@@ -71,6 +72,11 @@ from agent.rtp.payload_types import (
     estimate_clock_rate,
     lookup,
 )
+from agent.rtp.batch import BatchStats
+from agent.rtp.columns import RtpColumns
+from agent.rtp.header import RtpHeaders, parse_headers
+from agent.rtp.hints import EndpointMedia, MediaHints, PayloadMap
+from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 I64 = npt.NDArray[np.int64]
@@ -82,6 +88,15 @@ _M64 = np.uint64(0x9E3779B97F4A7C15)
 CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
 CLOCK_SPAN_S = 0.2  # a dynamic type's clock is judged on the first packets spanning this
 CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
+_EVENT_LENGTHS = np.array(UNSIGNALLED_EVENT_PAYLOAD_BYTES, np.int64)
+
+
+def _length_mask(lengths: Iterable[int]) -> int:
+    """Bit L set for each event payload length L (all lengths are below 64)."""
+    return sum(1 << n for n in set(lengths) if 0 < n < 63)
+
+
+_UNSIGNALLED_MASK = _length_mask(UNSIGNALLED_EVENT_PAYLOAD_BYTES)
 
 
 @dataclass(frozen=True)
@@ -122,9 +137,9 @@ class TrackerCounters:
 
 @dataclass
 class _Candidate:
-    cols: RtpColumns  # sid column holds -1; kind column holds the event-candidate flag
+    cols: RtpColumns  # sid column holds -1; kind column: event-candidate payload length
     last_seen: float
-    announced: PayloadMap | None  # the SDP's payload map: no probation
+    announced: EndpointMedia | None  # what the SDP said: no probation
     valid: bool = False  # a stream: held only until its clock can be judged
 
 
@@ -134,7 +149,7 @@ class _Opening:
 
     key: Key
     cols: RtpColumns
-    announced: PayloadMap | None
+    announced: EndpointMedia | None
     window: int  # packets the clock is judged on
     decided: int  # packets it took to decide
     at: int  # index, in this feed's rows of the key, of the packet that decided it
@@ -160,7 +175,7 @@ class FeedResult:
 
 @dataclass
 class _Rows:
-    """One batch's parsed RTP rows, with the key hash and event-candidate flag."""
+    """One batch's parsed RTP rows, with the key hash and event-candidate length."""
 
     cols: RtpColumns
     keys: npt.NDArray[np.uint64]
@@ -198,6 +213,8 @@ class StreamTracker:
                 hint_kind[pt] = int(info.kind)
         self._hint_kind = hint_kind
         self._sid_kind = np.full((64, 128), -1, np.int64)  # per stream slot: PT -> kind
+        # per stream slot: bit L set when an L-byte payload can be an RFC 4733 event
+        self._sid_evmask = np.full(64, _UNSIGNALLED_MASK, np.int64)
 
     # -- feeding ------------------------------------------------------------------------
 
@@ -243,13 +260,14 @@ class StreamTracker:
 
     def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
         r = h.rows
-        evcand = (h.pt >= DYNAMIC_PT_MIN) & (h.payload_len == 4)
-        if evcand.any():
-            at = h.payload_at[evcand] + 1
-            evcand[evcand] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero
+        evcand = (h.pt >= DYNAMIC_PT_MIN) & np.isin(h.payload_len, _EVENT_LENGTHS)
+        plain = evcand & (h.payload_len == 4)  # plain RTP: its event can be read
+        if plain.any():
+            at = h.payload_at[plain] + 1
+            evcand[plain] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero
         cols = RtpColumns(
             sid=np.full(r.size, -1, np.int64), arrival_s=frames.ts[r], seq=h.seq, ts=h.ts,
-            pt=h.pt, marker=h.marker, kind=evcand.astype(np.int64),
+            pt=h.pt, marker=h.marker, kind=np.where(evcand, h.payload_len, 0).astype(np.int64),
             dscp=frames.dscp[r].astype(np.int64), vlan=frames.vlan[r].astype(np.int64),
             pcp=frames.pcp[r].astype(np.int64))
         k = (frames.src_hi[r] * _M64) ^ frames.src_lo[r]
@@ -272,10 +290,12 @@ class StreamTracker:
             self.stats.update(self._kinds(cols))
 
     def _kinds(self, c: RtpColumns) -> RtpColumns:
-        """Replace the event-candidate flag with the packet kind (see module docstring)."""
-        evcand = c.kind.astype(bool)
+        """Replace the event-candidate length with the packet kind (module docstring)."""
+        evcand = ((self._sid_evmask[c.sid] >> c.kind) & 1).astype(bool) & (c.kind > 0)
+        hinted = self._sid_kind[c.sid, c.pt]
         u, inv = np.unique(c.sid, return_inverse=True)
-        fresh = ~evcand & np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
+        fresh = ~evcand & (hinted <= PayloadKind.MEDIA)  # not CN, not a signalled event
+        fresh &= np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
         if fresh.any():  # the stream's main PT: its first packet that is not event-like
             fs, fi = np.unique(c.sid[fresh], return_index=True)
             pts = c.pt[np.flatnonzero(fresh)[fi]]
@@ -284,17 +304,16 @@ class StreamTracker:
         main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
         kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
                         PayloadKind.MEDIA).astype(np.int64)
-        hinted = self._sid_kind[c.sid, c.pt]
         kind = np.where(hinted >= 0, hinted, kind)
         return RtpColumns(c.sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, kind, c.dscp,
                           c.vlan, c.pcp)
 
     # -- candidates -----------------------------------------------------------------------
 
-    def _announced(self, key: Key, now: float) -> PayloadMap | None:
+    def _announced(self, key: Key, now: float) -> EndpointMedia | None:
         if self.hints is None:
             return None
-        return self.hints.payloads_for(Endpoint(key[0], key[1], key[2]),
+        return self.hints.media_for(Endpoint(key[0], key[1], key[2]),
                                        Endpoint(key[3], key[4], key[5]), now)
 
     def _candidate(self, key: Key, rows: RtpColumns) -> _Opening | None:
@@ -322,8 +341,8 @@ class StreamTracker:
             decided = self._valid_window(cols) or 0
             valid = decided > 0
         if valid:
-            window = self._clock_window(cols, announced or self._announced(
-                key, float(cols.arrival_s[-1])) or {})
+            described = announced or self._announced(key, float(cols.arrival_s[-1]))
+            window = self._clock_window(cols, described.payloads if described else {})
             if window is not None:
                 decided = max(decided, window)
                 return _Opening(key, cols, announced, window, decided,
@@ -385,10 +404,13 @@ class StreamTracker:
         return _VALID
 
     def _media_rows(self, cols: RtpColumns, hints: PayloadMap) -> tuple[I64, int]:
-        """(rows that are media, the stream's main PT: its first media packet's)."""
-        signalled = np.array([h.kind != PayloadKind.MEDIA for h in hints.values()], bool)
-        not_media = np.isin(cols.pt, np.array(list(hints), np.int64)[signalled])
-        media = np.flatnonzero((cols.kind == 0) & ~not_media)
+        """(rows that are media, the stream's main PT: its first media packet's). CN and
+        events, by the SDP or the static table, are not media."""
+        kinds = self._hint_kind.copy()
+        for pt, info in hints.items():
+            if 0 <= pt < 128:
+                kinds[pt] = int(info.kind)
+        media = np.flatnonzero((cols.kind == 0) & (kinds[cols.pt] <= PayloadKind.MEDIA))
         return media, int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
 
     def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
@@ -409,16 +431,17 @@ class StreamTracker:
             return min(int(media[ok[0]]) + 1, CLOCK_MAX_HOLD)
         return CLOCK_MAX_HOLD if len(cols) >= CLOCK_MAX_HOLD else None
 
-    def _validate(self, key: Key, cols: RtpColumns, announced: PayloadMap | None,
+    def _validate(self, key: Key, cols: RtpColumns, announced: EndpointMedia | None,
                   out: FeedResult, window: int | None = None, decided: int | None = None
                   ) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
             out.ended.append(self._close(victim))
             self.counters.streams_evicted += 1
-        ep_hints = announced
-        if ep_hints is None:  # an answer may have come while the candidate was held
-            ep_hints = self._announced(key, float(cols.arrival_s[-1]))
+        described = announced
+        if described is None:  # an answer may have come while the candidate was held
+            described = self._announced(key, float(cols.arrival_s[-1]))
+        ep_hints = described.payloads if described is not None else None
         hints = {**self.pt_hints, **ep_hints} if ep_hints else self.pt_hints
         kinds = self._hint_kind.copy()
         for pt, hinted in (ep_hints or {}).items():
@@ -433,13 +456,20 @@ class StreamTracker:
         tup = key[:6]
         prev = self._by_tuple.get(tup)
         meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
-                          prev if prev is not None and prev != key[6] else None)
+                          prev if prev is not None and prev != key[6] else None,
+                          profile=described.profile if described else None,
+                          srtp_trailer_bytes=described.srtp_trailer_bytes if described else None)
         sid = self.stats.open(meta)
         if sid >= self._sid_kind.shape[0]:
             grown = np.full((max(2 * sid, 64), 128), -1, np.int64)
             grown[: self._sid_kind.shape[0]] = self._sid_kind
             self._sid_kind = grown
+            mask = np.full(grown.shape[0], _UNSIGNALLED_MASK, np.int64)
+            mask[: self._sid_evmask.size] = self._sid_evmask
+            self._sid_evmask = mask
         self._sid_kind[sid] = kinds
+        self._sid_evmask[sid] = (_length_mask(described.event_payload_bytes)
+                                 if described is not None else _UNSIGNALLED_MASK)
         self._sid[key], self._key_of[sid] = sid, key
         self._by_tuple[tup] = key[6]
         self._by_tuple.move_to_end(tup)

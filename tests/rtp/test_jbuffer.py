@@ -9,7 +9,7 @@ from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.jbuffer import segmented_min
 from agent.rtp.model import StreamKey, StreamStats
-from agent.rtp.payload_types import PayloadKind
+from agent.media.payloads import PayloadKind
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
@@ -21,7 +21,7 @@ FIXED20 = JitterBufferSpec("fixed", fixed_ms=20.0)
 def both(pkts: list[RtpPacket], spec: JitterBufferSpec, clock: int | None = 8000,
          batch: int = 7) -> StreamStats:
     """Statistics from the reference; the batch twin (batches of ``batch`` rows) must agree."""
-    meta = StreamMeta(KEY, "g711U", clock)
+    meta = StreamMeta(KEY, "PCMU", clock)
     ref = ReferenceStream(meta, spec)
     for p in pkts:
         ref.add(p)

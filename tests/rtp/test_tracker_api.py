@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from framesbuild import Row, build_frames, g711_stream, rtp
 
 from agent.decode.endpoint import Endpoint
-from agent.rtp.hints import PayloadMap
-from agent.rtp.payload_types import PayloadInfo, PayloadKind
+from agent.rtp.hints import EndpointMedia, PayloadMap
+from agent.media.payloads import PayloadInfo, PayloadKind
 from agent.rtp.tracker import StreamTracker
 
 
@@ -18,8 +18,9 @@ class Hints:
     def __init__(self, table: Mapping[tuple[str, int], PayloadMap]) -> None:
         self.table = {Endpoint.of(a, p): m for (a, p), m in table.items()}
 
-    def payloads_for(self, src: Endpoint, dst: Endpoint, now: float) -> PayloadMap | None:
-        return self.table.get(dst, self.table.get(src))
+    def media_for(self, src: Endpoint, dst: Endpoint, now: float) -> EndpointMedia | None:
+        found = self.table.get(dst, self.table.get(src))
+        return None if found is None else EndpointMedia(found, "RTP/AVP")
 
 
 def hinted(table: Mapping[tuple[str, int], PayloadMap]) -> StreamTracker:
@@ -87,12 +88,12 @@ def test_endpoint_kinds_apply_to_that_stream_only() -> None:
     tracker.feed(build_frames(rows))
     a, b = tracker.finish()
     assert (a.codec, a.comfort_noise_packets, a.packets) == ("PCMA", 1, 31)
-    assert (b.codec, b.comfort_noise_packets, b.packets) == ("g711A", 0, 31)
+    assert (b.codec, b.comfort_noise_packets, b.packets) == ("PCMA", 0, 31)
 
 
 def test_announced_stream_needs_no_probation() -> None:
     # one packet, then a reordered pair: SDP said media goes there, so every packet counts
-    tracker = hinted({(B, 5000): {8: PayloadInfo("g711A", 8000)}})
+    tracker = hinted({(B, 5000): {8: PayloadInfo("PCMA", 8000)}})
     rows = [(T0, A, 4000, B, 5000, rtp(101, 160, 0x11, 8)),
             (T0 + 0.04, A, 4000, B, 5000, rtp(103, 480, 0x11, 8)),
             (T0 + 0.05, A, 4000, B, 5000, rtp(102, 320, 0x11, 8))]

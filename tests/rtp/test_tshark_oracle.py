@@ -19,7 +19,7 @@ from test_equivalence import assert_same
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.model import StreamStats
-from agent.rtp.payload_types import TELEPHONE_EVENT, PayloadInfo
+from agent.media.payloads import TELEPHONE_EVENT, PayloadInfo
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import StreamMeta
 

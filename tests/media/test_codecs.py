@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.quality.codecs import (
+from agent.media.codecs import (
     CODECS,
     G711_BPL_NO_PLC,
     G711_BPL_PLC,
@@ -16,24 +16,24 @@ from agent.quality.codecs import (
 @pytest.mark.parametrize(
     ("name", "canonical", "ie", "bpl", "wideband"),
     [
-        ("g711A", "g711A", 0.0, 25.1, False),
-        ("g711U", "g711U", 0.0, 25.1, False),
-        ("PCMA", "g711A", 0.0, 25.1, False),
-        ("pcmu/8000", "g711U", 0.0, 25.1, False),
-        ("g729", "g729", 11.0, 19.0, False),
-        ("G729A", "g729", 11.0, 19.0, False),
-        ("g723", "g723", 15.0, 16.1, False),
-        ("G.723.1", "g723", 15.0, 16.1, False),
+        ("PCMA", "PCMA", 0.0, 25.1, False),
+        ("PCMU", "PCMU", 0.0, 25.1, False),
+        ("PCMA", "PCMA", 0.0, 25.1, False),
+        ("pcmu/8000", "PCMU", 0.0, 25.1, False),
+        ("G729", "G729", 11.0, 19.0, False),
+        ("G729A", "G729", 11.0, 19.0, False),
+        ("G723", "G723", 15.0, 16.1, False),
+        ("G.723.1", "G723", 15.0, 16.1, False),
         ("GSM", "GSM", 20.0, 4.3, False),
         ("gsm", "GSM", 20.0, 4.3, False),
         ("iLBC", "iLBC", 11.0, 32.0, False),
         ("AMR", "AMR", 5.0, 10.0, False),
         ("AMR-WB", "AMR-WB", 13.0, 4.3, True),
         ("amr-wb/16000", "AMR-WB", 13.0, 4.3, True),
-        ("g722", "g722", 13.0, 10.0, True),
+        ("G722", "G722", 13.0, 10.0, True),
         ("OPUS", "opus", 10.0, 20.0, True),
         ("opus/48000/2", "opus", 10.0, 20.0, True),
-        ("G726-32", "g726-32", 7.0, 4.3, False),
+        ("G726-32", "G726-32", 7.0, 4.3, False),
     ],
 )
 def test_lookup(name: str, canonical: str, ie: float, bpl: float, wideband: bool) -> None:
@@ -48,12 +48,12 @@ def test_lookup(name: str, canonical: str, ie: float, bpl: float, wideband: bool
 
 
 def test_g711_plc_choice() -> None:
-    assert lookup_codec("g711A", g711_plc=True).bpl == G711_BPL_PLC == 25.1
-    no_plc = lookup_codec("g711A", g711_plc=False)
+    assert lookup_codec("PCMA", g711_plc=True).bpl == G711_BPL_PLC == 25.1
+    no_plc = lookup_codec("PCMA", g711_plc=False)
     assert no_plc.bpl == G711_BPL_NO_PLC == 4.3
     assert "bpl" in no_plc.unverified
     # The PLC choice does not touch other codecs.
-    assert lookup_codec("g729", g711_plc=False).bpl == 19.0
+    assert lookup_codec("G729", g711_plc=False).bpl == 19.0
 
 
 @pytest.mark.parametrize("name", [None, "", "speex", "PT96"])

@@ -52,6 +52,7 @@ streams on demand (their call ended), `snapshot` reads one without ending it.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections import OrderedDict
@@ -199,6 +200,9 @@ class StreamTracker:
         self._sid: dict[Key, int] = {}
         self._key_of: dict[int, Key] = {}
         self._main_pt: dict[int, int] = {}
+        # streams that opened on CN or events alone: their payload map, to name the codec
+        # when the first media packet comes
+        self._unnamed: dict[int, PayloadMap] = {}
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
         self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._cands: dict[Key, _Candidate] = {}  # least recently fed first
@@ -301,12 +305,21 @@ class StreamTracker:
             pts = c.pt[np.flatnonzero(fresh)[fi]]
             for s, pt in zip(fs.tolist(), pts.tolist(), strict=True):
                 self._main_pt[s] = pt
+                if s in self._unnamed:
+                    self._name(s, pt)
         main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
         kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
                         PayloadKind.MEDIA).astype(np.int64)
         kind = np.where(hinted >= 0, hinted, kind)
         return RtpColumns(c.sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, kind, c.dscp,
                           c.vlan, c.pcp)
+
+    def _name(self, sid: int, pt: int) -> None:
+        """A stream that opened on CN or events alone (named after them) gets its first
+        media packet: that payload names its codec (the RTP clock stays as opened)."""
+        info = lookup(pt, self._unnamed.pop(sid))
+        meta = self.stats.meta[sid]
+        self.stats.meta[sid] = dataclasses.replace(meta, codec=info.name if info else None)
 
     # -- candidates -----------------------------------------------------------------------
 
@@ -477,6 +490,8 @@ class StreamTracker:
             self._by_tuple.popitem(last=False)
         if media.size:
             self._main_pt[sid] = main_pt
+        else:
+            self._unnamed[sid] = hints
         self.counters.streams_validated += 1
         self.counters.streams_announced += announced is not None
         last = float(cols.arrival_s.max())
@@ -556,6 +571,7 @@ class StreamTracker:
         key = self._key_of.pop(sid)
         del self._sid[key]
         self._main_pt.pop(sid, None)
+        self._unnamed.pop(sid, None)
         return self.stats.close(sid)
 
     def close(self, keys: Iterable[StreamKey]) -> list[StreamStats]:

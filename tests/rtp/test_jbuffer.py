@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.media.payloads import PayloadKind
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.jbuffer import segmented_min
 from agent.rtp.model import StreamKey, StreamStats
-from agent.media.payloads import PayloadKind
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import JitterBufferSpec, StreamMeta
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import synth
 
-from agent.rtp.model import StreamKey
 from agent.media.payloads import PayloadKind
+from agent.rtp.model import StreamKey
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import HOLE_WINDOW, StreamMeta
 

@@ -417,14 +417,19 @@ class StreamTracker:
         return _VALID
 
     def _media_rows(self, cols: RtpColumns, hints: PayloadMap) -> tuple[I64, int]:
-        """(rows that are media, the stream's main PT: its first media packet's). CN and
-        events, by the SDP or the static table, are not media."""
+        """(rows that are media, the stream's main PT). CN and events, by the SDP or the
+        static table, are not media; the main PT is the first other packet's that is not
+        event-like, and an event-like packet of the main PT is media (as `_kinds` says)."""
         kinds = self._hint_kind.copy()
         for pt, info in hints.items():
             if 0 <= pt < 128:
                 kinds[pt] = int(info.kind)
-        media = np.flatnonzero((cols.kind == 0) & (kinds[cols.pt] <= PayloadKind.MEDIA))
-        return media, int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
+        media_kind = kinds[cols.pt] <= PayloadKind.MEDIA
+        plain = np.flatnonzero((cols.kind == 0) & media_kind)
+        if plain.size == 0:
+            return plain, int(cols.pt[0])
+        main_pt = int(cols.pt[plain[0]])
+        return np.flatnonzero(media_kind & ((cols.kind == 0) | (cols.pt == main_pt))), main_pt
 
     def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
         """How many of the held packets the clock is judged on, None to hold more.

@@ -1,4 +1,4 @@
-"""Codec table lookups (agent/quality/codecs.py)."""
+"""Codec figures of the media registry (agent/media/codecs.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from agent.media.codecs import (
     CodecImpairment,
     lookup_codec,
 )
+from agent.media.payloads import MediaKind, canonical_name, media_kind
+from agent.quality.model import DirectionInput, QualityConfig, compute_quality
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,14 @@ from agent.media.codecs import (
         ("OPUS", "opus", 10.0, 20.0, True),
         ("opus/48000/2", "opus", 10.0, 20.0, True),
         ("G726-32", "G726-32", 7.0, 4.3, False),
+        ("G726-16", "G726-16", 50.0, 4.3, False),
+        ("g726-24", "G726-24", 25.0, 4.3, False),
+        ("G726-40", "G726-40", 2.0, 4.3, False),
+        ("AAL2-G726-16", "AAL2-G726-16", 50.0, 4.3, False),
+        ("aal2-g726-40", "AAL2-G726-40", 2.0, 4.3, False),
+        ("GSM-EFR", "GSM-EFR", 5.0, 10.0, False),
+        ("GSM-HR-08", "GSM-HR-08", 23.0, 4.3, False),
+        ("G728", "G728", 7.0, 4.3, False),
     ],
 )
 def test_lookup(name: str, canonical: str, ie: float, bpl: float, wideband: bool) -> None:
@@ -56,11 +66,30 @@ def test_g711_plc_choice() -> None:
     assert lookup_codec("G729", g711_plc=False).bpl == 19.0
 
 
-@pytest.mark.parametrize("name", [None, "", "speex", "PT96"])
-def test_unknown_falls_back_to_g711(name: str | None) -> None:
+@pytest.mark.parametrize("name", [None, "", "speex", "PT96", "LPC", "QCELP", "DVI4", "L16",
+                                  "G7221", "H264"])
+def test_codec_without_figures_falls_back_to_g711(name: str | None) -> None:
     row = lookup_codec(name)
-    assert row.name == "unknown" and not row.known
+    assert (row.name, row.known, row.figures) == ("unknown", False, "assumed")
     assert (row.ie, row.bpl, row.wideband) == (0.0, 25.1, False)
+    assert lookup_codec(name, g711_plc=False).bpl == 4.3
+
+
+@pytest.mark.parametrize(
+    ("name", "frame_ms", "lookahead_ms"),
+    [("G729", 10.0, 5.0), ("G723", 30.0, 7.5), ("AMR", 20.0, 5.0), ("AMR-WB", 20.0, 5.0),
+     ("iLBC", 20.0, 5.0), ("opus", 20.0, 6.5), ("PCMA", 0.0, 0.0), ("G726-16", 0.0, 0.0),
+     ("G728", 0.625, 0.0), ("GSM", 20.0, 0.0)],
+)
+def test_frame_and_lookahead(name: str, frame_ms: float, lookahead_ms: float) -> None:
+    row = lookup_codec(name)
+    assert (row.frame_ms, row.lookahead_ms, row.figures) == (frame_ms, lookahead_ms, "standard")
+
+
+def test_every_row_is_a_registry_audio_name() -> None:
+    """One name per codec: each figures row is keyed by the registry's spelling."""
+    for row in CODECS:
+        assert canonical_name(row.name) == row.name and media_kind(row.name) == MediaKind.AUDIO
 
 
 def test_override_wins() -> None:
@@ -74,5 +103,14 @@ def test_table_is_consistent() -> None:
     for row in CODECS:
         assert row.bpl > 0 and row.ie >= 0 and row.default_ptime_ms > 0
         assert set(row.unverified) <= {"ie", "bpl", "lookahead_ms"}
-        if row.source.startswith("assumption"):
-            assert row.unverified
+        if not row.source.startswith("G.113"):  # not an ITU-T value: flagged
+            assert {"ie", "bpl"} <= set(row.unverified)
+
+
+def test_config_override_by_any_spelling() -> None:
+    # a site that measured its own PCMA figures writes the name as it likes
+    cfg = QualityConfig.model_validate({"codec_overrides": {"g711a": {"ie": 5, "bpl": 10}}})
+    q = compute_quality(DirectionInput("PCMA", 0.01, rtt_s=0.0), cfg)
+    ref = compute_quality(DirectionInput("PCMA", 0.01, rtt_s=0.0))
+    assert q.codec_figures == "standard" and q.ie_eff == pytest.approx(5 + 90 * 1 / (1 + 10))
+    assert ref.ie_eff == pytest.approx(95 * 1 / (1 + 25.1))

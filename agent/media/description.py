@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.media.payloads import PayloadInfo
-from agent.media.srtp import PLAUSIBLE_TRAILERS
+from agent.media.srtp import AUTH_TAG_BYTES, MAX_MKI_BYTES, PLAUSIBLE_TRAILERS
 
 EVENT_PAYLOAD_BYTES = 4  # RFC 4733 §2.3: event, E/R/volume, duration
+# the longest an SRTP event payload can be: the longest tag and MKI the registry knows
+MAX_EVENT_PAYLOAD_BYTES = EVENT_PAYLOAD_BYTES + max(AUTH_TAG_BYTES.values()) + MAX_MKI_BYTES
 
 PayloadMap = Mapping[int, PayloadInfo]
 

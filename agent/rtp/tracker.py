@@ -64,7 +64,7 @@ import numpy.typing as npt
 
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_UDP, Frames
-from agent.media.description import UNSIGNALLED_EVENT_PAYLOAD_BYTES
+from agent.media.description import MAX_EVENT_PAYLOAD_BYTES, UNSIGNALLED_EVENT_PAYLOAD_BYTES
 from agent.media.payloads import (
     DYNAMIC_PT_MIN,
     TELEPHONE_EVENT,
@@ -92,12 +92,14 @@ CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
 _EVENT_LENGTHS = np.array(UNSIGNALLED_EVENT_PAYLOAD_BYTES, np.int64)
 
 
-def _length_mask(lengths: Iterable[int]) -> int:
-    """Bit L set for each event payload length L (all lengths are below 64)."""
-    return sum(1 << n for n in set(lengths) if 0 < n < 63)
+def _length_row(lengths: Iterable[int]) -> npt.NDArray[np.bool_]:
+    """True at each payload length an event of a stream can have."""
+    row = np.zeros(MAX_EVENT_PAYLOAD_BYTES + 1, np.bool_)
+    row[[n for n in lengths if 0 < n <= MAX_EVENT_PAYLOAD_BYTES]] = True
+    return row
 
 
-_UNSIGNALLED_MASK = _length_mask(UNSIGNALLED_EVENT_PAYLOAD_BYTES)
+_UNSIGNALLED_ROW = _length_row(UNSIGNALLED_EVENT_PAYLOAD_BYTES)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class TrackerCounters:
 
 @dataclass
 class _Candidate:
-    cols: RtpColumns  # sid column holds -1; kind column: event-candidate payload length
+    cols: RtpColumns  # sid column holds -1; kind column: event-candidate payload length (0: no)
     last_seen: float
     announced: EndpointMedia | None  # what the SDP said: no probation
     valid: bool = False  # a stream: held only until its clock can be judged
@@ -217,8 +219,8 @@ class StreamTracker:
                 hint_kind[pt] = int(info.kind)
         self._hint_kind = hint_kind
         self._sid_kind = np.full((64, 128), -1, np.int64)  # per stream slot: PT -> kind
-        # per stream slot: bit L set when an L-byte payload can be an RFC 4733 event
-        self._sid_evmask = np.full(64, _UNSIGNALLED_MASK, np.int64)
+        # per stream slot and payload length: can an RFC 4733 event be that long
+        self._sid_evlen = np.tile(_UNSIGNALLED_ROW, (64, 1))
 
     # -- feeding ------------------------------------------------------------------------
 
@@ -264,7 +266,9 @@ class StreamTracker:
 
     def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
         r = h.rows
-        evcand = (h.pt >= DYNAMIC_PT_MIN) & np.isin(h.payload_len, _EVENT_LENGTHS)
+        # an event's length, for some stream: 4 bytes, or 4 + an SRTP MKI and tag
+        evcand = ((h.pt >= DYNAMIC_PT_MIN) & (h.payload_len >= 4)
+                  & (h.payload_len <= MAX_EVENT_PAYLOAD_BYTES))
         plain = evcand & (h.payload_len == 4)  # plain RTP: its event can be read
         if plain.any():
             at = h.payload_at[plain] + 1
@@ -295,7 +299,7 @@ class StreamTracker:
 
     def _kinds(self, c: RtpColumns) -> RtpColumns:
         """Replace the event-candidate length with the packet kind (module docstring)."""
-        evcand = ((self._sid_evmask[c.sid] >> c.kind) & 1).astype(bool) & (c.kind > 0)
+        evcand = self._sid_evlen[c.sid, c.kind]  # length 0 (not a candidate) is never one
         hinted = self._sid_kind[c.sid, c.pt]
         u, inv = np.unique(c.sid, return_inverse=True)
         fresh = ~evcand & (hinted <= PayloadKind.MEDIA)  # not CN, not a signalled event
@@ -405,7 +409,7 @@ class StreamTracker:
         dseq = np.diff(rel[order])
         tsr = ((c.ts - c.ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31)
         dts = np.diff(tsr[order])
-        event_only = bool(c.kind.all())
+        event_only = bool(_plausible_event(c).all())
         bad = (dseq > self.config.max_probation_step) | (dts < 0)
         bad |= (dts > self.config.max_probation_ts_step) | ((dseq == 0) & (dts != 0))
         if bad.any():
@@ -425,11 +429,12 @@ class StreamTracker:
             if 0 <= pt < 128:
                 kinds[pt] = int(info.kind)
         media_kind = kinds[cols.pt] <= PayloadKind.MEDIA
-        plain = np.flatnonzero((cols.kind == 0) & media_kind)
+        like = _plausible_event(cols)  # the stream's own event lengths are not known yet
+        plain = np.flatnonzero(~like & media_kind)
         if plain.size == 0:
             return plain, int(cols.pt[0])
         main_pt = int(cols.pt[plain[0]])
-        return np.flatnonzero(media_kind & ((cols.kind == 0) | (cols.pt == main_pt))), main_pt
+        return np.flatnonzero(media_kind & (~like | (cols.pt == main_pt))), main_pt
 
     def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
         """How many of the held packets the clock is judged on, None to hold more.
@@ -482,12 +487,12 @@ class StreamTracker:
             grown = np.full((max(2 * sid, 64), 128), -1, np.int64)
             grown[: self._sid_kind.shape[0]] = self._sid_kind
             self._sid_kind = grown
-            mask = np.full(grown.shape[0], _UNSIGNALLED_MASK, np.int64)
-            mask[: self._sid_evmask.size] = self._sid_evmask
-            self._sid_evmask = mask
+            lengths = np.tile(_UNSIGNALLED_ROW, (grown.shape[0], 1))
+            lengths[: self._sid_evlen.shape[0]] = self._sid_evlen
+            self._sid_evlen = lengths
         self._sid_kind[sid] = kinds
-        self._sid_evmask[sid] = (_length_mask(described.event_payload_bytes)
-                                 if described is not None else _UNSIGNALLED_MASK)
+        self._sid_evlen[sid] = (_length_row(described.event_payload_bytes)
+                                if described is not None else _UNSIGNALLED_ROW)
         self._sid[key], self._key_of[sid] = sid, key
         self._by_tuple[tup] = key[6]
         self._by_tuple.move_to_end(tup)
@@ -617,6 +622,12 @@ class StreamTracker:
         self._cands.clear()
         self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
+
+
+def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:
+    """Rows whose payload has an event's length on a stream without SDP (the kind column
+    holds a candidate's payload length)."""
+    return np.isin(c.kind, _EVENT_LENGTHS)
 
 
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:

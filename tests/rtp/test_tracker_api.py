@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from framesbuild import Row, build_frames, g711_stream, rtp
 
 from agent.decode.endpoint import Endpoint
@@ -159,17 +160,18 @@ def srtp_with_events(trailers: tuple[int, ...]) -> list[Row]:
     return rows
 
 
-def test_srtp_event_length_from_sdp_crypto() -> None:
-    # SDP a=crypto fixes the trailer at 10 bytes: a 14-byte payload is an event, an 8-byte
-    # one (a 32-bit tag this stream cannot have) is not; an encrypted payload is not read
-    # (0xa5 has the R bit set: plain RTP would refuse it as an event)
-    rows = srtp_with_events((10, 4))
-    sdes = EndpointMedia({8: PayloadInfo("PCMA", 8000)}, "RTP/SAVP", (10,))
+@pytest.mark.parametrize(("trailer", "other"), [(10, 4), (4, 10), (16, 10), (11, 14)])
+def test_srtp_event_length_from_sdp_crypto(trailer: int, other: int) -> None:
+    # SDP a=crypto fixes the trailer (80-bit tag 10, 32-bit 4, GCM 16, 10 + a 1-byte MKI):
+    # an event is 4 + that; a packet of another trailer's length is not an event; an
+    # encrypted payload is not read (0xa5 has the R bit set: plain RTP would refuse it)
+    rows = srtp_with_events((trailer, other))
+    sdes = EndpointMedia({8: PayloadInfo("PCMA", 8000)}, "RTP/SAVP", (trailer,))
     tracker = StreamTracker(hints=Hints.of({(B, 5000): sdes}))
     tracker.feed(build_frames(rows))
     (s,) = tracker.finish()
     assert (s.telephone_event_packets, s.packets, s.profile, s.srtp_trailer_bytes) == (
-        5, 70, "RTP/SAVP", 10)
+        5, 70, "RTP/SAVP", trailer)
 
 
 def test_srtp_event_length_without_sdp() -> None:

@@ -45,6 +45,11 @@ def trailer_bytes(suite: str, key_params: str) -> int | None:
         parts = param.split("|")[1:]
         for p in parts:
             value, sep, length = p.partition(":")
-            if sep and value.isdigit() and length.isdigit():
+            if sep and _digits(value) and _digits(length) and len(length) <= 3:
                 mki = int(length) if 0 < int(length) <= MAX_MKI_BYTES else mki
     return tag + mki
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only ('²'.isdigit() is true, yet int() refuses it)."""
+    return text.isascii() and text.isdigit()

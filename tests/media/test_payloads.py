@@ -111,3 +111,17 @@ def test_sdp_to_endpoint_media() -> None:
     v = describe(video)
     assert (v.profile, v.srtp, v.payloads[96].name) == ("RTP/AVP", False, "H264")
     assert v.payloads[96].media_kind == MediaKind.VIDEO
+
+
+@pytest.mark.parametrize("params", ["inline:x|²:4", "inline:x|1:²", "inline:x|1:", "inline:|",
+                                    "inline:x|2^20|1:00000000000000000004", "", "|||:::"])
+def test_trailer_bytes_of_garbage_key_params(params: str) -> None:
+    # network input: a strange MKI is ignored (tag only), never an exception
+    assert trailer_bytes("AES_CM_128_HMAC_SHA1_80", params) == 10
+
+
+def test_sdp_with_garbage_crypto_parses() -> None:
+    body = SDES.replace("|2^20|1:4", "|²:4").replace("AES_CM_128_HMAC_SHA1_32", "X_Y")
+    (audio, _) = parse_sdp(body).media
+    assert audio.crypto_trailers == (None,)
+    assert describe(audio).srtp_trailers == PLAUSIBLE_TRAILERS

@@ -6,7 +6,7 @@ this package rates its result.
 Pure library code (no I/O). Entry point: :func:`compute_quality`; see docs/quality.md.
 """
 
-from agent.quality.codecs import CodecImpairment, lookup_codec
+from agent.media.codecs import CodecImpairment, lookup_codec
 from agent.quality.emodel import EModelParams, mos_from_r
 from agent.quality.loss import (
     burst_gap,

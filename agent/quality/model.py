@@ -7,7 +7,9 @@ name, network loss ratio, BurstR, the jitter-buffer emulation result, RTT if
 RTCP gave one, ptime) and a :class:`QualityConfig`. :func:`compute_quality`
 then
 
-1. looks the codec up (:mod:`agent.quality.codecs`), narrowband or wideband;
+1. looks the codec's figures up (:mod:`agent.media.codecs`, the one registry),
+   narrowband or wideband; a codec without figures is rated with the stated
+   fallback and ``codec_figures`` says ``assumed``;
 2. estimates the one-way mouth-to-ear delay (STANDARDS.md "Delay and jitter as
    a probe sees them")::
 
@@ -35,11 +37,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.quality.codecs import CodecImpairment, lookup_codec
+from agent.media.codecs import CodecImpairment, lookup_codec
 from agent.quality.emodel import EModelParams, RatingBreakdown, rate_narrowband, rate_wideband
 from agent.rtp.rules import JitterBufferSpec
 
 DelaySource = Literal["measured", "assumed"]
+CodecFigures = Literal["standard", "assumed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,7 @@ class Quality:
     mos_lq: float
     wideband: bool
     codec: str
-    codec_known: bool
+    codec_figures: CodecFigures  # "assumed": a codec without figures, rated on the fallback
     delay_ms: float  # estimated one-way mouth-to-ear delay Ta
     delay_source: DelaySource
     network_delay_ms: float  # RTT/2 or the assumed value
@@ -154,6 +157,7 @@ class Quality:
             "effective_loss_ratio": round(self.effective_loss_ratio, 6),
             "jitter_buffer": self.jitter_buffer,
             "codec": self.codec,
+            "codec_figures": self.codec_figures,
             "wideband": self.wideband,
         }
 
@@ -231,7 +235,7 @@ def compute_quality(inp: DirectionInput, cfg: QualityConfig | None = None) -> Qu
         mos_lq=b.mos(r_lq),
         wideband=codec.wideband,
         codec=codec.name,
-        codec_known=codec.known,
+        codec_figures="standard" if codec.known else "assumed",
         delay_ms=ta,
         delay_source=source,
         network_delay_ms=network,

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.media.payloads import PayloadKind
 from agent.rtp import jbuffer
 from agent.rtp.columns import RtpColumns
 from agent.rtp.model import StreamStats
-from agent.rtp.payload_types import PayloadKind
 from agent.rtp.rules import (
     HOLE_WINDOW,
     JB_INF,

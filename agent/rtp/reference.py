@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.media.payloads import PayloadKind
 from agent.rtp.model import StreamStats
-from agent.rtp.payload_types import PayloadKind
 from agent.rtp.rules import (
     HOLE_WINDOW,
     JB_INF,

@@ -306,6 +306,8 @@ class StreamMeta:
     clock_rate: int | None
     clock_rate_estimated: bool = False
     previous_ssrc: int | None = None
+    profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP ...); None: no SDP
+    srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes when SDP fixes them
 
 
 @dataclass(slots=True)
@@ -379,6 +381,8 @@ class Totals:
             first_ts=self.first_ts,
             last_ts=self.last_ts,
             previous_ssrc=meta.previous_ssrc,
+            profile=meta.profile,
+            srtp_trailer_bytes=meta.srtp_trailer_bytes,
             jb_model=model,
             jb_nominal_ms=nominal,
             jb_max_ms=top,

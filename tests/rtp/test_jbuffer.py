@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.media.payloads import PayloadKind
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.jbuffer import segmented_min
 from agent.rtp.model import StreamKey, StreamStats
-from agent.rtp.payload_types import PayloadKind
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import JB_RESYNC_LATE, JitterBufferSpec, StreamMeta
 
@@ -21,7 +21,7 @@ FIXED20 = JitterBufferSpec("fixed", fixed_ms=20.0)
 def both(pkts: list[RtpPacket], spec: JitterBufferSpec, clock: int | None = 8000,
          batch: int = 7) -> StreamStats:
     """Statistics from the reference; the batch twin (batches of ``batch`` rows) must agree."""
-    meta = StreamMeta(KEY, "g711U", clock)
+    meta = StreamMeta(KEY, "PCMU", clock)
     ref = ReferenceStream(meta, spec)
     for p in pkts:
         ref.add(p)

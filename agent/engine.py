@@ -97,6 +97,7 @@ class Engine:
         self.calls = CallTable(cfg, self.rtcp, streams=self.streams, sip=self.sip)
         self.streams.hints = self.calls.index  # the one SDP index, below it an interface
         self.route = RouteCounters()
+        self._rtcp_like = np.zeros(0, bool)  # per row of the batch being routed
         self.packets = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
@@ -150,13 +151,12 @@ class Engine:
         # SIP starts with an upper-case method or "SIP/2.0"; CRLF keep-alives too.
         # RTP/RTCP start with 0b10 (0x80..0xBF): the two sets never overlap.
         textual = ((first >= 0x41) & (first <= 0x5A)) | (first == 0x0D) | (first == 0x00)
-        rtcp = np.flatnonzero(udp & (first >> 6 == 2) & (second >= 200) & (second <= 207))
+        rtcp_like = udp & (first >> 6 == 2) & (second >= 200) & (second <= 207)
         self.route.sip_tls_packets += int(np.count_nonzero(tls))
         messages = self._sip_payloads(f, np.flatnonzero(udp & textual),
                                       np.flatnonzero((f.proto == IPPROTO_TCP) & ~tls & (plen > 0)))
+        # RTP and RTCP rows: `_feed_rtp` tells them apart where they take effect
         rtp = np.flatnonzero(udp & ~textual).astype(np.int64)
-        rtp = rtp[~np.isin(rtp, rtcp)]
-        self.route.rtp_candidates += int(rtp.size)
         start = -np.inf if self.clock is None else self.clock
         clock = np.maximum.accumulate(np.maximum(f.ts, start))  # never steps back
         # A payload that does not parse has no effect but a counter.
@@ -164,6 +164,11 @@ class Engine:
                                            if p is not None]) for i, m in messages.items())
                   if ms}
         sip_rows = np.array(sorted(parsed), np.int64)
+        # UDP that is not SIP after all may be UDPTL (a UDPTL packet starts with its
+        # sequence number, any byte): `_feed_rtp` tells, at its point of the signalling
+        rtp = np.union1d(rtp, np.setdiff1d(np.flatnonzero(udp & textual), sip_rows))
+        self._rtcp_like = rtcp_like
+        self.route.rtp_candidates += int(np.count_nonzero(~rtcp_like[rtp]))
         step = self.config.config.calls.interval_s
         # the shortest time from a packet to a timer it can arm: idle, linger, liveness,
         # setup (all configurable, so taken as configured)
@@ -181,7 +186,7 @@ class Engine:
             c = float(clock[pos])
             limit = min((math.floor(c / step) + 1) * step, c + horizon)
             end = min(k, max(pos + 1, int(np.searchsorted(clock, limit))))
-            self._region(f, pos, end, Rows(rtp, rtcp, sip_rows, clock), parsed, out)
+            self._region(f, pos, end, Rows(rtp, sip_rows, clock), parsed, out)
             pos = end
 
     def _region(self, f: Frames, lo: int, hi: int, rows: Rows,
@@ -212,10 +217,6 @@ class Engine:
             self._feed_rtp(f, rtp, out)
             later = np.zeros(0, np.int64)
             src = dst = np.zeros(0, np.uint64)
-        a, b = np.searchsorted(rows.rtcp, [lo, hi]).tolist()
-        for i in rows.rtcp[a:b].tolist():
-            self.route.rtcp_packets += 1
-            self.rtcp.feed(f.payload(i), float(f.ts[i]))
         for i in sip:
             if named[i] and later.size:
                 keys = np.array(sorted(_endpoint_key(e) for e in named[i]), np.uint64)
@@ -227,10 +228,26 @@ class Engine:
                 self._sip_message(f, i, msg, transport, out)
         self._feed_rtp(f, later, out)
 
+    def _udptl_keys(self) -> npt.NDArray[np.uint64]:
+        eps = self.calls.index.udptl_endpoints()
+        return np.array(sorted(_endpoint_key(e) for e in eps), np.uint64)
+
     def _feed_rtp(self, f: Frames, rows: I64, out: list[Event]) -> None:
         if rows.size == 0:
             return
-        res = self.streams.feed(f, rows)
+        udptl = self._udptl_keys()  # T.38 endpoints as the signalling stands now
+        rtcp = self._rtcp_like[rows]
+        if udptl.size:  # UDPTL is sent *to* the endpoint that announced it; what that
+            # endpoint sends may still be RTP (the other side's SDP names its own)
+            to_udptl = np.isin(_row_endpoints(f, rows)[1], udptl)
+            rtcp &= ~to_udptl
+        for i in rows[rtcp].tolist():
+            self.route.rtcp_packets += 1
+            self.rtcp.feed(f.payload(i), float(f.ts[i]))
+        if udptl.size:
+            res = self.streams.feed(f, rows[~rtcp & ~to_udptl], udptl=rows[to_udptl])
+        else:
+            res = self.streams.feed(f, rows[~rtcp])
         now = self.clock if self.clock is not None else 0.0
         for s in res.ended:
             out.extend(self.calls.stream_ended(s, now))
@@ -344,7 +361,6 @@ class Rows:
     """A batch's rows by role (row numbers, sorted) and its running-maximum clock."""
 
     rtp: I64
-    rtcp: I64
     sip: I64
     clock: npt.NDArray[np.float64]
 

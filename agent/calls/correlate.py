@@ -1,6 +1,7 @@
 """The one media index: which call a stream belongs to, and what its SDP says it carries.
 
-Theory of operation. Every audio section of every SDP a dialog carries says
+Theory of operation. Every media section (audio, video, image/T.38, application)
+of every SDP a dialog carries says
 "send my media to this endpoint, with these payload types". A stream whose
 *destination* is such an endpoint belongs to that call and flows toward the
 side that advertised it, whatever its source address, so media from behind a
@@ -28,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from agent.decode.endpoint import Endpoint
-from agent.media.description import EndpointMedia, srtp_trailers
+from agent.media.description import UDPTL_PT, EndpointMedia, srtp_trailers
 from agent.media.payloads import STATIC_PAYLOAD_TYPES, PayloadInfo, payload_info
 from agent.rtp.model import StreamKey
 from agent.sip.events import CallSignalling, Side
@@ -59,12 +60,28 @@ class MediaIndex:
     def __init__(self) -> None:
         self._adverts: dict[Endpoint, list[Advert]] = defaultdict(list)
         self._by_call: dict[str, set[Endpoint]] = defaultdict(set)
+        self._udptl: dict[Endpoint, int] = {}  # endpoint -> its adverts of T.38 over UDPTL
+
+    def udptl_endpoints(self) -> set[Endpoint]:
+        """Endpoints an SDP announced T.38 over UDPTL for (``m=image ... udptl t38``):
+        packets sent to them carry a UDPTL header (RFC 3362, T.38 §9.1), not RTP."""
+        return set(self._udptl)
+
+    def _count_udptl(self, ep: Endpoint, media: EndpointMedia, step: int) -> None:
+        if not media.udptl:
+            return
+        n = self._udptl.get(ep, 0) + step
+        if n > 0:
+            self._udptl[ep] = n
+        else:
+            self._udptl.pop(ep, None)
 
     def __len__(self) -> int:
         return len(self._adverts)
 
     def update(self, call: CallSignalling) -> list[Endpoint]:
-        """Index every audio endpoint of the call's SDPs; returns the newly advertised."""
+        """Index every endpoint of the call's SDPs (every m-line); returns the newly
+        advertised."""
         new: list[Endpoint] = []
         for sdp in call.media:
             for m in sdp.media:
@@ -79,8 +96,11 @@ class MediaIndex:
                     old = ads[mine[0]]
                     if old.media != media and sdp.ts >= old.ts:
                         ads[mine[0]] = Advert(old.call_id, old.side, old.ts, media)
+                        self._count_udptl(ep, old.media, -1)
+                        self._count_udptl(ep, media, +1)
                     continue
                 ads.append(Advert(call.call_id, sdp.side, sdp.ts, media))
+                self._count_udptl(ep, media, +1)
                 ads.sort(key=lambda a: a.ts)
                 self._by_call[call.call_id].add(ep)
                 new.append(ep)
@@ -88,6 +108,9 @@ class MediaIndex:
 
     def remove(self, call_id: str) -> None:
         for ep in self._by_call.pop(call_id, set()):
+            for a in self._adverts.get(ep, []):
+                if a.call_id == call_id:
+                    self._count_udptl(ep, a.media, -1)
             ads = [a for a in self._adverts.get(ep, []) if a.call_id != call_id]
             if ads:
                 self._adverts[ep] = ads
@@ -126,13 +149,16 @@ def describe(m: MediaDescription) -> EndpointMedia:
     keep the registry's entry whether listed bare or restated by an rtpmap (PCMA/8000
     for 8), so one codec has one name whether or not SDP was seen."""
     payloads: dict[int, PayloadInfo] = {}
+    if m.proto.lower() == "udptl":  # T.38 over UDPTL: no payload types, one placeholder
+        payloads[UDPTL_PT] = payload_info("t38", None)
     for p in m.payloads:
         static = STATIC_PAYLOAD_TYPES.get(p.pt)
         if static is not None and (p.static or static.clock_rate == p.clock_rate_hz):
             payloads[p.pt] = static
         else:
             payloads[p.pt] = payload_info(p.encoding, p.clock_rate_hz or None, p.channels)
-    return EndpointMedia(payloads, m.proto, srtp_trailers(m.proto, m.crypto_trailers))
+    return EndpointMedia(payloads, m.proto, srtp_trailers(m.proto, m.crypto_trailers),
+                         m.media.lower())
 
 
 def _latest_before(ads: list[Advert], first_ts: float) -> Advert | None:

@@ -36,12 +36,12 @@ class IntervalQuality:
     ) -> tuple[StreamStats, Quality | None]:
         """A snapshot (or the final statistics) of a stream: rate the interval since
         the previous one. Returns the interval's counters and its quality (None when
-        the interval is too short to rate)."""
+        the interval is too short to rate, or the stream is not audio)."""
         prev = self._last.get(s.key)
         self._last[s.key] = s
         delta = _difference(s, prev)
-        if delta.expected < self.min_expected:
-            return delta, None
+        if delta.expected < self.min_expected or not s.rated:
+            return delta, None  # too short to rate, or not audio (video, T.38, events)
         q = quality_of(delta, rtt_s, self.config)
         old = self._min.get(s.key)
         self._min[s.key] = q.mos_cq if old is None else min(old, q.mos_cq)

@@ -112,7 +112,11 @@ def judge_direction(
     mos_min: float | None = None,
     ptime_ms: float | None = None,
 ) -> DirectionRecord:
-    """Measure, rate and judge one direction of a call."""
+    """Measure, rate and judge one direction of a call (rate and judge only audio)."""
+    if not s.rated:
+        return DirectionRecord(direction=direction, media=s.media, stream=s.to_json(),
+                               rtcp=rtcp_record(remote, s.clock_rate), quality=None,
+                               dscp_compliance_ratio=None, sla=None)
     q = quality_of(s, rtt_s, cfg, ptime_ms)
     measured = Measured(
         # a MOS on assumed codec figures is not judged (like an assumed delay)
@@ -128,6 +132,7 @@ def judge_direction(
     accepted = profile.media_dscp
     return DirectionRecord(
         direction=direction,
+        media=s.media,
         stream=s.to_json(),
         rtcp=rtcp_record(remote, s.clock_rate),
         quality=quality_record(q, mos_min),
@@ -141,14 +146,15 @@ def judge_direction(
 def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
                  setup_delay_s: float | None,
                  signalling_dscp: Mapping[int, int] | None) -> SlaRecord:
-    """The call's verdict: every direction's violations plus the signalling checks."""
+    """The call's verdict: every judged direction's violations plus the signalling checks."""
+    judged = [d.sla for d in directions if d.sla is not None]
     sig = evaluate(profile, Measured(
         setup_delay_s=setup_delay_s,
         signalling_dscp_packets=dict(signalling_dscp) if signalling_dscp else None,
     ))
     seen: set[tuple[str, float]] = set()
     violations: list[ViolationRecord] = []
-    for v in [*sla_record(sig).violations, *(x for d in directions for x in d.sla.violations)]:
+    for v in [*sla_record(sig).violations, *(x for j in judged for x in j.violations)]:
         if (v.threshold, v.value) not in seen:
             seen.add((v.threshold, v.value))
             violations.append(v)
@@ -156,7 +162,7 @@ def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
         verdict="violated" if violations else "met",
         profile=profile.name,
         violations=violations,
-        not_judged=sorted({n for d in directions for n in d.sla.not_judged}),
+        not_judged=sorted({n for j in judged for n in j.not_judged}),
     )
 
 

@@ -65,11 +65,16 @@ class RtcpRecord(_Frozen):
 
 class DirectionRecord(_Frozen):
     direction: str  # inbound/outbound, or a_to_b (caller -> callee) / b_to_a
+    # what the stream carries: audio, video, image (T.38), text, application, or
+    # telephone-event / comfort-noise alone; "unknown" for unsignalled unnamed RTP
+    media: str = "audio"
     stream: dict[str, Any]  # the stream object of `analyze --json --streams`
     rtcp: RtcpRecord | None
-    quality: QualityRecord
+    # E-model rating and SLA verdict: audio only (None for video, T.38, events or CN
+    # alone: measured, shown, never given a MOS nor judged against a voice SLA)
+    quality: QualityRecord | None
     dscp_compliance_ratio: float | None
-    sla: SlaRecord
+    sla: SlaRecord | None
     # RFC 4733 event-only streams (own SSRC) on this direction's 5-tuple: telephone
     # events, not media; reported, not rated.
     event_streams: list[dict[str, Any]] = []

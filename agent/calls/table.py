@@ -505,9 +505,15 @@ def _split_events(
 
 
 def _codec(streams: list[StreamStats]) -> str | None:
-    """The call's codec: its streams' most common, never comfort noise or events."""
-    names = [s.codec for s in streams if s.codec and media_kind(s.codec) not in _NOT_CODECS]
-    return max(set(names), key=names.count) if names else None
+    """The call's codec: the most common among its audio streams (ties: the earliest
+    stream's, never hash order), else among its other media; never CN or events."""
+    ordered = sorted(streams, key=lambda s: (s.first_ts, s.key))
+    for audio in (True, False):
+        names = [s.codec for s in ordered if s.codec and (s.media == "audio") == audio
+                 and media_kind(s.codec) not in _NOT_CODECS]
+        if names:
+            return max(dict.fromkeys(names), key=names.count)  # the first most common
+    return None
 
 
 _NOT_CODECS = frozenset({MediaKind.TELEPHONE_EVENT, MediaKind.COMFORT_NOISE})

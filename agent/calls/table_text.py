@@ -25,7 +25,9 @@ def _user(uri: str | None) -> str:
     return _short(u.split(";", 1)[0], 28)
 
 
-def _sla(sla: SlaRecord) -> str:
+def _sla(sla: SlaRecord | None) -> str:
+    if sla is None:
+        return "not judged"
     if sla.verdict == "met":
         return "met"
     return "violated: " + ", ".join(f"{v.threshold} {v.value:.3g}" for v in sla.violations)
@@ -35,7 +37,8 @@ def _direction_row(d: DirectionRecord) -> tuple[str, ...]:
     s = d.stream
     marks = sorted(s["dscp"].items(), key=lambda kv: int(kv[0]))
     dscp = ",".join(k if len(marks) == 1 else f"{k}:{v}" for k, v in marks)
-    return (d.direction, f"{d.quality.mos_cq:.2f}", f"{100 * s['loss_ratio']:.2f}",
+    mos = f"{d.quality.mos_cq:.2f}" if d.quality is not None else d.media
+    return (d.direction, mos, f"{100 * s['loss_ratio']:.2f}",
             f"{s['jitter_mean_ms']:.2f}", dscp, _sla(d.sla))
 
 

@@ -119,9 +119,11 @@ def format_line(rec: dict[str, Any]) -> str:
     if rec.get("rtt_ms") is not None:
         parts.append(f"rtt={_num(rec.get('rtt_ms'), '.0f', unit='ms')}")
     for d in rec.get("directions", []):
-        stream, quality = d.get("stream", {}), d.get("quality", {})
+        stream, quality = d.get("stream", {}), d.get("quality") or {}
+        media = d.get("media", "audio")
+        kind = "" if media == "audio" else f"{media} "
         parts.append(
-            f"{d.get('direction')}[mos={_num(quality.get('mos_cq'), '.2f')}"
+            f"{d.get('direction')}[{kind}mos={_num(quality.get('mos_cq'), '.2f')}"
             f" loss={_num(stream.get('loss_ratio'), '.2f', 100.0, '%')}"
             f" jitter={_num(stream.get('jitter_ms'), '.1f', unit='ms')}"
             f" dscp={_num(d.get('dscp_compliance_ratio'), '.0f', 100.0, '%')}]"
@@ -129,7 +131,7 @@ def format_line(rec: dict[str, Any]) -> str:
     sla = rec.get("sla", {})
     crossed = sorted({v["threshold"] for v in sla.get("violations", [])}
                      | {v["threshold"] for d in rec.get("directions", [])
-                        for v in d.get("sla", {}).get("violations", [])})
+                        for v in (d.get("sla") or {}).get("violations", [])})
     verdict = str(sla.get("verdict", "-"))
     parts.append(f"sla={verdict}" + (f"({','.join(crossed)})" if crossed else ""))
     parts.append(f"profile={sla.get('profile', '-')}")

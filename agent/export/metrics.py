@@ -363,7 +363,8 @@ class ProbeMetrics:
         self.sla_verdicts.labels(site, peer, profile, _pick(rec.sla.verdict, VERDICTS)).inc()
         crossed = {v.threshold for v in rec.sla.violations}
         for d in rec.directions:
-            crossed.update(v.threshold for v in d.sla.violations)
+            if d.sla is not None:
+                crossed.update(v.threshold for v in d.sla.violations)
         for threshold in sorted(crossed):
             self.sla_violations.labels(site, peer, profile,
                                        _pick(threshold, THRESHOLD_NAMES)).inc()
@@ -378,7 +379,8 @@ class ProbeMetrics:
     def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
         codec = codec_label(d.stream.get("codec") or rec.codec)
         labels = (self.site, peer, _pick(d.direction, DIRECTIONS), codec)
-        self.call_mos.labels(*labels).observe(d.quality.mos_cq)
+        if d.quality is not None:  # audio only: video, T.38, events alone get no MOS
+            self.call_mos.labels(*labels).observe(d.quality.mos_cq)
         jitter = d.stream.get("jitter_ms")
         if isinstance(jitter, int | float):
             self.call_jitter.labels(*labels).observe(jitter / 1000.0)
@@ -393,7 +395,7 @@ class ProbeMetrics:
         checks: list[tuple[str, tuple[int, ...] | None, Mapping[str, int] | Mapping[int, int]]]
         checks = [("signalling", profile.signalling_dscp, rec.signalling_dscp)]
         checks += [("media", profile.media_dscp, d.stream.get("dscp") or {})
-                   for d in rec.directions]
+                   for d in rec.directions if d.sla is not None]  # voice marking: audio
         for traffic, accepted, packets in checks:
             if accepted is None:
                 continue

@@ -22,6 +22,10 @@ MAX_EVENT_PAYLOAD_BYTES = EVENT_PAYLOAD_BYTES + max(AUTH_TAG_BYTES.values()) + M
 
 PayloadMap = Mapping[int, PayloadInfo]
 
+# UDPTL (T.38 fax, ITU-T T.38 §9.1) has no payload type; its packets are accounted as a
+# stream of this placeholder type, their UDPTL sequence numbers in sequence space.
+UDPTL_PT = 127
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointMedia:
@@ -32,6 +36,12 @@ class EndpointMedia:
     # SRTP: the possible MKI + tag byte counts (one once an answer picked a suite);
     # () for plain RTP.
     srtp_trailers: tuple[int, ...] = ()
+    media: str = "audio"  # the m= line's media type: audio, video, image, application ...
+
+    @property
+    def udptl(self) -> bool:
+        """T.38 fax over UDPTL (``m=image <port> udptl t38``), not RTP."""
+        return (self.profile or "").lower() == "udptl"
 
     @property
     def srtp(self) -> bool:

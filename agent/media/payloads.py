@@ -135,6 +135,24 @@ def media_kind(name: str | None) -> MediaKind:
     return found.kind if found is not None else MediaKind.UNKNOWN
 
 
+RATED_MEDIA = frozenset({MediaKind.AUDIO.value, MediaKind.UNKNOWN.value})
+"""What a stream must carry to get an E-model rating: audio, or RTP the probe cannot
+name (rated on stated fallback figures, its MOS never judged)."""
+
+
+def stream_media(sdp_media: str | None, codec: str | None) -> str:
+    """What a stream carries: the ``m=`` media type its SDP gave (audio, video, image,
+    application, text ...), refined by its codec: a stream of RFC 4733 events or comfort
+    noise alone (its codec is one of those only when no media packet came) is that, not
+    audio. Without SDP, the registry's kind of its codec ("unknown" when unnamed)."""
+    kind = media_kind(codec)
+    if kind in (MediaKind.TELEPHONE_EVENT, MediaKind.COMFORT_NOISE):
+        return kind.value
+    if sdp_media:
+        return sdp_media.lower()
+    return kind.value
+
+
 _PACKET_KIND = {MediaKind.TELEPHONE_EVENT: PayloadKind.TELEPHONE_EVENT,
                 MediaKind.COMFORT_NOISE: PayloadKind.COMFORT_NOISE}
 

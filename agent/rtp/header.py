@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.decode.frames import Frames
+from agent.media.description import UDPTL_PT
 
 I64 = npt.NDArray[np.int64]
 RTCP_PT_MIN, RTCP_PT_MAX = 72, 76
@@ -71,3 +72,29 @@ def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:
         payload_len=body[k],
         payload_at=off[k] + hlen[k],
     )
+
+
+def parse_udptl(frames: Frames, rows: I64) -> RtpHeaders:
+    """UDPTL packets (T.38 fax, ITU-T T.38 §9.1: a 16-bit sequence number, then the
+    primary IFP packet) as header columns of a stream of placeholder type ``pt``: the
+    sequence number measures loss, duplicates and reordering; no timestamp (no jitter),
+    no SSRC (0). Rows shorter than a sequence number and one byte are dropped."""
+    data = frames.data
+    rows = rows[frames.payload_len[rows] >= 3]
+    off = frames.payload_off[rows].astype(np.int64)
+    n = rows.shape[0]
+    return RtpHeaders(
+        rows=rows, marker=np.zeros(n, bool), pt=np.full(n, UDPTL_PT, np.int64),
+        seq=(_u(data, off) << 8) | _u(data, off + 1), ts=np.zeros(n, np.int64),
+        ssrc=np.zeros(n, np.int64), payload_len=frames.payload_len[rows].astype(np.int64) - 2,
+        payload_at=off + 2,
+    )
+
+
+def merge(a: RtpHeaders, b: RtpHeaders) -> RtpHeaders:
+    """Both sets of header columns, in row (arrival) order."""
+    if b.rows.size == 0:
+        return a
+    order = np.argsort(np.concatenate((a.rows, b.rows)), kind="stable")
+    return RtpHeaders(*(np.concatenate((getattr(a, f), getattr(b, f)))[order]
+                        for f in RtpHeaders.__dataclass_fields__))

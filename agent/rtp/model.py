@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import format_endpoint
+from agent.media.payloads import RATED_MEDIA
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -87,6 +88,14 @@ class StreamStats:
     ptime_ms: float | None = None  # most common RTP timestamp step of media packets / clock
     profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP, RTP/SAVPF ...)
     srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes, when SDP fixed them
+    # what it carries (`agent.media.payloads.stream_media`): audio, video, image, text,
+    # application, telephone-event or comfort-noise alone, unknown (unsignalled, unnamed)
+    media: str = "audio"
+
+    @property
+    def rated(self) -> bool:
+        """Whether the E-model applies: audio, or media the probe cannot name."""
+        return self.media in RATED_MEDIA
 
     @property
     def loss_ratio(self) -> float:
@@ -142,4 +151,5 @@ class StreamStats:
             "ptime_ms": self.ptime_ms,
             "profile": self.profile,
             "srtp_trailer_bytes": self.srtp_trailer_bytes,
+            "media": self.media,
         }

@@ -92,6 +92,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.media.payloads import stream_media
 from agent.rtp.model import StreamKey, StreamStats
 
 MAX_DROPOUT = 3000  # RFC 3550 A.1
@@ -308,6 +309,7 @@ class StreamMeta:
     previous_ssrc: int | None = None
     profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP ...); None: no SDP
     srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes when SDP fixes them
+    sdp_media: str | None = None  # the m= media type of its SDP (video, image ...); None: no SDP
 
 
 @dataclass(slots=True)
@@ -383,6 +385,7 @@ class Totals:
             previous_ssrc=meta.previous_ssrc,
             profile=meta.profile,
             srtp_trailer_bytes=meta.srtp_trailer_bytes,
+            media=stream_media(meta.sdp_media, meta.codec),
             jb_model=model,
             jb_nominal_ms=nominal,
             jb_max_ms=top,

@@ -75,7 +75,7 @@ from agent.media.payloads import (
 )
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
-from agent.rtp.header import RtpHeaders, parse_headers
+from agent.rtp.header import RtpHeaders, merge, parse_headers, parse_udptl
 from agent.rtp.hints import EndpointMedia, MediaHints, PayloadMap
 from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec, StreamMeta
@@ -123,6 +123,7 @@ class TrackerCounters:
 
     udp_rows: int = 0  # UDP rows offered
     not_rtp: int = 0  # failed the RTP header checks
+    udptl_rows: int = 0  # T.38 UDPTL packets to an endpoint SDP announced them for
     candidates_rejected: int = 0  # packets dropped by failed probation (not RTP after all)
     candidates_evicted: int = 0  # candidate table full: least recently seen dropped
     candidates_expired: int = 0  # idle candidates dropped
@@ -224,17 +225,29 @@ class StreamTracker:
 
     # -- feeding ------------------------------------------------------------------------
 
-    def feed(self, frames: Frames, rows: I64 | None = None) -> FeedResult:
+    def feed(self, frames: Frames, rows: I64 | None = None, udptl: I64 | None = None
+             ) -> FeedResult:
         """Account the UDP rows of ``frames`` (default: every row with proto 17), all at
-        one point of the signalling (the caller cuts batches where SDP can change)."""
+        one point of the signalling (the caller cuts batches where SDP can change).
+        ``udptl``: rows sent to an endpoint SDP announced T.38 over UDPTL for: a row that
+        continues an open RTP stream stays RTP (gateways go on sending G.711 after a
+        T.38 re-INVITE), the others are UDPTL (`parse_udptl`: accounted like RTP of a
+        placeholder type, by their sequence numbers)."""
         out = FeedResult()
         if rows is None:
             rows = np.flatnonzero(frames.proto == IPPROTO_UDP).astype(np.int64)
-        if rows.size == 0:
+        n_udptl = 0 if udptl is None else int(udptl.size)
+        if rows.size + n_udptl == 0:
             return out
-        self.counters.udp_rows += int(rows.size)
+        self.counters.udp_rows += int(rows.size) + n_udptl
+        if n_udptl:
+            rows, udptl = self._still_rtp(frames, rows, udptl)  # type: ignore[arg-type]
         h = parse_headers(frames, rows)
-        self.counters.not_rtp += int(rows.size - h.rows.size)
+        if udptl is not None and udptl.size:
+            u = parse_udptl(frames, udptl)
+            self.counters.udptl_rows += int(u.rows.size)
+            h = merge(h, u)
+        self.counters.not_rtp += int(rows.size) + n_udptl - int(h.rows.size)
         if h.rows.size == 0:
             return out
         batch = self._columns(frames, h)
@@ -263,6 +276,18 @@ class StreamTracker:
                                             o.decided))
         self._update(parts)
         return out
+
+    def _still_rtp(self, frames: Frames, rows: I64, udptl: I64) -> tuple[I64, I64]:
+        """Split rows to T.38 endpoints into (RTP rows with them, UDPTL rows): RTP where
+        the row's 5-tuple and SSRC are a stream already open."""
+        h = parse_headers(frames, udptl)
+        if h.rows.size == 0 or not self._sid:
+            return rows, udptl
+        open_ = np.array([self._key(frames, h, i) in self._sid for i in range(h.rows.size)])
+        if not open_.any():
+            return rows, udptl
+        rtp = h.rows[open_]
+        return np.union1d(rows, rtp).astype(np.int64), np.setdiff1d(udptl, rtp)
 
     def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
         r = h.rows
@@ -481,7 +506,8 @@ class StreamTracker:
         meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
                           prev if prev is not None and prev != key[6] else None,
                           profile=described.profile if described else None,
-                          srtp_trailer_bytes=described.srtp_trailer_bytes if described else None)
+                          srtp_trailer_bytes=described.srtp_trailer_bytes if described else None,
+                          sdp_media=described.media if described else None)
         sid = self.stats.open(meta)
         if sid >= self._sid_kind.shape[0]:
             grown = np.full((max(2 * sid, 64), 128), -1, np.int64)

@@ -87,6 +87,7 @@ class StreamStats:
     ptime_ms: float | None = None  # most common RTP timestamp step of media packets / clock
     profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP, RTP/SAVPF ...)
     srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes, when SDP fixed them
+    codec_params: str | None = None  # the SDP a=fmtp of the codec's payload type
 
     @property
     def loss_ratio(self) -> float:
@@ -142,4 +143,5 @@ class StreamStats:
             "ptime_ms": self.ptime_ms,
             "profile": self.profile,
             "srtp_trailer_bytes": self.srtp_trailer_bytes,
+            "codec_params": self.codec_params,
         }

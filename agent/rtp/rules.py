@@ -308,6 +308,7 @@ class StreamMeta:
     previous_ssrc: int | None = None
     profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP ...); None: no SDP
     srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes when SDP fixes them
+    codec_params: str | None = None  # the SDP a=fmtp of the codec's payload type
 
 
 @dataclass(slots=True)
@@ -383,6 +384,7 @@ class Totals:
             previous_ssrc=meta.previous_ssrc,
             profile=meta.profile,
             srtp_trailer_bytes=meta.srtp_trailer_bytes,
+            codec_params=meta.codec_params,
             jb_model=model,
             jb_nominal_ms=nominal,
             jb_max_ms=top,

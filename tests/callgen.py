@@ -247,6 +247,7 @@ class Codec:
     name: str  # as in a=rtpmap
     clock_rate: int
     payload_bytes: int  # per 20 ms packet
+    fmtp: str = ""  # a=fmtp parameters of the codec's payload type (none when empty)
 
     @property
     def ts_step(self) -> int:
@@ -312,6 +313,7 @@ def sdp(ip: str, port: int, codec: Codec, version: int = 1,
     the plan has silence; RTP/SAVP and ``a=crypto`` (RFC 4568) when it has SRTP."""
     profile = "RTP/SAVP" if media.srtp_suite else "RTP/AVP"
     cn = f" {CN_PT}" if media.silence else ""
+    codec_fmtp = f"a=fmtp:{codec.pt} {codec.fmtp}\r\n" if codec.fmtp else ""
     crypto = ""
     if media.srtp_suite:
         mki = f"|2^20|1:{media.srtp_mki_bytes}" if media.srtp_mki_bytes else ""
@@ -321,6 +323,7 @@ def sdp(ip: str, port: int, codec: Codec, version: int = 1,
         f"v=0\r\no=- 4242 {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
         f"m=audio {port} {profile} {codec.pt} {EVENT_PT}{cn}\r\n"
         f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}\r\n"
+        f"{codec_fmtp}"
         f"a=rtpmap:{EVENT_PT} telephone-event/8000\r\na=fmtp:{EVENT_PT} 0-15\r\n"
         f"a=ptime:20\r\n{crypto}a=sendrecv\r\n"
     ).encode()

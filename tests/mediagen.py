@@ -9,7 +9,8 @@ Scenarios (each returns ``(packets, truth)``):
 
 ``codec_tour``       sequential calls 198.18.11.1:20000 <-> 198.18.12.1:30000, one
                      codec each (`TOUR`: G.726 at every rate, GSM, AMR, G.729, G.722,
-                     Opus, iLBC, speex and a vendor name nobody has figures for).
+                     Opus, iLBC (20 and 30 ms modes), G.723.1 at 5.3 kbit/s, speex and
+                     a vendor name nobody has figures for).
 ``srtp_dtmf``        one call over RTP/SAVP (``a=crypto`` of the suite given, an
                      MKI if asked) with four RFC 4733 events per direction; every
                      payload is random bytes + MKI + tag; ``signalled=False``: the
@@ -52,6 +53,8 @@ TOUR: tuple[Codec, ...] = (
     Codec(9, "G722", 8000, 160),
     Codec(99, "opus", 48000, 80),
     Codec(99, "iLBC", 8000, 38),
+    Codec(99, "iLBC", 8000, 50, fmtp="mode=30"),  # RFC 3952: 30 ms mode, 50 B per block
+    Codec(4, "G723", 8000, 20, fmtp="bitrate=5.3"),  # RFC 4856: 5.3 kbit/s, 20 B per frame
     Codec(99, "speex", 8000, 38),
     Codec(99, "X-VENDOR-VOICE", 8000, 40),
 )

@@ -25,6 +25,7 @@ bounded by the call table: entries leave with their call.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -154,9 +155,10 @@ def describe(m: MediaDescription) -> EndpointMedia:
     for p in m.payloads:
         static = STATIC_PAYLOAD_TYPES.get(p.pt)
         if static is not None and (p.static or static.clock_rate == p.clock_rate_hz):
-            payloads[p.pt] = static
+            payloads[p.pt] = dataclasses.replace(static, fmtp=p.fmtp) if p.fmtp else static
         else:
-            payloads[p.pt] = payload_info(p.encoding, p.clock_rate_hz or None, p.channels)
+            payloads[p.pt] = payload_info(p.encoding, p.clock_rate_hz or None, p.channels,
+                                          p.fmtp)
     return EndpointMedia(payloads, m.proto, srtp_trailers(m.proto, m.crypto_trailers),
                          m.media.lower())
 

@@ -48,6 +48,7 @@ def quality_of(
 ) -> Quality:
     inp = DirectionInput(
         codec=s.codec,
+        codec_params=s.codec_params,
         loss_ratio=s.loss_ratio,
         burst_ratio=burst_ratio_from_counts(s.lost, s.expected, s.loss_bursts),
         jitter_buffer=jitter_buffer_of(s),

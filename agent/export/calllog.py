@@ -13,7 +13,7 @@ Formats:
   the SLA verdict and the thresholds crossed, e.g. ::
 
     2023-11-14T22:13:20.000Z call=h:1c2d3e4f5a6b sip:h:..@example.org -> sip:h:..@example.org
-    peer=other 200 normal dur=3.2s setup=0.050s codec=g711A a_to_b[mos=4.38 loss=0.00%
+    peer=other 200 normal dur=3.2s setup=0.050s codec=PCMA a_to_b[mos=4.38 loss=0.00%
     jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq) profile=gold
 
 Audio never reaches a record, so none can reach the log (DESIGN.md rule 7).

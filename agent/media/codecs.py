@@ -124,15 +124,48 @@ CODECS: tuple[CodecImpairment, ...] = (
 _BY_NAME: Mapping[str, CodecImpairment] = {row.name.upper(): row for row in CODECS}
 _G711_NAMES = frozenset({"PCMU", "PCMA"})
 
+#: Codec modes an SDP a=fmtp selects, with figures of their own:
+#: (codec, fmtp parameter, value) -> the fields that differ from the codec's row.
+VARIANTS: Mapping[tuple[str, str, str], Mapping[str, object]] = {
+    # RFC 4856 §2.1 (G723 "bitrate"): 5.3 kbit/s is Ie 19 (G.113 App. I Table I.1); Bpl
+    # 16.1 is given for 6.3 kbit/s only.
+    ("G723", "bitrate", "5.3"): {"ie": 19.0, "unverified": ("bpl",)},
+    # RFC 3952 §4.2 (iLBC "mode"): 30 ms blocks, 40 ms algorithmic delay (RFC 3951 §1).
+    ("iLBC", "mode", "30"): {"frame_ms": 30.0, "lookahead_ms": 10.0, "default_ptime_ms": 30.0},
+}
+
+
+def fmtp_parameters(fmtp: str | None) -> dict[str, str]:
+    """``a=fmtp`` format parameters as a dict (RFC 4855 §3: ``name=value;...``, names
+    case-insensitive); anything that is not ``name=value`` is ignored."""
+    out: dict[str, str] = {}
+    for part in (fmtp or "").split(";"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            out.setdefault(name.strip().lower(), value.strip())
+    return out
+
+
+def _variant(row: CodecImpairment, params: str | None) -> CodecImpairment:
+    """The codec's row, or the mode its fmtp selects (named ``<codec> <param>=<value>``)."""
+    for name, value in sorted(fmtp_parameters(params).items()):
+        changes = VARIANTS.get((row.name, name, value))
+        if changes is not None:
+            return dataclasses.replace(row, name=f"{row.name} {name}={value}", **changes)  # type: ignore[arg-type]
+    return row
+
 
 def lookup_codec(
     name: str | None,
     *,
+    params: str | None = None,
     g711_plc: bool = True,
     overrides: Mapping[str, CodecImpairment] | None = None,
 ) -> CodecImpairment:
     """The figures for ``name`` (any spelling the registry knows; case-insensitive).
 
+    ``params`` is the SDP ``a=fmtp`` of the payload type: a mode in `VARIANTS` (G.723.1
+    at 5.3 kbit/s, iLBC's 30 ms mode) has figures of its own.
     ``g711_plc`` picks G.711's Bpl: 25.1 with concealment, 4.3 without.
     ``overrides`` (keyed by any spelling, normalised the same way) win over the
     table. A codec without figures returns the fallback: the G.711 row renamed
@@ -144,6 +177,8 @@ def lookup_codec(
             if canonical_name(oname).upper() == key:
                 return orow
     row = _BY_NAME.get(key)
+    if row is not None:
+        row = _variant(row, params)
     if row is None:
         row = dataclasses.replace(_BY_NAME["PCMA"], name="unknown", known=False,
                                   source="fallback: G.711 figures (codec without figures)")

@@ -159,23 +159,27 @@ _PACKET_KIND = {MediaKind.TELEPHONE_EVENT: PayloadKind.TELEPHONE_EVENT,
 
 @dataclass(frozen=True, slots=True)
 class PayloadInfo:
-    """What a payload type number means: canonical codec name, RTP clock (Hz), kind."""
+    """What a payload type number means: canonical codec name, RTP clock (Hz), kind, and
+    the SDP ``a=fmtp`` parameters (some pick a codec mode with other figures)."""
 
     name: str
     clock_rate: int | None
     kind: PayloadKind = PayloadKind.MEDIA
     channels: int = 1
+    fmtp: str | None = None
 
     @property
     def media_kind(self) -> MediaKind:
         return media_kind(self.name)
 
 
-def payload_info(encoding_name: str, clock_rate: int | None, channels: int = 1) -> PayloadInfo:
-    """A payload type as an ``a=rtpmap`` binds it: the name normalised, the kind derived."""
+def payload_info(encoding_name: str, clock_rate: int | None, channels: int = 1,
+                 fmtp: str | None = None) -> PayloadInfo:
+    """A payload type as an ``a=rtpmap`` (and ``a=fmtp``) binds it: the name normalised,
+    the kind derived."""
     name = canonical_name(encoding_name)
     kind = _PACKET_KIND.get(media_kind(name), PayloadKind.MEDIA)
-    return PayloadInfo(name, clock_rate, kind, channels)
+    return PayloadInfo(name, clock_rate, kind, channels, fmtp or None)
 
 
 def _static(name: str, clock: int, channels: int = 1) -> PayloadInfo:

@@ -95,8 +95,9 @@ class QualityConfig(BaseModel):
     emodel: EModelParams = EModelParams()
     codec_overrides: dict[str, CodecOverride] = Field(default_factory=dict)
 
-    def codec(self, name: str | None) -> CodecImpairment:
-        """The impairment row for ``name`` under this config's overrides and PLC choice."""
+    def codec(self, name: str | None, params: str | None = None) -> CodecImpairment:
+        """The impairment row for ``name`` (and its SDP fmtp ``params``) under this config's
+        overrides and PLC choice."""
         overrides = {
             key: CodecImpairment(
                 name=key,
@@ -109,7 +110,7 @@ class QualityConfig(BaseModel):
             )
             for key, o in self.codec_overrides.items()
         }
-        return lookup_codec(name, g711_plc=self.g711_plc, overrides=overrides)
+        return lookup_codec(name, params=params, g711_plc=self.g711_plc, overrides=overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class DirectionInput:
     jitter_buffer: JitterBufferResult | None = None
     rtt_s: float | None = None  # round trip from RTCP, None if not measured
     ptime_ms: float | None = None  # from SDP a=ptime or packet spacing
+    codec_params: str | None = None  # SDP a=fmtp of the codec (a mode with other figures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +222,7 @@ def _rate(
 def compute_quality(inp: DirectionInput, cfg: QualityConfig | None = None) -> Quality:
     """E-model quality of one direction from measured inputs (see module docstring)."""
     cfg = cfg or QualityConfig()
-    codec = cfg.codec(inp.codec)
+    codec = cfg.codec(inp.codec, inp.codec_params)
     ta, network, source = one_way_delay_ms(inp, codec, cfg)
     loss = effective_loss_ratio(inp.loss_ratio, inp.jitter_buffer)
     burst_r = inp.burst_ratio if inp.burst_ratio > 0.0 else 1.0

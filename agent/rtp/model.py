@@ -88,6 +88,7 @@ class StreamStats:
     ptime_ms: float | None = None  # most common RTP timestamp step of media packets / clock
     profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP, RTP/SAVPF ...)
     srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes, when SDP fixed them
+    codec_params: str | None = None  # the SDP a=fmtp of the codec's payload type
     # what it carries (`agent.media.payloads.stream_media`): audio, video, image, text,
     # application, telephone-event or comfort-noise alone, unknown (unsignalled, unnamed)
     media: str = "audio"
@@ -152,4 +153,5 @@ class StreamStats:
             "profile": self.profile,
             "srtp_trailer_bytes": self.srtp_trailer_bytes,
             "media": self.media,
+            "codec_params": self.codec_params,
         }

@@ -310,6 +310,7 @@ class StreamMeta:
     profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP ...); None: no SDP
     srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes when SDP fixes them
     sdp_media: str | None = None  # the m= media type of its SDP (video, image ...); None: no SDP
+    codec_params: str | None = None  # the SDP a=fmtp of the codec's payload type
 
 
 @dataclass(slots=True)
@@ -386,6 +387,7 @@ class Totals:
             profile=meta.profile,
             srtp_trailer_bytes=meta.srtp_trailer_bytes,
             media=stream_media(meta.sdp_media, meta.codec),
+            codec_params=meta.codec_params,
             jb_model=model,
             jb_nominal_ms=nominal,
             jb_max_ms=top,

@@ -348,7 +348,8 @@ class StreamTracker:
         media packet: that payload names its codec (the RTP clock stays as opened)."""
         info = lookup(pt, self._unnamed.pop(sid))
         meta = self.stats.meta[sid]
-        self.stats.meta[sid] = dataclasses.replace(meta, codec=info.name if info else None)
+        self.stats.meta[sid] = dataclasses.replace(meta, codec=info.name if info else None,
+                                                   codec_params=info.fmtp if info else None)
 
     # -- candidates -----------------------------------------------------------------------
 
@@ -507,7 +508,8 @@ class StreamTracker:
                           prev if prev is not None and prev != key[6] else None,
                           profile=described.profile if described else None,
                           srtp_trailer_bytes=described.srtp_trailer_bytes if described else None,
-                          sdp_media=described.media if described else None)
+                          sdp_media=described.media if described else None,
+                          codec_params=info.fmtp if info else None)
         sid = self.stats.open(meta)
         if sid >= self._sid_kind.shape[0]:
             grown = np.full((max(2 * sid, 64), 128), -1, np.int64)

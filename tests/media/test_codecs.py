@@ -114,3 +114,22 @@ def test_config_override_by_any_spelling() -> None:
     ref = compute_quality(DirectionInput("PCMA", 0.01, rtt_s=0.0))
     assert q.codec_figures == "standard" and q.ie_eff == pytest.approx(5 + 90 * 1 / (1 + 10))
     assert ref.ie_eff == pytest.approx(95 * 1 / (1 + 25.1))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "model", "ie", "frame_ms", "lookahead_ms", "ptime_ms"),
+    [("G723", "bitrate=5.3", "G723 bitrate=5.3", 19.0, 30.0, 7.5, 30.0),
+     ("G723", "bitrate=6.3", "G723", 15.0, 30.0, 7.5, 30.0),
+     ("G723", "annexa=yes; bitrate=5.3", "G723 bitrate=5.3", 19.0, 30.0, 7.5, 30.0),
+     ("iLBC", "mode=30", "iLBC mode=30", 11.0, 30.0, 10.0, 30.0),
+     ("ilbc", "MODE=30", "iLBC mode=30", 11.0, 30.0, 10.0, 30.0),
+     ("iLBC", "mode=20", "iLBC", 11.0, 20.0, 5.0, 20.0),
+     ("iLBC", "garbage;;=;mode", "iLBC", 11.0, 20.0, 5.0, 20.0),
+     ("PCMA", "mode=30", "PCMA", 0.0, 0.0, 0.0, 20.0)],
+)
+def test_fmtp_selects_a_mode(name: str, params: str, model: str, ie: float, frame_ms: float,
+                             lookahead_ms: float, ptime_ms: float) -> None:
+    row = lookup_codec(name, params=params)
+    assert (row.name, row.ie, row.frame_ms, row.lookahead_ms, row.default_ptime_ms) == (
+        model, ie, frame_ms, lookahead_ms, ptime_ms)
+    assert row.known

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ITU-T G.113 Appendix I Table I.1 (Ie) / Table I.3 (Bpl), Appendix IV (Ie,WB), RFC 3951
 # and RFC 6716 (look-ahead); iLBC and Opus: published E-model fits (no ITU-T value).
-# name -> (Ie or Ie,WB, look-ahead ms, wideband)
+# name (with the SDP fmtp that selects a mode) -> (Ie or Ie,WB, look-ahead ms, wideband)
 FIGURES: dict[str, tuple[float, float, bool]] = {
     "G726-16": (50.0, 0.0, False), "G726-24": (25.0, 0.0, False),
     "G726-32": (7.0, 0.0, False), "G726-40": (2.0, 0.0, False),
@@ -44,6 +44,8 @@ FIGURES: dict[str, tuple[float, float, bool]] = {
     "G722": (13.0, 0.0, True),
     "opus": (10.0, 6.5, True),
     "iLBC": (11.0, 5.0, False),
+    "iLBC mode=30": (11.0, 10.0, False),  # RFC 3951: 40 ms algorithmic delay, 30 ms blocks
+    "G723 bitrate=5.3": (19.0, 7.5, False),  # G.723.1 at 5.3 kbit/s
 }
 ASSUMED = {"speex", "X-VENDOR-VOICE"}
 ASSUMED_NETWORK_MS = 20.0  # QualityConfig default: no RTCP in these captures
@@ -129,22 +131,24 @@ def test_each_call_rated_on_its_own_codec_figures(gen_dir: Path) -> None:
     calls = {c["call_id"]: c for c in _calls(objs)}
     assert set(calls) == {t.call_id for t in truth.calls}
     seen = []
-    for t in truth.calls:
+    for t, codec in zip(truth.calls, mediagen.TOUR, strict=True):
         rec = calls[t.call_id]
-        assert rec["codec"] == t.codec
+        assert rec["codec"] == t.codec == codec.name
+        model = f"{codec.name} {codec.fmtp}" if codec.fmtp else codec.name
         for d in rec["directions"]:
             s, q = d["stream"], d["quality"]
             assert (s["codec"], s["clock_rate"], s["clock_rate_estimated"]) == (
                 t.codec, t.clock_rate, False)
+            assert s["codec_params"] == (codec.fmtp or None)
             assert q["effective_loss_ratio"] == 0.0 and s["ptime_ms"] == 20.0
             if t.codec in ASSUMED:
                 assert (q["codec_figures"], q["codec_model"]) == ("assumed", "unknown")
                 assert "min_mos_cq" in d["sla"]["not_judged"]
                 assert "min_mos_cq" not in {v["threshold"] for v in d["sla"]["violations"]}
                 continue
-            ie, lookahead, wideband = FIGURES[t.codec]
+            ie, lookahead, wideband = FIGURES[model]
             assert (q["codec_figures"], q["codec_model"], q["wideband"]) == (
-                "standard", t.codec, wideband)
+                "standard", model, wideband)
             # Ta = assumed network + ptime + jitter-buffer wait + look-ahead
             ta = ASSUMED_NETWORK_MS + 20.0 + s["jitter_buffer"]["mean_delay_ms"] + lookahead
             assert q["delay_ms"] == pytest.approx(ta, abs=0.01)

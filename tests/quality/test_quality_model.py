@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from agent.media.codecs import lookup_codec
 from agent.quality.emodel import mos_from_r, rate_narrowband
-from agent.quality.model import JitterBufferResult
 from agent.quality.model import (
     DirectionInput,
+    JitterBufferResult,
     QualityConfig,
     compute_intervals,
     compute_quality,

@@ -8,6 +8,8 @@ SLA measures, and why: jitter is the *mean* of the RFC 3550 estimate over the
 call (the final value is one noisy sample; the maximum is one bad second,
 which `mos_min` already exposes); loss is network loss (lost / expected);
 one-way delay is judged only when it was measured (RTCP), never when assumed.
+Two-way media is a call measure (agent/calls/media_seen.py), handed to every
+direction like the setup delay; ``None`` when the call is not judged for it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from agent.quality.model import DirectionInput, Quality, compute_quality
 from agent.rtcp.monitor import RemoteReport
 from agent.rtp.model import StreamStats
 from agent.sla.config import SlaProfile
-from agent.sla.policy import Measured, Verdict, dscp_compliance_ratio, evaluate
+from agent.sla.policy import REQUIREMENTS, Measured, Verdict, dscp_compliance_ratio, evaluate
 
 
 def jitter_buffer_of(s: StreamStats) -> JitterBufferResult | None:
@@ -110,6 +112,7 @@ def judge_direction(
     signalling_dscp: Mapping[int, int] | None,
     mos_min: float | None = None,
     ptime_ms: float | None = None,
+    media_directions: int | None = None,
 ) -> DirectionRecord:
     """Measure, rate and judge one direction of a call."""
     q = quality_of(s, rtt_s, cfg, ptime_ms)
@@ -122,6 +125,7 @@ def judge_direction(
         setup_delay_s=setup_delay_s,
         media_dscp_packets=dict(s.dscp),
         signalling_dscp_packets=dict(signalling_dscp) if signalling_dscp else None,
+        media_directions=media_directions,
     )
     accepted = profile.media_dscp
     return DirectionRecord(
@@ -138,12 +142,16 @@ def judge_direction(
 
 def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
                  setup_delay_s: float | None,
-                 signalling_dscp: Mapping[int, int] | None) -> SlaRecord:
-    """The call's verdict: every direction's violations plus the signalling checks."""
+                 signalling_dscp: Mapping[int, int] | None,
+                 media_directions: int | None = None) -> SlaRecord:
+    """The call's verdict: every direction's violations plus the signalling checks and
+    the requirements (two-way media), which also hold for a call with no direction."""
     sig = evaluate(profile, Measured(
         setup_delay_s=setup_delay_s,
         signalling_dscp_packets=dict(signalling_dscp) if signalling_dscp else None,
+        media_directions=media_directions,
     ))
+    required = {name for name, _, _ in REQUIREMENTS}
     seen: set[tuple[str, float]] = set()
     violations: list[ViolationRecord] = []
     for v in [*sla_record(sig).violations, *(x for d in directions for x in d.sla.violations)]:
@@ -154,7 +162,8 @@ def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
         verdict="violated" if violations else "met",
         profile=profile.name,
         violations=violations,
-        not_judged=sorted({n for d in directions for n in d.sla.not_judged}),
+        not_judged=sorted({n for d in directions for n in d.sla.not_judged}
+                          | (required & set(sig.not_judged))),
     )
 
 

@@ -49,11 +49,18 @@ Scenarios (each returns ``(packets, truth)``; ``write`` makes the pcap):
                      the very same RTP without any SIP.
 ``heavy_jitter``     one call with 0-80 ms delay on every packet and 1 % loss
                      (never on the first or last 5 packets of a stream).
+``media_directions`` calls whose sides send audio, RFC 3389 comfort noise only,
+                     RFC 4733 events only or nothing after the answer; early
+                     media (183 with SDP, a ringback until the answer); a short
+                     call; a held (sendonly/recvonly) call. Each call's truth
+                     says which directions carried media (audio or CN, not
+                     events alone) from the answer on: ``media_seen``.
 """
 
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +129,9 @@ class CallTruth:
     final_ts: float | None  # the final response to the initial INVITE
     reinvite: bool = False  # the caller moved its media port mid-call
     in_dialog: tuple[str, ...] = ()  # in-dialog methods sent besides ACK/BYE
+    # Directions that carried audio or comfort noise from the answer on (any time for an
+    # unanswered call): "both", "a_to_b" (caller -> callee), "b_to_a", "none".
+    media_seen: str = "none"
 
     @property
     def setup_delay_s(self) -> float:
@@ -242,14 +252,15 @@ G726 = [Codec(99, f"{p}G726-{k}", 8000, k * 20 // 8)
 SPEEX = [Codec(99, "speex", 8000, 38), Codec(99, "speex", 16000, 70)]
 
 
-def sdp(ip: str, port: int, codec: Codec, version: int = 1) -> bytes:
+def sdp(ip: str, port: int, codec: Codec, version: int = 1, direction: str = "sendrecv"
+        ) -> bytes:
     """An audio offer/answer with one codec plus telephone-event (RFC 4733)."""
     return (
         f"v=0\r\no=- 4242 {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
         f"m=audio {port} RTP/AVP {codec.pt} 101\r\n"
         f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}\r\n"
         f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n"
-        f"a=sendrecv\r\n"
+        f"a={direction}\r\n"
     ).encode()
 
 
@@ -369,6 +380,50 @@ def emit_rtp(cap: _Capture, rng: random.Random, leg: Leg, codec: Codec, start_ns
     return seq0 + n, ts0 + n * codec.ts_step
 
 
+#: What one side sends after the answer (`CallPlan.media`).
+AUDIO, COMFORT_NOISE, EVENTS, SILENT = "audio", "cn", "events", "none"
+CN_PT = 13  # RFC 3551 static comfort noise (RFC 3389 payload: one noise-level byte)
+EVENT_PT = 101  # as `sdp` maps it: telephone-event/8000
+CN_INTERVAL_MS = 100  # a SID update every 100 ms of silence
+EVENT_EVERY_MS = 1000  # one digit a second: 4 packets 50 ms apart, then the end 3 times
+
+
+def emit_cn(cap: _Capture, leg: Leg, start_ns: int, stop_ns: int, *, seq0: int,
+            ts0: int) -> int:
+    """Comfort noise only (VAD on, the side is silent) from ``start_ns``; packets sent."""
+    n = max(0, (stop_ns - start_ns) // (CN_INTERVAL_MS * MS))
+    for k in range(n):
+        data = rtp_packet(seq0 + k, ts0 + k * 8 * CN_INTERVAL_MS, leg.ssrc, CN_PT, k == 0,
+                          bytes([60]))  # -60 dBov
+        cap.add(start_ns + k * CN_INTERVAL_MS * MS + MS, leg.flow(), data, dscp=DSCP_RTP,
+                stream=leg.sid, seq=seq0 + k)
+    return n
+
+
+def emit_events(cap: _Capture, leg: Leg, start_ns: int, stop_ns: int, *, seq0: int,
+                ts0: int) -> int:
+    """RFC 4733 telephone-events only, no audio (a side that sends DTMF and nothing
+    else); the end packet of each digit is sent 3 times (same sequence number, as
+    sipp's dtmf_2833 captures do). Returns the packets sent."""
+    seq, sent = seq0, 0
+    for digit in range(max(0, (stop_ns - start_ns) // (EVENT_EVERY_MS * MS))):
+        t = start_ns + digit * EVENT_EVERY_MS * MS + MS
+        ts = ts0 + digit * 8 * EVENT_EVERY_MS
+        # (offset ms, end bit, duration in timestamp units): 4 updates, the end thrice
+        sends = [(50 * i, False, 400 * (i + 1)) for i in range(4)]
+        sends += [(200 + 5 * i, True, 2000) for i in range(3)]
+        for i, (offset_ms, end, duration) in enumerate(sends):
+            payload = struct.pack("!BBH", digit % 10, (0x80 if end else 0) | 10, duration)
+            data = rtp_packet(seq, ts, leg.ssrc, EVENT_PT, i == 0, payload)
+            cap.add(t + offset_ms * MS, leg.flow(), data, dscp=DSCP_RTP, stream=leg.sid,
+                    seq=seq)
+            sent += 1
+            if not end:
+                seq += 1
+        seq += 1  # past the end packets' one sequence number
+    return sent
+
+
 @dataclass(frozen=True, slots=True)
 class CallPlan:
     """What one call does. Times are ns offsets from ``start_ns``."""
@@ -392,6 +447,9 @@ class CallPlan:
     ssrcs: tuple[int, int] | None = None  # (caller's, callee's); random when None
     seq_ts: tuple[int, int, int, int] | None = None  # (seq, ts) caller, (seq, ts) callee
     delay: Delay = Delay()
+    media: tuple[str, str] = (AUDIO, AUDIO)  # what (caller, callee) send after the answer
+    early_media: bool = False  # 183 with SDP instead of 180; callee ringback until answer
+    held: bool = False  # offer sendonly, answer recvonly: one-way media by agreement
 
 
 def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall:
@@ -407,15 +465,30 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     timer = ([f"Session-Expires: {plan.session_expires};refresher=uac", "Supported: timer"]
              if plan.session_expires else [])
     t = plan.start_ns
+    offer_dir, answer_dir = ("sendonly", "recvonly") if plan.held else ("sendrecv",) * 2
     invite, echo = d.request("INVITE", in_dialog=False, cseq=1,
-                             body=sdp(plan.caller_ip, plan.caller_media, plan.codec),
+                             body=sdp(plan.caller_ip, plan.caller_media, plan.codec,
+                                      direction=offer_dir),
                              extra=timer)
     p = _PendingCall(plan)
     p.invite_ns = send(t, up, invite)
     send(t + 8 * MS, down, d.response(echo, 100, "Trying"))
-    if plan.ringing:
-        p.ringing_ns = send(t + plan.setup_ns // 3, down, d.response(echo, 180, "Ringing"))
     t_final = t + plan.setup_ns
+    if plan.early_media:
+        body = sdp(plan.callee_ip, plan.callee_media, plan.codec, direction=answer_dir)
+        p.ringing_ns = send(t + plan.setup_ns // 3, down,
+                            d.response(echo, 183, "Session Progress", body=body))
+        ring = Leg(plan.call_id, plan.callee_ip, plan.callee_media, plan.caller_ip,
+                   plan.caller_media, rng.getrandbits(32))
+        start = p.ringing_ns + 30 * MS
+        emit_rtp(cap, rng, ring, plan.codec, start,
+                 (t_final - 40 * MS - start) // (PTIME_MS * MS), plan.delay,
+                 seq0=rng.randrange(1, 20000), ts0=rng.getrandbits(31))
+        p.legs.append(ring)
+        if plan.outcome != "answered":
+            p.media.add("b_to_a")  # the ringback is all the media an unanswered call has
+    elif plan.ringing:
+        p.ringing_ns = send(t + plan.setup_ns // 3, down, d.response(echo, 180, "Ringing"))
     if plan.outcome == "failed":
         p.final_status = 486
         p.final_ns = send(t_final, down, d.response(echo, 486, "Busy Here"))
@@ -433,7 +506,8 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     p.final_status = 200
     p.final_ns = p.answer_ns = send(
         t_final, down, d.response(echo, 200, "OK",
-                                  body=sdp(plan.callee_ip, plan.callee_media, plan.codec),
+                                  body=sdp(plan.callee_ip, plan.callee_media, plan.codec,
+                                           direction=answer_dir),
                                   extra=[s.replace("Supported", "Require") for s in timer]))
     send(t_final + 4 * MS, up, d.request("ACK", cseq=1)[0])
     answer = t_final
@@ -490,11 +564,32 @@ def _call_media(cap: _Capture, rng: random.Random, plan: CallPlan, d: _Dialog,
         n = (stop - start) // (PTIME_MS * MS)
         a = Leg(plan.call_id, plan.caller_ip, port, plan.callee_ip, plan.callee_media, ssrc_a)
         b = Leg(plan.call_id, plan.callee_ip, plan.callee_media, plan.caller_ip, port, ssrc_b)
-        seq_a, ts_a = emit_rtp(cap, rng, a, plan.codec, start, n, plan.delay, seq0=seq_a,
-                               ts0=ts_a)
-        seq_b, ts_b = emit_rtp(cap, rng, b, plan.codec, start + 7 * MS, n, plan.delay,
-                               seq0=seq_b, ts0=ts_b)
-        p.legs += [a, b]
+        seq_a, ts_a = _emit_side(cap, rng, p, a, plan.media[0], "a_to_b", start, stop, n,
+                                 seq_a, ts_a)
+        seq_b, ts_b = _emit_side(cap, rng, p, b, plan.media[1], "b_to_a", start + 7 * MS,
+                                 stop, n, seq_b, ts_b)
+
+
+def _emit_side(cap: _Capture, rng: random.Random, p: _PendingCall, leg: Leg, kind: str,
+               direction: str, start: int, stop: int, n: int, seq: int, ts: int
+               ) -> tuple[int, int]:
+    """One side's media of one port period, as `CallPlan.media` says; next (seq, ts)."""
+    plan = p.plan
+    if kind == AUDIO:
+        seq, ts = emit_rtp(cap, rng, leg, plan.codec, start, n, plan.delay, seq0=seq, ts0=ts)
+        p.media.add(direction)
+    elif kind == COMFORT_NOISE:
+        seq += emit_cn(cap, leg, start, stop, seq0=seq, ts0=ts)
+        p.media.add(direction)
+        p.codecs[leg.sid] = "CN"
+    elif kind == EVENTS:
+        seq += emit_events(cap, leg, start, stop, seq0=seq, ts0=ts)
+        p.codecs[leg.sid] = "telephone-event"
+    elif kind != SILENT:
+        raise ValueError(f"unknown media kind {kind!r}")
+    if kind != SILENT:
+        p.legs.append(leg)
+    return seq, ts
 
 
 @dataclass(slots=True)
@@ -511,6 +606,8 @@ class _PendingCall:
     reinvite: bool = False
     in_dialog: list[str] = field(default_factory=list)
     legs: list[Leg] = field(default_factory=list)
+    media: set[str] = field(default_factory=set)  # a_to_b / b_to_a: audio or CN was sent
+    codecs: dict[StreamId, str] = field(default_factory=dict)  # legs not in the call's codec
 
     def truth(self, emissions: Sequence[_Emission]) -> CallTruth:
         c = self.plan.codec
@@ -527,10 +624,12 @@ class _PendingCall:
             invite_ts=self.invite_ns / S, ringing_ts=sec(self.ringing_ns),
             answer_ts=sec(self.answer_ns), bye_ts=sec(self.bye_ns),
             codec=c.name, clock_rate=c.clock_rate,
-            streams=tuple(stream_truth(emissions, leg.sid, c.name, c.clock_rate)
+            streams=tuple(stream_truth(emissions, leg.sid, self.codecs.get(leg.sid, c.name),
+                                       c.clock_rate)
                           for leg in self.legs),
             final_ts=sec(self.final_ns), reinvite=self.reinvite,
             in_dialog=tuple(self.in_dialog),
+            media_seen=("both" if len(self.media) == 2 else next(iter(self.media), "none")),
         )
 
 
@@ -679,6 +778,39 @@ def heavy_jitter(seed: int = 19) -> tuple[list[CapturedPacket], ScenarioTruth]:
                              True, "198.18.10")
 
 
+#: media_directions: (name, caller sends, callee sends, talk s, early media, held, outcome)
+MEDIA_DIRECTION_CALLS: tuple[tuple[str, str, str, float, bool, bool, str], ...] = (
+    ("two_way", AUDIO, AUDIO, 8.0, False, False, "answered"),
+    ("caller_only", AUDIO, SILENT, 8.0, False, False, "answered"),
+    ("callee_only", SILENT, AUDIO, 8.0, False, False, "answered"),
+    ("no_rtp", SILENT, SILENT, 8.0, False, False, "answered"),
+    ("short_one_way", AUDIO, SILENT, 3.0, False, False, "answered"),
+    ("events_reverse", AUDIO, EVENTS, 8.0, False, False, "answered"),
+    ("cn_reverse", AUDIO, COMFORT_NOISE, 8.0, False, False, "answered"),
+    ("early_then_one_way", AUDIO, SILENT, 8.0, True, False, "answered"),
+    ("early_then_two_way", AUDIO, AUDIO, 8.0, True, False, "answered"),
+    ("early_failed", SILENT, SILENT, 8.0, True, False, "failed"),
+    ("held_one_way", AUDIO, SILENT, 8.0, False, True, "answered"),
+)
+
+
+def media_directions(seed: int = 23) -> tuple[list[CapturedPacket], ScenarioTruth]:
+    """One call per `MEDIA_DIRECTION_CALLS` row, 198.18.11.<n> -> 198.18.12.1, PCMA,
+    started 1 s apart; the Call-ID starts with the row's name."""
+    rng = random.Random(seed)
+    plans = []
+    for i, (name, caller, callee, talk_s, early, held, outcome) in enumerate(
+            MEDIA_DIRECTION_CALLS):
+        plans.append(CallPlan(
+            call_id=f"{name}-{rng.getrandbits(32):08x}@198.18.11.{i + 1}",
+            start_ns=BASE_EPOCH_NS + i * S, caller_ip=f"198.18.11.{i + 1}",
+            callee_ip="198.18.12.1", caller_media=20000 + 2 * i, callee_media=30000 + 2 * i,
+            codec=PCMA, outcome=outcome, setup_ns=2 * S, talk_ns=round(talk_s * S),
+            media=(caller, callee), early_media=early, held=held,
+        ))
+    return _build(rng, plans)
+
+
 SCENARIOS = {
     "many_calls": many_calls,
     "port_reuse_g726": lambda: port_reuse("g726"),
@@ -689,6 +821,7 @@ SCENARIOS = {
     "reorder_start": reorder_start,
     "reorder_start_unsignalled": lambda: reorder_start(signalled=False),
     "heavy_jitter": heavy_jitter,
+    "media_directions": media_directions,
 }
 
 
@@ -698,6 +831,7 @@ def write(path: Path | str, packets: Sequence[CapturedPacket]) -> Path:
 
 
 __all__ = [
-    "SCENARIOS", "CallTruth", "Codec", "ScenarioTruth", "StreamTruth", "heavy_jitter",
-    "many_calls", "port_reuse", "reorder_start", "sip_only_refresh", "stream_truth", "write",
+    "MEDIA_DIRECTION_CALLS", "SCENARIOS", "CallTruth", "Codec", "ScenarioTruth", "StreamTruth",
+    "heavy_jitter", "many_calls", "media_directions", "port_reuse", "reorder_start",
+    "sip_only_refresh", "stream_truth", "write",
 ]

@@ -336,8 +336,10 @@ class Lab:
         self._procs.append(proc)
         return proc
 
-    def start_capture(self, capture: Path) -> subprocess.Popen[bytes]:
-        """tcpdump on R's interface toward B; returns once it is listening.
+    def start_capture(self, capture: Path, interface: str = "rb") -> subprocess.Popen[bytes]:
+        """tcpdump on R's interface toward B (or ``interface``, e.g. ``ra`` toward A, where
+        A->B packets are seen before the forward chain and B->A after it); returns once
+        it is listening.
 
         ``--immediate-mode``: without it libpcap hands packets over in blocks (up to 1 s
         late) and the packets of the last block are lost when tcpdump is stopped.
@@ -345,7 +347,7 @@ class Lab:
         root-only temporary directory."""
         proc = self._spawn(
             self.ns_r,
-            ["tcpdump", "-i", "rb", "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
+            ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
              "-w", str(capture)],
             self.workdir / "tcpdump.log", stderr_pipe=True,
         )
@@ -373,8 +375,10 @@ class Lab:
             time.sleep(0.1)
         raise LabError(f"nothing listens on udp port {port} in {ns}")
 
-    def run_calls(self, calls: int = 3, rate: float = 10.0) -> CallRun:
-        """``calls`` sipp uac_pcap calls from A to B, one at a time, captured on R.
+    def run_calls(self, calls: int = 3, rate: float = 10.0,
+                  capture_interface: str = "rb") -> CallRun:
+        """``calls`` sipp uac_pcap calls from A to B, one at a time, captured on R's
+        ``capture_interface``.
 
         Calls are sequential (``-l 1``): B's echo port is the same for every call, so
         concurrent calls would share B's media address, which real UAs don't do."""
@@ -388,7 +392,7 @@ class Lab:
         uas_xml.write_text(UAS_SCENARIO, encoding="ascii")
         budget = int(calls * (CALL_SECONDS + 2.0) + 15)
 
-        tcpdump = self.start_capture(capture)
+        tcpdump = self.start_capture(capture, capture_interface)
         uas_log = self.workdir / "uas.log"
         uas = self._spawn(
             self.ns_b,

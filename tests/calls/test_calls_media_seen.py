@@ -28,6 +28,7 @@ from agent.calls.record import CallRecord
 from agent.capture.pcapfile import open_capture
 from agent.config import Config
 from agent.engine import Engine, EngineConfig
+from agent.export.calllog import format_line
 from agent.export.metrics import ProbeMetrics
 from agent.sip.events import Side
 
@@ -216,3 +217,15 @@ def test_media_seen_pure(scenario: tuple[Path, callgen.ScenarioTruth]) -> None:
     unsignalled = two_way_media([(Side.CALLEE, audio)], None, audio.last_ts, 0.0)
     assert (unsignalled.seen, unsignalled.judged, unsignalled.one_way) == ("a_to_b", False,
                                                                            None)
+
+
+def test_call_log_line_names_the_media_directions(
+        scenario: tuple[Path, callgen.ScenarioTruth]) -> None:
+    path, _ = scenario
+    recs = _records(_events(path, REQUIRED))
+    line = format_line(recs["caller_only"].to_json())
+    assert " media=a_to_b one_way=a_to_b " in line
+    assert "sla=violated(require_two_way_media)" in line
+    short = format_line(recs["short_one_way"].to_json())
+    assert " media=a_to_b " in short and "one_way=" not in short
+    assert " media=none " in format_line(recs["no_rtp"].to_json())

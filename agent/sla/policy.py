@@ -17,7 +17,7 @@ A requirement (:data:`REQUIREMENTS`) is a yes/no profile field that asks for a
 count: ``require_two_way_media`` asks for media in 2 directions, and a call
 with media in one violates it with ``limit`` 2 and ``value`` 1. The caller
 leaves the count ``None`` when the call cannot be judged (not answered, too
-short, no media at the probe at all: agent/calls/media_seen.py).
+short, no media at the probe at all, one-way by SDP: agent/calls/media_seen.py).
 
 :func:`direction_of` and :func:`peer_of` map addresses to the bounded label
 sets the config defines (``inbound``/``outbound``, peer names or ``other``).

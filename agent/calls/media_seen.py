@@ -10,7 +10,8 @@ that way:
 - A direction *carried media* when one of its streams has a packet that is not
   an RFC 4733 telephone-event (``packets - telephone_event_packets > 0``):
   DTMF alone is not audio, but RFC 3389 comfort noise is (a party silent
-  behind VAD is still sending). For an answered call only streams still
+  behind VAD is still sending; one CN packet may be all a muted phone sends, so
+  one packet is enough). For an answered call only streams still
   running at the answer count (``last_ts >= answer_ts``), so early media
   (183 with SDP, a ringback tone that stops at the answer) cannot make a call
   that went one-way after the answer look two-way.

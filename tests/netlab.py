@@ -153,6 +153,18 @@ UAS_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+#: :data:`UAS_SCENARIO` with B playing its own G.711 (``pcap/g711a.pcap``, from its media
+#: port to the offer's) once the ACK arrives, instead of echoing A (``run_calls(uas_plays=
+#: True)``): then each direction's media exists whatever happens to the other one.
+#: (sipp refuses a ``<nop>`` after an optional ``<recv>``: the ACK is awaited here.)
+UAS_PLAY_SCENARIO = UAS_SCENARIO.replace(
+    '<recv request="ACK" optional="true"', '<recv request="ACK"', 1).replace(
+    '  <recv request="BYE">',
+    '  <nop>\n    <action>\n      <exec play_pcap_audio="pcap/g711a.pcap"/>\n'
+    '    </action>\n  </nop>\n  <recv request="BYE">', 1)
+assert UAS_PLAY_SCENARIO.count("play_pcap_audio") == 1 and 'optional' not in UAS_PLAY_SCENARIO
+
+
 class LabError(RuntimeError):
     """The lab could not be built or a user agent failed."""
 
@@ -376,9 +388,10 @@ class Lab:
         raise LabError(f"nothing listens on udp port {port} in {ns}")
 
     def run_calls(self, calls: int = 3, rate: float = 10.0,
-                  capture_interface: str = "rb") -> CallRun:
+                  capture_interface: str = "rb", uas_plays: bool = False) -> CallRun:
         """``calls`` sipp uac_pcap calls from A to B, one at a time, captured on R's
-        ``capture_interface``.
+        ``capture_interface``; B echoes A's media, or plays its own (``uas_plays``:
+        :data:`UAS_PLAY_SCENARIO`).
 
         Calls are sequential (``-l 1``): B's echo port is the same for every call, so
         concurrent calls would share B's media address, which real UAs don't do."""
@@ -389,7 +402,7 @@ class Lab:
         for pcap in SIPP_PCAP_DIR.glob("*.pcap"):
             shutil.copy(pcap, uac_dir / "pcap" / pcap.name)
         uas_xml = self.workdir / "uas_pcma.xml"
-        uas_xml.write_text(UAS_SCENARIO, encoding="ascii")
+        uas_xml.write_text(UAS_PLAY_SCENARIO if uas_plays else UAS_SCENARIO, encoding="ascii")
         budget = int(calls * (CALL_SECONDS + 2.0) + 15)
 
         tcpdump = self.start_capture(capture, capture_interface)
@@ -397,10 +410,10 @@ class Lab:
         uas = self._spawn(
             self.ns_b,
             ["sipp", "-sf", str(uas_xml), "-i", B_ADDR, "-p", str(B_SIP_PORT),
-             "-mi", B_ADDR, "-mp", str(B_MEDIA_PORT), "-rtp_echo", "-m", str(calls),
-             "-nostdin", "-timeout", f"{budget + 10}s", "-trace_err",
+             "-mi", B_ADDR, "-mp", str(B_MEDIA_PORT), *([] if uas_plays else ["-rtp_echo"]),
+             "-m", str(calls), "-nostdin", "-timeout", f"{budget + 10}s", "-trace_err",
              "-error_file", str(self.workdir / "uas_errors.log")],
-            uas_log, cwd=self.workdir,
+            uas_log, cwd=uac_dir if uas_plays else self.workdir,  # uac_dir holds pcap/
         )
         self._wait_listening(self.ns_b, B_SIP_PORT)
         uac_log = self.workdir / "uac.log"

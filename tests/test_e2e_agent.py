@@ -130,15 +130,15 @@ def _log_tail(path: Path) -> str:
 
 
 def _start_agent(lab: netlab.Lab, config: Path, iface: str, call_log: Path,
-                 log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``voipprobe run`` in R on ``iface``, serving on :data:`AGENT_PORT` of R's loopback;
-    returns once ``/health`` answers: (the process, the base URL)."""
+                 log: Path, port: int = AGENT_PORT) -> tuple[subprocess.Popen[bytes], str]:
+    """``voipprobe run`` in R on ``iface``, serving on ``port`` of R's loopback; returns
+    once ``/health`` answers: (the process, the base URL)."""
     agent = lab._spawn(  # netlab registers it: killed in teardown
         lab.ns_r, [sys.executable, "-m", "agent.cli", "run", "--config", str(config),
-                   "-i", iface, "--listen", f"127.0.0.1:{AGENT_PORT}",
+                   "-i", iface, "--listen", f"127.0.0.1:{port}",
                    "--call-log", str(call_log)],
         log, cwd=REPO)
-    base = f"http://127.0.0.1:{AGENT_PORT}"
+    base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         assert agent.poll() is None, f"agent exited {agent.returncode}: {_log_tail(log)}"

@@ -250,17 +250,23 @@ PCMA = Codec(8, "PCMA", 8000, 160)
 G726 = [Codec(99, f"{p}G726-{k}", 8000, k * 20 // 8)
         for p in ("", "AAL2-") for k in (16, 24, 32, 40)]
 SPEEX = [Codec(99, "speex", 8000, 38), Codec(99, "speex", 16000, 70)]
+H263 = Codec(34, "H263", 90000, 400)  # RFC 3551 static video type; sent every 20 ms here
+VIDEO_PORT_OFFSET = 100  # a call's video port: its audio port + this
 
 
-def sdp(ip: str, port: int, codec: Codec, version: int = 1, direction: str = "sendrecv"
-        ) -> bytes:
-    """An audio offer/answer with one codec plus telephone-event (RFC 4733)."""
+def sdp(ip: str, port: int, codec: Codec, version: int = 1, direction: str = "sendrecv",
+        video_port: int | None = None) -> bytes:
+    """An audio offer/answer with one codec plus telephone-event (RFC 4733); with
+    ``video_port``, an H.263 video section after it."""
+    video = (f"m=video {video_port} RTP/AVP {H263.pt}\r\n"
+             f"a=rtpmap:{H263.pt} {H263.name}/{H263.clock_rate}\r\na=sendrecv\r\n"
+             if video_port is not None else "")
     return (
         f"v=0\r\no=- 4242 {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
         f"m=audio {port} RTP/AVP {codec.pt} 101\r\n"
         f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}\r\n"
         f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n"
-        f"a={direction}\r\n"
+        f"a={direction}\r\n{video}"
     ).encode()
 
 
@@ -450,6 +456,10 @@ class CallPlan:
     media: tuple[str, str] = (AUDIO, AUDIO)  # what (caller, callee) send after the answer
     early_media: bool = False  # 183 with SDP instead of 180; callee ringback until answer
     held: bool = False  # offer sendonly, answer recvonly: one-way media by agreement
+    video: bool = False  # an H.263 m=video section too, and video both ways after the answer
+
+    def video_port(self, audio_port: int) -> int | None:
+        return audio_port + VIDEO_PORT_OFFSET if self.video else None
 
 
 def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall:
@@ -468,14 +478,16 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     offer_dir, answer_dir = ("sendonly", "recvonly") if plan.held else ("sendrecv",) * 2
     invite, echo = d.request("INVITE", in_dialog=False, cseq=1,
                              body=sdp(plan.caller_ip, plan.caller_media, plan.codec,
-                                      direction=offer_dir),
+                                      direction=offer_dir,
+                                      video_port=plan.video_port(plan.caller_media)),
                              extra=timer)
     p = _PendingCall(plan)
     p.invite_ns = send(t, up, invite)
     send(t + 8 * MS, down, d.response(echo, 100, "Trying"))
     t_final = t + plan.setup_ns
     if plan.early_media:
-        body = sdp(plan.callee_ip, plan.callee_media, plan.codec, direction=answer_dir)
+        body = sdp(plan.callee_ip, plan.callee_media, plan.codec, direction=answer_dir,
+                   video_port=plan.video_port(plan.callee_media))
         p.ringing_ns = send(t + plan.setup_ns // 3, down,
                             d.response(echo, 183, "Session Progress", body=body))
         ring = Leg(plan.call_id, plan.callee_ip, plan.callee_media, plan.caller_ip,
@@ -507,7 +519,8 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     p.final_ns = p.answer_ns = send(
         t_final, down, d.response(echo, 200, "OK",
                                   body=sdp(plan.callee_ip, plan.callee_media, plan.codec,
-                                           direction=answer_dir),
+                                           direction=answer_dir,
+                                           video_port=plan.video_port(plan.callee_media)),
                                   extra=[s.replace("Supported", "Require") for s in timer]))
     send(t_final + 4 * MS, up, d.request("ACK", cseq=1)[0])
     answer = t_final
@@ -568,6 +581,17 @@ def _call_media(cap: _Capture, rng: random.Random, plan: CallPlan, d: _Dialog,
                                  seq_a, ts_a)
         seq_b, ts_b = _emit_side(cap, rng, p, b, plan.media[1], "b_to_a", start + 7 * MS,
                                  stop, n, seq_b, ts_b)
+    if plan.video:  # both ways, whatever the audio does: video is not audio
+        for leg in (Leg(plan.call_id, plan.caller_ip, plan.caller_media + VIDEO_PORT_OFFSET,
+                        plan.callee_ip, plan.callee_media + VIDEO_PORT_OFFSET,
+                        rng.getrandbits(32)),
+                    Leg(plan.call_id, plan.callee_ip, plan.callee_media + VIDEO_PORT_OFFSET,
+                        plan.caller_ip, plan.caller_media + VIDEO_PORT_OFFSET,
+                        rng.getrandbits(32))):
+            emit_rtp(cap, rng, leg, H263, t0 + 3 * MS, (t_end - t0) // (PTIME_MS * MS),
+                     plan.delay, seq0=rng.randrange(1, 20000), ts0=rng.getrandbits(31))
+            p.legs.append(leg)
+            p.codecs[leg.sid] = H263.name
 
 
 def _emit_side(cap: _Capture, rng: random.Random, p: _PendingCall, leg: Leg, kind: str,
@@ -778,35 +802,50 @@ def heavy_jitter(seed: int = 19) -> tuple[list[CapturedPacket], ScenarioTruth]:
                              True, "198.18.10")
 
 
-#: media_directions: (name, caller sends, callee sends, talk s, early media, held, outcome)
-MEDIA_DIRECTION_CALLS: tuple[tuple[str, str, str, float, bool, bool, str], ...] = (
-    ("two_way", AUDIO, AUDIO, 8.0, False, False, "answered"),
-    ("caller_only", AUDIO, SILENT, 8.0, False, False, "answered"),
-    ("callee_only", SILENT, AUDIO, 8.0, False, False, "answered"),
-    ("no_rtp", SILENT, SILENT, 8.0, False, False, "answered"),
-    ("short_one_way", AUDIO, SILENT, 3.0, False, False, "answered"),
-    ("events_reverse", AUDIO, EVENTS, 8.0, False, False, "answered"),
-    ("cn_reverse", AUDIO, COMFORT_NOISE, 8.0, False, False, "answered"),
-    ("early_then_one_way", AUDIO, SILENT, 8.0, True, False, "answered"),
-    ("early_then_two_way", AUDIO, AUDIO, 8.0, True, False, "answered"),
-    ("early_failed", SILENT, SILENT, 8.0, True, False, "failed"),
-    ("held_one_way", AUDIO, SILENT, 8.0, False, True, "answered"),
+@dataclass(frozen=True, slots=True)
+class MediaCase:
+    """One call of `media_directions`: what each side sends after the answer, and how."""
+
+    name: str  # the Call-ID starts with it
+    caller: str  # AUDIO | COMFORT_NOISE | EVENTS | SILENT
+    callee: str
+    talk_s: float = 8.0
+    early_media: bool = False
+    held: bool = False
+    outcome: str = "answered"
+    video: bool = False
+
+
+MEDIA_DIRECTION_CALLS: tuple[MediaCase, ...] = (
+    MediaCase("two_way", AUDIO, AUDIO),
+    MediaCase("caller_only", AUDIO, SILENT),
+    MediaCase("callee_only", SILENT, AUDIO),
+    MediaCase("no_rtp", SILENT, SILENT),
+    MediaCase("short_one_way", AUDIO, SILENT, talk_s=3.0),
+    MediaCase("events_reverse", AUDIO, EVENTS),
+    MediaCase("cn_reverse", AUDIO, COMFORT_NOISE),
+    MediaCase("early_then_one_way", AUDIO, SILENT, early_media=True),
+    MediaCase("early_then_two_way", AUDIO, AUDIO, early_media=True),
+    MediaCase("early_failed", SILENT, SILENT, early_media=True, outcome="failed"),
+    MediaCase("held_one_way", AUDIO, SILENT, held=True),
+    MediaCase("video_one_way_audio", AUDIO, SILENT, video=True),
+    MediaCase("video_two_way", AUDIO, AUDIO, video=True),
 )
 
 
 def media_directions(seed: int = 23) -> tuple[list[CapturedPacket], ScenarioTruth]:
-    """One call per `MEDIA_DIRECTION_CALLS` row, 198.18.11.<n> -> 198.18.12.1, PCMA,
-    started 1 s apart; the Call-ID starts with the row's name."""
+    """One call per `MEDIA_DIRECTION_CALLS` case, 198.18.11.<n> -> 198.18.12.1, PCMA,
+    started 1 s apart."""
     rng = random.Random(seed)
     plans = []
-    for i, (name, caller, callee, talk_s, early, held, outcome) in enumerate(
-            MEDIA_DIRECTION_CALLS):
+    for i, case in enumerate(MEDIA_DIRECTION_CALLS):
         plans.append(CallPlan(
-            call_id=f"{name}-{rng.getrandbits(32):08x}@198.18.11.{i + 1}",
+            call_id=f"{case.name}-{rng.getrandbits(32):08x}@198.18.11.{i + 1}",
             start_ns=BASE_EPOCH_NS + i * S, caller_ip=f"198.18.11.{i + 1}",
             callee_ip="198.18.12.1", caller_media=20000 + 2 * i, callee_media=30000 + 2 * i,
-            codec=PCMA, outcome=outcome, setup_ns=2 * S, talk_ns=round(talk_s * S),
-            media=(caller, callee), early_media=early, held=held,
+            codec=PCMA, outcome=case.outcome, setup_ns=2 * S, talk_ns=round(case.talk_s * S),
+            media=(case.caller, case.callee), early_media=case.early_media, held=case.held,
+            video=case.video,
         ))
     return _build(rng, plans)
 
@@ -831,7 +870,8 @@ def write(path: Path | str, packets: Sequence[CapturedPacket]) -> Path:
 
 
 __all__ = [
-    "MEDIA_DIRECTION_CALLS", "SCENARIOS", "CallTruth", "Codec", "ScenarioTruth", "StreamTruth",
+    "MEDIA_DIRECTION_CALLS", "SCENARIOS", "CallTruth", "Codec", "MediaCase", "ScenarioTruth",
+    "StreamTruth",
     "heavy_jitter", "many_calls", "media_directions", "port_reuse", "reorder_start",
     "sip_only_refresh", "stream_truth", "write",
 ]

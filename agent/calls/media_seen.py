@@ -15,6 +15,10 @@ that way:
   running at the answer count (``last_ts >= answer_ts``), so early media
   (183 with SDP, a ringback tone that stops at the answer) cannot make a call
   that went one-way after the answer look two-way.
+- Audio only: a stream of a signalled call counts when its destination or
+  source is an endpoint an ``m=audio`` section of the call advertised, so the
+  video (or T.38) streams of the call neither make nor mend one-way audio;
+  SDP directions are read from the audio sections alone.
 - ``a_to_b`` is caller -> callee (the side the stream was sent toward, from
   the SDP it joined by), ``b_to_a`` the reverse; ``both``; ``none`` when no
   media of the call passed the probe. ``none`` is *not* a one-way fault: the
@@ -36,9 +40,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.decode.endpoint import Endpoint
 from agent.rtp.model import StreamStats
-from agent.sip.events import CallSignalling, MediaSdp, Side
-from agent.sip.sdp import Direction
+from agent.sip.events import CallSignalling, Side
+from agent.sip.sdp import Direction, MediaDescription
 
 MediaSeen = Literal["both", "a_to_b", "b_to_a", "none"]
 OneWay = Literal["a_to_b", "b_to_a"]
@@ -88,11 +93,18 @@ def media_seen(streams: Iterable[tuple[Side, StreamStats]],
     return "none"
 
 
-def not_sendrecv(body: MediaSdp) -> bool:
-    """Every media section of this SDP is held or one-way (sendonly/recvonly/inactive,
-    or the old-style ``c=0.0.0.0``): silence in a direction is agreed, not a fault."""
-    return bool(body.media) and all(
-        m.on_hold or m.direction != Direction.SENDRECV for m in body.media)
+def not_sendrecv(sections: Iterable[MediaDescription]) -> bool:
+    """Every one of these SDP media sections (there is one) is held or one-way
+    (sendonly/recvonly/inactive, or the old-style ``c=0.0.0.0``): silence in a
+    direction is agreed, not a fault."""
+    held = [m.on_hold or m.direction != Direction.SENDRECV for m in sections]
+    return bool(held) and all(held)
+
+
+def audio_endpoints(sig: CallSignalling) -> frozenset[Endpoint]:
+    """Every RTP endpoint an ``m=audio`` section of the call's SDPs advertised."""
+    return frozenset(ep for body in sig.media for m in body.media
+                     if m.is_audio and (ep := m.rtp_endpoint) is not None)
 
 
 def two_way_media(streams: list[tuple[Side, StreamStats]], sig: CallSignalling | None,
@@ -101,12 +113,16 @@ def two_way_media(streams: list[tuple[Side, StreamStats]], sig: CallSignalling |
 
     ``end_ts`` is the call's end (epoch seconds); ``after_s`` the profile's
     ``two_way_media_after_s``."""
-    answer = None if sig is None else sig.answer_ts
-    seen = media_seen(streams, answer)
+    if sig is None:
+        return TwoWayMedia(media_seen(streams), judged=False)
+    audio = audio_endpoints(sig)
+    answer = sig.answer_ts
+    seen = media_seen([(side, s) for side, s in streams
+                       if s.key.dst_endpoint in audio or s.key.src_endpoint in audio], answer)
     judged = (
-        sig is not None and answer is not None
+        answer is not None
         and end_ts - answer >= after_s
         and seen != "none"
-        and not any(not_sendrecv(body) for body in sig.media)
+        and not any(not_sendrecv(m for m in body.media if m.is_audio) for body in sig.media)
     )
     return TwoWayMedia(seen, judged)

@@ -487,7 +487,7 @@ def _pair(key: StreamKey) -> tuple[Endpoint, Endpoint]:
 def _on_hold(sig: CallSignalling) -> bool:
     """The latest SDP put the media on hold (sendonly/recvonly/inactive, or 0.0.0.0):
     silence is expected then, not a lost BYE."""
-    return bool(sig.media) and not_sendrecv(sig.media[-1])
+    return bool(sig.media) and not_sendrecv(sig.media[-1].media)
 
 
 def _path(s: StreamStats) -> tuple[str, str]:

@@ -45,7 +45,6 @@ from agent.decode import Decoder
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
 from agent.rtcp.monitor import RtcpMonitor
-from agent.rtp.rules import JitterBufferSpec
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SdpParseError, SipParseError
 from agent.sip.events import EndReason
@@ -64,12 +63,8 @@ class EngineConfig:
     config: Config = field(default_factory=Config)
 
     def tracker(self) -> TrackerConfig:
-        jb = self.config.quality.jitter_buffer
-        spec = JitterBufferSpec(model=jb.model, fixed_ms=jb.fixed_ms,
-                                adaptive_min_ms=jb.adaptive_min_ms,
-                                adaptive_max_ms=jb.adaptive_max_ms)
         return TrackerConfig(idle_timeout_s=self.config.calls.media_idle_timeout_s,
-                             jitter_buffer=spec)
+                             jitter_buffer=self.config.quality.jitter_buffer)
 
 
 @dataclass(slots=True)
@@ -382,5 +377,5 @@ def _sdp_endpoints(messages: list[tuple[SipMessage, str]]) -> set[Endpoint]:
             desc = parse_sdp(msg.sdp)
         except SdpParseError:
             continue
-        out.update(ep for m in desc.audio if (ep := m.rtp_endpoint) is not None)
+        out.update(ep for m in desc.media if (ep := m.rtp_endpoint) is not None)
     return out

@@ -59,8 +59,8 @@ Scenarios (each returns ``(packets, truth)``; ``write`` makes the pcap):
 
 from __future__ import annotations
 
+import itertools
 import random
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +106,11 @@ class StreamTruth:
     reordered: int
     first_ts: float  # epoch seconds (µs-exact)
     last_ts: float
+    events: int = 0  # RFC 4733 packets (the end packet's repeats included)
+    comfort_noise: int = 0  # RFC 3389 packets
+    # RFC 3550 A.8 final interarrival jitter over the audio packets alone (events and
+    # CN excluded), arrival order, ms
+    jitter_ms: float = 0.0
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -175,6 +180,8 @@ class _Emission:
     frame: bytes
     stream: StreamId | None = None
     seq: int = 0
+    rtp_ts: int = 0
+    kind: str = "audio"  # audio | event | cn
 
 
 @dataclass(slots=True)
@@ -184,11 +191,13 @@ class _Capture:
     emissions: list[_Emission] = field(default_factory=list)
 
     def add(self, ts_ns: int, flow: Flow, payload: bytes, *, dscp: int,
-            stream: StreamId | None = None, seq: int = 0) -> int:
+            stream: StreamId | None = None, seq: int = 0, rtp_ts: int = 0,
+            kind: str = "audio") -> int:
         ts_ns = ts_ns // RESOLUTION_NS * RESOLUTION_NS
         frame = link_frame(LINKTYPE_ETHERNET, ip_udp(flow, payload, dscp=dscp,
                                                      ident=len(self.emissions)))
-        self.emissions.append(_Emission(ts_ns, len(self.emissions), frame, stream, seq))
+        self.emissions.append(_Emission(ts_ns, len(self.emissions), frame, stream, seq,
+                                        rtp_ts, kind))
         return ts_ns
 
     def finish(self) -> list[_Emission]:
@@ -217,12 +226,20 @@ def stream_truth(emissions: Sequence[_Emission], sid: StreamId, codec: str,
             reordered += 1
         highest = max(highest, e.seq)
     expected = max(seen) - min(seen) + 1
+    jitter = 0.0  # RFC 3550 A.8 in timestamp units, over audio packets in arrival order
+    audio = [e for e in mine if e.kind == "audio"]
+    for a, b in itertools.pairwise(audio):
+        d = (b.ts_ns - a.ts_ns) / S * clock_rate - (b.rtp_ts - a.rtp_ts)
+        jitter += (abs(d) - jitter) / 16.0
     _, src_ip, sport, dst_ip, dport, ssrc = sid
     return StreamTruth(
         src=f"{src_ip}:{sport}", dst=f"{dst_ip}:{dport}", ssrc=ssrc, codec=codec,
         clock_rate=clock_rate, packets=len(mine), distinct=len(seen), expected=expected,
         lost=expected - len(seen), duplicates=len(mine) - len(seen), reordered=reordered,
         first_ts=mine[0].ts_ns / S, last_ts=mine[-1].ts_ns / S,
+        events=sum(e.kind == "event" for e in mine),
+        comfort_noise=sum(e.kind == "cn" for e in mine),
+        jitter_ms=jitter / clock_rate * 1000.0,
     )
 
 
@@ -254,19 +271,74 @@ H263 = Codec(34, "H263", 90000, 400)  # RFC 3551 static video type; sent every 2
 VIDEO_PORT_OFFSET = 100  # a call's video port: its audio port + this
 
 
-def sdp(ip: str, port: int, codec: Codec, version: int = 1, direction: str = "sendrecv",
+EVENT_PT = 101
+CN_PT = 13  # RFC 3551 static comfort noise (RFC 3389)
+# RFC 4568 §6.2: the auth tag of each SDES suite, bytes
+SRTP_TAG_BYTES = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPlan:
+    """What a call's RTP carries besides audio. Packet slots are 20 ms apart from 0.
+
+    ``srtp_suite``: the SDP says RTP/SAVP with an ``a=crypto`` of that suite (and an
+    MKI of ``srtp_mki_bytes``); every payload is then random bytes (as encrypted
+    media looks) followed by MKI + tag. ``dtmf_at``: slots where an RFC 4733 event
+    starts; it replaces ``dtmf_packets`` audio slots, every packet carries the onset
+    timestamp, the first has the marker bit and the last (E bit) is sent three
+    times with one sequence number (§2.5.1.4). ``silence``: [start, stop) slots of
+    VAD silence: no audio, a CN packet (RFC 3389) at the first slot and every
+    ``cn_every`` slots after; the next talkspurt starts with the marker bit.
+    """
+
+    srtp_suite: str | None = None
+    srtp_mki_bytes: int = 0
+    dtmf_at: tuple[int, ...] = ()
+    dtmf_packets: int = 6
+    silence: tuple[tuple[int, int], ...] = ()
+    cn_every: int = 10
+
+    @property
+    def trailer_bytes(self) -> int:
+        return SRTP_TAG_BYTES[self.srtp_suite] + self.srtp_mki_bytes if self.srtp_suite else 0
+
+    def slot(self, k: int) -> tuple[str, int]:
+        """(what slot ``k`` sends: audio | event | event_end | cn | nothing, the onset slot
+        of its event or silence)."""
+        for e in self.dtmf_at:
+            if e <= k < e + self.dtmf_packets:
+                return ("event_end" if k == e + self.dtmf_packets - 1 else "event"), e
+        for lo, hi in self.silence:
+            if lo <= k < hi:
+                return ("cn" if (k - lo) % self.cn_every == 0 else "nothing"), lo
+        return "audio", k
+
+
+NO_MEDIA_PLAN = MediaPlan()
+
+
+def sdp(ip: str, port: int, codec: Codec, version: int = 1,
+        media: MediaPlan = NO_MEDIA_PLAN, direction: str = "sendrecv",
         video_port: int | None = None) -> bytes:
-    """An audio offer/answer with one codec plus telephone-event (RFC 4733); with
-    ``video_port``, an H.263 video section after it."""
+    """An audio offer/answer with one codec plus telephone-event (RFC 4733); CN when
+    the plan has silence; RTP/SAVP and ``a=crypto`` (RFC 4568) when it has SRTP; with
+    ``video_port``, an H.263 video section after the audio one."""
     video = (f"m=video {video_port} RTP/AVP {H263.pt}\r\n"
              f"a=rtpmap:{H263.pt} {H263.name}/{H263.clock_rate}\r\na=sendrecv\r\n"
              if video_port is not None else "")
+    profile = "RTP/SAVP" if media.srtp_suite else "RTP/AVP"
+    cn = f" {CN_PT}" if media.silence else ""
+    crypto = ""
+    if media.srtp_suite:
+        mki = f"|2^20|1:{media.srtp_mki_bytes}" if media.srtp_mki_bytes else ""
+        crypto = (f"a=crypto:1 {media.srtp_suite} "
+                  f"inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz{mki}\r\n")
     return (
         f"v=0\r\no=- 4242 {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP {codec.pt} 101\r\n"
+        f"m=audio {port} {profile} {codec.pt} {EVENT_PT}{cn}\r\n"
         f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}\r\n"
-        f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n"
-        f"a={direction}\r\n{video}"
+        f"a=rtpmap:{EVENT_PT} telephone-event/8000\r\na=fmtp:{EVENT_PT} 0-15\r\n"
+        f"a=ptime:20\r\n{crypto}a={direction}\r\n{video}"
     ).encode()
 
 
@@ -364,70 +436,63 @@ class Delay:
     head_ms: tuple[float, ...] = ()  # fixed delays of the first packets (replace the draw)
 
 
+def _slot_packet(rng: random.Random, media: MediaPlan, codec: Codec, k: int, onset: int,
+                 what: str) -> tuple[int, bytes, bool, int, str]:
+    """(PT, payload, marker, RTP timestamp slot, truth kind) of one sent slot."""
+    trailer = rng.randbytes(media.trailer_bytes) if media.trailer_bytes else b""
+    if what in ("event", "event_end"):
+        # RFC 4733 §2.3: event 5, E bit on the end packet, volume 10, duration so far
+        duration = (k - onset + 1) * codec.ts_step * 8000 // codec.clock_rate
+        body = bytes([5, (0x80 if what == "event_end" else 0) | 10]) + duration.to_bytes(2, "big")
+        if media.srtp_suite:
+            body = rng.randbytes(4)  # encrypted: nothing of it can be read
+        return EVENT_PT, body + trailer, k == onset, onset, "event"
+    if what == "cn":
+        return CN_PT, (rng.randbytes(1) if media.srtp_suite else b"\x40") + trailer, False, k, "cn"
+    resumed = k > 0 and media.slot(k - 1)[0] in ("cn", "nothing")
+    return codec.pt, rng.randbytes(codec.payload_bytes) + trailer, k == 0 or resumed, k, "audio"
+
+
 def emit_rtp(cap: _Capture, rng: random.Random, leg: Leg, codec: Codec, start_ns: int,
-             n: int, delay: Delay, *, seq0: int, ts0: int) -> tuple[int, int]:
-    """``n`` packets every 20 ms from ``start_ns`` (send time); returns the next (seq, ts)."""
+             n: int, delay: Delay, *, seq0: int, ts0: int,
+             media: MediaPlan = NO_MEDIA_PLAN) -> tuple[int, int]:
+    """``n`` 20 ms slots from ``start_ns`` (send time), each sending what ``media`` says
+    (audio by default); returns the next (seq, ts)."""
     dup_slots = set(rng.sample(range(n), delay.duplicates)) if delay.duplicates else set()
+    seq = seq0
     for k in range(n):
-        seq, ts = seq0 + k, ts0 + k * codec.ts_step
+        what, onset = media.slot(k)
+        if what == "nothing":
+            continue
         if not 0 <= seq < 0xFFFF:
             raise ValueError("the generator never wraps the sequence number")
         protected = k < delay.protect or k >= n - delay.protect
-        if not protected and rng.random() < delay.loss:
+        if what == "audio" and not protected and rng.random() < delay.loss:
+            seq += 1
             continue
-        data = rtp_packet(seq, ts, leg.ssrc, codec.pt, k == 0, rng.randbytes(codec.payload_bytes))
+        pt, payload, marker, ts_slot, kind = _slot_packet(rng, media, codec, k, onset, what)
+        ts = ts0 + ts_slot * codec.ts_step
+        data = rtp_packet(seq, ts, leg.ssrc, pt, marker, payload)
         send = start_ns + k * PTIME_MS * MS
         drawn = rng.uniform(*delay.delay_ms)
         arrival = send + round((delay.head_ms[k] if k < len(delay.head_ms) else drawn) * MS)
-        cap.add(arrival, leg.flow(), data, dscp=DSCP_RTP, stream=leg.sid, seq=seq)
-        if k in dup_slots:
-            again = arrival + round(rng.uniform(1.0, 40.0) * MS)
-            cap.add(again, leg.flow(), data, dscp=DSCP_RTP, stream=leg.sid, seq=seq)
-    return seq0 + n, ts0 + n * codec.ts_step
+        copies = [arrival] + ([arrival + round(rng.uniform(1.0, 40.0) * MS)]
+                              if k in dup_slots else [])
+        if what == "event_end":  # RFC 4733 §2.5.1.4: the end packet three times
+            copies = [arrival, arrival + 2 * MS, arrival + 4 * MS]
+        for at in copies:
+            cap.add(at, leg.flow(), data, dscp=DSCP_RTP, stream=leg.sid, seq=seq,
+                    rtp_ts=ts, kind=kind)
+        seq += 1
+    return seq, ts0 + n * codec.ts_step
 
 
-#: What one side sends after the answer (`CallPlan.media`).
+#: What one side sends after the answer (`CallPlan.sends`): its audio (with the call's
+#: `MediaPlan`), RFC 3389 comfort noise only (VAD on all call long: a CN packet every
+#: 100 ms), RFC 4733 events only (digits back to back, no audio), or nothing.
 AUDIO, COMFORT_NOISE, EVENTS, SILENT = "audio", "cn", "events", "none"
-CN_PT = 13  # RFC 3551 static comfort noise (RFC 3389 payload: one noise-level byte)
-EVENT_PT = 101  # as `sdp` maps it: telephone-event/8000
-CN_INTERVAL_MS = 100  # a SID update every 100 ms of silence
-EVENT_EVERY_MS = 1000  # one digit a second: 4 packets 50 ms apart, then the end 3 times
-
-
-def emit_cn(cap: _Capture, leg: Leg, start_ns: int, stop_ns: int, *, seq0: int,
-            ts0: int) -> int:
-    """Comfort noise only (VAD on, the side is silent) from ``start_ns``; packets sent."""
-    n = max(0, (stop_ns - start_ns) // (CN_INTERVAL_MS * MS))
-    for k in range(n):
-        data = rtp_packet(seq0 + k, ts0 + k * 8 * CN_INTERVAL_MS, leg.ssrc, CN_PT, k == 0,
-                          bytes([60]))  # -60 dBov
-        cap.add(start_ns + k * CN_INTERVAL_MS * MS + MS, leg.flow(), data, dscp=DSCP_RTP,
-                stream=leg.sid, seq=seq0 + k)
-    return n
-
-
-def emit_events(cap: _Capture, leg: Leg, start_ns: int, stop_ns: int, *, seq0: int,
-                ts0: int) -> int:
-    """RFC 4733 telephone-events only, no audio (a side that sends DTMF and nothing
-    else); the end packet of each digit is sent 3 times (same sequence number, as
-    sipp's dtmf_2833 captures do). Returns the packets sent."""
-    seq, sent = seq0, 0
-    for digit in range(max(0, (stop_ns - start_ns) // (EVENT_EVERY_MS * MS))):
-        t = start_ns + digit * EVENT_EVERY_MS * MS + MS
-        ts = ts0 + digit * 8 * EVENT_EVERY_MS
-        # (offset ms, end bit, duration in timestamp units): 4 updates, the end thrice
-        sends = [(50 * i, False, 400 * (i + 1)) for i in range(4)]
-        sends += [(200 + 5 * i, True, 2000) for i in range(3)]
-        for i, (offset_ms, end, duration) in enumerate(sends):
-            payload = struct.pack("!BBH", digit % 10, (0x80 if end else 0) | 10, duration)
-            data = rtp_packet(seq, ts, leg.ssrc, EVENT_PT, i == 0, payload)
-            cap.add(t + offset_ms * MS, leg.flow(), data, dscp=DSCP_RTP, stream=leg.sid,
-                    seq=seq)
-            sent += 1
-            if not end:
-                seq += 1
-        seq += 1  # past the end packets' one sequence number
-    return sent
+CN_ONLY = MediaPlan(silence=((0, 1 << 20),), cn_every=5)
+EVENTS_ONLY_DIGIT_SLOTS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +518,8 @@ class CallPlan:
     ssrcs: tuple[int, int] | None = None  # (caller's, callee's); random when None
     seq_ts: tuple[int, int, int, int] | None = None  # (seq, ts) caller, (seq, ts) callee
     delay: Delay = Delay()
-    media: tuple[str, str] = (AUDIO, AUDIO)  # what (caller, callee) send after the answer
+    media: MediaPlan = NO_MEDIA_PLAN
+    sends: tuple[str, str] = (AUDIO, AUDIO)  # what (caller, callee) send after the answer
     early_media: bool = False  # 183 with SDP instead of 180; callee ringback until answer
     held: bool = False  # offer sendonly, answer recvonly: one-way media by agreement
     video: bool = False  # an H.263 m=video section too, and video both ways after the answer
@@ -478,7 +544,7 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     offer_dir, answer_dir = ("sendonly", "recvonly") if plan.held else ("sendrecv",) * 2
     invite, echo = d.request("INVITE", in_dialog=False, cseq=1,
                              body=sdp(plan.caller_ip, plan.caller_media, plan.codec,
-                                      direction=offer_dir,
+                                      media=plan.media, direction=offer_dir,
                                       video_port=plan.video_port(plan.caller_media)),
                              extra=timer)
     p = _PendingCall(plan)
@@ -498,7 +564,7 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
                  seq0=rng.randrange(1, 20000), ts0=rng.getrandbits(31))
         p.legs.append(ring)
         if plan.outcome != "answered":
-            p.media.add("b_to_a")  # the ringback is all the media an unanswered call has
+            p.media_sent.add("b_to_a")  # the ringback: all the media an unanswered call has
     elif plan.ringing:
         p.ringing_ns = send(t + plan.setup_ns // 3, down, d.response(echo, 180, "Ringing"))
     if plan.outcome == "failed":
@@ -519,7 +585,7 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     p.final_ns = p.answer_ns = send(
         t_final, down, d.response(echo, 200, "OK",
                                   body=sdp(plan.callee_ip, plan.callee_media, plan.codec,
-                                           direction=answer_dir,
+                                           media=plan.media, direction=answer_dir,
                                            video_port=plan.video_port(plan.callee_media)),
                                   extra=[s.replace("Supported", "Require") for s in timer]))
     send(t_final + 4 * MS, up, d.request("ACK", cseq=1)[0])
@@ -562,11 +628,13 @@ def _call_media(cap: _Capture, rng: random.Random, plan: CallPlan, d: _Dialog,
     if plan.reinvite_at_ns is not None:
         t_re = answer + plan.reinvite_at_ns
         new_port = plan.caller_media + 1000
-        req, echo = d.request("INVITE", body=sdp(plan.caller_ip, new_port, plan.codec, 2))
+        req, echo = d.request("INVITE", body=sdp(plan.caller_ip, new_port, plan.codec, 2,
+                                                 plan.media))
         cap.add(t_re, up, req, dscp=DSCP_SIP)
         cap.add(t_re + 30 * MS, down,
                 d.response(echo, 200, "OK",
-                           body=sdp(plan.callee_ip, plan.callee_media, plan.codec, 2)),
+                           body=sdp(plan.callee_ip, plan.callee_media, plan.codec, 2,
+                                    plan.media)),
                 dscp=DSCP_SIP)
         cap.add(t_re + 35 * MS, up, d.request("ACK", cseq=d.cseq)[0], dscp=DSCP_SIP)
         # Media moves on a 20 ms slot boundary after the 200 OK to the re-INVITE.
@@ -577,10 +645,10 @@ def _call_media(cap: _Capture, rng: random.Random, plan: CallPlan, d: _Dialog,
         n = (stop - start) // (PTIME_MS * MS)
         a = Leg(plan.call_id, plan.caller_ip, port, plan.callee_ip, plan.callee_media, ssrc_a)
         b = Leg(plan.call_id, plan.callee_ip, plan.callee_media, plan.caller_ip, port, ssrc_b)
-        seq_a, ts_a = _emit_side(cap, rng, p, a, plan.media[0], "a_to_b", start, stop, n,
+        seq_a, ts_a = _emit_side(cap, rng, p, a, plan.sends[0], "a_to_b", start, n,
                                  seq_a, ts_a)
-        seq_b, ts_b = _emit_side(cap, rng, p, b, plan.media[1], "b_to_a", start + 7 * MS,
-                                 stop, n, seq_b, ts_b)
+        seq_b, ts_b = _emit_side(cap, rng, p, b, plan.sends[1], "b_to_a", start + 7 * MS,
+                                 n, seq_b, ts_b)
     if plan.video:  # both ways, whatever the audio does: video is not audio
         for leg in (Leg(plan.call_id, plan.caller_ip, plan.caller_media + VIDEO_PORT_OFFSET,
                         plan.callee_ip, plan.callee_media + VIDEO_PORT_OFFSET,
@@ -595,24 +663,24 @@ def _call_media(cap: _Capture, rng: random.Random, plan: CallPlan, d: _Dialog,
 
 
 def _emit_side(cap: _Capture, rng: random.Random, p: _PendingCall, leg: Leg, kind: str,
-               direction: str, start: int, stop: int, n: int, seq: int, ts: int
-               ) -> tuple[int, int]:
-    """One side's media of one port period, as `CallPlan.media` says; next (seq, ts)."""
+               direction: str, start: int, n: int, seq: int, ts: int) -> tuple[int, int]:
+    """One side's media of one port period, as `CallPlan.sends` says; next (seq, ts)."""
     plan = p.plan
-    if kind == AUDIO:
-        seq, ts = emit_rtp(cap, rng, leg, plan.codec, start, n, plan.delay, seq0=seq, ts0=ts)
-        p.media.add(direction)
-    elif kind == COMFORT_NOISE:
-        seq += emit_cn(cap, leg, start, stop, seq0=seq, ts0=ts)
-        p.media.add(direction)
-        p.codecs[leg.sid] = "CN"
-    elif kind == EVENTS:
-        seq += emit_events(cap, leg, start, stop, seq0=seq, ts0=ts)
-        p.codecs[leg.sid] = "telephone-event"
-    elif kind != SILENT:
-        raise ValueError(f"unknown media kind {kind!r}")
-    if kind != SILENT:
-        p.legs.append(leg)
+    if kind == SILENT:
+        return seq, ts
+    media = {
+        AUDIO: plan.media,
+        COMFORT_NOISE: CN_ONLY,
+        EVENTS: MediaPlan(dtmf_at=tuple(range(0, n, EVENTS_ONLY_DIGIT_SLOTS)),
+                          dtmf_packets=EVENTS_ONLY_DIGIT_SLOTS),
+    }[kind]
+    seq, ts = emit_rtp(cap, rng, leg, plan.codec, start, n, plan.delay, seq0=seq, ts0=ts,
+                       media=media)
+    p.legs.append(leg)
+    if kind != EVENTS:  # events alone are not media
+        p.media_sent.add(direction)
+    if kind != AUDIO:
+        p.codecs[leg.sid] = "CN" if kind == COMFORT_NOISE else "telephone-event"
     return seq, ts
 
 
@@ -630,7 +698,7 @@ class _PendingCall:
     reinvite: bool = False
     in_dialog: list[str] = field(default_factory=list)
     legs: list[Leg] = field(default_factory=list)
-    media: set[str] = field(default_factory=set)  # a_to_b / b_to_a: audio or CN was sent
+    media_sent: set[str] = field(default_factory=set)  # a_to_b / b_to_a: audio or CN sent
     codecs: dict[StreamId, str] = field(default_factory=dict)  # legs not in the call's codec
 
     def truth(self, emissions: Sequence[_Emission]) -> CallTruth:
@@ -653,7 +721,8 @@ class _PendingCall:
                           for leg in self.legs),
             final_ts=sec(self.final_ns), reinvite=self.reinvite,
             in_dialog=tuple(self.in_dialog),
-            media_seen=("both" if len(self.media) == 2 else next(iter(self.media), "none")),
+            media_seen=("both" if len(self.media_sent) == 2
+                        else next(iter(self.media_sent), "none")),
         )
 
 
@@ -844,7 +913,7 @@ def media_directions(seed: int = 23) -> tuple[list[CapturedPacket], ScenarioTrut
             start_ns=BASE_EPOCH_NS + i * S, caller_ip=f"198.18.11.{i + 1}",
             callee_ip="198.18.12.1", caller_media=20000 + 2 * i, callee_media=30000 + 2 * i,
             codec=PCMA, outcome=case.outcome, setup_ns=2 * S, talk_ns=round(case.talk_s * S),
-            media=(case.caller, case.callee), early_media=case.early_media, held=case.held,
+            sends=(case.caller, case.callee), early_media=case.early_media, held=case.held,
             video=case.video,
         ))
     return _build(rng, plans)

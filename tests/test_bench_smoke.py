@@ -86,7 +86,7 @@ def _check_calls(got: dict[str, dict[str, Any]], truth: dict[str, Any]) -> None:
             assert c["end_reason"] == "normal"
             assert abs(c["answer_delay_s"] - t["answer_delay_s"]) <= 0.001
             assert abs(c["duration_s"] - t["duration_s"]) <= 0.001
-            assert c["codec"] == "g711A"
+            assert c["codec"] == "PCMA"
             ends = sorted((d["stream"]["src"], d["stream"]["dst"]) for d in c["directions"])
             caller, callee = t["media"]["caller"], t["media"]["callee"]
             assert ends == sorted([(caller, callee), (callee, caller)]), t["call_id"]

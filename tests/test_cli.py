@@ -69,7 +69,7 @@ def test_json_contract_keys() -> None:
                 "jitter_mean_ms", "jitter_max_ms", "max_delta_ms", "dscp", "vlan",
                 "first_ts", "last_ts"):
         assert key in s, key
-    assert s["ssrc"] == 0xAE9DD7AF and s["payload_types"] == [18] and s["codec"] == "g729"
+    assert s["ssrc"] == 0xAE9DD7AF and s["payload_types"] == [18] and s["codec"] == "G729"
     assert s["clock_rate"] == 8000
     # tshark says -1 lost here: one duplicate, nothing lost.
     assert (s["packets"], s["duplicates"], s["lost"]) == (384, 1, 0)
@@ -84,7 +84,7 @@ def test_bundled_sample_runs_without_arguments() -> None:
     objs = [json.loads(x) for x in proc.stdout.splitlines()]
     streams = [o for o in objs if o["kind"] == "stream"]
     (call,) = [o for o in objs if o["kind"] == "call"]
-    assert len(streams) == 2 and all(s["codec"] == "g711A" for s in streams)
+    assert len(streams) == 2 and all(s["codec"] == "PCMA" for s in streams)
     assert (call["call_id"], call["final_status"], call["end_reason"]) == (
         "5f1c7e2a9b@198.18.7.10", 200, "normal")
     assert abs(call["setup_delay_s"] - 0.180) < 1e-6

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import callgen
+import mediagen
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -77,8 +78,11 @@ def _capture_files() -> list[Path]:
     return [f for f in files if f.suffix in (".pcap", ".pcapng", ".gz", ".cap")]
 
 
+# the media registry's scenarios that exercise CN, SRTP event lengths and one codec per call
+GENERATED = {**callgen.SCENARIOS, **{k: mediagen.SCENARIOS[k] for k in (
+    "codec_tour", "srtp_dtmf_32_mki_unsignalled", "pcma_vad")}}
 SOURCES = [f"{'corpus' if f.parent == CORPUS else 'extra'}/{f.name}"
-           for f in _capture_files()] + [f"gen/{name}" for name in callgen.SCENARIOS]
+           for f in _capture_files()] + [f"gen/{name}" for name in GENERATED]
 if not CORPUS.is_dir() and _in_ci():
     SOURCES.append("corpus/MISSING")
 
@@ -103,7 +107,7 @@ class Packets:
 
 @functools.cache
 def _generated(name: str, folder: str) -> tuple[Path, callgen.ScenarioTruth]:
-    packets, truth = callgen.SCENARIOS[name]()
+    packets, truth = GENERATED[name]()
     return callgen.write(Path(folder) / f"{name}.pcap", packets), truth
 
 

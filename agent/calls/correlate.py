@@ -16,10 +16,10 @@ to the newest advertisement made before it started (with ``SDP_RACE_S`` of
 slack for an answer that races its first packets), else the oldest later one.
 The engine feeds packets in time order, so when a stream starts the index holds
 exactly the SDP seen before it: the codec and clock an RTP stream is decoded
-with (`payloads_for`, the `agent.rtp.hints.MediaHints` interface) are the ones
-of the call it joins. A newer SDP for the same call and side replaces the
-payload map. The index is bounded by the call table: entries leave with their
-call.
+with (`media_for`, the `agent.rtp.hints.MediaHints` interface: payload map,
+transport profile, SRTP trailer bytes) are the ones of the call it joins. A
+newer SDP for the same call and side replaces the description. The index is
+bounded by the call table: entries leave with their call.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from agent.calls.hints import payload_hints
 from agent.decode.endpoint import Endpoint
-from agent.rtp.hints import PayloadMap
+from agent.media.description import EndpointMedia, srtp_trailers
+from agent.media.payloads import STATIC_PAYLOAD_TYPES, PayloadInfo, payload_info
 from agent.rtp.model import StreamKey
 from agent.sip.events import CallSignalling, Side
+from agent.sip.sdp import MediaDescription
 
 SDP_RACE_S = 2.0  # media may start this long before the SDP that announces it is seen
 
@@ -41,7 +42,7 @@ class Advert:
     call_id: str
     side: Side  # who advertised the endpoint: media sent to it flows toward this side
     ts: float
-    payloads: PayloadMap
+    media: EndpointMedia
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class Match:
     call_id: str
     toward: Side  # the side the stream flows to
     by: str  # "both" ends advertised, "destination", or "source" (symmetric RTP fallback)
-    payloads: PayloadMap  # what the SDP of the endpoint it matched by announced
+    media: EndpointMedia  # what the SDP of the endpoint it matched by announced
 
 
 class MediaIndex:
@@ -73,13 +74,13 @@ class MediaIndex:
                 ads = self._adverts[ep]
                 mine = [i for i, a in enumerate(ads)
                         if a.call_id == call.call_id and a.side == sdp.side]
-                payloads = payload_hints(m)
+                media = describe(m)
                 if mine:
                     old = ads[mine[0]]
-                    if old.payloads != payloads and sdp.ts >= old.ts:
-                        ads[mine[0]] = Advert(old.call_id, old.side, old.ts, payloads)
+                    if old.media != media and sdp.ts >= old.ts:
+                        ads[mine[0]] = Advert(old.call_id, old.side, old.ts, media)
                     continue
-                ads.append(Advert(call.call_id, sdp.side, sdp.ts, payloads))
+                ads.append(Advert(call.call_id, sdp.side, sdp.ts, media))
                 ads.sort(key=lambda a: a.ts)
                 self._by_call[call.call_id].add(ep)
                 new.append(ep)
@@ -103,21 +104,35 @@ class MediaIndex:
                 if (a.call_id, _other(a.side)) in senders]
         a = _latest_before(both, first_ts)
         if a is not None:
-            return Match(a.call_id, a.side, "both", a.payloads)
+            return Match(a.call_id, a.side, "both", a.media)
         a = _latest_before(self._adverts.get(dst, []), first_ts)
         if a is not None:
-            return Match(a.call_id, a.side, "destination", a.payloads)
+            return Match(a.call_id, a.side, "destination", a.media)
         a = _latest_before(self._adverts.get(src, []), first_ts)
         if a is not None:  # it comes *from* the advertiser: it flows to the other side
-            return Match(a.call_id, _other(a.side), "source", a.payloads)
+            return Match(a.call_id, _other(a.side), "source", a.media)
         return None
 
     def match_key(self, key: StreamKey, first_ts: float) -> Match | None:
         return self.match(key.src_endpoint, key.dst_endpoint, first_ts)
 
-    def payloads_for(self, src: Endpoint, dst: Endpoint, now: float) -> PayloadMap | None:
+    def media_for(self, src: Endpoint, dst: Endpoint, now: float) -> EndpointMedia | None:
         m = self.match(src, dst, now)
-        return None if m is None else m.payloads
+        return None if m is None else m.media
+
+
+def describe(m: MediaDescription) -> EndpointMedia:
+    """What one SDP media section says about media sent to its endpoint. Static types
+    keep the registry's entry whether listed bare or restated by an rtpmap (PCMA/8000
+    for 8), so one codec has one name whether or not SDP was seen."""
+    payloads: dict[int, PayloadInfo] = {}
+    for p in m.payloads:
+        static = STATIC_PAYLOAD_TYPES.get(p.pt)
+        if static is not None and (p.static or static.clock_rate == p.clock_rate_hz):
+            payloads[p.pt] = static
+        else:
+            payloads[p.pt] = payload_info(p.encoding, p.clock_rate_hz or None, p.channels)
+    return EndpointMedia(payloads, m.proto, srtp_trailers(m.proto, m.crypto_trailers))
 
 
 def _latest_before(ads: list[Advert], first_ts: float) -> Advert | None:

@@ -7,9 +7,11 @@ the call's setup delay. Output: a `DirectionRecord`. Pure functions.
 SLA measures, and why: jitter is the *mean* of the RFC 3550 estimate over the
 call (the final value is one noisy sample; the maximum is one bad second,
 which `mos_min` already exposes); loss is network loss (lost / expected);
-one-way delay is judged only when it was measured (RTCP), never when assumed.
-Two-way media is a call measure (agent/calls/media_seen.py), handed to every
-direction like the setup delay; ``None`` when the call is not judged for it.
+one-way delay is judged only when it was measured (RTCP), never when assumed;
+MOS only when the codec has figures of its own (`agent.media.codecs`), never on
+the fallback's. Two-way media is a call measure (agent/calls/media_seen.py),
+handed to every direction like the setup delay; ``None`` when the call is not
+judged for it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from agent.calls.record import (
     ViolationRecord,
 )
 from agent.config import Config
-from agent.quality.jitterbuffer import JitterBufferResult
 from agent.quality.loss import burst_ratio_from_counts
-from agent.quality.model import DirectionInput, Quality, compute_quality
+from agent.quality.model import DirectionInput, JitterBufferResult, Quality, compute_quality
 from agent.rtcp.monitor import RemoteReport
 from agent.rtp.model import StreamStats
 from agent.sla.config import SlaProfile
@@ -68,7 +69,7 @@ def quality_record(q: Quality, mos_min: float | None) -> QualityRecord:
         effective_loss_ratio=round(q.effective_loss_ratio, 6),
         burst_ratio=round(q.burst_ratio, 3), jitter_buffer=q.jitter_buffer,
         jitter_buffer_discarded=q.jitter_buffer_discarded, codec_model=q.codec,
-        wideband=q.wideband,
+        codec_figures=q.codec_figures, wideband=q.wideband,
     )
 
 
@@ -117,7 +118,8 @@ def judge_direction(
     """Measure, rate and judge one direction of a call."""
     q = quality_of(s, rtt_s, cfg, ptime_ms)
     measured = Measured(
-        mos_cq=q.mos_cq,
+        # a MOS on assumed codec figures is not judged (like an assumed delay)
+        mos_cq=q.mos_cq if q.codec_figures == "standard" else None,
         jitter_ms=s.jitter_mean_ms if s.clock_rate else None,
         loss_ratio=s.loss_ratio,
         rtt_ms=None if rtt_s is None else rtt_s * 1000.0,

@@ -44,7 +44,8 @@ class QualityRecord(_Frozen):
     burst_ratio: float
     jitter_buffer: str
     jitter_buffer_discarded: int
-    codec_model: str  # the codec entry of the impairment table used
+    codec_model: str  # the codec entry of the registry's figures used ("unknown": fallback)
+    codec_figures: Literal["standard", "assumed"]  # assumed: no figures, MOS not judged
     wideband: bool
 
 

@@ -45,9 +45,9 @@ from agent.calls.media_seen import media_seen, not_sendrecv, two_way_media
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
+from agent.media.payloads import TELEPHONE_EVENT, MediaKind, media_kind
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamKey, StreamStats
-from agent.rtp.payload_types import TELEPHONE_EVENT
 from agent.rtp.tracker import Started, StreamTracker
 from agent.sip.events import CallSignalling, DialogEnded, EndReason, Side, SipEvent
 from agent.sip.tracker import SipTracker
@@ -511,8 +511,12 @@ def _split_events(
 
 
 def _codec(streams: list[StreamStats]) -> str | None:
-    names = [s.codec for s in streams if s.codec and s.codec != TELEPHONE_EVENT_NAME]
+    """The call's codec: its streams' most common, never comfort noise or events."""
+    names = [s.codec for s in streams if s.codec and media_kind(s.codec) not in _NOT_CODECS]
     return max(set(names), key=names.count) if names else None
+
+
+_NOT_CODECS = frozenset({MediaKind.TELEPHONE_EVENT, MediaKind.COMFORT_NOISE})
 
 
 def _r(x: float | None) -> float | None:

@@ -42,7 +42,7 @@ from agent import __version__
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
-from agent.quality.codecs import lookup_codec
+from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.events import EndReason
 from agent.sip.tracker import KNOWN_METHODS
@@ -114,7 +114,7 @@ def dscp_class(accepted: Iterable[int]) -> str:
 
 
 def codec_label(name: str | None) -> str:
-    """The codec table's name for ``name`` ('PCMA' -> 'g711A'), else ``other``."""
+    """The registry's name for a codec with figures ('pcma' -> 'PCMA'), else ``other``."""
     if not name:
         return UNKNOWN
     row = lookup_codec(name)

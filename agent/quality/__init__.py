@@ -1,17 +1,13 @@
-"""Call quality: G.107 E-model, codec impairments, loss burstiness, jitter-buffer emulation.
+"""Call quality: G.107 E-model, codec impairments, loss burstiness.
+
+The jitter-buffer emulation runs inside the RTP statistics (`agent.rtp.rules`);
+this package rates its result.
 
 Pure library code (no I/O). Entry point: :func:`compute_quality`; see docs/quality.md.
 """
 
-from agent.quality.codecs import CodecImpairment, lookup_codec
+from agent.media.codecs import CodecImpairment, lookup_codec
 from agent.quality.emodel import EModelParams, mos_from_r
-from agent.quality.jitterbuffer import (
-    JITTER_BUFFERS,
-    AdaptiveJitterBuffer,
-    FixedJitterBuffer,
-    JitterBufferResult,
-    create_jitter_buffer,
-)
 from agent.quality.loss import (
     burst_gap,
     burst_ratio_from_counts,
@@ -21,6 +17,7 @@ from agent.quality.loss import (
 from agent.quality.model import (
     DirectionInput,
     IntervalQuality,
+    JitterBufferResult,
     Quality,
     QualityConfig,
     compute_intervals,
@@ -28,12 +25,9 @@ from agent.quality.model import (
 )
 
 __all__ = [
-    "JITTER_BUFFERS",
-    "AdaptiveJitterBuffer",
     "CodecImpairment",
     "DirectionInput",
     "EModelParams",
-    "FixedJitterBuffer",
     "IntervalQuality",
     "JitterBufferResult",
     "Quality",
@@ -44,7 +38,6 @@ __all__ = [
     "burst_ratio_from_sequence",
     "compute_intervals",
     "compute_quality",
-    "create_jitter_buffer",
     "lookup_codec",
     "mos_from_r",
 ]

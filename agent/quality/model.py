@@ -7,7 +7,9 @@ name, network loss ratio, BurstR, the jitter-buffer emulation result, RTT if
 RTCP gave one, ptime) and a :class:`QualityConfig`. :func:`compute_quality`
 then
 
-1. looks the codec up (:mod:`agent.quality.codecs`), narrowband or wideband;
+1. looks the codec's figures up (:mod:`agent.media.codecs`, the one registry),
+   narrowband or wideband; a codec without figures is rated with the stated
+   fallback and ``codec_figures`` says ``assumed``;
 2. estimates the one-way mouth-to-ear delay (STANDARDS.md "Delay and jitter as
    a probe sees them")::
 
@@ -35,31 +37,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.quality.codecs import CodecImpairment, lookup_codec
+from agent.media.codecs import CodecImpairment, lookup_codec
 from agent.quality.emodel import EModelParams, RatingBreakdown, rate_narrowband, rate_wideband
-from agent.quality.jitterbuffer import JitterBufferResult
+from agent.rtp.rules import JitterBufferSpec
 
 DelaySource = Literal["measured", "assumed"]
+CodecFigures = Literal["standard", "assumed"]
 
 
-class JitterBufferConfig(BaseModel):
-    """Which receiver buffer to emulate. Sizes in ms."""
+@dataclass(frozen=True, slots=True)
+class JitterBufferResult:
+    """What the stream's jitter-buffer emulation (`agent.rtp.rules`) found. Delays in ms."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: Literal["fixed", "adaptive"] = "adaptive"
-    fixed_ms: float = Field(default=60.0, ge=0.0)
-    adaptive_min_ms: float = Field(default=20.0, ge=0.0)
-    adaptive_max_ms: float = Field(default=200.0, ge=0.0)
-
-    @property
-    def nominal_ms(self) -> float:
-        """Buffer delay assumed when no emulation result is available."""
-        return self.fixed_ms if self.model == "fixed" else self.adaptive_min_ms
+    model: str  # "fixed" or "adaptive"
+    nominal_ms: float  # fixed: N; adaptive: min_ms
+    max_ms: float  # fixed: N; adaptive: max_ms
+    packets: int  # distinct packets offered to the buffer
+    discarded: int  # arrived after their playout time
+    mean_buffer_delay_ms: float  # mean wait of played packets
+    max_buffer_delay_ms: float
 
     @property
-    def max_ms(self) -> float:
-        return self.fixed_ms if self.model == "fixed" else self.adaptive_max_ms
+    def late_ratio(self) -> float:
+        """discarded / packets (0 when there were no packets)."""
+        return self.discarded / self.packets if self.packets else 0.0
+
+    def describe(self) -> str:
+        """Short label for records, e.g. ``fixed 60 ms`` or ``adaptive 20-200 ms``."""
+        if self.model == "fixed":
+            return f"fixed {self.nominal_ms:g} ms"
+        return f"{self.model} {self.nominal_ms:g}-{self.max_ms:g} ms"
 
 
 class CodecOverride(BaseModel):
@@ -82,7 +89,8 @@ class QualityConfig(BaseModel):
     # One-way network delay used in place of RTT/2 when no RTT was measured.
     # 20 ms: an office gateway to a national carrier SBC. Flagged "assumed".
     assumed_network_delay_ms: float = Field(default=20.0, ge=0.0)
-    jitter_buffer: JitterBufferConfig = JitterBufferConfig()
+    # the receiver's buffer the RTP statistics emulate (one type, `agent.rtp.rules`)
+    jitter_buffer: JitterBufferSpec = JitterBufferSpec()
     g711_plc: bool = True  # G.711 Bpl 25.1 (PLC) or 4.3 (no PLC)
     emodel: EModelParams = EModelParams()
     codec_overrides: dict[str, CodecOverride] = Field(default_factory=dict)
@@ -126,7 +134,7 @@ class Quality:
     mos_lq: float
     wideband: bool
     codec: str
-    codec_known: bool
+    codec_figures: CodecFigures  # "assumed": a codec without figures, rated on the fallback
     delay_ms: float  # estimated one-way mouth-to-ear delay Ta
     delay_source: DelaySource
     network_delay_ms: float  # RTT/2 or the assumed value
@@ -149,6 +157,7 @@ class Quality:
             "effective_loss_ratio": round(self.effective_loss_ratio, 6),
             "jitter_buffer": self.jitter_buffer,
             "codec": self.codec,
+            "codec_figures": self.codec_figures,
             "wideband": self.wideband,
         }
 
@@ -176,7 +185,7 @@ def one_way_delay_ms(
     ptime = inp.ptime_ms if inp.ptime_ms is not None and inp.ptime_ms > 0 else None
     packetisation = ptime if ptime is not None else codec.default_ptime_ms
     jb = inp.jitter_buffer
-    buffer = jb.mean_buffer_delay_ms if jb is not None else cfg.jitter_buffer.nominal_ms
+    buffer = jb.mean_buffer_delay_ms if jb is not None else cfg.jitter_buffer.bounds_ms[0]
     return network + packetisation + buffer + codec.lookahead_ms, network, source
 
 
@@ -226,7 +235,7 @@ def compute_quality(inp: DirectionInput, cfg: QualityConfig | None = None) -> Qu
         mos_lq=b.mos(r_lq),
         wideband=codec.wideband,
         codec=codec.name,
-        codec_known=codec.known,
+        codec_figures="standard" if codec.known else "assumed",
         delay_ms=ta,
         delay_source=source,
         network_delay_ms=network,
@@ -240,9 +249,7 @@ def compute_quality(inp: DirectionInput, cfg: QualityConfig | None = None) -> Qu
 
 
 def _nominal_label(cfg: QualityConfig) -> str:
-    j = cfg.jitter_buffer
-    size = f"{j.fixed_ms:g}" if j.model == "fixed" else f"{j.adaptive_min_ms:g}-{j.max_ms:g}"
-    return f"{j.model} {size} ms (nominal, not emulated)"
+    return f"{cfg.jitter_buffer.describe()} (nominal, not emulated)"
 
 
 @dataclass(frozen=True, slots=True)

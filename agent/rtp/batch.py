@@ -29,17 +29,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.media.payloads import PayloadKind
 from agent.rtp import jbuffer
 from agent.rtp.columns import RtpColumns
 from agent.rtp.model import StreamStats
-from agent.rtp.payload_types import PayloadKind
 from agent.rtp.rules import (
     HOLE_WINDOW,
+    JB_INF,
     JITTER_DISCONTINUITY_S,
     MAX_DROPOUT,
     MAX_MISORDER,
     SEQ_MOD,
     BurstTotals,
+    Gap,
     JitterBufferSpec,
     StreamMeta,
     Totals,
@@ -155,6 +157,7 @@ class BatchStats:
         self.dscp: dict[int, dict[int, int]] = {}
         self.held: dict[int, RtpColumns] = {}
         self.ptime: dict[int, dict[int, int]] = {}  # per stream: RTP timestamp step -> count
+        self.jb_gaps: dict[int, list[Gap]] = {}  # per stream: numbers the max skipped
 
     # -- slots ------------------------------------------------------------------------
 
@@ -179,7 +182,7 @@ class BatchStats:
             self.s[name][sid] = 0
         s = self.s
         s["prev_kind"][sid] = -1
-        s["jb_blk"][sid] = -1
+        s["jb_base"][sid] = JB_INF
         s["first_ts"][sid], s["last_ts"][sid] = np.inf, -np.inf
         s["clock"][sid] = float(meta.clock_rate or 0)
         self.meta[sid] = meta
@@ -195,7 +198,7 @@ class BatchStats:
             self._count(held)
         stats = self.totals(sid).to_stats(self.meta[sid], self.jb)
         for table in (self.meta, self.holes, self.bursts, self.pts, self.dscp, self.held,
-                      self.ptime):
+                      self.ptime, self.jb_gaps):
             table.pop(sid, None)
         self._free.append(sid)
         return stats
@@ -450,8 +453,8 @@ class BatchStats:
         jit = affine_scan(a, b, int(np.diff(np.append(js, j.size)).max()))
         max_after = np.maximum(top[0][j], top[1][jg])  # the segment's max after the row
         rows = jbuffer.JitterRows(jsid, jg, seg_cont[jg], dup[j], disc, jit, arr, ts, ext[j],
-                                  max_after, clk)
-        jbuffer.update(s, self.ptime, self.jb, rows, sid[newseg_rows], sid[ends], gseg[ends])
+                                  max_after, clk, c.marker[j])
+        jbuffer.update(s, self.ptime, self.jb_gaps, self.jb, rows, sid[newseg_rows], sid[ends], gseg[ends])
         regular = has_ref & ~disc & ~c.marker[j] & ~dup[j] & (pk[j] == PayloadKind.MEDIA)
         self._jitter_totals(jsid[js], js, jit, delta, regular)
         jl = np.append(js[1:], j.size) - 1

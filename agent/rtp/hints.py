@@ -7,17 +7,17 @@ tracker that works on heuristics alone).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Protocol
 
 from agent.decode.endpoint import Endpoint
-from agent.rtp.payload_types import PayloadInfo
+from agent.media.description import EndpointMedia, PayloadMap
 
-PayloadMap = Mapping[int, PayloadInfo]
+__all__ = ["EndpointMedia", "MediaHints", "PayloadMap"]
 
 
 class MediaHints(Protocol):
-    def payloads_for(self, src: Endpoint, dst: Endpoint, now: float) -> PayloadMap | None:
-        """The payload map SDP announced for RTP from ``src`` to ``dst``, as known at
-        packet time ``now``; None when no SDP announced either endpoint."""
+    def media_for(self, src: Endpoint, dst: Endpoint, now: float) -> EndpointMedia | None:
+        """What SDP announced for RTP from ``src`` to ``dst`` (payload map, profile,
+        SRTP trailer bytes), as known at packet time ``now``; None when no SDP
+        announced either endpoint."""
         ...

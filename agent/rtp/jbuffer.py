@@ -1,20 +1,20 @@
 """Vectorised jitter-buffer emulation and ptime: the batch twin of `ReferenceStream._buffer`.
 
-Definitions are in `agent.rtp.rules` (theory of operation). `BatchStats._jitter`
-hands over its jitter rows (accepted media rows, grouped by stream, arrival
-order); the *buffer rows* are those that are not duplicates, of streams with a
-clock. Per stream the state carries: whether the segment has had a buffer row
-(``jb_has``), that row's extended RTP timestamp and sequence number (the ts
-extension and ptime pairs continue from them), the window (``jb_blk`` the
-current block or -1, ``jb_cur``/``jb_prev`` the minimum transit of the current
-and previous block, integer microseconds) and the sums.
+Definitions are in `agent.rtp.rules` (theory of operation; `jb_play` is one packet).
+`BatchStats._jitter` hands over its jitter rows (accepted media rows, grouped by
+stream, arrival order); the *buffer rows* are those that are not duplicates, of
+streams with a clock. Per stream the state carries: whether the segment has had a
+buffer row (``jb_has``), that row's extended RTP timestamp and sequence number
+(the ts extension and ptime pairs continue from them), the anchor (``jb_base``,
+integer microseconds, ``JB_INF``: resynchronise at the next row), the late
+packets in a row (``jb_run``) and the sums.
 
-The window is a segmented running minimum: rows are cut into *groups* (one
-segment, one block, no resync inside), the running minimum of each group comes
-from one ``np.minimum.accumulate`` over offset keys (each group's keys sit below
-every earlier group's, the trick the sequence code uses for its maximum), and a
-group's previous-block minimum is the total of the group before it when that is
-the adjacent block of the same window, or the state's for a stream's first group.
+Between re-anchors the anchor is a running minimum, so a batch is cut into
+*groups* at its resynchronising rows (segment start, discontinuity, marker) and
+the anchor of every row comes from one segmented ``np.minimum.accumulate``. A row
+that would re-anchor on lateness (`jb_play`) is rare on real streams; a stream
+that has one is replayed per packet from that row on, which is exactly the
+reference, so both twins agree whatever the batch boundaries.
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.rtp.rules import (
-    JB_BLOCK_SHIFT,
+    HOLE_WINDOW,
     JB_INF,
+    JB_RESYNC_LATE,
     JB_TRANSIT_CLIP,
     JitterBufferSpec,
+    Gap,
+    JbState,
     add_ptime_step,
+    jb_packet,
 )
 
 I64 = npt.NDArray[np.int64]
@@ -39,8 +43,7 @@ B = npt.NDArray[np.bool_]
 State = dict[str, npt.NDArray[Any]]
 
 # jb_wsum: waits in whole nanoseconds, an integer sum (exact, so independent of batching)
-INT_FIELDS = ("jb_has", "jb_ext", "jb_seq", "jb_blk", "jb_cur", "jb_prev", "jb_n", "jb_late",
-              "jb_wsum")
+INT_FIELDS = ("jb_has", "jb_ext", "jb_seq", "jb_base", "jb_run", "jb_top", "jb_n", "jb_late", "jb_wsum")
 FLOAT_FIELDS = ("jb_wmax",)
 
 
@@ -115,6 +118,7 @@ class JitterRows:
     ext_seq: I64
     max_ext: I64  # the segment's highest extended sequence number after the row
     clock: F64
+    marker: B
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +135,20 @@ class _Rows:
 
 
 def reset(s: State, sids: I64) -> None:
-    """Streams whose segment ended: the ts extension, ptime pairs and window start over."""
+    """Streams whose segment ended: the ts extension, ptime pairs and anchor start over."""
     s["jb_has"][sids] = 0
-    s["jb_blk"][sids] = -1
+    resync(s, sids)
 
 
-def update(s: State, hists: dict[int, dict[int, int]], spec: JitterBufferSpec, r: JitterRows,
-           new_seg_sids: I64, last_sid: I64, last_gseg: I64) -> None:
+def resync(s: State, sids: I64) -> None:
+    """The next buffer row of these streams re-anchors the buffer."""
+    s["jb_base"][sids] = JB_INF
+    s["jb_run"][sids] = 0
+
+
+def update(s: State, hists: dict[int, dict[int, int]], gaps: dict[int, list[Gap]],
+           spec: JitterBufferSpec, r: JitterRows, new_seg_sids: I64, last_sid: I64,
+           last_gseg: I64) -> None:
     """Buffer rows of one batch. ``new_seg_sids``: streams with a segment that started in
     this batch; ``last_sid``/``last_gseg``: every stream of the batch (sorted) and the
     segment of its last accepted row."""
@@ -146,32 +157,31 @@ def update(s: State, hists: dict[int, dict[int, int]], spec: JitterBufferSpec, r
     if rows is None:
         reset(s, new_seg_sids)
         if any_disc:
-            s["jb_blk"][np.unique(r.sid[r.disc])] = -1
+            resync(s, np.unique(r.sid[r.disc]))
         return
     b = rows.r
     ext_ts, tsd = _extend_ts(s, rows)
     step = _ptime_steps(s, rows, tsd)
     add_ptime_steps(hists, b.sid, step, rows.bstart)
-    window = None
+    anchor = None
     calm = np.ones(rows.bs.size, bool)
     if spec.model != "none":
-        resync = np.zeros(b.sid.size, bool)
+        since = np.zeros(b.sid.size, bool)
         if any_disc:
-            resync, calm = _resyncs(r, rows)
-        window = _window(s, spec, rows, resync, ext_ts)
+            since, calm = _resyncs(r, rows)
+        anchor = _play(s, gaps, spec, rows, since, ext_ts)
     reset(s, new_seg_sids)
     if any_disc:
-        s["jb_blk"][np.unique(r.sid[r.disc])] = -1
+        resync(s, np.unique(r.sid[r.disc]))
     bl = rows.bl
     u = b.sid[bl]
     keep = b.gseg[bl] == last_gseg[np.searchsorted(last_sid, u)]  # in its last segment
     s["jb_has"][u[keep]] = 1
     s["jb_ext"][u[keep]], s["jb_seq"][u[keep]] = ext_ts[bl][keep], b.ext_seq[bl][keep]
-    if window is not None:
+    if anchor is not None:
         calm &= keep
-        blk, cur, prev = window
-        s["jb_blk"][u[calm]], s["jb_cur"][u[calm]] = blk[calm], cur[calm]
-        s["jb_prev"][u[calm]] = prev[calm]
+        s["jb_base"][u[calm]], s["jb_run"][u[calm]] = anchor[0][calm], anchor[1][calm]
+        s["jb_top"][u[calm]] = b.max_ext[bl][calm]
 
 
 def _buffer_rows(s: State, r: JitterRows) -> _Rows | None:
@@ -244,53 +254,87 @@ def _resyncs(r: JitterRows, rows: _Rows) -> tuple[B, B]:
     return resync, cd[jl][stream_of] == cdb[rows.bl]
 
 
-def _window(s: State, spec: JitterBufferSpec, rows: _Rows, resync: B, ext_ts: I64
-            ) -> tuple[I64, I64, I64]:
-    """Base, lateness and waits of the buffer rows; returns each stream's last window
-    (block, current block's minimum, previous block's minimum)."""
-    r = rows.r
+def _play(s: State, gaps: dict[int, list[Gap]], spec: JitterBufferSpec, rows: _Rows, since: B,
+          ext_ts: I64) -> tuple[I64, I64]:
+    """Anchor, lateness and waits of the buffer rows (``since``: a discontinuity since the
+    previous buffer row); returns each stream's (anchor, late run) after its last row."""
+    r, bs, bl = rows.r, rows.bs, rows.bl
+    n = r.sid.size
     with np.errstate(over="ignore", invalid="ignore"):
         t = np.rint((r.arrival_s - ext_ts / r.clock) * 1e6)
     np.clip(t, -JB_TRANSIT_CLIP, JB_TRANSIT_CLIP, out=t)
     transit = t.astype(np.int64)
-    block = r.max_ext >> JB_BLOCK_SHIFT
-    gstart = rows.segstart | resync
-    gstart[1:] |= block[1:] != block[:-1]
-    gf = np.flatnonzero(gstart)
-    glen = np.diff(np.append(gf, transit.size))
-    init_cur = np.full(gf.size, JB_INF, np.int64)
-    prev = np.full(gf.size, JB_INF, np.int64)
-    # a stream's first group continues the state's window when nothing broke it
-    sf = np.flatnonzero(rows.bstart[gf])
-    u = r.sid[rows.bs]
-    blk0 = s["jb_blk"][u]
-    ok = rows.cont & ~resync[rows.bs] & (blk0 >= 0)
-    same = ok & (block[rows.bs] == blk0)
-    nxt = ok & (block[rows.bs] == blk0 + 1)
-    init_cur[sf[same]] = s["jb_cur"][u[same]]
-    prev[sf[same]] = s["jb_prev"][u[same]]
-    prev[sf[nxt]] = s["jb_cur"][u[nxt]]
-    total = np.minimum(np.minimum.reduceat(transit, gf), init_cur)
-    inner = np.flatnonzero(~(rows.segstart[gf] | resync[gf]))  # new block, same window
-    inner = inner[block[gf[inner]] == block[gf[inner] - 1] + 1]
-    prev[inner] = total[inner - 1]
-    y = transit.copy()  # the base is the running minimum with both carried minima folded in
-    y[gf] = np.minimum(np.minimum(transit[gf], init_cur), prev)
-    gid = np.repeat(np.arange(gf.size), glen)
-    delay_us = transit - segmented_min(y, gid)
+    u = r.sid[bs]
+    base0 = np.where(rows.cont, s["jb_base"][u], JB_INF)  # the state's anchor, per stream
+    run0 = np.where(rows.cont, s["jb_run"][u], 0)
+    sync = rows.segstart | since | (r.marker != 0)  # a stream's first row: segstart True
+    sync[bs] = since[bs] | (r.marker[bs] != 0) | (base0 == JB_INF)
+    gstart = sync | rows.bstart
+    y = transit.copy()
+    first = bs[~sync[bs]]  # a stream's first row continuing the state's anchor
+    y[first] = np.minimum(transit[first], base0[~sync[bs]])
+    base = segmented_min(y, np.cumsum(gstart) - 1)
+    delay_us = transit - base
     if spec.model == "fixed":
-        late = delay_us > spec.fixed_ms * 1000.0
-        wait = spec.fixed_ms - delay_us / 1000.0
+        target_ms = np.full(n, spec.fixed_ms)
     else:
         target_ms = spec.adaptive_k * r.jitter_s * 1000.0
         np.maximum(target_ms, spec.adaptive_min_ms, out=target_ms)
         np.minimum(target_ms, spec.adaptive_max_ms, out=target_ms)
-        late = delay_us > target_ms * 1000.0
-        wait = target_ms - delay_us / 1000.0
-    wait[late] = 0.0
-    bs, bl = rows.bs, rows.bl
+    late = delay_us > target_ms * 1000.0
+    adaptive = spec.model == "adaptive"
+    idx = np.arange(n)
+    stream_of = np.cumsum(rows.bstart) - 1
+    in_order = r.ext_seq == r.max_ext
+    if adaptive:
+        run = np.zeros(n, np.int64)
+        replay = ~in_order | late  # a late one in order stretches the playout
+    else:  # late packets in a row, the state's run carried into a stream's leading run
+        brk = np.maximum.accumulate(np.where(~late, idx, np.where(rows.bstart, idx - 1, -1)))
+        run = idx - brk
+        run += np.where(late & (brk == bs[stream_of] - 1), run0[stream_of], 0)
+        replay = ~in_order | (late & (run >= JB_RESYNC_LATE))
+    # the rows each stream replays per packet: from its first reordered or re-anchoring one
+    stop = bl + 1
+    if replay.any():
+        hit = np.flatnonzero(replay)
+        k = np.unique(stream_of[hit], return_index=True)
+        stop[k[0]] = hit[k[1]]
+    wait = np.where(late, 0.0, target_ms - delay_us / 1000.0)
+    top_prev = _shift(r.max_ext, rows.bstart, np.where(rows.cont, s["jb_top"][u], 0))
+    base_prev = _shift(base, rows.bstart, base0)
+    _note_gaps(gaps, r.sid, sync, in_order & (r.ext_seq - top_prev > 1), idx < stop[stream_of],
+               top_prev, r.ext_seq, base_prev)
+    base_out, run_out = base[bl], run[bl]
+    for sk in np.flatnonzero(stop <= bl).tolist():
+        f, end = int(stop[sk]), int(bl[sk])
+        sid = int(u[sk])
+        st = JbState(int(base_prev[f]), int(run[f - 1]) if f > bs[sk] else int(run0[sk]),
+                     int(top_prev[f]), gaps.setdefault(sid, []))
+        for i in range(f, end + 1):
+            late[i], wait[i] = jb_packet(st, adaptive, int(transit[i]), int(r.ext_seq[i]),
+                                         int(r.max_ext[i]), bool(sync[i]), float(target_ms[i]))
+        base_out[sk], run_out[sk] = st.base, st.run
+    for sk in np.flatnonzero(np.isin(u, list(gaps))).tolist() if gaps else ():
+        g, top = gaps[int(u[sk])], int(r.max_ext[bl[sk]])
+        while g and g[0][1] <= top - HOLE_WINDOW:
+            del g[0]  # what `jb_packet` drops per packet: never read again
     s["jb_n"][u] += bl - bs + 1
     s["jb_late"][u] += np.add.reduceat(late, bs)
     s["jb_wsum"][u] += np.add.reduceat(np.rint(wait * 1e6).astype(np.int64), bs)
     s["jb_wmax"][u] = np.maximum(s["jb_wmax"][u], np.maximum.reduceat(wait, bs))
-    return block[bl], total[gid[bl]], prev[gid[bl]]
+    return base_out, run_out
+
+
+def _note_gaps(gaps: dict[int, list[Gap]], sid: I64, sync: B, opens: B, fast: B, top_prev: I64,
+               ext: I64, base_prev: I64) -> None:
+    """The vectorised rows' share of `jb_packet`'s gap list: a resync clears a stream's list,
+    an in-order row past a gap adds (the skipped numbers, the anchor before it); numbers
+    HOLE_WINDOW behind the max are dropped. Both are rare: a loop over those rows."""
+    for i in np.flatnonzero(fast & (sync | (opens & ~sync))).tolist():
+        k = int(sid[i])
+        if sync[i]:
+            gaps.pop(k, None)
+        else:
+            gaps.setdefault(k, []).append((int(top_prev[i]) + 1, int(ext[i]) - 1,
+                                           int(base_prev[i])))

@@ -85,6 +85,8 @@ class StreamStats:
     jb_mean_delay_ms: float = 0.0  # mean wait in the buffer of the packets played
     jb_max_delay_ms: float = 0.0
     ptime_ms: float | None = None  # most common RTP timestamp step of media packets / clock
+    profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP, RTP/SAVPF ...)
+    srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes, when SDP fixed them
 
     @property
     def loss_ratio(self) -> float:
@@ -138,4 +140,6 @@ class StreamStats:
                 "max_delay_ms": round(self.jb_max_delay_ms, 3),
             },
             "ptime_ms": self.ptime_ms,
+            "profile": self.profile,
+            "srtp_trailer_bytes": self.srtp_trailer_bytes,
         }

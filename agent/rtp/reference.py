@@ -14,21 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.media.payloads import PayloadKind
 from agent.rtp.model import StreamStats
-from agent.rtp.payload_types import PayloadKind
 from agent.rtp.rules import (
     HOLE_WINDOW,
-    JB_BLOCK,
     JB_INF,
     JITTER_DISCONTINUITY_S,
     SEQ_MOD,
     TS_MOD,
     BurstTotals,
+    JbState,
     JitterBufferSpec,
     StreamMeta,
     Totals,
     add_ptime_step,
     is_large_jump,
+    jb_packet,
     seq_step,
     split_final_holes,
     transit_us,
@@ -84,8 +85,7 @@ class ReferenceStream:
         # jitter-buffer emulation and ptime, over buffer packets (media, not duplicates)
         self._jb_ext: int | None = None  # extended RTP timestamp of the previous one
         self._jb_seq = 0  # its extended sequence number
-        self._jb_block: int | None = None  # None: no window (segment start, resync)
-        self._jb_cur = self._jb_prev = JB_INF  # min transit (us) of current/previous block
+        self._jb = JbState()  # the buffer's anchor, late run and skipped numbers
         self.jb_packets = self.jb_discarded = 0
         self.jb_wait_sum_ns = 0
         self.jb_wait_max_ms = 0.0
@@ -135,7 +135,7 @@ class ReferenceStream:
         self._last_seq = p.seq
         self.distinct = 1
         self._jref = None  # jitter needs a reference inside the segment
-        self._jb_ext, self._jb_block = None, None  # the buffer starts over too
+        self._jb_ext, self._jb.base = None, JB_INF  # the buffer starts over too
         self._after_accept(p, duplicate=False)
 
     def _accept(self, p: RtpPacket, ext: int) -> None:
@@ -204,7 +204,7 @@ class ReferenceStream:
         if self._clock > 0.0:
             d = delta - ts_step(p.ts, ref[1]) / self._clock
             if abs(d) > JITTER_DISCONTINUITY_S:
-                self._jb_block = None  # the jitter buffer resynchronises too
+                self._jb.base = JB_INF  # the jitter buffer resynchronises too
                 return  # timestamp discontinuity: not jitter, new reference
             self.jitter_s += (abs(d) - self.jitter_s) / 16.0
         if p.marker or duplicate or self._prev_kind != PayloadKind.MEDIA:
@@ -227,20 +227,13 @@ class ReferenceStream:
         if self.jb.model == "none":
             return
         transit = transit_us(p.arrival_s, ext_ts, self._clock)
-        block = self.max // JB_BLOCK  # blocks follow the highest sequence number so far
-        if self._jb_block is None or block > self._jb_block + 1:
-            self._jb_cur = self._jb_prev = JB_INF
-        elif block == self._jb_block + 1:
-            self._jb_prev, self._jb_cur = self._jb_cur, JB_INF
-        self._jb_block = block
-        self._jb_cur = min(self._jb_cur, transit)
-        delay_us = transit - min(self._jb_cur, self._jb_prev)
         target_ms = self.jb.target_ms(self.jitter_s)
+        late, wait_ms = jb_packet(self._jb, self.jb.model == "adaptive", transit,
+                                  self._last_ext, self.max, p.marker, target_ms)
         self.jb_packets += 1
-        if delay_us > target_ms * 1000.0:
+        if late:
             self.jb_discarded += 1  # arrived after its playout time
             return
-        wait_ms = target_ms - delay_us / 1000.0
         self.jb_wait_sum_ns += round(wait_ms * 1e6)  # whole ns: an exact, order-free sum
         self.jb_wait_max_ms = max(self.jb_wait_max_ms, wait_ms)
 

@@ -44,24 +44,37 @@ RTP analysis does: a jitter packet with a reference, no discontinuity, no
 marker bit, not a duplicate, and whose previous accepted packet was media (not
 after CN/events).
 
-Jitter-buffer emulation (STANDARDS.md "Jitter becomes loss at the receiver"),
-streaming, over the *buffer packets*: media packets that are accepted and not
-duplicates (not events, not CN, not strays), of streams with a known clock.
-``transit_p = arrival_p - ext_ts_p / clock`` in whole microseconds, where
-``ext_ts`` is the RTP timestamp extended over 32-bit wraps by signed steps
-from the previous buffer packet of the segment (a restart is a new base). The
-base is a running minimum of transit that forgets: packets fall in *blocks* by
-``max_ext // JB_BLOCK`` (the segment's highest extended sequence number when
-the packet arrives, ~10 s at 20 ms), and ``base_p`` is the minimum transit over
-the current block so far and the whole previous block. Clock drift between
-sender and probe (100 ppm = 0.36 s/hour) therefore never makes later packets
-look late, and the result does not depend on batch boundaries. A jitter
-discontinuity (``|D| > JITTER_DISCONTINUITY_S``) resynchronises the buffer (the
-window forgets both blocks), as a receiver re-anchors after a timestamp jump.
-``target_p`` is ``fixed_ms`` (fixed) or ``clamp(k * J_p, min, max)`` with J_p
-the RFC 3550 jitter after packet p (adaptive). ``delay_p = transit_p - base_p``
-(>= 0); the packet is *late* (discarded) when ``delay_p > target_p``, else it
-waits ``target_p - delay_p`` in the buffer.
+Jitter-buffer emulation (STANDARDS.md "Jitter becomes loss at the receiver";
+docs/quality.md "Jitter-buffer emulation" says which published behaviour each
+model follows), streaming, over the *buffer packets*: media packets that are
+accepted and not duplicates (not events, not CN, not strays), of streams with a
+known clock, in arrival order. ``transit_p = arrival_p - ext_ts_p / clock`` in
+whole microseconds, where ``ext_ts`` is the RTP timestamp extended over 32-bit
+wraps by signed steps from the previous buffer packet of the segment.
+
+The buffer is *anchored*: ``base`` is the lowest transit since the last anchor,
+the packet that would have waited longest (`jb_play`). A packet *resynchronises*
+(it becomes the new anchor: ``base = transit_p``) when it starts a segment,
+follows a jitter discontinuity (``|D| > JITTER_DISCONTINUITY_S``: a timestamp
+jump), or carries the marker bit (a talk-spurt start, RFC 3551 §4.1: where
+phones re-sync their playout). ``delay_p = transit_p - base`` (>= 0) against
+``target_p``: ``fixed_ms`` (fixed) or ``clamp(k * J_p, min, max)`` with J_p the
+RFC 3550 jitter after packet p (adaptive). A packet with ``delay_p <= target_p``
+is played and waits ``target_p - delay_p``. A later one:
+
+* fixed: is discarded (it arrived after its playout time); the
+  ``JB_RESYNC_LATE``-th late packet in a row is a sustained delay step: the
+  buffer re-anchors on it and plays it;
+* adaptive: when it is in sequence order (no later number has arrived) the
+  buffer stretches its playout instead (it re-anchors on it: a delay step or a
+  sender timestamp step costs no packet, only buffer delay); when a later
+  number has already arrived, its slot has been played: discarded.
+
+Both models re-anchor, so a delay step, a sender timestamp step or clock drift
+never makes every later packet look late; genuinely late packets still are.
+The batch implementation computes the running minimum vectorised and replays a
+stream per packet (`jb_play`) only from its first re-anchoring packet of the
+batch, so both twins give the same integers.
 
 Packetisation time: the most common RTP timestamp step between consecutive
 buffer packets of a segment whose sequence numbers differ by exactly one (and
@@ -72,7 +85,9 @@ full is not counted. Ties go to the smaller step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -86,9 +101,8 @@ TS_MOD = 1 << 32
 HOLE_WINDOW = 1024  # sequence numbers behind the max still tracked for fill/duplicate
 JITTER_DISCONTINUITY_S = 1.0  # |D| above this is a timestamp discontinuity, not jitter
 JITTER_GAIN = 1.0 / 16.0  # RFC 3550 A.8
-JB_BLOCK_SHIFT = 9
-JB_BLOCK = 1 << JB_BLOCK_SHIFT  # sequence numbers per jitter-buffer block (~10 s at 20 ms)
-JB_INF = 1 << 62  # "no minimum yet" in integer microseconds
+JB_INF = 1 << 62  # "no anchor": the next buffer packet resynchronises (integer microseconds)
+JB_RESYNC_LATE = 3  # fixed buffer: this many late packets in a row are a delay step
 JB_TRANSIT_CLIP = 1 << 60  # transit (us) is clipped to +-this: no int64 overflow, ever
 PTIME_MAX_STEPS = 16  # distinct timestamp steps kept per stream for ptime
 JB_MODELS = ("fixed", "adaptive", "none")
@@ -96,14 +110,17 @@ JB_MODELS = ("fixed", "adaptive", "none")
 
 @dataclass(frozen=True, slots=True)
 class JitterBufferSpec:
-    """The receiver's jitter buffer the statistics emulate. Sizes in milliseconds.
+    """The receiver's jitter buffer the statistics emulate (``quality.jitter_buffer`` in
+    the config; the one type for it). Sizes in milliseconds.
 
-    ``fixed``: a packet may be up to ``fixed_ms`` later than the base; ``adaptive``:
+    ``fixed``: a packet may be up to ``fixed_ms`` later than the anchor; ``adaptive``:
     the allowance follows ``adaptive_k`` times the RFC 3550 jitter, bounded to
     ``[adaptive_min_ms, adaptive_max_ms]``; ``none``: nothing is emulated.
     """
 
-    model: str = "adaptive"
+    __pydantic_config__ = {"extra": "forbid"}  # a config section: unknown keys are errors
+
+    model: Literal["fixed", "adaptive", "none"] = "adaptive"
     fixed_ms: float = 60.0
     adaptive_min_ms: float = 20.0
     adaptive_max_ms: float = 200.0
@@ -112,8 +129,12 @@ class JitterBufferSpec:
     def __post_init__(self) -> None:
         if self.model not in JB_MODELS:
             raise ValueError(f"jitter buffer model must be one of {JB_MODELS}: {self.model!r}")
-        if self.fixed_ms < 0 or not 0 <= self.adaptive_min_ms <= self.adaptive_max_ms:
-            raise ValueError("need fixed_ms >= 0 and 0 <= adaptive_min_ms <= adaptive_max_ms")
+        for name in ("fixed_ms", "adaptive_min_ms", "adaptive_max_ms", "adaptive_k"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"jitter_buffer.{name} must be a number >= 0: {value!r}")
+        if self.adaptive_min_ms > self.adaptive_max_ms:
+            raise ValueError("jitter_buffer.adaptive_min_ms must not exceed adaptive_max_ms")
 
     @property
     def bounds_ms(self) -> tuple[float, float]:
@@ -125,11 +146,70 @@ class JitterBufferSpec:
         return 0.0, 0.0
 
     def target_ms(self, jitter_s: float) -> float:
-        """Allowed delay over the base (ms) given the jitter J (s) after the packet."""
+        """Allowed delay over the anchor (ms) given the jitter J (s) after the packet."""
         if self.model == "fixed":
             return self.fixed_ms
         return min(max(self.adaptive_k * jitter_s * 1000.0, self.adaptive_min_ms),
                    self.adaptive_max_ms)
+
+    def describe(self) -> str:
+        """Short label for records: ``fixed 60 ms``, ``adaptive 20-200 ms``, ``none``."""
+        if self.model == "fixed":
+            return f"fixed {self.fixed_ms:g} ms"
+        if self.model == "adaptive":
+            return f"adaptive {self.adaptive_min_ms:g}-{self.adaptive_max_ms:g} ms"
+        return "none"
+
+
+Gap = tuple[int, int, int]  # (first, last number, the anchor when the max passed them)
+
+
+@dataclass(slots=True)
+class JbState:
+    """One stream's buffer between packets (the reference's; the batch keeps it in arrays
+    and a per-stream gap list)."""
+
+    base: int = JB_INF  # the anchor's transit (us); JB_INF: resync at the next packet
+    run: int = 0  # late packets in a row (fixed model)
+    top: int = 0  # the highest number when the previous buffer packet arrived
+    gaps: list[Gap] = field(default_factory=list)  # numbers the max skipped, oldest first
+
+
+def jb_packet(st: JbState, adaptive: bool, transit: int, ext: int, top: int, sync: bool,
+              target_ms: float) -> tuple[bool, float]:
+    """One buffer packet (extended number ``ext``; ``top`` the highest number after it)
+    through the buffer; returns (discarded, wait ms). A packet that arrives after a higher
+    number is judged against the anchor in force when the max passed its number (the
+    buffer scheduled its slot then), so packets still in flight when the delay steps
+    down are not made late by the faster ones that overtook them."""
+    ref = JB_INF
+    if sync or st.base == JB_INF:
+        st.gaps.clear()
+    elif ext < top:  # reordered: its slot was scheduled when the max went past it
+        if ext > top - HOLE_WINDOW:
+            ref = next((b for lo, hi, b in reversed(st.gaps) if lo <= ext <= hi), JB_INF)
+    elif ext - st.top > 1:
+        st.gaps.append((st.top + 1, ext - 1, st.base))
+    st.top = top
+    while st.gaps and st.gaps[0][1] <= top - HOLE_WINDOW:
+        del st.gaps[0]  # no tracked number can fall in them any more
+    st.base, st.run, late, wait = jb_play(adaptive, st.base, st.run, transit, sync, ext == top,
+                                          target_ms, ref)
+    return late, wait
+
+
+def jb_play(adaptive: bool, base: int, run: int, transit: int, resync: bool, in_order: bool,
+            target_ms: float, ref: int = JB_INF) -> tuple[int, int, bool, float]:
+    """The anchor rule of one buffer packet (theory of operation above; ``ref``: the anchor
+    a reordered packet is judged against, JB_INF for the current one): returns the new
+    (anchor, late packets in a row), whether it was discarded, and its wait in ms."""
+    base = transit if resync or base == JB_INF else min(base, transit)
+    delay_us = transit - (base if ref == JB_INF else min(ref, transit))
+    if delay_us > target_ms * 1000.0:  # arrived after its playout time
+        if not (in_order if adaptive else run + 1 >= JB_RESYNC_LATE):
+            return base, 0 if adaptive else run + 1, True, 0.0
+        base, delay_us = transit, 0  # re-anchor on it: the playout moves, it is played
+    return base, 0, False, target_ms - delay_us / 1000.0
 
 
 def transit_us(arrival_s: float, ext_ts: int, clock: float) -> int:
@@ -226,6 +306,8 @@ class StreamMeta:
     clock_rate: int | None
     clock_rate_estimated: bool = False
     previous_ssrc: int | None = None
+    profile: str | None = None  # SDP m= transport (RTP/AVP, RTP/SAVP ...); None: no SDP
+    srtp_trailer_bytes: int | None = None  # SRTP MKI + auth tag bytes when SDP fixes them
 
 
 @dataclass(slots=True)
@@ -299,6 +381,8 @@ class Totals:
             first_ts=self.first_ts,
             last_ts=self.last_ts,
             previous_ssrc=meta.previous_ssrc,
+            profile=meta.profile,
+            srtp_trailer_bytes=meta.srtp_trailer_bytes,
             jb_model=model,
             jb_nominal_ms=nominal,
             jb_max_ms=top,

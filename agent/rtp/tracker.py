@@ -31,9 +31,14 @@ sent, from its very first (as Wireshark does). The SDP is looked up again when
 a stream opens: an answer seen while a candidate was held still names its codec.
 
 Packet kinds: an SDP payload map wins; then the static table (CN 13/19); a
-dynamic PT with a 4-byte payload, R bit clear (RFC 4733 §2.3) and different
-from the stream's main PT (first non-event PT) is a telephone-event; so is
-every packet of an event-only stream.
+dynamic PT whose payload has an event's length and differs from the stream's
+main PT (its first packet that is neither event-like nor CN) is a
+telephone-event; so is every packet of an event-only stream. An event is 4
+bytes (RFC 4733 §2.3; in plain RTP its R bit must be clear); SRTP appends MKI +
+auth tag (RFC 3711 §3.1), so a stream whose SDP has ``a=crypto`` takes 4 + the
+suite's trailer (`agent.media.srtp`), one whose SDP says plain RTP only 4, and a
+stream without SDP 4 or 4 + a plausible trailer (4 or 10 bytes of tag, with or
+without a 4-byte MKI). An SRTP payload is never read: only its length counts.
 
 Time is packet time, and the tracker owns its timers: `next_deadline` is the
 earliest packet time a stream goes idle (``idle_timeout_s`` after its last
@@ -47,6 +52,7 @@ streams on demand (their call ended), `snapshot` reads one without ending it.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections import OrderedDict
@@ -58,12 +64,8 @@ import numpy.typing as npt
 
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_UDP, Frames
-from agent.rtp.batch import BatchStats
-from agent.rtp.columns import RtpColumns
-from agent.rtp.header import RtpHeaders, parse_headers
-from agent.rtp.hints import MediaHints, PayloadMap
-from agent.rtp.model import StreamKey, StreamStats
-from agent.rtp.payload_types import (
+from agent.media.description import MAX_EVENT_PAYLOAD_BYTES, UNSIGNALLED_EVENT_PAYLOAD_BYTES
+from agent.media.payloads import (
     DYNAMIC_PT_MIN,
     TELEPHONE_EVENT,
     PayloadInfo,
@@ -71,6 +73,11 @@ from agent.rtp.payload_types import (
     estimate_clock_rate,
     lookup,
 )
+from agent.rtp.batch import BatchStats
+from agent.rtp.columns import RtpColumns
+from agent.rtp.header import RtpHeaders, parse_headers
+from agent.rtp.hints import EndpointMedia, MediaHints, PayloadMap
+from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 I64 = npt.NDArray[np.int64]
@@ -82,6 +89,17 @@ _M64 = np.uint64(0x9E3779B97F4A7C15)
 CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
 CLOCK_SPAN_S = 0.2  # a dynamic type's clock is judged on the first packets spanning this
 CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
+_EVENT_LENGTHS = np.array(UNSIGNALLED_EVENT_PAYLOAD_BYTES, np.int64)
+
+
+def _length_row(lengths: Iterable[int]) -> npt.NDArray[np.bool_]:
+    """True at each payload length an event of a stream can have."""
+    row = np.zeros(MAX_EVENT_PAYLOAD_BYTES + 1, np.bool_)
+    row[[n for n in lengths if 0 < n <= MAX_EVENT_PAYLOAD_BYTES]] = True
+    return row
+
+
+_UNSIGNALLED_ROW = _length_row(UNSIGNALLED_EVENT_PAYLOAD_BYTES)
 
 
 @dataclass(frozen=True)
@@ -122,9 +140,9 @@ class TrackerCounters:
 
 @dataclass
 class _Candidate:
-    cols: RtpColumns  # sid column holds -1; kind column holds the event-candidate flag
+    cols: RtpColumns  # sid column holds -1; kind column: event-candidate payload length (0: no)
     last_seen: float
-    announced: PayloadMap | None  # the SDP's payload map: no probation
+    announced: EndpointMedia | None  # what the SDP said: no probation
     valid: bool = False  # a stream: held only until its clock can be judged
 
 
@@ -134,7 +152,7 @@ class _Opening:
 
     key: Key
     cols: RtpColumns
-    announced: PayloadMap | None
+    announced: EndpointMedia | None
     window: int  # packets the clock is judged on
     decided: int  # packets it took to decide
     at: int  # index, in this feed's rows of the key, of the packet that decided it
@@ -160,7 +178,7 @@ class FeedResult:
 
 @dataclass
 class _Rows:
-    """One batch's parsed RTP rows, with the key hash and event-candidate flag."""
+    """One batch's parsed RTP rows, with the key hash and event-candidate length."""
 
     cols: RtpColumns
     keys: npt.NDArray[np.uint64]
@@ -184,6 +202,9 @@ class StreamTracker:
         self._sid: dict[Key, int] = {}
         self._key_of: dict[int, Key] = {}
         self._main_pt: dict[int, int] = {}
+        # streams that opened on CN or events alone: their payload map, to name the codec
+        # when the first media packet comes
+        self._unnamed: dict[int, PayloadMap] = {}
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
         self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._cands: dict[Key, _Candidate] = {}  # least recently fed first
@@ -198,6 +219,8 @@ class StreamTracker:
                 hint_kind[pt] = int(info.kind)
         self._hint_kind = hint_kind
         self._sid_kind = np.full((64, 128), -1, np.int64)  # per stream slot: PT -> kind
+        # per stream slot and payload length: can an RFC 4733 event be that long
+        self._sid_evlen = np.tile(_UNSIGNALLED_ROW, (64, 1))
 
     # -- feeding ------------------------------------------------------------------------
 
@@ -243,13 +266,16 @@ class StreamTracker:
 
     def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
         r = h.rows
-        evcand = (h.pt >= DYNAMIC_PT_MIN) & (h.payload_len == 4)
-        if evcand.any():
-            at = h.payload_at[evcand] + 1
-            evcand[evcand] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero
+        # an event's length, for some stream: 4 bytes, or 4 + an SRTP MKI and tag
+        evcand = ((h.pt >= DYNAMIC_PT_MIN) & (h.payload_len >= 4)
+                  & (h.payload_len <= MAX_EVENT_PAYLOAD_BYTES))
+        plain = evcand & (h.payload_len == 4)  # plain RTP: its event can be read
+        if plain.any():
+            at = h.payload_at[plain] + 1
+            evcand[plain] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero
         cols = RtpColumns(
             sid=np.full(r.size, -1, np.int64), arrival_s=frames.ts[r], seq=h.seq, ts=h.ts,
-            pt=h.pt, marker=h.marker, kind=evcand.astype(np.int64),
+            pt=h.pt, marker=h.marker, kind=np.where(evcand, h.payload_len, 0).astype(np.int64),
             dscp=frames.dscp[r].astype(np.int64), vlan=frames.vlan[r].astype(np.int64),
             pcp=frames.pcp[r].astype(np.int64))
         k = (frames.src_hi[r] * _M64) ^ frames.src_lo[r]
@@ -272,29 +298,39 @@ class StreamTracker:
             self.stats.update(self._kinds(cols))
 
     def _kinds(self, c: RtpColumns) -> RtpColumns:
-        """Replace the event-candidate flag with the packet kind (see module docstring)."""
-        evcand = c.kind.astype(bool)
+        """Replace the event-candidate length with the packet kind (module docstring)."""
+        evcand = self._sid_evlen[c.sid, c.kind]  # length 0 (not a candidate) is never one
+        hinted = self._sid_kind[c.sid, c.pt]
         u, inv = np.unique(c.sid, return_inverse=True)
-        fresh = ~evcand & np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
+        fresh = ~evcand & (hinted <= PayloadKind.MEDIA)  # not CN, not a signalled event
+        fresh &= np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
         if fresh.any():  # the stream's main PT: its first packet that is not event-like
             fs, fi = np.unique(c.sid[fresh], return_index=True)
             pts = c.pt[np.flatnonzero(fresh)[fi]]
             for s, pt in zip(fs.tolist(), pts.tolist(), strict=True):
                 self._main_pt[s] = pt
+                if s in self._unnamed:
+                    self._name(s, pt)
         main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
         kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
                         PayloadKind.MEDIA).astype(np.int64)
-        hinted = self._sid_kind[c.sid, c.pt]
         kind = np.where(hinted >= 0, hinted, kind)
         return RtpColumns(c.sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, kind, c.dscp,
                           c.vlan, c.pcp)
 
+    def _name(self, sid: int, pt: int) -> None:
+        """A stream that opened on CN or events alone (named after them) gets its first
+        media packet: that payload names its codec (the RTP clock stays as opened)."""
+        info = lookup(pt, self._unnamed.pop(sid))
+        meta = self.stats.meta[sid]
+        self.stats.meta[sid] = dataclasses.replace(meta, codec=info.name if info else None)
+
     # -- candidates -----------------------------------------------------------------------
 
-    def _announced(self, key: Key, now: float) -> PayloadMap | None:
+    def _announced(self, key: Key, now: float) -> EndpointMedia | None:
         if self.hints is None:
             return None
-        return self.hints.payloads_for(Endpoint(key[0], key[1], key[2]),
+        return self.hints.media_for(Endpoint(key[0], key[1], key[2]),
                                        Endpoint(key[3], key[4], key[5]), now)
 
     def _candidate(self, key: Key, rows: RtpColumns) -> _Opening | None:
@@ -322,8 +358,8 @@ class StreamTracker:
             decided = self._valid_window(cols) or 0
             valid = decided > 0
         if valid:
-            window = self._clock_window(cols, announced or self._announced(
-                key, float(cols.arrival_s[-1])) or {})
+            described = announced or self._announced(key, float(cols.arrival_s[-1]))
+            window = self._clock_window(cols, described.payloads if described else {})
             if window is not None:
                 decided = max(decided, window)
                 return _Opening(key, cols, announced, window, decided,
@@ -373,7 +409,7 @@ class StreamTracker:
         dseq = np.diff(rel[order])
         tsr = ((c.ts - c.ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31)
         dts = np.diff(tsr[order])
-        event_only = bool(c.kind.all())
+        event_only = bool(_plausible_event(c).all())
         bad = (dseq > self.config.max_probation_step) | (dts < 0)
         bad |= (dts > self.config.max_probation_ts_step) | ((dseq == 0) & (dts != 0))
         if bad.any():
@@ -385,11 +421,20 @@ class StreamTracker:
         return _VALID
 
     def _media_rows(self, cols: RtpColumns, hints: PayloadMap) -> tuple[I64, int]:
-        """(rows that are media, the stream's main PT: its first media packet's)."""
-        signalled = np.array([h.kind != PayloadKind.MEDIA for h in hints.values()], bool)
-        not_media = np.isin(cols.pt, np.array(list(hints), np.int64)[signalled])
-        media = np.flatnonzero((cols.kind == 0) & ~not_media)
-        return media, int(cols.pt[media[0]]) if media.size else int(cols.pt[0])
+        """(rows that are media, the stream's main PT). CN and events, by the SDP or the
+        static table, are not media; the main PT is the first other packet's that is not
+        event-like, and an event-like packet of the main PT is media (as `_kinds` says)."""
+        kinds = self._hint_kind.copy()
+        for pt, info in hints.items():
+            if 0 <= pt < 128:
+                kinds[pt] = int(info.kind)
+        media_kind = kinds[cols.pt] <= PayloadKind.MEDIA
+        like = _plausible_event(cols)  # the stream's own event lengths are not known yet
+        plain = np.flatnonzero(~like & media_kind)
+        if plain.size == 0:
+            return plain, int(cols.pt[0])
+        main_pt = int(cols.pt[plain[0]])
+        return np.flatnonzero(media_kind & (~like | (cols.pt == main_pt))), main_pt
 
     def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
         """How many of the held packets the clock is judged on, None to hold more.
@@ -409,16 +454,17 @@ class StreamTracker:
             return min(int(media[ok[0]]) + 1, CLOCK_MAX_HOLD)
         return CLOCK_MAX_HOLD if len(cols) >= CLOCK_MAX_HOLD else None
 
-    def _validate(self, key: Key, cols: RtpColumns, announced: PayloadMap | None,
+    def _validate(self, key: Key, cols: RtpColumns, announced: EndpointMedia | None,
                   out: FeedResult, window: int | None = None, decided: int | None = None
                   ) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
             out.ended.append(self._close(victim))
             self.counters.streams_evicted += 1
-        ep_hints = announced
-        if ep_hints is None:  # an answer may have come while the candidate was held
-            ep_hints = self._announced(key, float(cols.arrival_s[-1]))
+        described = announced
+        if described is None:  # an answer may have come while the candidate was held
+            described = self._announced(key, float(cols.arrival_s[-1]))
+        ep_hints = described.payloads if described is not None else None
         hints = {**self.pt_hints, **ep_hints} if ep_hints else self.pt_hints
         kinds = self._hint_kind.copy()
         for pt, hinted in (ep_hints or {}).items():
@@ -433,13 +479,20 @@ class StreamTracker:
         tup = key[:6]
         prev = self._by_tuple.get(tup)
         meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
-                          prev if prev is not None and prev != key[6] else None)
+                          prev if prev is not None and prev != key[6] else None,
+                          profile=described.profile if described else None,
+                          srtp_trailer_bytes=described.srtp_trailer_bytes if described else None)
         sid = self.stats.open(meta)
         if sid >= self._sid_kind.shape[0]:
             grown = np.full((max(2 * sid, 64), 128), -1, np.int64)
             grown[: self._sid_kind.shape[0]] = self._sid_kind
             self._sid_kind = grown
+            lengths = np.tile(_UNSIGNALLED_ROW, (grown.shape[0], 1))
+            lengths[: self._sid_evlen.shape[0]] = self._sid_evlen
+            self._sid_evlen = lengths
         self._sid_kind[sid] = kinds
+        self._sid_evlen[sid] = (_length_row(described.event_payload_bytes)
+                                if described is not None else _UNSIGNALLED_ROW)
         self._sid[key], self._key_of[sid] = sid, key
         self._by_tuple[tup] = key[6]
         self._by_tuple.move_to_end(tup)
@@ -447,6 +500,8 @@ class StreamTracker:
             self._by_tuple.popitem(last=False)
         if media.size:
             self._main_pt[sid] = main_pt
+        else:
+            self._unnamed[sid] = hints
         self.counters.streams_validated += 1
         self.counters.streams_announced += announced is not None
         last = float(cols.arrival_s.max())
@@ -526,6 +581,7 @@ class StreamTracker:
         key = self._key_of.pop(sid)
         del self._sid[key]
         self._main_pt.pop(sid, None)
+        self._unnamed.pop(sid, None)
         return self.stats.close(sid)
 
     def close(self, keys: Iterable[StreamKey]) -> list[StreamStats]:
@@ -566,6 +622,12 @@ class StreamTracker:
         self._cands.clear()
         self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
+
+
+def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:
+    """Rows whose payload has an event's length on a stream without SDP (the kind column
+    holds a candidate's payload length)."""
+    return np.isin(c.kind, _EVENT_LENGTHS)
 
 
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:

@@ -355,7 +355,7 @@ class Dialog:
         except SdpParseError:
             self.sdp_errors += 1
             return False
-        self.media.append(MediaSdp(ts, self._side(msg), desc.audio, src, msg.status_code))
+        self.media.append(MediaSdp(ts, self._side(msg), desc.media, src, msg.status_code))
         if len(self.media) > MAX_MEDIA:
             del self.media[0]
             self.media_dropped += 1

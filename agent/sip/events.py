@@ -36,7 +36,8 @@ class Side(StrEnum):
 class MediaSdp:
     """One SDP body seen in the dialog (offer or answer), in packet order.
 
-    ``media`` holds its audio sections (`MediaDescription` resolves connection
+    ``media`` holds every section, audio, video, image (T.38) and application
+    alike (`MediaDescription` resolves connection
     address, RTCP port, rtcp-mux, direction, payload map). ``source`` is the IP
     endpoint the carrying SIP message came from (for NAT: media may arrive from
     elsewhere but is sent *to* the advertised address and port).

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from agent.decode.endpoint import Endpoint
+from agent.media.payloads import STATIC_PAYLOAD_TYPES, canonical_name
+from agent.media.srtp import trailer_bytes
 from agent.sip.errors import SdpParseError
-from agent.sip.static_pt import STATIC_PAYLOAD_TYPES
 
 Attribute = tuple[str, str | None]
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
@@ -81,7 +82,7 @@ class PayloadType:
     """One payload type of a media section; `static` if it came from RFC 3551."""
 
     pt: int
-    encoding: str  # as written; names are case-insensitive (RFC 4855 §3)
+    encoding: str  # the registry's spelling (`agent.media.payloads.canonical_name`)
     clock_rate_hz: int
     channels: int
     fmtp: str | None
@@ -112,6 +113,8 @@ class MediaDescription:
     crypto_suites: tuple[str, ...]  # a=crypto (RFC 4568) suites, keys never kept
     payloads: tuple[PayloadType, ...]  # in m= order
     attributes: tuple[Attribute, ...]
+    # per a=crypto line: SRTP MKI + auth tag bytes (None: suite unknown to the registry)
+    crypto_trailers: tuple[int | None, ...] = ()
 
     @property
     def is_audio(self) -> bool:
@@ -336,7 +339,8 @@ def _build_media(
                 raise SdpParseError(f"bad RTP payload type {fmt[:10]!r}")
             pts.append(pt)
     rtcp_port, rtcp_addr = _rtcp_attribute(attrs)
-    crypto = tuple(v.split()[1] for n, v in attrs if n == "crypto" and v and len(v.split()) > 1)
+    crypto_lines = [v.split() for n, v in attrs if n == "crypto" and v and len(v.split()) > 2]
+    crypto = tuple(c[1] for c in crypto_lines)
     return MediaDescription(
         media=media,
         port=port,
@@ -353,6 +357,7 @@ def _build_media(
         crypto_suites=crypto,
         payloads=_payloads(pts, attrs),
         attributes=tuple(attrs),
+        crypto_trailers=tuple(trailer_bytes(c[1], c[2]) for c in crypto_lines),
     )
 
 
@@ -402,12 +407,13 @@ def _payloads(pts: list[int], attrs: list[Attribute]) -> tuple[PayloadType, ...]
     for pt in pts:
         if pt in rtpmap:
             encoding, clock, channels = rtpmap[pt]
-            out.append(PayloadType(pt, encoding, clock, channels, fmtp.get(pt), False))
+            out.append(PayloadType(pt, canonical_name(encoding), clock, channels,
+                                   fmtp.get(pt), False))
         elif pt in STATIC_PAYLOAD_TYPES:
             static = STATIC_PAYLOAD_TYPES[pt]
             out.append(
                 PayloadType(
-                    pt, static.encoding, static.clock_rate_hz, static.channels, fmtp.get(pt), True
+                    pt, static.name, static.clock_rate or 0, static.channels, fmtp.get(pt), True
                 )
             )
     return tuple(out)

@@ -45,7 +45,7 @@ def call(call_id: str = "c1@test", *, caller: tuple[str, int] = ("198.18.7.1", 1
 
 def stream(src: tuple[str, int], dst: tuple[str, int], ssrc: int, *, t0: float = T0 + 1.2,
            packets: int = 1500, lost: int = 0, jitter_ms: float = 0.5, dscp: int = 46,
-           codec: str = "g711A") -> StreamStats:
+           codec: str = "PCMA") -> StreamStats:
     sh, sl = addr_to_words(src[0])
     dh, dl = addr_to_words(dst[0])
     expected = packets + lost

@@ -52,7 +52,7 @@ def test_call_with_bye() -> None:
     assert [d["direction"] for d in dirs] == ["a_to_b", "b_to_a"]  # type: ignore[index]
     for d in dirs:  # type: ignore[attr-defined]
         assert d["stream"]["packets"] == 150 and d["stream"]["lost"] == 0
-        assert d["stream"]["codec"] == "g711A" and d["stream"]["ptime_ms"] == 20.0
+        assert d["stream"]["codec"] == "PCMA" and d["stream"]["ptime_ms"] == 20.0
         assert d["sla"]["verdict"] == "met", d["sla"]
     assert c["signalling_dscp"] == {"24": 6} and c["sla"]["verdict"] == "met"
 

@@ -31,11 +31,11 @@ def test_clean_call_record() -> None:
     r = done.record.to_json()
     assert r["kind"] == "call" and r["call_id"] == "c1@test"
     assert (r["from"], r["to"]) == ("sip:alice@example.org", "sip:bob@example.org")
-    assert (r["final_status"], r["end_reason"], r["codec"]) == (200, "normal", "g711A")
+    assert (r["final_status"], r["end_reason"], r["codec"]) == (200, "normal", "PCMA")
     assert abs(r["setup_delay_s"] - 0.1) < 1e-9 and abs(r["answer_delay_s"] - 1.0) < 1e-9
     assert abs(r["duration_s"] - 30.0) < 1e-9 and abs(r["disconnect_delay_s"] - 0.02) < 1e-6
     assert [d["direction"] for d in r["directions"]] == ["a_to_b", "b_to_a"]
-    want = compute_quality(DirectionInput(codec="g711A", loss_ratio=0.0)).mos_cq
+    want = compute_quality(DirectionInput(codec="PCMA", loss_ratio=0.0)).mos_cq
     for d in r["directions"]:
         assert d["quality"]["delay_source"] == "assumed"
         assert abs(d["quality"]["mos_cq"] - want) < 1e-3 and d["quality"]["mos_cq"] > 4.3

@@ -118,7 +118,7 @@ def test_line_format(tmp_path: Path, rec: CallRecord) -> None:
     (line,) = (tmp_path / "l.log").read_text().splitlines()
     assert line.startswith("2023-11-14T22:13:20.000Z call=h:")
     assert " -> sip:h:" in line and "+1555" not in line
-    assert " 200 normal " in line and "codec=g711A" in line and "setup=0.250s" in line
+    assert " 200 normal " in line and "codec=PCMA" in line and "setup=0.250s" in line
     assert "outbound[mos=4.38 loss=0.00%" in line
     assert "inbound[mos=3.39 loss=9.77%" in line and "dscp=0%]" in line
     assert line.endswith("sla=violated(max_loss_ratio,media_dscp,min_mos_cq) profile=gold")

@@ -40,8 +40,8 @@ def fed(*, lose_every: int = 10, dscp_b: int = 0) -> tuple[CollectorRegistry, Pr
 
 
 CALL = {"site": "hq", "peer": "carrier"}
-IN = {**CALL, "direction": "inbound", "codec": "g711A"}
-OUT = {**CALL, "direction": "outbound", "codec": "g711A"}
+IN = {**CALL, "direction": "inbound", "codec": "PCMA"}
+OUT = {**CALL, "direction": "outbound", "codec": "PCMA"}
 
 
 def test_calls_and_sla_families() -> None:
@@ -200,7 +200,7 @@ def test_unconfigured_names_fall_back_to_other() -> None:
 
 
 def test_label_helpers() -> None:
-    assert codec_label("PCMU") == "g711U" and codec_label("g711A") == "g711A"
+    assert codec_label("pcmu") == "PCMU" and codec_label("g711A") == "PCMA"
     assert codec_label("speex") == "other" and codec_label(None) == "unknown"
     assert dscp_class([46]) == "EF" and dscp_class([40, 24, 26]) == "CS3+AF31+CS5"
     assert status_class(486) == "4xx" and status_class(None) == "none"

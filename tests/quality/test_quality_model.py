@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.quality.codecs import lookup_codec
+from agent.media.codecs import lookup_codec
 from agent.quality.emodel import mos_from_r, rate_narrowband
-from agent.quality.jitterbuffer import JitterBufferResult
+from agent.quality.model import JitterBufferResult
 from agent.quality.model import (
     DirectionInput,
     QualityConfig,
@@ -27,7 +27,7 @@ def jb(discarded: int = 0, packets: int = 1000, wait_ms: float = 40.0) -> Jitter
 
 
 def test_clean_g711_assumed_delay() -> None:
-    q = compute_quality(DirectionInput(codec="g711A", loss_ratio=0.0))
+    q = compute_quality(DirectionInput(codec="PCMA", loss_ratio=0.0))
     # 20 ms assumed network + 20 ms ptime + 20 ms adaptive minimum + 0 look-ahead
     assert q.delay_ms == pytest.approx(60.0)
     assert q.delay_source == "assumed"
@@ -40,7 +40,7 @@ def test_clean_g711_assumed_delay() -> None:
 
 def test_measured_rtt_delay() -> None:
     inp = DirectionInput(
-        codec="g729", loss_ratio=0.0, rtt_s=0.100, ptime_ms=30.0, jitter_buffer=jb(wait_ms=25.0)
+        codec="G729", loss_ratio=0.0, rtt_s=0.100, ptime_ms=30.0, jitter_buffer=jb(wait_ms=25.0)
     )
     q = compute_quality(inp)
     # 50 (RTT/2) + 30 (ptime) + 25 (buffer) + 5 (G.729 look-ahead)
@@ -52,14 +52,14 @@ def test_measured_rtt_delay() -> None:
 
 def test_delay_uses_codec_default_ptime() -> None:
     cfg = QualityConfig()
-    ta, net, src = one_way_delay_ms(DirectionInput("g723", 0.0), lookup_codec("g723"), cfg)
+    ta, net, src = one_way_delay_ms(DirectionInput("G723", 0.0), lookup_codec("G723"), cfg)
     assert (ta, net, src) == (20.0 + 30.0 + 20.0 + 7.5, 20.0, "assumed")
 
 
 def test_effective_loss_adds_discards() -> None:
     assert effective_loss_ratio(0.02, jb(discarded=10, packets=980)) == pytest.approx(0.03)
     assert effective_loss_ratio(0.02, None) == 0.02
-    q = compute_quality(DirectionInput("g711U", 0.02, jitter_buffer=jb(10, 980)))
+    q = compute_quality(DirectionInput("PCMU", 0.02, jitter_buffer=jb(10, 980)))
     assert q.effective_loss_ratio == pytest.approx(0.03)
     assert q.jitter_buffer_discarded == 10
 
@@ -76,8 +76,8 @@ def test_loss_vector_through_entry_point() -> None:
 
 
 def test_lq_excludes_delay() -> None:
-    near = compute_quality(DirectionInput("g711A", 0.01, rtt_s=0.0))
-    far = compute_quality(DirectionInput("g711A", 0.01, rtt_s=0.8))
+    near = compute_quality(DirectionInput("PCMA", 0.01, rtt_s=0.0))
+    far = compute_quality(DirectionInput("PCMA", 0.01, rtt_s=0.8))
     assert far.mos_cq < near.mos_cq
     assert far.mos_lq == pytest.approx(near.mos_lq)
     assert near.mos_lq >= near.mos_cq
@@ -92,19 +92,19 @@ def test_wideband_codec_uses_wb_scale() -> None:
 
 def test_unknown_codec_flagged() -> None:
     q = compute_quality(DirectionInput("speex", 0.0))
-    assert q.codec == "unknown" and not q.codec_known
+    assert (q.codec, q.codec_figures) == ("unknown", "assumed")
 
 
 def test_codec_override_from_config() -> None:
     cfg = QualityConfig.model_validate({"codec_overrides": {"speex": {"ie": 30, "bpl": 10}}})
     q = compute_quality(DirectionInput("SPEEX", 0.0, rtt_s=0.0), cfg)
-    assert q.codec_known and q.ie_eff == 30.0
+    assert q.codec_figures == "standard" and q.ie_eff == 30.0
 
 
 def test_emodel_params_from_config() -> None:
     cfg = QualityConfig.model_validate({"emodel": {"a": 5.0}})
-    base = compute_quality(DirectionInput("g711A", 0.0, rtt_s=0.1))
-    adv = compute_quality(DirectionInput("g711A", 0.0, rtt_s=0.1), cfg)
+    base = compute_quality(DirectionInput("PCMA", 0.0, rtt_s=0.1))
+    adv = compute_quality(DirectionInput("PCMA", 0.0, rtt_s=0.1), cfg)
     assert adv.r_factor == pytest.approx(base.r_factor + 5.0)
 
 
@@ -119,13 +119,13 @@ def test_config_rejects_unknown_keys() -> None:
 
 def test_fixed_buffer_nominal() -> None:
     cfg = QualityConfig.model_validate({"jitter_buffer": {"model": "fixed", "fixed_ms": 80}})
-    q = compute_quality(DirectionInput("g711A", 0.0), cfg)
+    q = compute_quality(DirectionInput("PCMA", 0.0), cfg)
     assert q.delay_ms == pytest.approx(20 + 20 + 80)
     assert q.jitter_buffer == "fixed 80 ms (nominal, not emulated)"
 
 
 def test_intervals_min() -> None:
-    good = DirectionInput("g711A", 0.0)
+    good = DirectionInput("PCMA", 0.0)
     bad = dataclasses.replace(good, loss_ratio=0.08)
     res = compute_intervals([good, good, bad, good])
     assert res.worst_index == 2
@@ -135,7 +135,7 @@ def test_intervals_min() -> None:
 
 
 def test_to_json_contract_keys() -> None:
-    q = compute_quality(DirectionInput("g711A", 0.0))
+    q = compute_quality(DirectionInput("PCMA", 0.0))
     j = q.to_json(mos_min=4.1)
     for key in (
         "r_factor",
@@ -153,16 +153,16 @@ def test_to_json_contract_keys() -> None:
 
 CODEC_NAMES = st.sampled_from(
     [
-        "g711A",
-        "g711U",
-        "g729",
-        "g723",
+        "PCMA",
+        "PCMU",
+        "G729",
+        "G723",
         "GSM",
         "iLBC",
         "opus",
         "AMR",
         "AMR-WB",
-        "g722",
+        "G722",
         "nonsense",
         None,
     ]

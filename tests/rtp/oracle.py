@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tshark_table import TsharkStream, parse_rtp_streams
 
+from agent.media.payloads import PayloadInfo, PayloadKind, estimate_clock_rate, lookup
 from agent.rtp.model import StreamKey
-from agent.rtp.payload_types import PayloadInfo, PayloadKind, estimate_clock_rate, lookup
 from agent.rtp.reference import RtpPacket
 from agent.rtp.rules import StreamMeta
 

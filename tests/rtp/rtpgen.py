@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from agent.rtp.payload_types import PayloadKind
+from agent.media.payloads import PayloadKind
 from agent.rtp.reference import RtpPacket
 
 

@@ -7,7 +7,7 @@ import struct
 
 from framesbuild import Row, build_frames, g711_stream, rtp
 
-from agent.rtp.payload_types import PayloadInfo, PayloadKind
+from agent.media.payloads import PayloadInfo, PayloadKind
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 
 T0 = 1_700_000_000.0
@@ -69,7 +69,7 @@ def test_only_rtp_streams_come_out() -> None:
         tracker.feed(build_frames(rows[lo : lo + 1000]))
     out = tracker.finish()
     assert [(s.key.ssrc, s.packets, s.lost, s.codec) for s in out] == [
-        (0xAAAA, 300, 0, "g711A"), (0xBBBB, 300, 0, "g711U")]
+        (0xAAAA, 300, 0, "PCMA"), (0xBBBB, 300, 0, "PCMU")]
     assert out[0].key.src == "10.0.0.10:16000" and out[0].dscp == {46: 300}
     assert tracker.counters.not_rtp > 1000
     assert tracker.counters.candidates_evicted > 0

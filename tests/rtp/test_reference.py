@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import synth
 
+from agent.media.payloads import PayloadKind
 from agent.rtp.model import StreamKey
-from agent.rtp.payload_types import PayloadKind
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import HOLE_WINDOW, StreamMeta
 
@@ -14,7 +14,7 @@ KEY = StreamKey(0, 0xFFFF0A000001, 4000, 0, 0xFFFF0A000002, 5000, 0x1234)
 
 
 def run(seqs: list[int], clock: int | None = 8000, **kw: object) -> ReferenceStream:
-    ref = ReferenceStream(StreamMeta(KEY, "g711U", clock))
+    ref = ReferenceStream(StreamMeta(KEY, "PCMU", clock))
     for i, s in enumerate(seqs):
         ref.add(RtpPacket(arrival_s=1000.0 + 0.02 * i, seq=s, ts=160 * i, pt=0))
     ref.finish()
@@ -35,7 +35,7 @@ def test_wrap_duplicate_reorder_vector() -> None:
 
 
 def test_jitter_vector() -> None:
-    ref = ReferenceStream(StreamMeta(KEY, "g711U", 8000))
+    ref = ReferenceStream(StreamMeta(KEY, "PCMU", 8000))
     expected_units = [0, 0, 0.5, 1.469, 1.877, 4.260, 6.493, 6.088]
     for i, ms in enumerate([0, 20, 41, 59, 80, 105, 120, 140]):
         ref.add(RtpPacket(arrival_s=5000.0 + ms / 1000, seq=10 + i, ts=160 * i, pt=0))
@@ -67,7 +67,7 @@ def test_stray_at_the_end() -> None:
 
 
 def test_events_and_cn_excluded_from_jitter() -> None:
-    ref = ReferenceStream(StreamMeta(KEY, "g711U", 8000))
+    ref = ReferenceStream(StreamMeta(KEY, "PCMU", 8000))
     t = 100.0
     for i in range(10):
         ref.add(RtpPacket(t + 0.02 * i, seq=i, ts=160 * i, pt=0))
@@ -85,7 +85,7 @@ def test_events_and_cn_excluded_from_jitter() -> None:
 
 
 def test_timestamp_discontinuity_not_jitter() -> None:
-    ref = ReferenceStream(StreamMeta(KEY, "g711A", 8000))
+    ref = ReferenceStream(StreamMeta(KEY, "PCMA", 8000))
     for i in range(5):
         ref.add(RtpPacket(10.0 + 0.02 * i, seq=i, ts=160 * i, pt=8))
     for i in range(5, 10):  # timestamps jump by 40 s while the wall clock moves 20 ms
@@ -159,7 +159,7 @@ def test_below_first_outside_the_window_is_untracked() -> None:
 
 
 def test_below_first_is_a_buffer_packet() -> None:
-    ref = ReferenceStream(StreamMeta(KEY, "g711U", 8000))
+    ref = ReferenceStream(StreamMeta(KEY, "PCMU", 8000))
     for i, q in enumerate([101, 100, 102, 103, 104]):  # ts follows seq; every 20 ms
         ref.add(RtpPacket(arrival_s=1000.0 + 0.02 * i, seq=q, ts=160 * q, pt=0))
     st = ref.stats()
@@ -182,7 +182,7 @@ def test_synth_start_reordered_by_jitter(jitter_ms: float, start_seq: int) -> No
         s = synth.make_stream(500, ssrc=7, seed=seed, start_seq=start_seq, impair=imp)
         if s.packets[0].ext_seq == start_seq:
             continue  # the first slot arrived first: nothing new to test
-        ref = ReferenceStream(StreamMeta(KEY, "g711U", 8000))
+        ref = ReferenceStream(StreamMeta(KEY, "PCMU", 8000))
         for p in s.packets:
             ref.add(RtpPacket(p.arrival_ns / 1e9, p.ext_seq % 65536, p.ext_ts % (1 << 32), p.pt,
                               p.marker))

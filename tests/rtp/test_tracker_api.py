@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from framesbuild import Row, build_frames, g711_stream, rtp
 
 from agent.decode.endpoint import Endpoint
-from agent.rtp.hints import PayloadMap
-from agent.rtp.payload_types import PayloadInfo, PayloadKind
+from agent.media.payloads import PayloadInfo, PayloadKind
+from agent.rtp.hints import EndpointMedia, PayloadMap
 from agent.rtp.tracker import StreamTracker
 
 
 class Hints:
-    """`MediaHints` from a table: the destination's payload map, else the source's."""
+    """`MediaHints` from a table: the destination's description, else the source's."""
 
     def __init__(self, table: Mapping[tuple[str, int], PayloadMap]) -> None:
-        self.table = {Endpoint.of(a, p): m for (a, p), m in table.items()}
+        self.table = {Endpoint.of(a, p): EndpointMedia(m, "RTP/AVP") for (a, p), m in table.items()}
 
-    def payloads_for(self, src: Endpoint, dst: Endpoint, now: float) -> PayloadMap | None:
+    @classmethod
+    def of(cls, table: Mapping[tuple[str, int], EndpointMedia]) -> Hints:
+        h = cls({})
+        h.table = {Endpoint.of(a, p): m for (a, p), m in table.items()}
+        return h
+
+    def media_for(self, src: Endpoint, dst: Endpoint, now: float) -> EndpointMedia | None:
         return self.table.get(dst, self.table.get(src))
 
 
@@ -87,12 +94,12 @@ def test_endpoint_kinds_apply_to_that_stream_only() -> None:
     tracker.feed(build_frames(rows))
     a, b = tracker.finish()
     assert (a.codec, a.comfort_noise_packets, a.packets) == ("PCMA", 1, 31)
-    assert (b.codec, b.comfort_noise_packets, b.packets) == ("g711A", 0, 31)
+    assert (b.codec, b.comfort_noise_packets, b.packets) == ("PCMA", 0, 31)
 
 
 def test_announced_stream_needs_no_probation() -> None:
     # one packet, then a reordered pair: SDP said media goes there, so every packet counts
-    tracker = hinted({(B, 5000): {8: PayloadInfo("g711A", 8000)}})
+    tracker = hinted({(B, 5000): {8: PayloadInfo("PCMA", 8000)}})
     rows = [(T0, A, 4000, B, 5000, rtp(101, 160, 0x11, 8)),
             (T0 + 0.04, A, 4000, B, 5000, rtp(103, 480, 0x11, 8)),
             (T0 + 0.05, A, 4000, B, 5000, rtp(102, 320, 0x11, 8))]
@@ -136,3 +143,60 @@ def test_close_and_snapshot() -> None:
     # 0x22 went on after its close: a new stream from the packet after the close
     assert [(s.key.ssrc, s.packets) for s in out] == [(0x11, 50), (0x22, 20)]
     assert tracker.counters.streams_closed == 1
+
+
+def srtp_with_events(trailers: tuple[int, ...]) -> list[Row]:
+    """60 PCMA packets (170 bytes: 160 + an 80-bit tag), then two event runs on PT 100,
+    not in any payload map: onset timestamps, payloads of 4 + each trailer (random)."""
+    rows = [(T0 + 0.02 * i, A, 4000, B, 5000, rtp(1000 + i, 5000 + 160 * i, 0x11, 8,
+                                                  payload=bytes(range(170))))
+            for i in range(60)]
+    seq, t = 1060, T0 + 1.2
+    for trailer in trailers:
+        for _k in range(5):
+            rows.append((t, A, 4000, B, 5000, rtp(seq, 5000 + 160 * 60, 0x11, 100,
+                                                  payload=b"\xa5" * (4 + trailer))))
+            seq, t = seq + 1, t + 0.02
+    return rows
+
+
+@pytest.mark.parametrize(("trailer", "other"), [(10, 4), (4, 10), (16, 10), (11, 14)])
+def test_srtp_event_length_from_sdp_crypto(trailer: int, other: int) -> None:
+    # SDP a=crypto fixes the trailer (80-bit tag 10, 32-bit 4, GCM 16, 10 + a 1-byte MKI):
+    # an event is 4 + that; a packet of another trailer's length is not an event; an
+    # encrypted payload is not read (0xa5 has the R bit set: plain RTP would refuse it)
+    rows = srtp_with_events((trailer, other))
+    sdes = EndpointMedia({8: PayloadInfo("PCMA", 8000)}, "RTP/SAVP", (trailer,))
+    tracker = StreamTracker(hints=Hints.of({(B, 5000): sdes}))
+    tracker.feed(build_frames(rows))
+    (s,) = tracker.finish()
+    assert (s.telephone_event_packets, s.packets, s.profile, s.srtp_trailer_bytes) == (
+        5, 70, "RTP/SAVP", trailer)
+
+
+def test_srtp_event_length_without_sdp() -> None:
+    # no SDP: 4 + a plausible trailer (4 or 10 bytes of tag, with or without a 4-byte MKI)
+    tracker = StreamTracker()
+    tracker.feed(build_frames(srtp_with_events((10, 4, 14, 8, 6))))
+    (s,) = tracker.finish()
+    assert (s.telephone_event_packets, s.packets, s.profile) == (20, 85, None)
+
+
+def test_plain_rtp_sdp_takes_only_4_byte_events() -> None:
+    plain = EndpointMedia({8: PayloadInfo("PCMA", 8000)}, "RTP/AVP")
+    tracker = StreamTracker(hints=Hints.of({(B, 5000): plain}))
+    tracker.feed(build_frames(srtp_with_events((10, 4))))
+    (s,) = tracker.finish()
+    assert (s.telephone_event_packets, s.profile, s.srtp_trailer_bytes) == (0, "RTP/AVP", None)
+
+
+def test_event_length_batching_invariant() -> None:
+    rows = srtp_with_events((10, 4, 14))
+    whole = StreamTracker()
+    whole.feed(build_frames(rows))
+    one = StreamTracker()
+    for r in rows:
+        one.feed(build_frames([r]))
+    # the JSON form: a running mean summed over other cuts may differ in the last ulp
+    a, b = [s.to_json() for s in whole.finish()], [s.to_json() for s in one.finish()]
+    assert a == b and a[0]["telephone_event_packets"] == 15

@@ -16,10 +16,10 @@ import pytest
 from oracle import CORPUS, TsharkStream, read_packets, read_streams, to_packets
 from test_equivalence import assert_same
 
+from agent.media.payloads import TELEPHONE_EVENT, PayloadInfo
 from agent.rtp.batch import BatchStats
 from agent.rtp.columns import RtpColumns
 from agent.rtp.model import StreamStats
-from agent.rtp.payload_types import TELEPHONE_EVENT, PayloadInfo
 from agent.rtp.reference import ReferenceStream, RtpPacket
 from agent.rtp.rules import StreamMeta
 

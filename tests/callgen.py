@@ -49,6 +49,12 @@ Scenarios (each returns ``(packets, truth)``; ``write`` makes the pcap):
                      the very same RTP without any SIP.
 ``heavy_jitter``     one call with 0-80 ms delay on every packet and 1 % loss
                      (never on the first or last 5 packets of a stream).
+``media_directions`` calls whose sides send audio, RFC 3389 comfort noise only,
+                     RFC 4733 events only or nothing after the answer; early
+                     media (183 with SDP, a ringback until the answer); a short
+                     call; a held (sendonly/recvonly) call. Each call's truth
+                     says which directions carried media (audio or CN, not
+                     events alone) from the answer on: ``media_seen``.
 """
 
 from __future__ import annotations
@@ -128,6 +134,9 @@ class CallTruth:
     final_ts: float | None  # the final response to the initial INVITE
     reinvite: bool = False  # the caller moved its media port mid-call
     in_dialog: tuple[str, ...] = ()  # in-dialog methods sent besides ACK/BYE
+    # Directions that carried audio or comfort noise from the answer on (any time for an
+    # unanswered call): "both", "a_to_b" (caller -> callee), "b_to_a", "none".
+    media_seen: str = "none"
 
     @property
     def setup_delay_s(self) -> float:
@@ -259,6 +268,8 @@ PCMA = Codec(8, "PCMA", 8000, 160)
 G726 = [Codec(99, f"{p}G726-{k}", 8000, k * 20 // 8)
         for p in ("", "AAL2-") for k in (16, 24, 32, 40)]
 SPEEX = [Codec(99, "speex", 8000, 38), Codec(99, "speex", 16000, 70)]
+H263 = Codec(34, "H263", 90000, 400)  # RFC 3551 static video type; sent every 20 ms here
+VIDEO_PORT_OFFSET = 100  # a call's video port: its audio port + this
 
 
 EVENT_PT = 101
@@ -308,9 +319,14 @@ NO_MEDIA_PLAN = MediaPlan()
 
 
 def sdp(ip: str, port: int, codec: Codec, version: int = 1,
-        media: MediaPlan = NO_MEDIA_PLAN) -> bytes:
+        media: MediaPlan = NO_MEDIA_PLAN, direction: str = "sendrecv",
+        video_port: int | None = None) -> bytes:
     """An audio offer/answer with one codec plus telephone-event (RFC 4733); CN when
-    the plan has silence; RTP/SAVP and ``a=crypto`` (RFC 4568) when it has SRTP."""
+    the plan has silence; RTP/SAVP and ``a=crypto`` (RFC 4568) when it has SRTP; with
+    ``video_port``, an H.263 video section after the audio one."""
+    video = (f"m=video {video_port} RTP/AVP {H263.pt}\r\n"
+             f"a=rtpmap:{H263.pt} {H263.name}/{H263.clock_rate}\r\na=sendrecv\r\n"
+             if video_port is not None else "")
     profile = "RTP/SAVP" if media.srtp_suite else "RTP/AVP"
     cn = f" {CN_PT}" if media.silence else ""
     codec_fmtp = f"a=fmtp:{codec.pt} {codec.fmtp}\r\n" if codec.fmtp else ""
@@ -325,7 +341,7 @@ def sdp(ip: str, port: int, codec: Codec, version: int = 1,
         f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}\r\n"
         f"{codec_fmtp}"
         f"a=rtpmap:{EVENT_PT} telephone-event/8000\r\na=fmtp:{EVENT_PT} 0-15\r\n"
-        f"a=ptime:20\r\n{crypto}a=sendrecv\r\n"
+        f"a=ptime:20\r\n{crypto}a={direction}\r\n{video}"
     ).encode()
 
 
@@ -474,6 +490,14 @@ def emit_rtp(cap: _Capture, rng: random.Random, leg: Leg, codec: Codec, start_ns
     return seq, ts0 + n * codec.ts_step
 
 
+#: What one side sends after the answer (`CallPlan.sends`): its audio (with the call's
+#: `MediaPlan`), RFC 3389 comfort noise only (VAD on all call long: a CN packet every
+#: 100 ms), RFC 4733 events only (digits back to back, no audio), or nothing.
+AUDIO, COMFORT_NOISE, EVENTS, SILENT = "audio", "cn", "events", "none"
+CN_ONLY = MediaPlan(silence=((0, 1 << 20),), cn_every=5)
+EVENTS_ONLY_DIGIT_SLOTS = 6
+
+
 @dataclass(frozen=True, slots=True)
 class CallPlan:
     """What one call does. Times are ns offsets from ``start_ns``."""
@@ -498,6 +522,13 @@ class CallPlan:
     seq_ts: tuple[int, int, int, int] | None = None  # (seq, ts) caller, (seq, ts) callee
     delay: Delay = Delay()
     media: MediaPlan = NO_MEDIA_PLAN
+    sends: tuple[str, str] = (AUDIO, AUDIO)  # what (caller, callee) send after the answer
+    early_media: bool = False  # 183 with SDP instead of 180; callee ringback until answer
+    held: bool = False  # offer sendonly, answer recvonly: one-way media by agreement
+    video: bool = False  # an H.263 m=video section too, and video both ways after the answer
+
+    def video_port(self, audio_port: int) -> int | None:
+        return audio_port + VIDEO_PORT_OFFSET if self.video else None
 
 
 def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall:
@@ -513,16 +544,32 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     timer = ([f"Session-Expires: {plan.session_expires};refresher=uac", "Supported: timer"]
              if plan.session_expires else [])
     t = plan.start_ns
+    offer_dir, answer_dir = ("sendonly", "recvonly") if plan.held else ("sendrecv",) * 2
     invite, echo = d.request("INVITE", in_dialog=False, cseq=1,
                              body=sdp(plan.caller_ip, plan.caller_media, plan.codec,
-                                      media=plan.media),
+                                      media=plan.media, direction=offer_dir,
+                                      video_port=plan.video_port(plan.caller_media)),
                              extra=timer)
     p = _PendingCall(plan)
     p.invite_ns = send(t, up, invite)
     send(t + 8 * MS, down, d.response(echo, 100, "Trying"))
-    if plan.ringing:
-        p.ringing_ns = send(t + plan.setup_ns // 3, down, d.response(echo, 180, "Ringing"))
     t_final = t + plan.setup_ns
+    if plan.early_media:
+        body = sdp(plan.callee_ip, plan.callee_media, plan.codec, direction=answer_dir,
+                   video_port=plan.video_port(plan.callee_media))
+        p.ringing_ns = send(t + plan.setup_ns // 3, down,
+                            d.response(echo, 183, "Session Progress", body=body))
+        ring = Leg(plan.call_id, plan.callee_ip, plan.callee_media, plan.caller_ip,
+                   plan.caller_media, rng.getrandbits(32))
+        start = p.ringing_ns + 30 * MS
+        emit_rtp(cap, rng, ring, plan.codec, start,
+                 (t_final - 40 * MS - start) // (PTIME_MS * MS), plan.delay,
+                 seq0=rng.randrange(1, 20000), ts0=rng.getrandbits(31))
+        p.legs.append(ring)
+        if plan.outcome != "answered":
+            p.media_sent.add("b_to_a")  # the ringback: all the media an unanswered call has
+    elif plan.ringing:
+        p.ringing_ns = send(t + plan.setup_ns // 3, down, d.response(echo, 180, "Ringing"))
     if plan.outcome == "failed":
         p.final_status = 486
         p.final_ns = send(t_final, down, d.response(echo, 486, "Busy Here"))
@@ -541,7 +588,8 @@ def emit_call(cap: _Capture, rng: random.Random, plan: CallPlan) -> _PendingCall
     p.final_ns = p.answer_ns = send(
         t_final, down, d.response(echo, 200, "OK",
                                   body=sdp(plan.callee_ip, plan.callee_media, plan.codec,
-                                           media=plan.media),
+                                           media=plan.media, direction=answer_dir,
+                                           video_port=plan.video_port(plan.callee_media)),
                                   extra=[s.replace("Supported", "Require") for s in timer]))
     send(t_final + 4 * MS, up, d.request("ACK", cseq=1)[0])
     answer = t_final
@@ -600,11 +648,43 @@ def _call_media(cap: _Capture, rng: random.Random, plan: CallPlan, d: _Dialog,
         n = (stop - start) // (PTIME_MS * MS)
         a = Leg(plan.call_id, plan.caller_ip, port, plan.callee_ip, plan.callee_media, ssrc_a)
         b = Leg(plan.call_id, plan.callee_ip, plan.callee_media, plan.caller_ip, port, ssrc_b)
-        seq_a, ts_a = emit_rtp(cap, rng, a, plan.codec, start, n, plan.delay, seq0=seq_a,
-                               ts0=ts_a, media=plan.media)
-        seq_b, ts_b = emit_rtp(cap, rng, b, plan.codec, start + 7 * MS, n, plan.delay,
-                               seq0=seq_b, ts0=ts_b, media=plan.media)
-        p.legs += [a, b]
+        seq_a, ts_a = _emit_side(cap, rng, p, a, plan.sends[0], "a_to_b", start, n,
+                                 seq_a, ts_a)
+        seq_b, ts_b = _emit_side(cap, rng, p, b, plan.sends[1], "b_to_a", start + 7 * MS,
+                                 n, seq_b, ts_b)
+    if plan.video:  # both ways, whatever the audio does: video is not audio
+        for leg in (Leg(plan.call_id, plan.caller_ip, plan.caller_media + VIDEO_PORT_OFFSET,
+                        plan.callee_ip, plan.callee_media + VIDEO_PORT_OFFSET,
+                        rng.getrandbits(32)),
+                    Leg(plan.call_id, plan.callee_ip, plan.callee_media + VIDEO_PORT_OFFSET,
+                        plan.caller_ip, plan.caller_media + VIDEO_PORT_OFFSET,
+                        rng.getrandbits(32))):
+            emit_rtp(cap, rng, leg, H263, t0 + 3 * MS, (t_end - t0) // (PTIME_MS * MS),
+                     plan.delay, seq0=rng.randrange(1, 20000), ts0=rng.getrandbits(31))
+            p.legs.append(leg)
+            p.codecs[leg.sid] = H263.name
+
+
+def _emit_side(cap: _Capture, rng: random.Random, p: _PendingCall, leg: Leg, kind: str,
+               direction: str, start: int, n: int, seq: int, ts: int) -> tuple[int, int]:
+    """One side's media of one port period, as `CallPlan.sends` says; next (seq, ts)."""
+    plan = p.plan
+    if kind == SILENT:
+        return seq, ts
+    media = {
+        AUDIO: plan.media,
+        COMFORT_NOISE: CN_ONLY,
+        EVENTS: MediaPlan(dtmf_at=tuple(range(0, n, EVENTS_ONLY_DIGIT_SLOTS)),
+                          dtmf_packets=EVENTS_ONLY_DIGIT_SLOTS),
+    }[kind]
+    seq, ts = emit_rtp(cap, rng, leg, plan.codec, start, n, plan.delay, seq0=seq, ts0=ts,
+                       media=media)
+    p.legs.append(leg)
+    if kind != EVENTS:  # events alone are not media
+        p.media_sent.add(direction)
+    if kind != AUDIO:
+        p.codecs[leg.sid] = "CN" if kind == COMFORT_NOISE else "telephone-event"
+    return seq, ts
 
 
 @dataclass(slots=True)
@@ -621,6 +701,8 @@ class _PendingCall:
     reinvite: bool = False
     in_dialog: list[str] = field(default_factory=list)
     legs: list[Leg] = field(default_factory=list)
+    media_sent: set[str] = field(default_factory=set)  # a_to_b / b_to_a: audio or CN sent
+    codecs: dict[StreamId, str] = field(default_factory=dict)  # legs not in the call's codec
 
     def truth(self, emissions: Sequence[_Emission]) -> CallTruth:
         c = self.plan.codec
@@ -637,10 +719,13 @@ class _PendingCall:
             invite_ts=self.invite_ns / S, ringing_ts=sec(self.ringing_ns),
             answer_ts=sec(self.answer_ns), bye_ts=sec(self.bye_ns),
             codec=c.name, clock_rate=c.clock_rate,
-            streams=tuple(stream_truth(emissions, leg.sid, c.name, c.clock_rate)
+            streams=tuple(stream_truth(emissions, leg.sid, self.codecs.get(leg.sid, c.name),
+                                       c.clock_rate)
                           for leg in self.legs),
             final_ts=sec(self.final_ns), reinvite=self.reinvite,
             in_dialog=tuple(self.in_dialog),
+            media_seen=("both" if len(self.media_sent) == 2
+                        else next(iter(self.media_sent), "none")),
         )
 
 
@@ -789,6 +874,54 @@ def heavy_jitter(seed: int = 19) -> tuple[list[CapturedPacket], ScenarioTruth]:
                              True, "198.18.10")
 
 
+@dataclass(frozen=True, slots=True)
+class MediaCase:
+    """One call of `media_directions`: what each side sends after the answer, and how."""
+
+    name: str  # the Call-ID starts with it
+    caller: str  # AUDIO | COMFORT_NOISE | EVENTS | SILENT
+    callee: str
+    talk_s: float = 8.0
+    early_media: bool = False
+    held: bool = False
+    outcome: str = "answered"
+    video: bool = False
+
+
+MEDIA_DIRECTION_CALLS: tuple[MediaCase, ...] = (
+    MediaCase("two_way", AUDIO, AUDIO),
+    MediaCase("caller_only", AUDIO, SILENT),
+    MediaCase("callee_only", SILENT, AUDIO),
+    MediaCase("no_rtp", SILENT, SILENT),
+    MediaCase("short_one_way", AUDIO, SILENT, talk_s=3.0),
+    MediaCase("events_reverse", AUDIO, EVENTS),
+    MediaCase("cn_reverse", AUDIO, COMFORT_NOISE),
+    MediaCase("early_then_one_way", AUDIO, SILENT, early_media=True),
+    MediaCase("early_then_two_way", AUDIO, AUDIO, early_media=True),
+    MediaCase("early_failed", SILENT, SILENT, early_media=True, outcome="failed"),
+    MediaCase("held_one_way", AUDIO, SILENT, held=True),
+    MediaCase("video_one_way_audio", AUDIO, SILENT, video=True),
+    MediaCase("video_two_way", AUDIO, AUDIO, video=True),
+)
+
+
+def media_directions(seed: int = 23) -> tuple[list[CapturedPacket], ScenarioTruth]:
+    """One call per `MEDIA_DIRECTION_CALLS` case, 198.18.11.<n> -> 198.18.12.1, PCMA,
+    started 1 s apart."""
+    rng = random.Random(seed)
+    plans = []
+    for i, case in enumerate(MEDIA_DIRECTION_CALLS):
+        plans.append(CallPlan(
+            call_id=f"{case.name}-{rng.getrandbits(32):08x}@198.18.11.{i + 1}",
+            start_ns=BASE_EPOCH_NS + i * S, caller_ip=f"198.18.11.{i + 1}",
+            callee_ip="198.18.12.1", caller_media=20000 + 2 * i, callee_media=30000 + 2 * i,
+            codec=PCMA, outcome=case.outcome, setup_ns=2 * S, talk_ns=round(case.talk_s * S),
+            sends=(case.caller, case.callee), early_media=case.early_media, held=case.held,
+            video=case.video,
+        ))
+    return _build(rng, plans)
+
+
 SCENARIOS = {
     "many_calls": many_calls,
     "port_reuse_g726": lambda: port_reuse("g726"),
@@ -799,6 +932,7 @@ SCENARIOS = {
     "reorder_start": reorder_start,
     "reorder_start_unsignalled": lambda: reorder_start(signalled=False),
     "heavy_jitter": heavy_jitter,
+    "media_directions": media_directions,
 }
 
 
@@ -808,6 +942,8 @@ def write(path: Path | str, packets: Sequence[CapturedPacket]) -> Path:
 
 
 __all__ = [
-    "SCENARIOS", "CallTruth", "Codec", "ScenarioTruth", "StreamTruth", "heavy_jitter",
-    "many_calls", "port_reuse", "reorder_start", "sip_only_refresh", "stream_truth", "write",
+    "MEDIA_DIRECTION_CALLS", "SCENARIOS", "CallTruth", "Codec", "MediaCase", "ScenarioTruth",
+    "StreamTruth",
+    "heavy_jitter", "many_calls", "media_directions", "port_reuse", "reorder_start",
+    "sip_only_refresh", "stream_truth", "write",
 ]

@@ -153,6 +153,18 @@ UAS_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+#: :data:`UAS_SCENARIO` with B playing its own G.711 (``pcap/g711a.pcap``, from its media
+#: port to the offer's) once the ACK arrives, instead of echoing A (``run_calls(uas_plays=
+#: True)``): then each direction's media exists whatever happens to the other one.
+#: (sipp refuses a ``<nop>`` after an optional ``<recv>``: the ACK is awaited here.)
+UAS_PLAY_SCENARIO = UAS_SCENARIO.replace(
+    '<recv request="ACK" optional="true"', '<recv request="ACK"', 1).replace(
+    '  <recv request="BYE">',
+    '  <nop>\n    <action>\n      <exec play_pcap_audio="pcap/g711a.pcap"/>\n'
+    '    </action>\n  </nop>\n  <recv request="BYE">', 1)
+assert UAS_PLAY_SCENARIO.count("play_pcap_audio") == 1 and 'optional' not in UAS_PLAY_SCENARIO
+
+
 class LabError(RuntimeError):
     """The lab could not be built or a user agent failed."""
 
@@ -336,8 +348,10 @@ class Lab:
         self._procs.append(proc)
         return proc
 
-    def start_capture(self, capture: Path) -> subprocess.Popen[bytes]:
-        """tcpdump on R's interface toward B; returns once it is listening.
+    def start_capture(self, capture: Path, interface: str = "rb") -> subprocess.Popen[bytes]:
+        """tcpdump on R's interface toward B (or ``interface``, e.g. ``ra`` toward A, where
+        A->B packets are seen before the forward chain and B->A after it); returns once
+        it is listening.
 
         ``--immediate-mode``: without it libpcap hands packets over in blocks (up to 1 s
         late) and the packets of the last block are lost when tcpdump is stopped.
@@ -345,7 +359,7 @@ class Lab:
         root-only temporary directory."""
         proc = self._spawn(
             self.ns_r,
-            ["tcpdump", "-i", "rb", "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
+            ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
              "-w", str(capture)],
             self.workdir / "tcpdump.log", stderr_pipe=True,
         )
@@ -373,8 +387,11 @@ class Lab:
             time.sleep(0.1)
         raise LabError(f"nothing listens on udp port {port} in {ns}")
 
-    def run_calls(self, calls: int = 3, rate: float = 10.0) -> CallRun:
-        """``calls`` sipp uac_pcap calls from A to B, one at a time, captured on R.
+    def run_calls(self, calls: int = 3, rate: float = 10.0,
+                  capture_interface: str = "rb", uas_plays: bool = False) -> CallRun:
+        """``calls`` sipp uac_pcap calls from A to B, one at a time, captured on R's
+        ``capture_interface``; B echoes A's media, or plays its own (``uas_plays``:
+        :data:`UAS_PLAY_SCENARIO`).
 
         Calls are sequential (``-l 1``): B's echo port is the same for every call, so
         concurrent calls would share B's media address, which real UAs don't do."""
@@ -385,18 +402,18 @@ class Lab:
         for pcap in SIPP_PCAP_DIR.glob("*.pcap"):
             shutil.copy(pcap, uac_dir / "pcap" / pcap.name)
         uas_xml = self.workdir / "uas_pcma.xml"
-        uas_xml.write_text(UAS_SCENARIO, encoding="ascii")
+        uas_xml.write_text(UAS_PLAY_SCENARIO if uas_plays else UAS_SCENARIO, encoding="ascii")
         budget = int(calls * (CALL_SECONDS + 2.0) + 15)
 
-        tcpdump = self.start_capture(capture)
+        tcpdump = self.start_capture(capture, capture_interface)
         uas_log = self.workdir / "uas.log"
         uas = self._spawn(
             self.ns_b,
             ["sipp", "-sf", str(uas_xml), "-i", B_ADDR, "-p", str(B_SIP_PORT),
-             "-mi", B_ADDR, "-mp", str(B_MEDIA_PORT), "-rtp_echo", "-m", str(calls),
-             "-nostdin", "-timeout", f"{budget + 10}s", "-trace_err",
+             "-mi", B_ADDR, "-mp", str(B_MEDIA_PORT), *([] if uas_plays else ["-rtp_echo"]),
+             "-m", str(calls), "-nostdin", "-timeout", f"{budget + 10}s", "-trace_err",
              "-error_file", str(self.workdir / "uas_errors.log")],
-            uas_log, cwd=self.workdir,
+            uas_log, cwd=uac_dir if uas_plays else self.workdir,  # uac_dir holds pcap/
         )
         self._wait_listening(self.ns_b, B_SIP_PORT)
         uac_log = self.workdir / "uac.log"

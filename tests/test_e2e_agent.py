@@ -129,6 +129,25 @@ def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else "<no log>"
 
 
+def _start_agent(lab: netlab.Lab, config: Path, iface: str, call_log: Path,
+                 log: Path, port: int = AGENT_PORT) -> tuple[subprocess.Popen[bytes], str]:
+    """``voipprobe run`` in R on ``iface``, serving on ``port`` of R's loopback; returns
+    once ``/health`` answers: (the process, the base URL)."""
+    agent = lab._spawn(  # netlab registers it: killed in teardown
+        lab.ns_r, [sys.executable, "-m", "agent.cli", "run", "--config", str(config),
+                   "-i", iface, "--listen", f"127.0.0.1:{port}",
+                   "--call-log", str(call_log)],
+        log, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert agent.poll() is None, f"agent exited {agent.returncode}: {_log_tail(log)}"
+        return _http(lab.ns_r, f"{base}/health")[0] == 200
+
+    _wait_for("the agent's /health", healthy, 20.0)
+    return agent, base
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[netlab.Lab]:
     _require()
@@ -148,17 +167,7 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
         "calls:\n  media_idle_timeout_s: 3.0\n  interval_s: 3.0\n",
         encoding="utf-8")
     agent_log = tmp_path / "agent.log"
-    agent = lab._spawn(  # netlab registers it: killed in teardown
-        ns, [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "-i", IFACE,
-             "--listen", f"127.0.0.1:{AGENT_PORT}", "--call-log", str(call_log)],
-        agent_log, cwd=REPO)
-    base = f"http://127.0.0.1:{AGENT_PORT}"
-
-    def healthy() -> bool:
-        assert agent.poll() is None, f"agent exited {agent.returncode}: {_log_tail(agent_log)}"
-        return _http(ns, f"{base}/health")[0] == 200
-
-    _wait_for("the agent's /health", healthy, 20.0)
+    agent, base = _start_agent(lab, config, IFACE, call_log, agent_log)
 
     # A real Prometheus in R, scraping the agent every second while the calls run.
     prom_dir = tmp_path / "prom"

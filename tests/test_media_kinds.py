@@ -15,8 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from synth import BASE_EPOCH_NS, LINKTYPE_ETHERNET, CapturedPacket, Flow, ip_udp, link_frame
-from synth import rtp_packet, write_pcap
+from synth import (
+    BASE_EPOCH_NS,
+    LINKTYPE_ETHERNET,
+    CapturedPacket,
+    Flow,
+    ip_udp,
+    link_frame,
+    rtp_packet,
+    write_pcap,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MS = 1_000_000
@@ -35,8 +43,9 @@ class Capture:
 
     def sip(self, t_ns: int, src: str, dst: str, first: str, call_id: str, cseq: str,
             body: str = "", to_tag: bool = True) -> None:
+        to = f"To: <sip:bob@{B}>" + (";tag=b1" if to_tag else "")
         lines = [first, f"Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{call_id}{cseq.split()[0]}",
-                 f"From: <sip:alice@{A}>;tag=a1", f"To: <sip:bob@{B}>" + (";tag=b1" if to_tag else ""),
+                 f"From: <sip:alice@{A}>;tag=a1", to,
                  f"Call-ID: {call_id}", f"CSeq: {cseq}", f"Contact: <sip:{src}:5060>"]
         if body:
             lines.append("Content-Type: application/sdp")
@@ -198,8 +207,8 @@ def test_event_only_and_cn_only_streams_get_no_mos(tmp_path: Path) -> None:
     # second call
     cap.rtp(t + 1000 * MS, B, 50020, A, 40020, n=12, pt=101, ssrc=0xE1, step_ts=0, size=4)
     bye(cap, "ev-1", t + 4100 * MS)
-    call(cap, "cn-1", [f"m=audio 40030 RTP/AVP 8 13", "a=rtpmap:13 CN/8000"],
-         [f"m=audio 50030 RTP/AVP 8 13", "a=rtpmap:13 CN/8000"], t_ns=10_000 * MS)
+    call(cap, "cn-1", ["m=audio 40030 RTP/AVP 8 13", "a=rtpmap:13 CN/8000"],
+         ["m=audio 50030 RTP/AVP 8 13", "a=rtpmap:13 CN/8000"], t_ns=10_000 * MS)
     cap.rtp(10_200 * MS, A, 40030, B, 50030, n=100, pt=8, ssrc=0xA3, step_ts=160)
     cap.rtp(10_200 * MS, B, 50030, A, 40030, n=100, pt=13, ssrc=0xC3, step_ts=160, size=1,
             every=10)

@@ -9,7 +9,9 @@ call (the final value is one noisy sample; the maximum is one bad second,
 which `mos_min` already exposes); loss is network loss (lost / expected);
 one-way delay is judged only when it was measured (RTCP), never when assumed;
 MOS only when the codec has figures of its own (`agent.media.codecs`), never on
-the fallback's.
+the fallback's. Two-way media is a call measure (agent/calls/media_seen.py),
+handed to every direction like the setup delay; ``None`` when the call is not
+judged for it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from agent.quality.model import DirectionInput, JitterBufferResult, Quality, com
 from agent.rtcp.monitor import RemoteReport
 from agent.rtp.model import StreamStats
 from agent.sla.config import SlaProfile
-from agent.sla.policy import Measured, Verdict, dscp_compliance_ratio, evaluate
+from agent.sla.policy import REQUIREMENTS, Measured, Verdict, dscp_compliance_ratio, evaluate
 
 
 def jitter_buffer_of(s: StreamStats) -> JitterBufferResult | None:
@@ -112,6 +114,7 @@ def judge_direction(
     signalling_dscp: Mapping[int, int] | None,
     mos_min: float | None = None,
     ptime_ms: float | None = None,
+    media_directions: int | None = None,
 ) -> DirectionRecord:
     """Measure, rate and judge one direction of a call (rate and judge only audio)."""
     if not s.rated:
@@ -129,6 +132,7 @@ def judge_direction(
         setup_delay_s=setup_delay_s,
         media_dscp_packets=dict(s.dscp),
         signalling_dscp_packets=dict(signalling_dscp) if signalling_dscp else None,
+        media_directions=media_directions,
     )
     accepted = profile.media_dscp
     return DirectionRecord(
@@ -146,13 +150,18 @@ def judge_direction(
 
 def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
                  setup_delay_s: float | None,
-                 signalling_dscp: Mapping[int, int] | None) -> SlaRecord:
-    """The call's verdict: every judged direction's violations plus the signalling checks."""
+                 signalling_dscp: Mapping[int, int] | None,
+                 media_directions: int | None = None) -> SlaRecord:
+    """The call's verdict: every judged (audio) direction's violations plus the
+    signalling checks and the requirements (two-way media), which also hold for a call
+    with no direction."""
     judged = [d.sla for d in directions if d.sla is not None]
     sig = evaluate(profile, Measured(
         setup_delay_s=setup_delay_s,
         signalling_dscp_packets=dict(signalling_dscp) if signalling_dscp else None,
+        media_directions=media_directions,
     ))
+    required = {name for name, _, _ in REQUIREMENTS}
     seen: set[tuple[str, float]] = set()
     violations: list[ViolationRecord] = []
     for v in [*sla_record(sig).violations, *(x for j in judged for x in j.violations)]:
@@ -163,7 +172,8 @@ def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
         verdict="violated" if violations else "met",
         profile=profile.name,
         violations=violations,
-        not_judged=sorted({n for j in judged for n in j.not_judged}),
+        not_judged=sorted({n for j in judged for n in j.not_judged}
+                          | (required & set(sig.not_judged))),
     )
 
 

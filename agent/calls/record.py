@@ -99,6 +99,12 @@ class CallRecord(_Frozen):
     disconnect_delay_s: float | None
     codec: str | None
     media_at_probe: bool  # False: no RTP of the call passed the probe (its media went elsewhere)
+    # Directions media (audio or CN, not events alone) passed the probe in, from the
+    # answer on: both, a_to_b (caller -> callee), b_to_a, none (agent/calls/media_seen.py)
+    media_seen: Literal["both", "a_to_b", "b_to_a", "none"]
+    # The one direction of a judged one-way call (answered, long enough, sendrecv): the
+    # fault `require_two_way_media` judges and the one-way metric counts; else None
+    one_way_media: Literal["a_to_b", "b_to_a"] | None
     rtt_ms: float | None  # caller <-> callee round trip from RTCP (sum of the probe's legs)
     rtt_source: Literal["rtcp", "rtcp_one_leg"] | None
     signalling_dscp: dict[str, int]

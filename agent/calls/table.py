@@ -41,6 +41,7 @@ from agent.calls.correlate import SDP_RACE_S, MediaIndex
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
+from agent.calls.media_seen import media_seen, not_sendrecv, two_way_media
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
@@ -397,16 +398,19 @@ class CallTable:
         rtt_s, rtt_source = self._rtt(streams)
         setup = sig.setup_delay_s
         media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
+        end_ts = sig.end_ts if sig.end_ts is not None else max(
+            [s.last_ts for s in streams] or [sig.invite_ts])
+        two_way = two_way_media(call.streams, sig, end_ts, profile.two_way_media_after_s)
+        counted = two_way.directions if two_way.judged else None
         directions = [
             judge_direction(
                 self._direction_name(s, toward), s, profile=profile, cfg=self.config,
                 rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=setup,
                 signalling_dscp=sig.signalling_dscp, mos_min=self._mos_min(s),
+                media_directions=counted,
             ).model_copy(update={"event_streams": events.get(_path(s), [])})
             for toward, s in media
         ]
-        end_ts = sig.end_ts if sig.end_ts is not None else max(
-            [s.last_ts for s in streams] or [sig.invite_ts])
         sig_ok = (None if profile.signalling_dscp is None
                   else dscp_compliance_ratio(sig.signalling_dscp, profile.signalling_dscp))
         return CallRecord(
@@ -420,12 +424,13 @@ class CallTable:
             disconnect_delay_s=_r(None if sig.disconnect_ts is None or sig.bye_ts is None
                                   else sig.disconnect_ts - sig.bye_ts),
             codec=_codec(streams), media_at_probe=bool(streams),
+            media_seen=two_way.seen, one_way_media=two_way.one_way,
             rtt_ms=None if rtt_s is None else round(rtt_s * 1000, 3),
             rtt_source=rtt_source,
             signalling_dscp={str(k): v for k, v in sorted(sig.signalling_dscp.items())},
             signalling_dscp_compliance_ratio=_r(sig_ok),
             directions=directions,
-            sla=call_verdict(profile, directions, setup, sig.signalling_dscp),
+            sla=call_verdict(profile, directions, setup, sig.signalling_dscp, counted),
         )
 
     def _pseudo(self, streams: list[StreamStats]) -> CallRecord:
@@ -435,9 +440,11 @@ class CallTable:
         rtt_s, rtt_source = self._rtt(streams)
         first = streams[0]
         directions: list[DirectionRecord] = []
+        sides: list[tuple[Side, StreamStats]] = []
         for s in streams:
             toward = Side.CALLEE if (s.key.src, s.key.dst) == (first.key.src, first.key.dst) \
                 else Side.CALLER
+            sides.append((toward, s))
             directions.append(judge_direction(
                 self._direction_name(s, toward), s, profile=profile, cfg=self.config,
                 rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=None,
@@ -450,6 +457,7 @@ class CallTable:
             answer_delay_s=None,
             duration_s=_r(max(s.last_ts for s in streams) - min(s.first_ts for s in streams)),
             disconnect_delay_s=None, codec=_codec(streams), media_at_probe=True,
+            media_seen=media_seen(sides), one_way_media=None,  # unsignalled: never judged
             rtt_ms=None if rtt_s is None else round(rtt_s * 1000, 3),
             rtt_source=rtt_source,
             signalling_dscp={}, signalling_dscp_compliance_ratio=None, directions=directions,
@@ -479,9 +487,7 @@ def _pair(key: StreamKey) -> tuple[Endpoint, Endpoint]:
 def _on_hold(sig: CallSignalling) -> bool:
     """The latest SDP put the media on hold (sendonly/recvonly/inactive, or 0.0.0.0):
     silence is expected then, not a lost BYE."""
-    if not sig.media or not sig.media[-1].media:
-        return False
-    return all(m.on_hold or m.direction != "sendrecv" for m in sig.media[-1].media)
+    return bool(sig.media) and not_sendrecv(sig.media[-1].media)
 
 
 def _path(s: StreamStats) -> tuple[str, str]:

@@ -13,8 +13,11 @@ Formats:
   the SLA verdict and the thresholds crossed, e.g. ::
 
     2023-11-14T22:13:20.000Z call=h:1c2d3e4f5a6b sip:h:..@example.org -> sip:h:..@example.org
-    peer=other 200 normal dur=3.2s setup=0.050s codec=PCMA a_to_b[mos=4.38 loss=0.00%
-    jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq) profile=gold
+    peer=other 200 normal dur=3.2s setup=0.050s codec=PCMA media=both a_to_b[mos=4.38
+    loss=0.00% jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq)
+    profile=gold
+
+  with ``one_way=a_to_b`` after ``media=a_to_b`` for a judged one-way call.
 
 Audio never reaches a record, so none can reach the log (DESIGN.md rule 7).
 """
@@ -115,7 +118,10 @@ def format_line(rec: dict[str, Any]) -> str:
         f"dur={_num(rec.get('duration_s'), '.1f', unit='s')}",
         f"setup={_num(rec.get('setup_delay_s'), '.3f', unit='s')}",
         f"codec={rec.get('codec') or '-'}",
+        f"media={rec.get('media_seen') or '-'}",
     ]
+    if rec.get("one_way_media"):
+        parts.append(f"one_way={rec['one_way_media']}")
     if rec.get("rtt_ms") is not None:
         parts.append(f"rtt={_num(rec.get('rtt_ms'), '.0f', unit='ms')}")
     for d in rec.get("directions", []):

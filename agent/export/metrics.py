@@ -47,7 +47,7 @@ from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.events import EndReason
 from agent.sip.tracker import KNOWN_METHODS
 from agent.sla.config import OTHER_PEER
-from agent.sla.policy import DSCP_CHECKS, THRESHOLDS, direction_of, peer_of
+from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS, direction_of, peer_of
 
 NAMESPACE = "voipprobe"
 OTHER = "other"
@@ -65,7 +65,9 @@ DIRECTIONS = frozenset({"inbound", "outbound", "a_to_b", "b_to_a"})
 END_REASONS = frozenset({*(str(r) for r in EndReason), "unsignalled"})
 STATUS_CLASSES = frozenset(f"{n}xx" for n in range(1, 7))
 METHODS = frozenset({*KNOWN_METHODS, "OTHER"})
-THRESHOLD_NAMES = frozenset({n for n, _, _ in THRESHOLDS} | {n for n, _ in DSCP_CHECKS})
+THRESHOLD_NAMES = frozenset({n for n, _, _ in THRESHOLDS} | {n for n, _ in DSCP_CHECKS}
+                            | {n for n, _, _ in REQUIREMENTS})
+ONE_WAY_DIRECTIONS = ("a_to_b", "b_to_a")  # CallRecord.one_way_media: caller -> callee or back
 VERDICTS = frozenset({"met", "violated"})
 _LABEL_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -238,6 +240,11 @@ class ProbeMetrics:
         self.sla_violations = Counter(
             "sla_violations", "Ended calls that crossed an SLA threshold (once per call).",
             ["site", "peer", "profile", "threshold"], namespace=NAMESPACE, registry=r)
+        self.calls_one_way = Counter(
+            "calls_one_way_media", "Answered calls whose media passed the probe in one "
+            "direction only (a_to_b: caller to callee), once they lasted the profile's "
+            "two_way_media_after_s.", ["site", "peer", "direction"],
+            namespace=NAMESPACE, registry=r)
         self.call_mos = Histogram("call_mos", "MOS-CQ (E-model) of each call direction.", q,
                                   namespace=NAMESPACE, buckets=MOS_BUCKETS, registry=r)
         self.call_jitter = Histogram(
@@ -368,6 +375,10 @@ class ProbeMetrics:
         for threshold in sorted(crossed):
             self.sla_violations.labels(site, peer, profile,
                                        _pick(threshold, THRESHOLD_NAMES)).inc()
+        for direction in ONE_WAY_DIRECTIONS:  # both series exist, so rate() works at once
+            child = self.calls_one_way.labels(site, peer, direction)
+            if rec.one_way_media == direction:
+                child.inc()
         if rec.rtt_ms is not None:
             self.call_rtt.labels(site, peer).observe(rec.rtt_ms / 1000.0)
         if rec.setup_delay_s is not None:

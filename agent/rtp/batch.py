@@ -454,7 +454,8 @@ class BatchStats:
         max_after = np.maximum(top[0][j], top[1][jg])  # the segment's max after the row
         rows = jbuffer.JitterRows(jsid, jg, seg_cont[jg], dup[j], disc, jit, arr, ts, ext[j],
                                   max_after, clk, c.marker[j])
-        jbuffer.update(s, self.ptime, self.jb_gaps, self.jb, rows, sid[newseg_rows], sid[ends], gseg[ends])
+        jbuffer.update(s, self.ptime, self.jb_gaps, self.jb, rows, sid[newseg_rows], sid[ends],
+                       gseg[ends])
         regular = has_ref & ~disc & ~c.marker[j] & ~dup[j] & (pk[j] == PayloadKind.MEDIA)
         self._jitter_totals(jsid[js], js, jit, delta, regular)
         jl = np.append(js[1:], j.size) - 1

@@ -30,9 +30,9 @@ from agent.rtp.rules import (
     JB_INF,
     JB_RESYNC_LATE,
     JB_TRANSIT_CLIP,
-    JitterBufferSpec,
     Gap,
     JbState,
+    JitterBufferSpec,
     add_ptime_step,
     jb_packet,
 )
@@ -43,7 +43,8 @@ B = npt.NDArray[np.bool_]
 State = dict[str, npt.NDArray[Any]]
 
 # jb_wsum: waits in whole nanoseconds, an integer sum (exact, so independent of batching)
-INT_FIELDS = ("jb_has", "jb_ext", "jb_seq", "jb_base", "jb_run", "jb_top", "jb_n", "jb_late", "jb_wsum")
+INT_FIELDS = ("jb_has", "jb_ext", "jb_seq", "jb_base", "jb_run", "jb_top", "jb_n", "jb_late",
+              "jb_wsum")
 FLOAT_FIELDS = ("jb_wmax",)
 
 

@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -119,7 +119,8 @@ class JitterBufferSpec:
     ``[adaptive_min_ms, adaptive_max_ms]``; ``none``: nothing is emulated.
     """
 
-    __pydantic_config__ = {"extra": "forbid"}  # a config section: unknown keys are errors
+    # a config section (`QualityConfig.jitter_buffer`): unknown keys are errors
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
 
     model: Literal["fixed", "adaptive", "none"] = "adaptive"
     fixed_ms: float = 60.0

@@ -244,9 +244,9 @@ class StreamTracker:
             rows, udptl = self._still_rtp(frames, rows, udptl)  # type: ignore[arg-type]
         h = parse_headers(frames, rows)
         if udptl is not None and udptl.size:
-            u = parse_udptl(frames, udptl)
-            self.counters.udptl_rows += int(u.rows.size)
-            h = merge(h, u)
+            uh = parse_udptl(frames, udptl)
+            self.counters.udptl_rows += int(uh.rows.size)
+            h = merge(h, uh)
         self.counters.not_rtp += int(rows.size) + n_udptl - int(h.rows.size)
         if h.rows.size == 0:
             return out

@@ -68,6 +68,10 @@ class SlaProfile(BaseModel):
     media_dscp: tuple[Dscp, ...] | None = None  # accepted DSCP values for RTP
     signalling_dscp: tuple[Dscp, ...] | None = None  # accepted DSCP values for SIP
     min_dscp_compliance_ratio: Ratio = 0.95  # share of packets that must carry one
+    # Media seen in both directions (agent/calls/media_seen.py); judged only for a call
+    # answered at least ``two_way_media_after_s`` before its end, with media at the probe.
+    require_two_way_media: bool = False
+    two_way_media_after_s: NonNegative = 5.0
 
 
 class Peer(BaseModel):

@@ -13,6 +13,12 @@ threshold crossed and the measured value. A value exactly on the limit meets it.
 DSCP compliance is the share of a direction's packets whose DSCP is in the
 profile's accepted list; it must reach ``min_dscp_compliance_ratio``.
 
+A requirement (:data:`REQUIREMENTS`) is a yes/no profile field that asks for a
+count: ``require_two_way_media`` asks for media in 2 directions, and a call
+with media in one violates it with ``limit`` 2 and ``value`` 1. The caller
+leaves the count ``None`` when the call cannot be judged (not answered, too
+short, no media at the probe at all, one-way by SDP: agent/calls/media_seen.py).
+
 :func:`direction_of` and :func:`peer_of` map addresses to the bounded label
 sets the config defines (``inbound``/``outbound``, peer names or ``other``).
 """
@@ -43,6 +49,7 @@ class Measured:
     setup_delay_s: float | None = None
     media_dscp_packets: Mapping[int, int] | None = field(default=None, hash=False)
     signalling_dscp_packets: Mapping[int, int] | None = field(default=None, hash=False)
+    media_directions: int | None = None  # directions media was seen in (0..2), if judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +109,14 @@ DSCP_CHECKS: tuple[tuple[str, str], ...] = (
     ("signalling_dscp", "signalling_dscp_packets"),
 )
 
-assert {m for _, m, _ in THRESHOLDS} | {m for _, m in DSCP_CHECKS} == {
-    f.name for f in fields(Measured)
-}
+#: (profile yes/no field, Measured field, the value it requires at least)
+REQUIREMENTS: tuple[tuple[str, str, int], ...] = (
+    ("require_two_way_media", "media_directions", 2),
+)
+
+assert {m for _, m, _ in THRESHOLDS} | {m for _, m in DSCP_CHECKS} | {
+    m for _, m, _ in REQUIREMENTS
+} == {f.name for f in fields(Measured)}
 
 
 def dscp_compliance_ratio(packets: Mapping[int, int], accepted: Iterable[int]) -> float | None:
@@ -141,6 +153,14 @@ def evaluate(profile: SlaProfile, measured: Measured) -> Verdict:
             violations.append(
                 Violation(name, profile.min_dscp_compliance_ratio, ratio, tuple(accepted))
             )
+    for name, attr, required in REQUIREMENTS:
+        if not getattr(profile, name):
+            continue
+        count: int | None = getattr(measured, attr)
+        if count is None:
+            not_judged.append(name)
+        elif count < required:
+            violations.append(Violation(name, float(required), float(count)))
     return Verdict(
         verdict="violated" if violations else "met",
         profile=profile.name,

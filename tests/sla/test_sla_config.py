@@ -158,3 +158,29 @@ def test_models_are_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         c.default_profile = "x"  # type: ignore[misc]
     assert isinstance(c, SlaConfig)
+
+
+def test_two_way_media_options() -> None:
+    c = parse_sla_config(
+        "profiles: {default: {}, gold: {require_two_way_media: true, two_way_media_after_s: 8}}")
+    gold, default = c.profiles["gold"], c.profiles["default"]
+    assert (gold.require_two_way_media, gold.two_way_media_after_s) == (True, 8.0)
+    assert (default.require_two_way_media, default.two_way_media_after_s) == (False, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "value"),
+    [
+        ("profiles: {default: {require_two_way_media: maybe}}",
+         "profiles.default.require_two_way_media", "'maybe'"),
+        ("profiles: {default: {two_way_media_after_s: -1}}",
+         "profiles.default.two_way_media_after_s", "-1"),
+        ("profiles: {default: {two_way_media_after_s: soon}}",
+         "profiles.default.two_way_media_after_s", "'soon'"),
+        ("profiles: {default: {require_two_way: true}}",
+         "profiles.default.require_two_way", "True"),
+    ],
+)
+def test_two_way_media_option_errors(text: str, path: str, value: str) -> None:
+    msg = bad(text)
+    assert re.search(rf"^  {re.escape(path)}: .*\(got {re.escape(value)}\)$", msg, re.M), msg

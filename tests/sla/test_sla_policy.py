@@ -170,3 +170,24 @@ PEERS = [
 )
 def test_peer_of(ip: str, name: str) -> None:
     assert peer_of(ip, PEERS) == name
+
+
+# -- require_two_way_media (a requirement: media in 2 directions) -------------------------
+
+TWO_WAY = FULL.model_copy(update={"name": "two_way", "require_two_way_media": True})
+
+
+@pytest.mark.parametrize(("directions", "violated"), [(2, False), (1, True), (0, True)])
+def test_two_way_media_requirement(directions: int, violated: bool) -> None:
+    v = evaluate(TWO_WAY, replace(GOOD, media_directions=directions))
+    assert v.verdict == ("violated" if violated else "met")
+    want = [Violation("require_two_way_media", 2.0, float(directions))] if violated else []
+    assert list(v.violations) == want
+    assert "require_two_way_media" not in v.not_judged
+
+
+def test_two_way_media_not_judged_when_not_measured_or_not_required() -> None:
+    v = evaluate(TWO_WAY, GOOD)  # media_directions None: the call could not be judged
+    assert v.met and v.not_judged == ("require_two_way_media",)
+    off = evaluate(FULL, replace(GOOD, media_directions=1))  # not required: nothing said
+    assert off.met and "require_two_way_media" not in off.not_judged

@@ -195,6 +195,8 @@ class Daemon:
         batches = self.source.poll(timeout_s)
         mono = self._clock()
         for batch in batches:
+            if self._stop:  # SIGTERM: stop at a batch boundary, the backlog is not waited
+                break       # for (a flood can queue seconds of it); every call is flushed
             if len(batch):
                 self._emit(self.engine.feed(batch))
                 self.packet_clock.saw(float(batch.ts.max()), mono)

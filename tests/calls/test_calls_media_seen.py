@@ -123,9 +123,12 @@ def test_media_seen_and_two_way_verdict(
     if verdict == "violated":
         assert [(v.limit, v.value) for v in two_way] == [(2.0, 1.0)]
         assert rec.sla.verdict == "violated"
-        # The direction that did carry media names the call's fault too (like setup delay).
+        # The direction that did carry media names the call's fault too (like setup delay);
+        # an events-only direction is not audio, not judged (sla None)
+        judged_dirs = [d for d in rec.directions if d.sla is not None]
+        assert judged_dirs and all(d.media == "audio" for d in judged_dirs)
         assert all("require_two_way_media" in {v.threshold for v in d.sla.violations}
-                   for d in rec.directions)
+                   for d in judged_dirs)
     else:
         assert two_way == []
     judged = "require_two_way_media" not in rec.sla.not_judged

@@ -21,6 +21,7 @@ statistics (media, comfort noise, telephone event), a small integer column.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ _BY_NAME: Mapping[str, Encoding] = {
 }
 
 
+@functools.lru_cache(maxsize=512)  # names repeat in every SDP: normalise each once
 def encoding(name: str | None) -> Encoding | None:
     """The registered encoding for any spelling of ``name``; None when unknown."""
     return _BY_NAME.get(_compact(name)) if name else None

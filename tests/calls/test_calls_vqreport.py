@@ -35,6 +35,7 @@ from agent.calls.events import CallEnded
 from agent.capture.batch import Batch
 from agent.config import Config
 from agent.engine import Engine, EngineConfig
+from agent.export.calllog import format_line
 from agent.export.metrics import MOS_DIFFERENCE_BUCKETS, ProbeMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,3 +230,14 @@ def test_counters_and_metrics_move(pcap: Path) -> None:
 def test_batching_invariance(pcap: Path, size: int) -> None:
     n = len(_read(pcap))
     _check(pcap, n, list(range(size, n, size)), f"batches of {size}")
+
+
+def test_call_log_line_shows_the_endpoint_mos(pcap: Path) -> None:
+    events, _ = _engine_run(pcap)
+    rec = next(e.record for e in events
+               if isinstance(e, CallEnded) and e.record.call_id == "vq-a@198.18.1.1")
+    line = format_line(rec.to_json())
+    assert "endpoint_mos=4.25]" in line and "endpoint_mos=3.90]" in line
+    other = next(e.record for e in events
+                 if isinstance(e, CallEnded) and e.record.call_id == "vq-b@198.18.1.2")
+    assert "endpoint_mos" not in format_line(other.to_json())

@@ -7,12 +7,13 @@ the reporter (RTCP XR) about the stream the reporter sent: ``LocalAddr`` to
 ``RemoteAddr``. A block describes a direction of the probe's when the
 stream's SSRC is one of the block's source SSRC readings, or the stream's
 destination is the block's receiver endpoint, or its source the block's
-source endpoint (the strongest of those wins, so an address behind NAT that
-the probe sees rewritten still joins by SSRC).
+source endpoint (any one is enough, so an address behind NAT that the probe
+sees rewritten still joins by SSRC).
 
 Among the blocks that describe a direction, the receiver's own measurement
 beats what the sender was told; a session report beats an interval report,
-which beats an alert; the latest report beats an earlier one.
+which beats an alert; the latest report beats an earlier one; then the block
+that agrees on more (SSRC, destination, source).
 """
 
 from __future__ import annotations
@@ -61,14 +62,14 @@ def _score(block: _Block, key: StreamKey) -> int:
 
 def best_block(reports: list[QualityReported], key: StreamKey) -> tuple[int, _Block] | None:
     """(index of its report, the block) that describes the stream ``key``, if any."""
-    best: tuple[tuple[int, bool, int, bool, float, int], int, _Block] | None = None
+    best: tuple[tuple[bool, int, bool, float, int, int], int, _Block] | None = None
     for i, seen in enumerate(reports):
         for block in _blocks(seen):
             score = _score(block, key)
             if score == 0:
                 continue
-            rank = (score, block.by_receiver, _KIND_RANK[seen.report.kind],
-                    seen.report.call_term, seen.ts, i)
+            rank = (block.by_receiver, _KIND_RANK[seen.report.kind], seen.report.call_term,
+                    seen.ts, score, i)
             if best is None or rank > best[0]:
                 best = (rank, i, block)
     return None if best is None else (best[1], best[2])

@@ -18,8 +18,10 @@ probe's PCMA MOS-CQ is the E-model's G.711 figure at the assumed delay).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 import callgen
 import pytest
 from prometheus_client import CollectorRegistry
-from synth import BASE_EPOCH_NS, Flow
+from synth import BASE_EPOCH_NS, LINKTYPE_ETHERNET, Flow, link_frame
 from test_time_true import _check, _read
 
 from agent.calls.events import CallEnded
@@ -241,3 +243,32 @@ def test_call_log_line_shows_the_endpoint_mos(pcap: Path) -> None:
     other = next(e.record for e in events
                  if isinstance(e, CallEnded) and e.record.call_id == "vq-b@198.18.1.2")
     assert "endpoint_mos" not in format_line(other.to_json())
+
+
+def _ipv4_tcp(src: str, dst: str, seq: int, payload: bytes) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", 5060, 5060, seq, 0, 5 << 4, 0x18, 65535, 0, 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0,
+                       ipaddress.IPv4Address(src).packed,
+                       ipaddress.IPv4Address(dst).packed) + tcp
+
+
+def test_report_over_tcp_in_two_segments_joins(tmp_path: Path) -> None:
+    """The caller's CallTerm report over SIP/TCP (RFC 3261 §18.3 framing), split across
+    two segments, instead of UDP: the same record."""
+    packets = scenario()
+    udp = [p for p in packets if b"rep-caller-1" in p.frame]
+    assert len(udp) == 2  # the report and its retransmission
+    message = udp[0].frame[udp[0].frame.index(b"PUBLISH "):]
+    half = len(message) // 2
+    tcp = [callgen.CapturedPacket(udp[0].ts_ns + k * MS, link_frame(
+        LINKTYPE_ETHERNET, _ipv4_tcp(CALLER, COLLECTOR, 1000 + off, part)))
+        for k, (off, part) in enumerate([(0, message[:half]), (half, message[half:])])]
+    rest = [p for p in packets if b"rep-caller-1" not in p.frame]
+    path = callgen.write(tmp_path / "tcp.pcap", sorted(rest + tcp, key=lambda p: p.ts_ns))
+    events, counters = _engine_run(path)
+    assert counters["sip_vq_reports"] == 4 and counters["sip_messages"] > 0
+    rec = next(e.record for e in events
+               if isinstance(e, CallEnded) and e.record.call_id == "vq-a@198.18.1.1")
+    d = {x.direction: x for x in rec.directions}
+    rep = d["b_to_a"].endpoint_report
+    assert rep is not None and (rep.kind, rep.call_term, rep.mos_cq) == ("session", True, 3.9)

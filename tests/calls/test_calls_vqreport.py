@@ -20,7 +20,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -29,7 +31,9 @@ from typing import Any
 
 import callgen
 import pytest
-from prometheus_client import CollectorRegistry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 from synth import BASE_EPOCH_NS, LINKTYPE_ETHERNET, Flow, link_frame
 from test_time_true import _check, _read
 
@@ -272,3 +276,33 @@ def test_report_over_tcp_in_two_segments_joins(tmp_path: Path) -> None:
     d = {x.direction: x for x in rec.directions}
     rep = d["b_to_a"].endpoint_report
     assert rep is not None and (rep.kind, rep.call_term, rep.mos_cq) == ("session", True, 3.9)
+
+
+def test_promtool_accepts_the_new_families(pcap: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool not installed (scripts/test.sh installs it)")
+        pytest.skip("promtool not installed")
+    events, counters = _engine_run(pcap)
+    reg = CollectorRegistry()
+    m = ProbeMetrics(reg, site="hq")
+    m.observe_all(e for e in events if isinstance(e, CallEnded))
+    m.update(counters)
+    text = generate_latest(reg)
+    assert b"voipprobe_endpoint_mos_difference_bucket" in text
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_cuts_equal_whole_file(tmp_path_factory: pytest.TempPathFactory,
+                                      data: st.DataObject) -> None:
+    path = _pcap(str(tmp_path_factory.getbasetemp()))
+    n = len(_read(path))
+    cuts = data.draw(st.lists(st.integers(1, n - 1), max_size=40, unique=True).map(sorted),
+                     label="cuts")
+    _check(path, n, cuts, f"cut at {cuts}")

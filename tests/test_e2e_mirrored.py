@@ -1,0 +1,155 @@
+"""A call mirrored to the probe gives the records of a probe on the path.
+
+Real captures (a SIPp call over SIP/TCP with G.711A and RFC 2833 events, and the
+Wireshark sample call over SIP/UDP), impaired by removing every 20th RTP packet,
+are wrapped frame by frame with scapy's own layers (VXLAN, TZSP, ERSPAN I/II/III,
+GRETAP, NVGRE) as a switch or router would mirror them. `voipprobe analyze --json`
+of a wrapped capture must give the same call records as of the unwrapped one, and
+tshark's dissectors must see the same SIP and RTP inside the wrapped file (so the
+wrapping is the protocol, not our reading of it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from corpus_oracle import corpus_dir
+from scapy.contrib.erspan import ERSPAN_I, ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
+from scapy.contrib.tzsp import TZSP, TZSPTagEnd, TZSPTagRawRSSIByte
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import GRE, Ether
+from scapy.layers.vxlan import VXLAN
+from scapy.packet import Packet, Raw
+from scapy.utils import RawPcapReader
+from tshark_table import parse_rtp_streams
+
+CAPTURES = ["sipp_sip-tcp_pcma_dtmf.pcap", "wiki_SIP_CALL_RTP_G711.pcap"]
+OUTER = {"src": "198.18.0.1", "dst": "198.18.0.2"}  # RFC 2544 addresses: the mirror session
+
+
+def _gre(proto: int, **fields: int) -> Packet:
+    return Ether() / IP(**OUTER) / GRE(proto=proto, **fields)
+
+
+# Mirroring method -> outer headers of frame number n (scapy builds every byte).
+WRAPPERS: dict[str, Callable[[int], Packet]] = {
+    "vxlan": lambda n: Ether() / IP(**OUTER) / UDP(sport=49152 + n % 1000, dport=4789)
+    / VXLAN(vni=5001),
+    "tzsp": lambda n: Ether() / IP(**OUTER) / UDP(sport=40000, dport=37008)
+    / TZSP(type=0, encapsulated_protocol=1) / TZSPTagRawRSSIByte(raw_rssi=216) / TZSPTagEnd(),
+    "erspan_i": lambda n: _gre(0x88BE) / ERSPAN_I(),
+    "erspan_ii": lambda n: _gre(0x88BE, seqnum_present=1, sequence_number=n)
+    / ERSPAN_II(session_id=7, index=3),
+    "erspan_iii": lambda n: _gre(0x22EB, seqnum_present=1, sequence_number=n)
+    / ERSPAN_III(session_id=9, timestamp=n * 200, o=1) / ERSPAN_PlatformSpecific(platf_id=3),
+    "gretap": lambda n: _gre(0x6558),
+    "nvgre": lambda n: _gre(0x6558, key_present=1, key=(5001 << 8) | 1),
+}
+
+
+def _tools_or_skip() -> None:
+    if shutil.which("tshark") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tshark missing in CI (scripts/test.sh installs it)")
+        pytest.skip("tshark not installed")
+    if not (corpus_dir() / "pcaps").is_dir():
+        pytest.skip("corpus not found")
+
+
+def _is_rtp(frame: bytes) -> bool:
+    # Ethernet/IPv4 (no options in these captures)/UDP, RTP version 2, PT not RTCP
+    if len(frame) < 14 + 20 + 8 + 12 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return False
+    rtp = frame[42:]
+    return rtp[0] >> 6 == 2 and not 200 <= rtp[1] <= 207 and frame[42:45] != b"SIP"
+
+
+def _impaired(src: Path, out: Path) -> list[tuple[bytes, int, int]]:
+    """The capture without every 20th RTP packet (5 % loss on the path), written out."""
+    frames: list[tuple[bytes, int, int]] = []
+    rtp_seen = 0
+    with RawPcapReader(str(src)) as reader:
+        assert reader.linktype == 1
+        for data, meta in reader:
+            if _is_rtp(data):
+                rtp_seen += 1
+                if rtp_seen % 20 == 0:
+                    continue
+            frames.append((data, meta.sec, meta.usec))
+    _write(out, frames)
+    return frames
+
+
+def _write(path: Path, frames: list[tuple[bytes, int, int]]) -> None:
+    """Classic pcap, microseconds, Ethernet (the original captures' own format)."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)]
+    for data, sec, usec in frames:
+        out.append(struct.pack("<IIII", sec, usec, len(data), len(data)) + data)
+    path.write_bytes(b"".join(out))
+
+
+def _wrapped(frames: list[tuple[bytes, int, int]], method: str, out: Path) -> None:
+    wrap = WRAPPERS[method]
+    _write(out, [(bytes(wrap(n) / Raw(data)), sec, usec)
+                 for n, (data, sec, usec) in enumerate(frames)])
+
+
+def _analyze(path: Path, *extra: str) -> list[dict[str, object]]:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "analyze", "--json", *extra,
+                           str(path)], capture_output=True, text=True, timeout=120, check=True)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    return [r for r in rows if r.get("kind") in ("call", "stream")]
+
+
+def _tshark(path: Path, *args: str) -> str:
+    cmd = ["tshark", "-r", str(path), "-d", "udp.port==37008,tzsp", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def _tshark_view(path: Path) -> tuple[list[tuple[object, ...]], list[str]]:
+    """tshark's RTP streams (addresses, SSRC, packets, lost, jitter) and SIP messages."""
+    streams = sorted((s.src_endpoint, s.dst_endpoint, s.ssrc, s.packets, s.lost,
+                      s.max_jitter_ms, s.mean_jitter_ms)
+                     for s in parse_rtp_streams(_tshark(path, "-q", "-z", "rtp,streams")))
+    sip = _tshark(path, "-Y", "sip", "-T", "fields", "-e", "sip.CSeq").split("\n")
+    return streams, [line.split(",")[-1] for line in sip if line]
+
+
+@pytest.fixture(scope="module", params=CAPTURES)
+def impaired(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[Path, list[tuple[bytes, int, int]], list[dict[str, object]]]:
+    _tools_or_skip()
+    name: str = request.param
+    out = tmp_path_factory.mktemp("mirror") / f"impaired_{name}"
+    frames = _impaired(corpus_dir() / "pcaps" / name, out)
+    return out, frames, _analyze(out, "--streams")
+
+
+@pytest.mark.parametrize("method", sorted(WRAPPERS))
+def test_mirrored_call_records_equal_the_on_path_ones(
+    method: str, impaired: tuple[Path, list[tuple[bytes, int, int]], list[dict[str, object]]],
+    tmp_path: Path,
+) -> None:
+    on_path, frames, want = impaired
+    answered = [r for r in want if r["kind"] == "call" and r["final_status"] == 200]
+    assert len(answered) == 1
+    directions: list[dict[str, dict[str, int]]] = answered[0]["directions"]  # type: ignore[assignment]
+    assert len(directions) == 2
+    assert all(d["stream"]["lost"] > 0 for d in directions)  # the impairment is visible
+    mirrored = tmp_path / f"{method}.pcap"
+    _wrapped(frames, method, mirrored)
+    got = _analyze(mirrored, "--streams")
+    # Same packets, same times: nothing legitimately differs (no field excluded).
+    assert got == want
+    # tshark, with its own dissectors, sees the same SIP and RTP inside the tunnel.
+    streams, sip = _tshark_view(on_path)
+    assert len(streams) >= 2 and "INVITE" in {cseq.split()[-1] for cseq in sip}
+    assert _tshark_view(mirrored) == (streams, sip)

@@ -153,3 +153,25 @@ def test_mirrored_call_records_equal_the_on_path_ones(
     streams, sip = _tshark_view(on_path)
     assert len(streams) >= 2 and "INVITE" in {cseq.split()[-1] for cseq in sip}
     assert _tshark_view(mirrored) == (streams, sip)
+
+
+def test_tzsp_port_comes_from_the_config(tmp_path: Path) -> None:
+    """The corpus TZSP capture streams to UDP 31337: plain UDP by default, its mirrored
+    packets with ``capture.tzsp_ports`` naming that port."""
+    _tools_or_skip()
+    path = corpus_dir() / "pcaps" / "tzsp_http_nonvoip.pcapng"
+    config = tmp_path / "voipprobe.yaml"
+    config.write_text("capture:\n  tzsp_ports: [31337]\n")
+
+    def summary(*extra: str) -> dict[str, int]:
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "analyze", "--json", *extra,
+                               str(path)], capture_output=True, text=True, timeout=120,
+                              check=True)
+        last: dict[str, int] = json.loads(proc.stdout.splitlines()[-1])
+        assert last["kind"] == "summary"
+        return last
+
+    default, configured = summary(), summary("--config", str(config))
+    assert default["decode_frames"] == 5 and default["decode_tunnels_decapsulated"] == 0
+    assert configured["decode_frames"] == 5 and configured["decode_tunnels_decapsulated"] == 5
+    assert configured["route_sip_tcp_segments"] == 5 and configured["sip_messages"] == 0  # HTTP

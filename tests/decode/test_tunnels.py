@@ -179,3 +179,16 @@ def test_vxlan_in_fragmented_datagram_points_into_the_reassembled_bytes() -> Non
     f, _ = decode(pkts)
     assert len(f) == 1 and f.payload(0) == RTP
     assert int(f.payload_off[0]) >= sum(len(p) for p in pkts)  # in the appended bytes
+
+
+def test_rows_do_not_depend_on_batching() -> None:
+    pkts = [CARRIERS[n] for n in sorted(CARRIERS)] + [outer_udp(RTP, 37008)]
+    whole, dec = decode(pkts)
+    single = Decoder()
+    parts = [single.decode(Batch.from_packets([p], [float(i)])) for i, p in enumerate(pkts)]
+    assert single.counters == dec.counters
+    assert [f.payload(0) for f in parts] == [whole.payload(i) for i in range(len(whole))]
+    for name in COLUMN_DTYPES:
+        if name not in ("pkt", "payload_off"):
+            got = np.concatenate([getattr(f, name) for f in parts])
+            np.testing.assert_array_equal(got, getattr(whole, name), err_msg=name)

@@ -31,6 +31,10 @@ from scapy.packet import Packet, Raw
 from scapy.utils import RawPcapReader
 from tshark_table import parse_rtp_streams
 
+from agent.config import Config
+from agent.decode import TunnelPorts
+from agent.engine import Engine
+
 CAPTURES = ["sipp_sip-tcp_pcma_dtmf.pcap", "wiki_SIP_CALL_RTP_G711.pcap"]
 OUTER = {"src": "198.18.0.1", "dst": "198.18.0.2"}  # RFC 2544 addresses: the mirror session
 
@@ -175,3 +179,11 @@ def test_tzsp_port_comes_from_the_config(tmp_path: Path) -> None:
     assert default["decode_frames"] == 5 and default["decode_tunnels_decapsulated"] == 0
     assert configured["decode_frames"] == 5 and configured["decode_tunnels_decapsulated"] == 5
     assert configured["route_sip_tcp_segments"] == 5 and configured["sip_messages"] == 0  # HTTP
+
+
+def test_reload_applies_tunnel_ports() -> None:
+    engine = Engine()
+    assert engine.decoder.tunnel_ports == TunnelPorts.of(vxlan=[4789], tzsp=[37008])
+    changed = Config.model_validate({"capture": {"tzsp_ports": [31337], "vxlan_ports": []}})
+    assert engine.reconfigure(changed) == []  # applies at once, no restart
+    assert engine.decoder.tunnel_ports == TunnelPorts.of(vxlan=[], tzsp=[31337])

@@ -62,6 +62,7 @@ CARRIERS = {
     "erspan_iii_platform": outer_gre(erspan3(platform=True) + INNER, 0x22EB, 0x1000, bytes(4)),
     "gretap": outer_gre(INNER, 0x6558),
     "nvgre": outer_gre(INNER, 0x6558, 0x2000, bytes.fromhex("00abcd01")),
+    "vxlan_over_ipv6": eth(ipv6(udp(vxlan(INNER), 49152, 4789)), 0x86DD),
     "vxlan_in_gretap": outer_gre(eth(ipv4(udp(vxlan(INNER), 1234, 4789))), 0x6558),
 }
 

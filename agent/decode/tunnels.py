@@ -17,7 +17,7 @@ a TZSP sender an ephemeral one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from agent.decode import layouts as L
@@ -32,14 +32,14 @@ class TunnelPorts:
 
     vxlan: frozenset[int] = frozenset({4789})
     tzsp: frozenset[int] = frozenset({37008})
+    all: frozenset[int] = field(init=False)  # either kind: looked up per UDP packet
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "all", self.vxlan | self.tzsp)
 
     @classmethod
     def of(cls, vxlan: Iterable[int], tzsp: Iterable[int]) -> TunnelPorts:
         return cls(frozenset(int(p) for p in vxlan), frozenset(int(p) for p in tzsp))
-
-    @property
-    def all(self) -> frozenset[int]:
-        return self.vxlan | self.tzsp
 
 
 class Inner(NamedTuple):

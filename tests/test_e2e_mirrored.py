@@ -17,9 +17,12 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import netlab
 import pytest
 from corpus_oracle import corpus_dir
 from scapy.contrib.erspan import ERSPAN_I, ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
@@ -187,3 +190,54 @@ def test_reload_applies_tunnel_ports() -> None:
     changed = Config.model_validate({"capture": {"tzsp_ports": [31337], "vxlan_ports": []}})
     assert engine.reconfigure(changed) == []  # applies at once, no restart
     assert engine.decoder.tunnel_ports == TunnelPorts.of(vxlan=[], tzsp=[31337])
+
+
+# -- the Linux kernel as the mirroring router --------------------------------------------
+
+#: Jitter may differ by the few microseconds the kernel takes to mirror each packet.
+JITTER_TOL_MS = 0.05
+
+
+def _direction_figures(record: dict[str, Any]) -> list[tuple[object, ...]]:
+    out = []
+    for d in record["directions"]:
+        s = d["stream"]
+        out.append((d["direction"], s["src"], s["dst"], s["ssrc"], s["packets"], s["expected"],
+                    s["lost"], s["duplicates"], s["reordered"], s["codec"]))
+    return sorted(out, key=repr)
+
+
+def test_kernel_vxlan_mirror_gives_the_on_path_records(tmp_path: Path) -> None:
+    """Three sipp calls with 5 % media loss in the gateway's forward chain; R's kernel
+    mirrors its interface toward B over VXLAN to a probe off the path. `analyze` of the
+    probe's capture (VXLAN datagrams only) gives the records of a capture on the path."""
+    netlab.require_lab()
+    rules = (f"{netlab.MEDIA} numgen random mod 100 < 5 drop",)
+    with netlab.Lab("v", tmp_path, gateway_rules=rules) as lab:
+        ns_p = lab.mirror_over_vxlan("rb")
+        mirrored = tmp_path / "mirrored.pcap"
+        probe = lab.start_capture(mirrored, "p0", ns=ns_p)
+        run = lab.run_calls(3)
+        time.sleep(0.5)
+        netlab.stop_process(probe)
+    assert run.uac_returncode == 0, run.uac_log.read_text(errors="replace")[-2000:]
+    on_path = [r for r in _analyze(run.capture) if r["kind"] == "call" and r["call_id"]]
+    got = [r for r in _analyze(mirrored) if r["kind"] == "call" and r["call_id"]]
+    summary = json.loads(subprocess.run(
+        [sys.executable, "-m", "agent.cli", "analyze", "--json", str(mirrored)],
+        capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()[-1])
+    # every UDP/TCP row came out of a tunnel (the rest is mirrored ARP, ICMPv6, ...)
+    assert summary["decode_tunnels_decapsulated"] >= summary["decode_frames"] > 0
+    assert len(on_path) == 3 and [r["call_id"] for r in got] == [r["call_id"] for r in on_path]
+    lost = 0
+    for want, have in zip(on_path, got, strict=True):
+        for key in ("final_status", "end_reason", "codec", "media_seen", "signalling_dscp"):
+            assert have[key] == want[key], key
+        assert _direction_figures(have) == _direction_figures(want)
+        jitter = {(d["stream"]["src"], d["stream"]["ssrc"]): d["stream"]["jitter_ms"]
+                  for d in want["directions"]}
+        for d in have["directions"]:
+            s = d["stream"]
+            assert abs(s["jitter_ms"] - jitter[(s["src"], s["ssrc"])]) <= JITTER_TOL_MS
+            lost += s["lost"]
+    assert lost > 0  # the impairment is there to be measured

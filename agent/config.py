@@ -82,6 +82,11 @@ class CaptureConfig(BaseModel):
     # Extra libpcap filter expression ANDed with the built-in SIP/RTP/RTCP filter.
     bpf: str | None = None
     sip_ports: list[Port] = Field(default_factory=lambda: [5060, 5061], min_length=1)
+    # Mirrored traffic: UDP destination ports decoded as VXLAN (RFC 7348; Linux's
+    # pre-IANA default is 8472) and as TZSP (MikroTik's sniffer stream) when the
+    # header is valid; other datagrams to them stay plain UDP. Offline decode too.
+    vxlan_ports: list[Port] = Field(default_factory=lambda: [4789])
+    tzsp_ports: list[Port] = Field(default_factory=lambda: [37008])
 
     @field_validator("interfaces")
     @classmethod

@@ -108,7 +108,7 @@ _TABLE_NAMES = {"calls_calls": "calls"}  # engine prefix + the table's own count
 _DECODE_ERRORS = (
     "decode_unsupported_linktype", "decode_not_ip", "decode_truncated",
     "decode_bad_ip_header", "decode_bad_l4_header", "decode_tunnel_too_deep",
-    "decode_fragments_bad",
+    "decode_tunnel_unsupported", "decode_fragments_bad",
 )  # fmt: skip
 
 

@@ -287,12 +287,19 @@ def _optional(module: str, name: str) -> Any | None:
         return None
 
 
+def kept_ports(capture: CaptureConfig) -> list[int]:
+    """Ports whose UDP the kernel filter keeps whole: SIP, and the tunnels that carry it
+    (VXLAN, TZSP: their headers do not start with a letter, so they would be cut to
+    ``media_snaplen`` like RTP)."""
+    return sorted({*capture.sip_ports, *capture.vxlan_ports, *capture.tzsp_ports})
+
+
 def open_source(capture: CaptureConfig) -> PacketSource:
     """The live capture: AF_PACKET ring on Linux, the scapy fallback elsewhere."""
     kwargs: dict[str, Any] = {
         "block_size": capture.block_size, "block_count": capture.block_count,
         "block_timeout_ms": capture.block_timeout_ms, "promisc": capture.promisc,
-        "snaplen": capture.snaplen, "filter": capture.bpf, "sip_ports": capture.sip_ports,
+        "snaplen": capture.snaplen, "filter": capture.bpf, "sip_ports": kept_ports(capture),
     }
     if sys.platform.startswith("linux"):
         ring = _optional("agent.capture.afpacket", "AfPacketSource")

@@ -195,6 +195,7 @@ def test_reload_applies_tunnel_ports() -> None:
 # -- the Linux kernel as the mirroring router --------------------------------------------
 
 #: Jitter may differ by the few microseconds the kernel takes to mirror each packet.
+REPO = Path(__file__).resolve().parents[1]
 JITTER_TOL_MS = 0.05
 
 
@@ -213,13 +214,32 @@ def test_kernel_vxlan_mirror_gives_the_on_path_records(tmp_path: Path) -> None:
     probe's capture (VXLAN datagrams only) gives the records of a capture on the path."""
     netlab.require_lab()
     rules = (f"{netlab.MEDIA} numgen random mod 100 < 5 drop",)
+    from test_e2e_agent import _http, _log_tail, _wait_for
+
+    config = tmp_path / "agent.yaml"
+    state = tmp_path / "state"
+    state.mkdir()
+    config.write_text(f"state_dir: {state}\nprivacy: clear\n"
+                      "calls:\n  media_idle_timeout_s: 3.0\n", encoding="utf-8")
+    call_log, agent_log = tmp_path / "calls.jsonl", tmp_path / "agent.log"
     with netlab.Lab("v", tmp_path, gateway_rules=rules) as lab:
         ns_p = lab.mirror_over_vxlan("rb")
         mirrored = tmp_path / "mirrored.pcap"
         probe = lab.start_capture(mirrored, "p0", ns=ns_p)
+        # the live agent off the path too: the kernel filter must keep VXLAN whole
+        agent = lab._spawn(ns_p, [sys.executable, "-m", "agent.cli", "run", "--config",
+                                  str(config), "-i", "p0", "--listen", "127.0.0.1:9957",
+                                  "--call-log", str(call_log)], agent_log, cwd=REPO)
+
+        def healthy() -> bool:
+            assert agent.poll() is None, _log_tail(agent_log)
+            return _http(ns_p, "http://127.0.0.1:9957/health")[0] == 200
+
+        _wait_for("the agent's /health", healthy, 20.0)
         run = lab.run_calls(3)
         time.sleep(0.5)
         netlab.stop_process(probe)
+        netlab.stop_process(agent)  # SIGTERM: every call flushed to the call log
     assert run.uac_returncode == 0, run.uac_log.read_text(errors="replace")[-2000:]
     on_path = [r for r in _analyze(run.capture) if r["kind"] == "call" and r["call_id"]]
     got = [r for r in _analyze(mirrored) if r["kind"] == "call" and r["call_id"]]
@@ -241,3 +261,10 @@ def test_kernel_vxlan_mirror_gives_the_on_path_records(tmp_path: Path) -> None:
             assert abs(s["jitter_ms"] - jitter[(s["src"], s["ssrc"])]) <= JITTER_TOL_MS
             lost += s["lost"]
     assert lost > 0  # the impairment is there to be measured
+    live = [json.loads(line) for line in call_log.read_text().splitlines() if line.strip()]
+    live = sorted((r for r in live if r.get("kind") == "call" and r.get("call_id")),
+                  key=lambda r: r["invite_ts"])
+    assert [r["call_id"] for r in live] == [r["call_id"] for r in on_path], _log_tail(agent_log)
+    for want, have in zip(on_path, live, strict=True):
+        assert have["final_status"] == want["final_status"]
+        assert _direction_figures(have) == _direction_figures(want)

@@ -82,6 +82,9 @@ class CaptureConfig(BaseModel):
     # Extra libpcap filter expression ANDed with the built-in SIP/RTP/RTCP filter.
     bpf: str | None = None
     sip_ports: list[Port] = Field(default_factory=lambda: [5060, 5061], min_length=1)
+    # UDP ports whose datagrams are HEP (v1/v2/v3) to unwrap into the packets they
+    # carry (`agent.decode.hep_unwrap`); [] turns the stage off.
+    hep_ports: list[Port] = Field(default_factory=lambda: [9060])
 
     @field_validator("interfaces")
     @classmethod

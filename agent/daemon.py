@@ -287,12 +287,18 @@ def _optional(module: str, name: str) -> Any | None:
         return None
 
 
+def kept_ports(capture: CaptureConfig) -> list[int]:
+    """Ports whose packets the kernel filter keeps whole: SIP, and HEP (a HEP v1/v2
+    datagram does not start with a letter, so it would be cut like media)."""
+    return sorted({*capture.sip_ports, *capture.hep_ports})
+
+
 def open_source(capture: CaptureConfig) -> PacketSource:
     """The live capture: AF_PACKET ring on Linux, the scapy fallback elsewhere."""
     kwargs: dict[str, Any] = {
         "block_size": capture.block_size, "block_count": capture.block_count,
         "block_timeout_ms": capture.block_timeout_ms, "promisc": capture.promisc,
-        "snaplen": capture.snaplen, "filter": capture.bpf, "sip_ports": capture.sip_ports,
+        "snaplen": capture.snaplen, "filter": capture.bpf, "sip_ports": kept_ports(capture),
     }
     if sys.platform.startswith("linux"):
         ring = _optional("agent.capture.afpacket", "AfPacketSource")

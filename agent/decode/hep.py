@@ -13,7 +13,8 @@ Wire layouts (facts from the HEP specification, sipcapture/HEP):
   numbers network order. Generic types: 1 IP family, 2 IP protocol, 3/4 IPv4
   src/dst, 5/6 IPv6 src/dst, 7/8 ports, 9/10 timestamp s/µs, 11 protocol type
   (`PROTO_*`), 12 capture agent id (u32), 13 keep-alive, 14 auth key, 15 payload,
-  16 zlib/gzip compressed payload, 17 correlation id. Vendor chunks are skipped.
+  16 zlib/gzip compressed payload, 17 correlation id, 24 IP TOS (u8; rare: the
+  DSCP/ECN byte when the sender knows it). Vendor chunks are skipped.
 - v1/v2: version (u8), header length (u8: this 8-byte header plus the address
   block), family (u8: 2 AF_INET, 10 AF_INET6), protocol (u8), src/dst port (u16,
   network order), src/dst address (4+4 or 16+16 bytes); v2 then adds the C struct
@@ -66,7 +67,8 @@ class HepRecord:
     ``src``/``dst`` are packed addresses (4 bytes for ``ip_version`` 4, 16 for 6);
     ``ts_sec``/``ts_usec`` the capture time (epoch; 0/0 in v1); ``proto_type`` the
     HEP capture protocol type (`PROTO_*`, `PROTO_UNKNOWN` in v1/v2); ``payload``
-    the captured bytes, inflated when the sender compressed them (``compressed``).
+    the captured bytes, inflated when the sender compressed them (``compressed``);
+    ``tos`` the IP TOS/traffic-class byte when the sender gave it (chunk 24), else None.
     """
 
     version: int
@@ -83,6 +85,7 @@ class HepRecord:
     payload: bytes
     correlation_id: bytes = b""
     compressed: bool = False
+    tos: int | None = None
 
     @property
     def ts(self) -> float:
@@ -148,6 +151,7 @@ def _parse_v3(data: bytes) -> HepRecord:
         ts_usec=usec, proto_type=_int(chunks, 11, 1) if 11 in chunks else PROTO_UNKNOWN,
         capture_id=int.from_bytes(cid, "big"), payload=payload,
         correlation_id=chunks.get(17, b""), compressed=compressed,
+        tos=_int(chunks, 24, 1) if 24 in chunks else None,
     )
 
 
@@ -235,6 +239,7 @@ def encode_hep3(rec: HepRecord, *, compress: bool = False) -> bytes:
         _chunk(11, _U8.pack(rec.proto_type)),
         _chunk(12, _U32.pack(rec.capture_id)),
         _chunk(17, rec.correlation_id) if rec.correlation_id else b"",
+        _chunk(24, _U8.pack(rec.tos)) if rec.tos is not None else b"",
         _chunk(16, zlib.compress(rec.payload)) if compress else _chunk(15, rec.payload),
     ))
     total = _V3_HDR.size + len(body)

@@ -38,7 +38,8 @@ get a per-direction running sequence number (`TCP_FLOWS` directions, least
 recently used evicted) so the SIP TCP reassembler frames them like a stream.
 RTCP as JSON (type 5 with a JSON body, 32..35 QoS/MOS reports), logs (100) and
 every other type are counted (``skipped_json``, ``skipped_other``) and dropped.
-HEP does not carry DSCP: rebuilt packets have DSCP 0.
+HEP carries DSCP only in the rare IP TOS chunk (24): without it rebuilt packets have
+DSCP 0 (CS0).
 """
 
 from __future__ import annotations
@@ -117,11 +118,12 @@ def build_packet(rec: HepRecord, tcp_seq: int = 0) -> bytes:
                        0xFFFF, 0, 0) + rec.payload
     else:
         l4 = _UDP.pack(rec.sport, rec.dport, _UDP.size + len(rec.payload), 0) + rec.payload
+    tos = rec.tos or 0
     if rec.ip_version == 4:
-        head = _IPV4.pack(0x45, 0, _IPV4.size + len(l4), 0, 0x4000, 64, rec.ip_proto, 0,
+        head = _IPV4.pack(0x45, tos, _IPV4.size + len(l4), 0, 0x4000, 64, rec.ip_proto, 0,
                           rec.src, rec.dst)
         return head[:10] + struct.pack("!H", _checksum(head)) + head[12:] + l4
-    return _IPV6.pack(6 << 28, len(l4), rec.ip_proto, 64, rec.src, rec.dst) + l4
+    return _IPV6.pack(6 << 28 | tos << 20, len(l4), rec.ip_proto, 64, rec.src, rec.dst) + l4
 
 
 class HepUnwrapper:

@@ -160,7 +160,8 @@ def _records_of(path: Path) -> list[HepRecord]:
                     src=src.to_bytes(n, "big"), dst=dst.to_bytes(n, "big"),
                     sport=int(f.sport[i]), dport=int(f.dport[i]), ts_sec=us // 1_000_000,
                     ts_usec=us % 1_000_000, proto_type=PROTO_SIP if payload[:1].isalpha()
-                    else 4, capture_id=7, payload=payload))
+                    else 4, capture_id=7, payload=payload,
+                    tos=int(f.dscp[i]) << 2 | int(f.ecn[i])))
     return out
 
 
@@ -180,9 +181,12 @@ def _fields(rec: HepRecord) -> dict[str, Any]:
     return {k: getattr(rec, k) for k in HepRecord.__dataclass_fields__}
 
 
-def _comparable(call: dict[str, Any]) -> dict[str, Any]:
-    """A record without what HEP does not carry (DSCP: rebuilt packets are CS0)."""
+def _comparable(call: dict[str, Any], dscp: bool) -> dict[str, Any]:
+    """A record without DSCP when the HEP did not carry it (v2: rebuilt packets are CS0;
+    v3 carries it here in the IP TOS chunk)."""
     call = json.loads(json.dumps(call))
+    if dscp:
+        return call
     call.pop("signalling_dscp", None)
     call.pop("signalling_dscp_compliance_ratio", None)
     for part in [call, *call.get("directions", [])]:
@@ -228,7 +232,7 @@ def test_reencoded_capture_gives_the_same_calls(capture: str, mode: str,
     for g, w in zip(got, want, strict=True):
         assert [d["stream"]["lost"] for d in g["directions"]] == \
             [d["stream"]["lost"] for d in w["directions"]]
-        diffs = _close(_comparable(g), _comparable(w))
+        diffs = _close(_comparable(g, mode != "v2"), _comparable(w, mode != "v2"))
         assert not diffs, diffs
 
 
@@ -294,15 +298,31 @@ def test_reordered_hep_times_take_effect_at_their_own_time() -> None:
 SAMPLE = HepRecord(version=3, ip_version=6, ip_proto=IPPROTO_TCP, src=bytes(range(16)),
                    dst=bytes(range(16, 32)), sport=5060, dport=5061, ts_sec=1_700_000_000,
                    ts_usec=123456, proto_type=PROTO_SIP, capture_id=42,
-                   payload=b"OPTIONS sip:a SIP/2.0\r\n\r\n", correlation_id=b"abc")
+                   payload=b"OPTIONS sip:a SIP/2.0\r\n\r\n", correlation_id=b"abc",
+                   tos=0xB8)
 
 
 def test_v2_and_v1_round_trip() -> None:
     assert parse_hep(encode_hep2(SAMPLE)) == HepRecord(
-        **{**_fields(SAMPLE), "version": 2, "proto_type": 0, "correlation_id": b""})
+        **{**_fields(SAMPLE), "version": 2, "proto_type": 0, "correlation_id": b"",
+           "tos": None})
     v1 = parse_hep(encode_hep2(SAMPLE, version=1))
     assert (v1.version, v1.ts_sec, v1.ts_usec, v1.capture_id) == (1, 0, 0, 0)
     assert v1.payload == SAMPLE.payload
+
+
+def test_v3_round_trip_and_rebuilt_packet() -> None:
+    assert parse_hep(encode_hep3(SAMPLE)) == SAMPLE
+    assert parse_hep(encode_hep3(SAMPLE, compress=True)) == HepRecord(
+        **{**_fields(SAMPLE), "compressed": True})
+    f = Decoder().decode(Batch.from_packets([build_packet(SAMPLE, tcp_seq=77)], [1.0],
+                                            LinkType.RAW))
+    assert len(f) == 1
+    assert (int(f.ip_version[0]), int(f.proto[0]), int(f.sport[0]), int(f.dport[0])) == \
+        (6, IPPROTO_TCP, 5060, 5061)
+    assert (int(f.dscp[0]), int(f.tcp_seq[0])) == (46, 77)  # TOS 0xB8 = EF
+    assert f.payload(0) == SAMPLE.payload
+    assert int(f.src_lo[0]) == int.from_bytes(SAMPLE.src[8:], "big")
 
 
 def test_decompression_bomb_is_an_error() -> None:
@@ -355,3 +375,46 @@ def test_unwrapper_never_raises_and_counts_every_hep_packet(payloads: list[bytes
     assert looked == (c.records_v1 + c.records_v2 + c.records_v3 + c.errors_v1 + c.errors_v2
                       + c.errors_v3)
     assert len(out) == len(packets) - looked + c.packets_rebuilt
+
+
+# -- a real HEP dissector: sipcapture/hep-wireshark's hep.lua in tshark (opt-in) ------------
+
+LUA_FIELDS = {3: ("source_ipv4_address", "destination_ipv4_address", "source_port",
+                  "destination_port", "timestamp_unix", "timestamp_microsec",
+                  "capture_node_id", "transport_layer_protocol"),
+              2: ("source_ip_address", "destination_ip_address", "source_port",
+                  "destination_port", "timestamp_unix", "timestamp_microsec",
+                  "capture_node_id", "transport_layer_protocol")}
+
+
+def _lua_rows(path: Path, version: int, lua: str) -> list[list[str]]:
+    args = ["tshark", "-n", "-X", f"lua_script:{lua}", "-r", str(path), "-T", "fields"]
+    for name in LUA_FIELDS[version]:
+        args += ["-e", f"hep{version}.{name}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("source", ["hep3_sip.pcap", "hep3_compressed.pcapng", "v3", "zlib",
+                                    "v2"])
+def test_fields_agree_with_the_hep_wireshark_lua_dissector(source: str,
+                                                           tmp_path: Path) -> None:
+    """HEP_LUA=path/to/sipcapture/hep-wireshark/lua/hep.lua enables this test."""
+    import os
+    lua = os.environ.get("HEP_LUA")
+    if not lua or not Path(lua).is_file():
+        pytest.skip("HEP_LUA (sipcapture/hep-wireshark lua/hep.lua) not given")
+    if source.startswith("hep3"):
+        path = corpus_dir() / "pcaps" / source
+    else:
+        path = _hep_capture(corpus_dir() / "pcaps" / "wiki_SIP_CALL_RTP_G711.pcap",
+                            tmp_path / "hep.pcap", source)
+    version = 2 if source == "v2" else 3
+    rows = _lua_rows(path, version, lua)
+    payloads = _udp_payloads(path)
+    assert len(rows) == len(payloads) > 0
+    for row, (_, raw) in zip(rows, payloads, strict=True):
+        rec = parse_hep(raw)
+        assert row == [_addr(rec.src), _addr(rec.dst), str(rec.sport), str(rec.dport),
+                       str(rec.ts_sec), str(rec.ts_usec), str(rec.capture_id),
+                       {17: "UDP", 6: "TCP"}[rec.ip_proto]]

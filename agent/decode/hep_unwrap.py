@@ -83,6 +83,7 @@ class HepCounters:
     """Running totals (monotonic, for Prometheus counters)."""
 
     packets: int = 0  # UDP datagrams to a HEP port that start like HEP
+    not_hep: int = 0  # datagrams to a HEP listener that do not start like HEP
     bytes: int = 0  # their UDP payload bytes
     records_v1: int = 0  # decoded, by version
     records_v2: int = 0
@@ -149,21 +150,24 @@ class HepUnwrapper:
         ts: dict[int, float] = {}
         for i in rows.tolist():
             payload = f.payload(i)
-            version = hep_version(payload)
-            if version == 0:
+            if hep_version(payload) == 0:
                 continue  # not HEP: some other UDP on the port, passed on as it is
             pkt = int(f.pkt[i])
-            self.counters.packets += 1
-            self.counters.bytes += len(payload)
-            inner[pkt], rec_ts = self._record(payload, version)
+            inner[pkt], rec_ts = self.rebuild(payload)
             ts[pkt] = float(batch.ts[pkt]) if rec_ts is None else rec_ts
         if not inner:
             return batch
         return _rebuild(batch, inner, ts)
 
-    def _record(self, payload: bytes, version: int) -> tuple[bytes | None, float | None]:
-        """The rebuilt packet for one HEP datagram, or None (counted) when there is none,
-        and its HEP capture time (None: v1, the capture time stays)."""
+    def rebuild(self, payload: bytes) -> tuple[bytes | None, float | None]:
+        """One HEP datagram's payload -> the raw IP packet it carries, or None (counted)
+        when there is none, and its HEP capture time (None: v1, no time in it)."""
+        version = hep_version(payload)
+        if version == 0:
+            self.counters.not_hep += 1
+            return None, None
+        self.counters.packets += 1
+        self.counters.bytes += len(payload)
         try:
             rec = parse_hep(payload)
         except HepError:

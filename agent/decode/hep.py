@@ -16,7 +16,8 @@ Wire layouts (facts from the HEP specification, sipcapture/HEP):
   16 zlib/gzip compressed payload, 17 correlation id, 24 IP TOS (u8; rare: the
   DSCP/ECN byte when the sender knows it). Vendor chunks are skipped.
 - v1/v2: version (u8), header length (u8: this 8-byte header plus the address
-  block), family (u8: 2 AF_INET, 10 AF_INET6), protocol (u8), src/dst port (u16,
+  block; not checked, as senders disagree: sngrep 1.6 writes 2), family (u8: 2
+  AF_INET, 10 AF_INET6: this decides the layout), protocol (u8), src/dst port (u16,
   network order), src/dst address (4+4 or 16+16 bytes); v2 then adds the C struct
   ``{u32 sec; u32 usec; u16 capture id}`` (12 bytes with its padding) in the
   sender's host byte order, which the senders do not convert: read little-endian
@@ -185,16 +186,14 @@ def _inflate(blob: bytes) -> bytes:
 def _parse_v12(data: bytes) -> HepRecord:
     if len(data) < _V1_HDR.size:
         raise HepError("truncated header")
-    version, hlen, family, proto, sport, dport = _V1_HDR.unpack_from(data, 0)
+    version, _hlen, family, proto, sport, dport = _V1_HDR.unpack_from(data, 0)
     if family == AF_INET:
         ip_version, alen = 4, 4
     elif family == AF_INET6:
         ip_version, alen = 6, 16
     else:
         raise HepError(f"IP family {family}")
-    if hlen != _V1_HDR.size + 2 * alen:
-        raise HepError(f"header length {hlen}")
-    pos = hlen
+    pos = _V1_HDR.size + 2 * alen
     if len(data) < pos:
         raise HepError("truncated addresses")
     mid = _V1_HDR.size + alen

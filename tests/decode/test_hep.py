@@ -418,3 +418,16 @@ def test_fields_agree_with_the_hep_wireshark_lua_dissector(source: str,
         assert row == [_addr(rec.src), _addr(rec.dst), str(rec.sport), str(rec.dport),
                        str(rec.ts_sec), str(rec.ts_usec), str(rec.capture_id),
                        {17: "UDP", 6: "TCP"}[rec.ip_proto]]
+
+
+def test_sngrep_v2_header_as_sent() -> None:
+    """sngrep 1.6's HEP v2, byte for byte: header length written as 2 (ignored), time
+    header little-endian, capture id 2002, two bytes of uninitialised struct padding."""
+    raw = bytes.fromhex("02020211 13c413c5 c83907c3 c83907cc 2a08e841 38bd0e00 d207c0f2"
+                        .replace(" ", "")) + b"INVITE sip:x SIP/2.0\r\n\r\n"
+    rec = parse_hep(raw)
+    assert (rec.version, rec.ip_version, rec.ip_proto) == (2, 4, IPPROTO_UDP)
+    assert (_addr(rec.src), rec.sport, _addr(rec.dst), rec.dport) == \
+        ("200.57.7.195", 5060, "200.57.7.204", 5061)
+    assert (rec.ts_sec, rec.ts_usec, rec.capture_id) == (1105725482, 965944, 2002)
+    assert rec.payload == b"INVITE sip:x SIP/2.0\r\n\r\n"

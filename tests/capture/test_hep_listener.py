@@ -17,7 +17,7 @@ from corpus_oracle import corpus_dir
 
 from agent.calls.events import CallEnded
 from agent.capture.batch import Batch
-from agent.capture.hep_listener import HepListener
+from agent.capture.hep_listener import HepListener, HepTcpListener
 from agent.decode import Decoder
 from agent.decode.frames import IPPROTO_UDP
 from agent.decode.hep import HepRecord, encode_hep2, encode_hep3
@@ -28,6 +28,10 @@ INVITE = b"OPTIONS sip:bob@198.18.8.2 SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r
 REC = HepRecord(version=3, ip_version=4, ip_proto=IPPROTO_UDP, src=bytes([198, 18, 7, 1]),
                 dst=bytes([198, 18, 8, 2]), sport=5060, dport=5060, ts_sec=1_700_000_000,
                 ts_usec=250_000, proto_type=1, capture_id=9, payload=INVITE)
+
+
+def _fields(rec: HepRecord) -> dict[str, object]:
+    return {k: getattr(rec, k) for k in HepRecord.__dataclass_fields__}
 
 
 @pytest.fixture
@@ -138,3 +142,50 @@ def test_a_capture_sent_over_the_socket_gives_analyzes_calls(sender: socket.sock
                          timeout=120, check=True).stdout
     want = [json.loads(line) for line in out.splitlines()][:-1]
     assert sorted(got, key=json.dumps) == sorted(want, key=json.dumps)
+
+
+def _tcp(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_tcp_frames_split_and_joined_in_the_stream() -> None:
+    listener = HepTcpListener("127.0.0.1", 0, ["127.0.0.1/32"])
+    try:
+        one, two = encode_hep3(REC), encode_hep3(HepRecord(**{**_fields(REC), "ts_usec": 7}))
+        conn = _tcp(listener.port)
+        conn.sendall(one + two[:10])  # a whole frame and the start of the next
+        batches = _drain(listener, 1)
+        conn.sendall(two[10:] + one)  # the rest, and a copy of the first (counted once)
+        batches += _drain(listener, 2, timeout_s=1.0)
+        assert [t for b in batches for t in b.ts.tolist()] == [REC.ts, REC.ts_sec + 7e-6]
+        assert listener.hep.duplicates == 1
+        assert Decoder().decode(batches[0]).payload(0) == INVITE
+        conn.sendall(b"GET / HTTP/1.1\r\n\r\n")  # the framing is lost: the stream is closed
+        deadline = time.monotonic() + 5
+        while listener.counters.desynced == 0 and time.monotonic() < deadline:
+            listener.poll(0.2)
+        assert listener.counters.desynced == 1
+        assert conn.recv(10) == b""  # closed by the listener
+        conn.close()
+    finally:
+        listener.close()
+
+
+def test_tcp_sender_outside_the_allowed_cidrs_is_closed() -> None:
+    listener = HepTcpListener("127.0.0.1", 0, ["198.18.0.0/15"])
+    try:
+        conn = _tcp(listener.port)
+        deadline = time.monotonic() + 5
+        while listener.counters.denied == 0 and time.monotonic() < deadline:
+            listener.poll(0.2)
+        assert listener.counters.denied == 1
+        with pytest.raises(OSError):  # reset or closed: nothing gets through
+            conn.sendall(encode_hep3(REC) * 100)
+            time.sleep(0.2)
+            conn.sendall(encode_hep3(REC) * 100)
+            if conn.recv(10) == b"":
+                raise ConnectionResetError
+        assert listener.poll(0.2) == []
+        conn.close()
+    finally:
+        listener.close()

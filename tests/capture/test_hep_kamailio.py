@@ -1,7 +1,8 @@
 """A real HEP sender in its real role: Kamailio (Debian's 5.x, module siptrace with
 ``hep_mode_on``, ``trace_mode`` 1: every message in and out) proxies three sipp calls on
-loopback and mirrors the signalling as HEP v3 to `HepListener`; the engine records the
-three calls Kamailio proxied, answered and ended by BYE."""
+loopback and mirrors the signalling as HEP v3 over UDP to `HepListener` or over TCP to
+`HepTcpListener`; the engine records the three calls Kamailio proxied, answered and ended
+by BYE."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.calls.events import CallEnded
-from agent.capture.hep_listener import HepListener
+from agent.capture.hep_listener import HepListener, HepTcpListener
 from agent.engine import Engine
 from agent.sip.events import EndReason
 
@@ -27,6 +28,7 @@ log_stderror=yes
 children=1
 auto_aliases=no
 listen=udp:127.0.0.1:{proxy}
+{tcp_listen}
 mpath="{modules}/"
 loadmodule "tm.so"
 loadmodule "sl.so"
@@ -34,7 +36,7 @@ loadmodule "rr.so"
 loadmodule "pv.so"
 loadmodule "textops.so"
 loadmodule "siptrace.so"
-modparam("siptrace", "duplicate_uri", "sip:127.0.0.1:{hep}")
+modparam("siptrace", "duplicate_uri", "sip:127.0.0.1:{hep}{transport}")
 modparam("siptrace", "hep_mode_on", 1)
 modparam("siptrace", "hep_version", 3)
 modparam("siptrace", "hep_capture_id", 1234)
@@ -69,12 +71,17 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_kamailio_siptrace_calls_are_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_kamailio_siptrace_calls_are_recorded(transport: str, tmp_path: Path) -> None:
     kamailio, sipp = _tool("kamailio"), _tool("sipp")
-    listener = HepListener("127.0.0.1", 0, ["127.0.0.1/32"])
+    listener: HepListener | HepTcpListener = (
+        HepListener if transport == "udp" else HepTcpListener)("127.0.0.1", 0, ["127.0.0.1/32"])
     proxy, uas_port, uac_port = _free_ports(3)
     cfg = tmp_path / "kamailio.cfg"
-    cfg.write_text(CFG.format(proxy=proxy, modules=MODULES, hep=listener.port, uas=uas_port))
+    tcp = transport == "tcp"  # HEP over TCP needs a TCP socket of Kamailio's own
+    cfg.write_text(CFG.format(proxy=proxy, modules=MODULES, hep=listener.port, uas=uas_port,
+                              transport=";transport=tcp" if tcp else "",
+                              tcp_listen=f"listen=tcp:127.0.0.1:{proxy}" if tcp else ""))
     procs: list[subprocess.Popen[bytes]] = []
     engine = Engine()
     records = []
@@ -111,6 +118,7 @@ def test_kamailio_siptrace_calls_are_recorded(tmp_path: Path) -> None:
                 if isinstance(e, CallEnded)]
     hep = listener.hep
     assert hep.records_v3 > 0 and hep.errors_v3 == 0 and listener.counters.denied == 0
+    assert (listener.counters.connections > 0) == (transport == "tcp")
     calls = [r for r in records if r.call_id is not None]
     assert len(calls) == 3
     assert {r.final_status for r in calls} == {200}

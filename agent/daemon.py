@@ -294,6 +294,27 @@ def kept_ports(capture: CaptureConfig) -> list[int]:
 
 
 def open_source(capture: CaptureConfig) -> PacketSource:
+    """The live capture (AF_PACKET ring on Linux, the scapy fallback elsewhere), with
+    the configured HEP listeners beside it."""
+    ring = open_ring(capture)
+    if not capture.hep_listeners:
+        return ring
+    from agent.capture.hep_listener import HepListener, HepTcpListener
+    from agent.capture.multisource import MultiSource
+
+    sources: list[PacketSource] = [ring]
+    try:
+        for h in capture.hep_listeners:
+            kind = HepListener if h.transport == "udp" else HepTcpListener
+            sources.append(kind(h.address, h.port, h.allowed_senders))
+    except OSError:
+        for s in sources:
+            s.close()
+        raise
+    return MultiSource(sources)
+
+
+def open_ring(capture: CaptureConfig) -> PacketSource:
     """The live capture: AF_PACKET ring on Linux, the scapy fallback elsewhere."""
     kwargs: dict[str, Any] = {
         "block_size": capture.block_size, "block_count": capture.block_count,

@@ -314,6 +314,13 @@ def open_source(capture: CaptureConfig) -> PacketSource:
     return MultiSource(sources)
 
 
+def source_names(capture: CaptureConfig) -> list[str]:
+    """The names the sources' stats carry: interfaces, then ``hep:PORT`` (UDP) and
+    ``hep-tcp:PORT`` listeners (the bounded ``interface`` label of the capture metrics)."""
+    return [*capture.interfaces, *(f"hep:{h.port}" if h.transport == "udp" else
+                                   f"hep-tcp:{h.port}" for h in capture.hep_listeners)]
+
+
 def open_ring(capture: CaptureConfig) -> PacketSource:
     """The live capture: AF_PACKET ring on Linux, the scapy fallback elsewhere."""
     kwargs: dict[str, Any] = {
@@ -359,7 +366,7 @@ def start_exporter(config: Config, health: HealthCheck) -> Exporter:
     from prometheus_client import REGISTRY
 
     metrics = ProbeMetrics(REGISTRY, site=config.exporter.site, config=config)
-    metrics.set_interfaces(config.capture.interfaces)
+    metrics.set_interfaces(source_names(config.capture))
     metrics.config_reloaded(True, time.time())
     server = MetricsServer(REGISTRY, health)
     server.start(config.exporter.host, config.exporter.port)

@@ -70,16 +70,18 @@ def test_listener_config_is_validated() -> None:
 def test_open_source_adds_the_configured_listeners() -> None:
     if os.geteuid() != 0:
         pytest.skip("the AF_PACKET ring needs CAP_NET_RAW")
-    from agent.daemon import open_source
+    from agent.daemon import open_source, source_names
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    source = open_source(CaptureConfig(interfaces=["lo"], hep_listeners=[
+    cfg = CaptureConfig(interfaces=["lo"], hep_listeners=[
         {"address": "127.0.0.1", "port": port, "allowed_senders": ["127.0.0.1/32"]},
         {"address": "127.0.0.1", "port": port, "transport": "tcp",
-         "allowed_senders": ["127.0.0.1/32"]}]))
+         "allowed_senders": ["127.0.0.1/32"]}])
+    source = open_source(cfg)
     try:
         assert isinstance(source, MultiSource)
         assert {"lo", f"hep:{port}", f"hep-tcp:{port}"} <= set(source.stats())
+        assert set(source_names(cfg)) <= set(source.stats())
     finally:
         source.close()

@@ -43,7 +43,8 @@ def netns() -> Iterator[str]:
     name = f"vp-hep-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        for cmd in (["link", "set", "lo", "up"], # a quiet interface to capture on (no dummy module here)
+        # d0: a quiet interface to capture on (no dummy module on this kernel)
+        for cmd in (["link", "set", "lo", "up"],
                     ["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
                     ["link", "set", "d0", "up"], ["link", "set", "d1", "up"]):
             subprocess.run(["ip", "-n", name, *cmd], check=True)

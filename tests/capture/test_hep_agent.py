@@ -20,6 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_hep_kamailio import CFG, MODULES
 
+pytestmark = [pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[2]
 HEP_PORT, PROXY, UAS, UAC, EXPORTER = 9060, 15060, 15062, 15061, 19957
 

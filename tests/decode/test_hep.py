@@ -63,6 +63,7 @@ def _addr(raw: bytes) -> str:
     return str(ipaddress.ip_address(raw))
 
 
+@pytest.mark.needs_tshark
 @pytest.mark.parametrize(("name", "capture_id"), [("hep3_sip.pcap", 2001),
                                                    ("hep3_compressed.pcapng", 228)])
 def test_corpus_records_match_the_independent_chunk_dump(name: str, capture_id: int) -> None:
@@ -395,6 +396,7 @@ def _lua_rows(path: Path, version: int, lua: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines()]
 
 
+@pytest.mark.needs_tshark
 @pytest.mark.parametrize("source", ["hep3_sip.pcap", "hep3_compressed.pcapng", "v3", "zlib",
                                     "v2"])
 def test_fields_agree_with_the_hep_wireshark_lua_dissector(source: str,

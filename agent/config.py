@@ -120,6 +120,11 @@ class CaptureConfig(BaseModel):
     hep_ports: list[Port] = Field(default_factory=lambda: [9060])
     # HEP collector sockets of the live agent (none by default).
     hep_listeners: list[HepListenerConfig] = Field(default_factory=list)
+    # Mirrored traffic: UDP destination ports decoded as VXLAN (RFC 7348; Linux's
+    # pre-IANA default is 8472) and as TZSP (MikroTik's sniffer stream) when the
+    # header is valid; other datagrams to them stay plain UDP. Offline decode too.
+    vxlan_ports: list[Port] = Field(default_factory=lambda: [4789])
+    tzsp_ports: list[Port] = Field(default_factory=lambda: [37008])
 
     @field_validator("interfaces")
     @classmethod

@@ -42,7 +42,7 @@ from agent.calls.events import Event
 from agent.calls.table import CallTable
 from agent.capture.batch import Batch
 from agent.config import Config
-from agent.decode import Decoder
+from agent.decode import Decoder, TunnelPorts
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
 from agent.decode.hep_unwrap import HepUnwrapper
@@ -63,6 +63,10 @@ _M64 = (1 << 64) - 1
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     config: Config = field(default_factory=Config)
+
+    def tunnel_ports(self) -> TunnelPorts:
+        capture = self.config.capture
+        return TunnelPorts.of(vxlan=capture.vxlan_ports, tzsp=capture.tzsp_ports)
 
     def tracker(self) -> TrackerConfig:
         return TrackerConfig(idle_timeout_s=self.config.calls.media_idle_timeout_s,
@@ -91,8 +95,9 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         cfg = self.config.config
-        self.decoder = Decoder()
-        self.hep = HepUnwrapper(cfg.capture.hep_ports)
+        self.decoder = Decoder(tunnel_ports=self.config.tunnel_ports())
+        # HEP inside a VXLAN/TZSP mirror is found too: the same tunnel ports
+        self.hep = HepUnwrapper(cfg.capture.hep_ports, tunnel_ports=self.config.tunnel_ports())
         self.streams = StreamTracker(self.config.tracker())
         self.sip = SipTracker(setup_timeout_s=cfg.calls.setup_timeout_s)
         self.tcp = SipTcpReassembler()
@@ -120,6 +125,7 @@ class Engine:
         self.calls.config = config
         self.calls.intervals.config = config
         self.sip.setup_timeout_s = config.calls.setup_timeout_s
+        self.decoder.tunnel_ports = self.config.tunnel_ports()
         self.streams.config = replace(self.streams.config,
                                       idle_timeout_s=config.calls.media_idle_timeout_s)
         return ["quality.jitter_buffer"] if config.quality.jitter_buffer != \

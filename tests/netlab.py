@@ -58,6 +58,8 @@ A_ADDR = "198.18.7.1"
 R_ADDR_A = "198.18.7.254"
 R_ADDR_B = "198.18.8.254"
 B_ADDR = "198.18.8.2"
+R_ADDR_P = "198.18.9.254"  # R's side of the link to a probe that is not on the path
+P_ADDR = "198.18.9.2"
 A_SIP_PORT = 5061
 B_SIP_PORT = 5060
 B_MEDIA_PORT = 6000
@@ -333,6 +335,36 @@ class Lab:
                 _run(["ip", "netns", "del", ns], timeout=10)
         self._created.clear()
 
+    @property
+    def ns_p(self) -> str:
+        return f"{self.prefix}{self.tag}-p"
+
+    def mirror_over_vxlan(self, interface: str = "rb", vni: int = 100) -> str:
+        """R mirrors everything ``interface`` sends and receives to a probe namespace P
+        over VXLAN (UDP 4789), as a switch's or router's mirror session would: a
+        ``type vxlan`` device and ``tc`` mirred actions on both clsact hooks. P's ``p0``
+        (198.18.9.2) receives the VXLAN datagrams; returns P's namespace name."""
+        ns_p = self.ns_p
+        if ns_p in _netns_list():
+            raise LabError(f"network namespace {ns_p} already exists (a previous run leaked?)")
+        _run(["ip", "netns", "add", ns_p])
+        self._created.append(ns_p)
+        _run(["ip", "link", "add", "rp", "netns", self.ns_r, "type", "veth",
+              "peer", "name", "p0", "netns", ns_p])
+        for ns, dev, addr in ((self.ns_r, "rp", f"{R_ADDR_P}/24"), (ns_p, "p0", f"{P_ADDR}/24")):
+            _run(["ip", "-n", ns, "addr", "add", addr, "dev", dev])
+            _run(["ip", "-n", ns, "link", "set", dev, "up"])
+        _run(["ip", "-n", ns_p, "link", "set", "lo", "up"])
+        _run(["ip", "-n", self.ns_r, "link", "add", "vx0", "type", "vxlan", "id", str(vni),
+              "local", R_ADDR_P, "remote", P_ADDR, "dstport", "4789", "dev", "rp"])
+        _run(["ip", "-n", self.ns_r, "link", "set", "vx0", "up"])
+        tc = ["ip", "netns", "exec", self.ns_r, "tc"]
+        _run([*tc, "qdisc", "add", "dev", interface, "clsact"])
+        for hook in ("ingress", "egress"):
+            _run([*tc, "filter", "add", "dev", interface, hook, "protocol", "all", "u32",
+                  "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "vx0"])
+        return ns_p
+
     # -- processes -----------------------------------------------------------------------
 
     def _spawn(self, ns: str, cmd: Sequence[str], log: Path, cwd: Path | None = None,
@@ -348,20 +380,21 @@ class Lab:
         self._procs.append(proc)
         return proc
 
-    def start_capture(self, capture: Path, interface: str = "rb") -> subprocess.Popen[bytes]:
+    def start_capture(self, capture: Path, interface: str = "rb",
+                      ns: str | None = None) -> subprocess.Popen[bytes]:
         """tcpdump on R's interface toward B (or ``interface``, e.g. ``ra`` toward A, where
-        A->B packets are seen before the forward chain and B->A after it); returns once
-        it is listening.
+        A->B packets are seen before the forward chain and B->A after it; or an interface
+        of namespace ``ns``); returns once it is listening.
 
         ``--immediate-mode``: without it libpcap hands packets over in blocks (up to 1 s
         late) and the packets of the last block are lost when tcpdump is stopped.
         ``-Z root``: tcpdump would otherwise drop to its own user, who cannot write into a
         root-only temporary directory."""
         proc = self._spawn(
-            self.ns_r,
+            ns or self.ns_r,
             ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
              "-w", str(capture)],
-            self.workdir / "tcpdump.log", stderr_pipe=True,
+            self.workdir / f"tcpdump-{capture.stem}.log", stderr_pipe=True,
         )
         assert proc.stderr is not None
         seen = b""
@@ -438,6 +471,11 @@ class Lab:
             uac_log=uac_log, uas_log=uas_log, seconds=time.monotonic() - started,
             gateway_rules=tuple(self.gateway_rules),
         )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process a lab started (tcpdump: SIGINT flushes its capture)."""
+    _stop(proc, signal.SIGINT, 5.0)
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:

@@ -63,6 +63,41 @@ class RtcpRecord(_Frozen):
     xr_discard_ratio: float | None = None
 
 
+class EndpointReportRecord(_Frozen):
+    """What an endpoint reported about this direction in an RFC 6035 vq-rtcpxr report
+    (agent/calls/endpoint_report.py): its own figures, beside the probe's. None where the
+    report left a metric out or marked it unavailable."""
+
+    kind: Literal["session", "interval", "alert"]
+    call_term: bool  # the reporter's last report of the session ("VQSessionReport: CallTerm")
+    # receiver: the end this direction flows to measured it (its LocalMetrics); sender:
+    # the end it flows from reported what the receiver told it (its RemoteMetrics)
+    reporter: Literal["receiver", "sender"]
+    reporter_side: Literal["caller", "callee"] | None  # the PUBLISH came from its address
+    reported_ts: float  # packet time of the report's message
+    codec: str | None  # the report's payload description (PD)
+    mos_lq: float | None
+    mos_cq: float | None
+    r_lq: float | None
+    r_cq: float | None
+    mos_cq_difference: float | None  # endpoint's MOS-CQ minus the probe's (quality.mos_cq)
+    network_loss_ratio: float | None  # NLR
+    jb_discard_ratio: float | None  # JDR
+    burst_density_ratio: float | None
+    burst_duration_ms: int | None
+    gap_density_ratio: float | None
+    gap_duration_ms: int | None
+    round_trip_ms: int | None  # RTD
+    end_system_delay_ms: int | None  # ESD
+    symm_one_way_delay_ms: int | None  # SOWD
+    interarrival_jitter_ms: int | None  # IAJ
+    mean_abs_jitter_ms: int | None  # MAJ
+    jitter_buffer_adaptive: int | None  # JBA: 0 unknown, 2 non-adaptive, 3 adaptive
+    jitter_buffer_nominal_ms: int | None
+    jitter_buffer_max_ms: int | None
+    jitter_buffer_abs_max_ms: int | None
+
+
 class DirectionRecord(_Frozen):
     direction: str  # inbound/outbound, or a_to_b (caller -> callee) / b_to_a
     # what the stream carries: audio, video, image (T.38), text, application, or
@@ -78,6 +113,8 @@ class DirectionRecord(_Frozen):
     # RFC 4733 event-only streams (own SSRC) on this direction's 5-tuple: telephone
     # events, not media; reported, not rated.
     event_streams: list[dict[str, Any]] = []
+    # the endpoint's own RFC 6035 report about this direction, when one joined the call
+    endpoint_report: EndpointReportRecord | None = None
 
 
 class CallRecord(_Frozen):

@@ -27,6 +27,16 @@ The table owns three timers (`next_deadline` / `expire(now)`, packet time):
 - *intervals*: at every multiple of ``calls.interval_s`` of packet time each
   running stream is snapshotted and rated (`CallInterval`, `mos_min`).
 
+RFC 6035 reports (`QualityReported`: a phone's PUBLISH, its own Call-ID) join
+the call their ``CallID:`` line names while that call is in the table: during
+the call (interval reports) or while it lingers after its dialog ended — the
+usual case, phones send their session report right after the BYE, and the
+linger (``linger_s`` after the BYE) is what gives it time to arrive. Each
+direction of the record then shows the block that describes it
+(`agent.calls.endpoint_report`). A report for a call whose record was already
+emitted is counted ``reports_late``, one for a call the probe never saw
+``reports_unjoined``; neither is kept (a record, once emitted, is final).
+
 Every table is bounded (``max_calls``; evictions counted).
 """
 
@@ -38,6 +48,12 @@ import math
 from dataclasses import dataclass, field
 
 from agent.calls.correlate import SDP_RACE_S, MediaIndex
+from agent.calls.endpoint_report import (
+    MAX_REPORTS_PER_CALL,
+    best_block,
+    describes_any,
+    endpoint_record,
+)
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
@@ -49,7 +65,14 @@ from agent.media.payloads import TELEPHONE_EVENT, MediaKind, media_kind
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.tracker import Started, StreamTracker
-from agent.sip.events import CallSignalling, DialogEnded, EndReason, Side, SipEvent
+from agent.sip.events import (
+    CallSignalling,
+    DialogEnded,
+    EndReason,
+    QualityReported,
+    Side,
+    SipEvent,
+)
 from agent.sip.tracker import SipTracker
 from agent.sla.policy import direction_of, dscp_compliance_ratio, peer_of
 
@@ -64,6 +87,7 @@ class _Call:
     ended: bool = False
     last_media_ts: float = -math.inf  # of the ended streams
     live_serial: int = -1  # the serial of its current liveness entry (-1: none)
+    reports: list[QualityReported] = field(default_factory=list)  # RFC 6035, newest last
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +107,17 @@ class CallCounters:
     streams_unsignalled: int = 0
     streams_rejoined: int = 0  # running streams a later SDP explained
     streams_closed_by_reuse: int = 0  # closed because a new call advertised their endpoint
+    reports_joined: int = 0  # RFC 6035 reports kept with their call
+    reports_late: int = 0  # ... that came after their call's record was emitted
+    reports_unjoined: int = 0  # ... about a call the probe does not know
+    reports_unmatched: int = 0  # joined reports that described none of the call's streams
 
     def as_dict(self) -> dict[str, int]:
         return {k: int(getattr(self, k)) for k in CallCounters.__dataclass_fields__}
 
 
 Timer = list[tuple[float, int, str]]
+MAX_CLOSED_IDS = 4096  # Call-IDs of emitted records remembered to tell late reports apart
 
 
 class CallTable:
@@ -116,14 +145,18 @@ class CallTable:
         self._live: Timer = []  # (liveness deadline, serial, call id)
         self._serial = itertools.count()
         self._interval_k: int | None = None  # next interval boundary: k * interval_s
+        self._closed: dict[str, None] = {}  # Call-IDs of emitted records, oldest first
 
     def __len__(self) -> int:
         return len(self._calls)
 
     # -- input ------------------------------------------------------------------------
 
-    def on_sip(self, event: SipEvent) -> list[Event]:
+    def on_sip(self, event: SipEvent | QualityReported) -> list[Event]:
         """A dialog event, at the packet time of the message (or timer) behind it."""
+        if isinstance(event, QualityReported):
+            self._report(event)
+            return []
         sig = event.call
         call = self._calls.get(sig.call_id)
         if call is None:
@@ -142,6 +175,19 @@ class CallTable:
         for ep in self.index.update(sig):
             out.extend(self._readvertised(ep, sig.call_id, sig.last_ts))
         return out
+
+    def _report(self, event: QualityReported) -> None:
+        call = self._calls.get(event.report.call_id)
+        if call is None:
+            if event.report.call_id in self._closed:
+                self.counters.reports_late += 1
+            else:
+                self.counters.reports_unjoined += 1
+            return
+        if len(call.reports) >= MAX_REPORTS_PER_CALL:
+            del call.reports[0]
+        call.reports.append(event)
+        self.counters.reports_joined += 1
 
     def stream_started(self, st: Started) -> None:
         """A stream was validated: join it to the call whose SDP explains it, if any."""
@@ -347,6 +393,9 @@ class CallTable:
         """Build and forget one call's record."""
         call = self._forget(call_id)
         self.counters.calls_ended += 1
+        if len(self._closed) >= MAX_CLOSED_IDS:
+            del self._closed[next(iter(self._closed))]
+        self._closed[call_id] = None
         return self._record(call)
 
     def _forget(self, call_id: str) -> _Call:
@@ -411,6 +460,8 @@ class CallTable:
             ).model_copy(update={"event_streams": events.get(_path(s), [])})
             for toward, s in media
         ]
+        if call.reports:
+            directions = self._endpoint_reports(call, directions, [s for _, s in media])
         sig_ok = (None if profile.signalling_dscp is None
                   else dscp_compliance_ratio(sig.signalling_dscp, profile.signalling_dscp))
         return CallRecord(
@@ -432,6 +483,22 @@ class CallTable:
             directions=directions,
             sla=call_verdict(profile, directions, setup, sig.signalling_dscp, counted),
         )
+
+    def _endpoint_reports(self, call: _Call, directions: list[DirectionRecord],
+                          streams: list[StreamStats]) -> list[DirectionRecord]:
+        """Each direction with the report block that describes it (module docstring)."""
+        out = []
+        for d, s in zip(directions, streams, strict=True):
+            found = best_block(call.reports, s.key)
+            if found is None:
+                out.append(d)
+                continue
+            probe = d.quality.mos_cq if d.quality is not None else None
+            rec = endpoint_record(found[1], call.signalling, probe)
+            out.append(d.model_copy(update={"endpoint_report": rec}))
+        keys = [s.key for s in streams]
+        self.counters.reports_unmatched += sum(not describes_any(r, keys) for r in call.reports)
+        return out
 
     def _pseudo(self, streams: list[StreamStats]) -> CallRecord:
         peer = self._peer([s.key.dst_endpoint.addr for s in streams]

@@ -11,10 +11,14 @@ packet                                          kept
 ==============================================  ==========================
 UDP from/to a SIP port (default 5060-5061)      ``snaplen`` (whole)
 UDP whose payload starts with 'A'..'Z'          ``snaplen`` (SIP on any port)
+UDP from/to a ``sip_ports`` entry the daemon    ``snaplen`` (VXLAN, TZSP, HEP:
+adds for mirrors and exporters                  tunnels carry SIP)
 UDP, RTP version 2, second byte 200..207 (RTCP)  ``snaplen``
 UDP, anything else (RTP media, DNS, STUN ...)   ``media_snaplen`` (128)
 IPv4 non-first fragment, IPv6 fragment of UDP   ``snaplen`` (SIP reassembly)
 TCP from/to a SIP port                          ``snaplen``
+GRE (IP protocol 47: ERSPAN I/II/III, GRETAP,   ``snaplen`` (mirrored traffic:
+NVGRE) when ``keep_gre`` (the default)          SIP inside must stay whole)
 everything else (ARP, ICMP, other TCP, ...)     0: dropped in the kernel
 ==============================================  ==========================
 
@@ -237,6 +241,7 @@ def builtin_program(
     media_snaplen: int = DEFAULT_MEDIA_SNAPLEN,
     snaplen: int = DEFAULT_SNAPLEN,
     ascii_is_sip: bool = True,
+    keep_gre: bool = True,
 ) -> BpfProgram:
     """The SIP/RTP/RTCP program described in the module docstring."""
     if not 0 < media_snaplen <= snaplen:
@@ -270,6 +275,8 @@ def builtin_program(
     a.jump(JSET, 0x1FFF, "ip4frag")
     a.op(LD | B | IND, 9)
     a.jump(JEQ, 17, "ip4udp")
+    if keep_gre:
+        a.jump(JEQ, 47, "full")
     a.jump(JEQ, 6, "ip4tcp", "drop")
     a.label("ip4udp")
     a.op(LD | B | IND, 0)
@@ -292,6 +299,8 @@ def builtin_program(
     a.label("ip6")
     a.op(LD | B | IND, 6)
     a.jump(JEQ, 17, "ip6udp")
+    if keep_gre:
+        a.jump(JEQ, 47, "full")
     a.jump(JEQ, 6, "ip6tcp")
     a.jump(JEQ, 44, "ip6frag", "drop")
     a.label("ip6udp")

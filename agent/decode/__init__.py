@@ -3,5 +3,6 @@
 from agent.decode.counters import DecodeCounters, DecodeLimits
 from agent.decode.decoder import Decoder
 from agent.decode.frames import Frames
+from agent.decode.tunnels import TunnelPorts
 
-__all__ = ["DecodeCounters", "DecodeLimits", "Decoder", "Frames"]
+__all__ = ["DecodeCounters", "DecodeLimits", "Decoder", "Frames", "TunnelPorts"]

@@ -46,6 +46,7 @@ class DecodeCounters:
     bad_l4_header: int = 0
     not_udp_tcp: int = 0
     tunnel_too_deep: int = 0
+    tunnel_unsupported: int = 0  # a valid tunnel carrying a frame decode does not read
     fragments_bad: int = 0
     fragments_duplicate: int = 0
     # a fragment stored (no row yet)
@@ -71,6 +72,7 @@ PER_PACKET_DROPS: tuple[str, ...] = (
     "bad_l4_header",
     "not_udp_tcp",
     "tunnel_too_deep",
+    "tunnel_unsupported",
     "fragments_bad",
     "fragments_duplicate",
 )

@@ -3,7 +3,8 @@
 Theory of operation: `fastpath.decode_fast` decodes the common shapes for the
 whole batch with numpy and claims the packets it fully handled; every other
 packet goes through `slowpath.SlowPath` (plain Python, one packet at a time),
-which also owns fragment reassembly and tunnels. The two sets of rows are merged
+which also owns fragment reassembly and tunnels (a UDP datagram to a tunnel port
+is always left to it). The two sets of rows are merged
 back into packet order. The decoder is stateful only through the fragment
 table, whose clock is the packets' own timestamps.
 """
@@ -19,6 +20,7 @@ from agent.decode.fastpath import Columns, decode_fast
 from agent.decode.fragments import Reassembler
 from agent.decode.frames import COLUMN_DTYPES, Frames, empty_frames
 from agent.decode.slowpath import Row, SlowPath
+from agent.decode.tunnels import TunnelPorts
 
 _LOW64 = (1 << 64) - 1
 # Row tuple positions (see slowpath.Row) of the columns that are copied as they are.
@@ -32,18 +34,28 @@ _ROW_COLUMNS: tuple[tuple[str, int], ...] = (
 class Decoder:
     """Decodes batches into `Frames`; counts every packet it drops in `counters`.
 
+    ``tunnel_ports``: UDP destination ports tried as VXLAN and TZSP (`TunnelPorts`).
     ``force_slow_path`` sends every packet through the per-packet reference path
     (for the test that holds both paths to identical columns).
     """
 
     def __init__(
-        self, limits: DecodeLimits | None = None, *, force_slow_path: bool = False
+        self, limits: DecodeLimits | None = None, *,
+        tunnel_ports: TunnelPorts | None = None, force_slow_path: bool = False,
     ) -> None:
         self.limits = limits if limits is not None else DecodeLimits()
         self.counters = DecodeCounters()
         self.force_slow_path = force_slow_path
         self._reassembler = Reassembler(self.limits, self.counters)
-        self._slow = SlowPath(self.counters, self._reassembler)
+        self._slow = SlowPath(self.counters, self._reassembler, tunnel_ports)
+
+    @property
+    def tunnel_ports(self) -> TunnelPorts:
+        return self._slow.tunnel_ports
+
+    @tunnel_ports.setter
+    def tunnel_ports(self, ports: TunnelPorts) -> None:
+        self._slow.tunnel_ports = ports
 
     @property
     def fragment_sets(self) -> int:
@@ -66,7 +78,7 @@ class Decoder:
         if self.force_slow_path:
             fast_idx = np.zeros(0, np.int64)
         else:
-            fast_idx, fast_cols = decode_fast(batch)
+            fast_idx, fast_cols = decode_fast(batch, self.tunnel_ports.all)
         rows: list[Row] = []
         appended: list[bytes] = []
         if fast_idx.size < n:

@@ -2,10 +2,10 @@
 
 Shapes handled: Ethernet with 0..2 VLAN tags, Linux SLL/SLL2 or raw IP (LINKTYPE
 101/12/14/228/229), then IPv4 (options allowed, not a fragment) or IPv6 without
-extension headers, then UDP or TCP. A packet is *claimed* only when every check
-that `slowpath` would make passes; everything else (drops included) is left to
-the slow path, so the two paths agree by construction and the comparison test
-holds them to it.
+extension headers, then UDP (not to a tunnel port) or TCP. A packet is
+*claimed* only when every check that `slowpath` would make passes; everything
+else (drops included) is left to the slow path, so the two paths agree by
+construction and the comparison test holds them to it.
 
 All bytes are gathered with ``np.take(..., mode="clip")`` at ``offset + k``: a
 read past a short packet lands in the next packet (or is clipped at the end of
@@ -214,8 +214,14 @@ def _select(net: _Net, sel: I64) -> _Net:
     )
 
 
-def decode_fast(batch: Batch) -> tuple[I64, Columns]:
-    """Claimed packet indices (ascending) and their Frames columns (without ts/wire_len)."""
+def decode_fast(
+    batch: Batch, tunnel_ports: frozenset[int] = frozenset()
+) -> tuple[I64, Columns]:
+    """Claimed packet indices (ascending) and their Frames columns (without ts/wire_len).
+
+    UDP to a destination port in ``tunnel_ports`` (VXLAN, TZSP) is never claimed: the
+    slow path decides whether it is a tunnel or plain UDP.
+    """
     n = len(batch)
     if n == 0:
         return np.zeros(0, np.int64), {}
@@ -232,10 +238,12 @@ def decode_fast(batch: Batch) -> tuple[I64, Columns]:
     )
     if idx6.size and idx4.size:  # restore packet order for the merge
         net = _select(net, np.argsort(net.idx, kind="stable"))
-    return _transport(g, off, cap, net, link)
+    return _transport(g, off, cap, net, link, tunnel_ports)
 
 
-def _transport(g: _Gather, off: I64, cap: I64, net: _Net, link: _Link) -> tuple[I64, Columns]:
+def _transport(
+    g: _Gather, off: I64, cap: I64, net: _Net, link: _Link, tunnel_ports: frozenset[int]
+) -> tuple[I64, Columns]:
     """UDP (RFC 768) and TCP (RFC 9293) headers; same length rules as the slow path."""
     l4, end = net.l4, net.end
     capi = cap[net.idx]
@@ -246,9 +254,10 @@ def _transport(g: _Gather, off: I64, cap: I64, net: _Net, link: _Link) -> tuple[
     udp = net.proto == L.IPPROTO_UDP
     ulen = g.be16(pos, 4)
     thlen = (g.u8(tpos, 12) >> 4) * 4
+    not_tunnel = ~np.isin(g.be16(pos, 2), list(tunnel_ports)) if tunnel_ports else True
     ok = np.where(
         udp,
-        (l4 + 8 <= end) & (l4 + 8 <= capi) & (ulen >= 8),
+        (l4 + 8 <= end) & (l4 + 8 <= capi) & (ulen >= 8) & not_tunnel,
         (l4 + 20 <= end) & (thlen >= 20) & (l4 + thlen <= end) & (l4 + thlen <= capi),
     )
     sel = np.flatnonzero(ok)

@@ -65,6 +65,7 @@ from agent.decode.hep import (
     hep_version,
     parse_hep,
 )
+from agent.decode.tunnels import TunnelPorts
 
 HEP_PORT = 9060  # the HOMER collector's registered default
 DEDUP_WINDOW = 4096  # HEP packets remembered for duplicate detection
@@ -130,12 +131,15 @@ def build_packet(rec: HepRecord, tcp_seq: int = 0) -> bytes:
 class HepUnwrapper:
     """Replaces HEP datagrams in batches by the packets they carry (see the module doc).
 
-    ``ports``: UDP destination ports that carry HEP (empty: the stage is off)."""
+    ``ports``: UDP destination ports that carry HEP (empty: the stage is off);
+    ``tunnel_ports``: as the engine's decoder has them, so HEP mirrored inside VXLAN or
+    TZSP is found too."""
 
-    def __init__(self, ports: Iterable[int] = (HEP_PORT,)) -> None:
+    def __init__(self, ports: Iterable[int] = (HEP_PORT,), *,
+                 tunnel_ports: TunnelPorts | None = None) -> None:
         self.ports = np.array(sorted(set(ports)), dtype=np.uint16)
         self.counters = HepCounters()
-        self._decoder = Decoder()
+        self._decoder = Decoder(tunnel_ports=tunnel_ports)
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._tcp_seq: OrderedDict[tuple[bytes, bytes, int, int], int] = OrderedDict()
 

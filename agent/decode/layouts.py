@@ -28,7 +28,7 @@ VLAN_TPIDS = frozenset({ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD})
 ETH_PPPOE_SESSION = 0x8864  # RFC 2516
 ETH_TEB = 0x6558  # transparent Ethernet bridging (GRE carrying Ethernet, RFC 1701)
 ETH_ERSPAN_II = 0x88BE  # Cisco ERSPAN type II (draft-foschiano-erspan)
-ETH_ERSPAN_III = 0x22EB
+ETH_ERSPAN_III = 0x22EB  # ERSPAN type III; type I is 0x88BE without GRE's S bit
 ETH_PPP_GRE = 0x880B  # PPTP enhanced GRE (RFC 2637) carrying PPP
 
 # PPP protocol numbers (RFC 1661 / RFC 5072).
@@ -73,6 +73,30 @@ UDP_HDR = struct.Struct("!HHHH")  # RFC 768: sport, dport, length, checksum
 TCP_HDR = struct.Struct("!HHIIBB")  # RFC 9293 §3.1: ports, seq, ack, offset, flags
 GRE_HDR = struct.Struct("!HH")  # RFC 2784: flags/version, protocol type
 PPPOE_HDR = struct.Struct("!BBHHH")  # RFC 2516 §4: ver/type, code, session, length, PPP proto
+
+# ERSPAN (draft-foschiano-erspan-03 §4.2-4.3): type II header 8 bytes, type III
+# 12 plus an 8-byte platform-specific sub-header when its O bit is set; type III's
+# last 16 bits are P(1) FT(5) HW ID(6) D(1) Gra(2) O(1); frame type 0 = Ethernet,
+# 2 = IP packet.
+ERSPAN_II_LEN = 8
+ERSPAN_III_LEN = 12
+ERSPAN_III_PLATFORM_LEN = 8
+ERSPAN_FT_ETHERNET = 0
+ERSPAN_FT_IP = 2
+
+# VXLAN (RFC 7348 §5): flags (I bit 0x08 = VNI valid), 24 reserved bits, VNI, 8 reserved.
+VXLAN_HDR_LEN = 8
+VXLAN_FLAG_I = 0x08
+
+# TZSP (TaZmen Sniffer Protocol, MikroTik/Philips): version 1, type, encapsulation,
+# then tags (0 padding and 1 end are single octets, others type/length/value).
+TZSP_HDR = struct.Struct("!BBH")  # version, type, encapsulation
+TZSP_VERSION = 1
+TZSP_FRAME_TYPES = frozenset({0, 1})  # received tag list, packet for transmit
+TZSP_ENCAP_ETHERNET = 1
+TZSP_TAG_PADDING = 0
+TZSP_TAG_END = 1
+TZSP_MAX_TAGS = 64  # bounds the walk; senders put one END tag or a handful of radio tags
 
 SLL_HDR_LEN = 16
 SLL_PROTO_OFF = 14

@@ -4,7 +4,8 @@ This is the readable twin of `fastpath` (DESIGN rule 5): it fills exactly the sa
 columns under exactly the same rules, and the vectorised path hands it every
 packet it cannot prove it handles. It also owns what only makes sense per packet:
 IP fragment reassembly, tunnels (IP-in-IP, GRE, ERSPAN, PPPoE), IPv6 extension
-headers and BSD loopback.
+headers and BSD loopback, and the UDP tunnels (VXLAN, TZSP) on their configured
+destination ports (`tunnels` says when a datagram is one).
 
 Rules shared with the fast path (the comparison test holds both to them):
 - ``wire_end`` = max(wirelen, caplen) measured from the packet start; an IP length
@@ -28,6 +29,10 @@ from agent.capture.batch import Batch
 from agent.decode import layouts as L
 from agent.decode.counters import DecodeCounters
 from agent.decode.fragments import Reassembler
+from agent.decode.tunnels import Inner, TunnelPorts
+from agent.decode.tunnels import gre_erspan as _gre_erspan
+from agent.decode.tunnels import tzsp as _tzsp
+from agent.decode.tunnels import vxlan as _vxlan
 
 MAX_TUNNEL_DEPTH = 4  # encapsulations peeled per packet; more is an attack or a loop
 V4_MAPPED = 0xFFFF << 32
@@ -71,9 +76,13 @@ def _need(buf: bytes, end: int) -> None:
 class SlowPath:
     """Decodes packets one by one; one instance per `Decoder` (it shares the fragment table)."""
 
-    def __init__(self, counters: DecodeCounters, reassembler: Reassembler) -> None:
+    def __init__(
+        self, counters: DecodeCounters, reassembler: Reassembler,
+        tunnel_ports: TunnelPorts | None = None,
+    ) -> None:
         self._counters = counters
         self._reasm = reassembler
+        self.tunnel_ports = tunnel_ports if tunnel_ports is not None else TunnelPorts()
         self._appended: list[bytes] = []
         self._next_base = 0
 
@@ -116,13 +125,7 @@ class SlowPath:
             (proto,) = L.U16.unpack_from(buf, L.SLL2_PROTO_OFF)
             return self._ethertype(buf, L.SLL2_HDR_LEN, proto, ctx, wire_end)
         if lt in L.RAW_LINKTYPES:
-            _need(buf, 1)
-            version = buf[0] >> 4
-            if version == 4:
-                return self._ipv4(buf, 0, ctx, wire_end)
-            if version == 6:
-                return self._ipv6(buf, 0, ctx, wire_end)
-            raise _Drop("bad_ip_header")
+            return self._raw_ip(buf, 0, ctx, wire_end)
         if lt == L.LT_IPV4:
             return self._ipv4(buf, 0, ctx, wire_end)
         if lt == L.LT_IPV6:
@@ -130,6 +133,15 @@ class SlowPath:
         if lt in (L.LT_NULL, L.LT_LOOP):
             return self._loopback(buf, lt, ctx, wire_end)
         raise _Drop("unsupported_linktype")
+
+    def _raw_ip(self, buf: bytes, pos: int, ctx: _Ctx, wire_end: int) -> Row | None:
+        _need(buf, pos + 1)
+        version = buf[pos] >> 4
+        if version == 4:
+            return self._ipv4(buf, pos, ctx, wire_end)
+        if version == 6:
+            return self._ipv6(buf, pos, ctx, wire_end)
+        raise _Drop("bad_ip_header")
 
     def _loopback(self, buf: bytes, lt: int, ctx: _Ctx, wire_end: int) -> Row | None:
         _need(buf, 4)
@@ -299,10 +311,7 @@ class SlowPath:
         if proto == L.IPPROTO_TCP:
             return self._tcp(buf, pos, end, ip, ctx)
         if proto in (L.IPPROTO_IPIP, L.IPPROTO_IPV6, L.IPPROTO_GRE):
-            ctx.depth += 1
-            if ctx.depth > MAX_TUNNEL_DEPTH:
-                raise _Drop("tunnel_too_deep")
-            self._counters.tunnels_decapsulated += 1
+            self._enter_tunnel(ctx)
             if proto == L.IPPROTO_IPIP:  # RFC 2003; the inner packet must fit the outer
                 return self._ipv4(buf, pos, ctx, end)
             if proto == L.IPPROTO_IPV6:  # RFC 4213 §3.5
@@ -310,13 +319,40 @@ class SlowPath:
             return self._gre(buf, pos, end, ctx)
         raise _Drop("not_udp_tcp")
 
-    def _udp(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row:
+    def _enter_tunnel(self, ctx: _Ctx) -> None:
+        ctx.depth += 1
+        if ctx.depth > MAX_TUNNEL_DEPTH:
+            raise _Drop("tunnel_too_deep")
+        self._counters.tunnels_decapsulated += 1
+
+    def _inner(self, buf: bytes, inner: Inner, ctx: _Ctx, end: int) -> Row | None:
+        """The frame a tunnel carries, decoded like any other (its end bounds it)."""
+        if inner.link == L.LT_ETHERNET:
+            return self._ethernet(buf, inner.pos, ctx, end)
+        if inner.link == L.LT_RAW:
+            return self._raw_ip(buf, inner.pos, ctx, end)
+        raise _Drop("tunnel_unsupported")
+
+    def _udp_tunnel(self, buf: bytes, pos: int, end: int, dport: int) -> Inner | None:
+        ports = self.tunnel_ports
+        found = _vxlan(buf, pos, end) if dport in ports.vxlan else None
+        if found is None and dport in ports.tzsp:
+            found = _tzsp(buf, pos, end)
+        return found
+
+    def _udp(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row | None:
         if pos + L.UDP_HDR.size > end:
             raise _Drop("bad_l4_header")
         _need(buf, pos + L.UDP_HDR.size)
         sport, dport, length, _csum = L.UDP_HDR.unpack_from(buf, pos)
         if length < L.UDP_HDR.size:
             raise _Drop("bad_l4_header")
+        if dport in self.tunnel_ports.all:
+            dgram_end = min(pos + length, end)
+            inner = self._udp_tunnel(buf, pos + L.UDP_HDR.size, dgram_end, dport)
+            if inner is not None:
+                self._enter_tunnel(ctx)
+                return self._inner(buf, inner, ctx, dgram_end)
         avail = min(length, end - pos, len(buf) - pos) - L.UDP_HDR.size
         return (ctx.pkt, ip.version, ip.src, ip.dst, sport, dport, L.IPPROTO_UDP, ip.dscp,
                 ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + 8, avail, 0, 0)
@@ -352,13 +388,9 @@ class SlowPath:
             return self._ipv6(buf, pos, ctx, end)
         if ptype == L.ETH_TEB:
             return self._ethernet(buf, pos, ctx, end)
-        if ptype == L.ETH_ERSPAN_II:
-            # Type II carries an 8-byte ERSPAN header and sets GRE's S bit; type I has neither.
-            return self._ethernet(buf, pos + (8 if flags & 0x1000 else 0), ctx, end)
-        if ptype == L.ETH_ERSPAN_III:
-            _need(buf, pos + 12)
-            optional = 8 if buf[pos + 11] & 1 else 0  # O bit: platform-specific sub-header
-            return self._ethernet(buf, pos + 12 + optional, ctx, end)
+        if ptype in (L.ETH_ERSPAN_II, L.ETH_ERSPAN_III):  # types I and II share 0x88BE
+            _need(buf, pos + (L.ERSPAN_III_LEN if ptype == L.ETH_ERSPAN_III else 0))
+            return self._inner(buf, _gre_erspan(buf, pos, ptype, flags), ctx, end)
         if ptype == L.ETH_PPP_GRE:
             return self._ppp(buf, pos, ctx, end, "not_udp_tcp")
         raise _Drop("not_udp_tcp")

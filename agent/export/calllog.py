@@ -132,7 +132,8 @@ def format_line(rec: dict[str, Any]) -> str:
             f"{d.get('direction')}[{kind}mos={_num(quality.get('mos_cq'), '.2f')}"
             f" loss={_num(stream.get('loss_ratio'), '.2f', 100.0, '%')}"
             f" jitter={_num(stream.get('jitter_ms'), '.1f', unit='ms')}"
-            f" dscp={_num(d.get('dscp_compliance_ratio'), '.0f', 100.0, '%')}]"
+            f" dscp={_num(d.get('dscp_compliance_ratio'), '.0f', 100.0, '%')}"
+            f"{_endpoint(d.get('endpoint_report'))}]"
         )
     sla = rec.get("sla", {})
     crossed = sorted({v["threshold"] for v in sla.get("violations", [])}
@@ -142,3 +143,10 @@ def format_line(rec: dict[str, Any]) -> str:
     parts.append(f"sla={verdict}" + (f"({','.join(crossed)})" if crossed else ""))
     parts.append(f"profile={sla.get('profile', '-')}")
     return " ".join(parts)
+
+
+def _endpoint(rep: dict[str, Any] | None) -> str:
+    """`` endpoint_mos=3.90`` when the endpoint's RFC 6035 report covered the direction."""
+    if not rep:
+        return ""
+    return f" endpoint_mos={_num(rep.get('mos_cq'), '.2f')}"

@@ -19,7 +19,8 @@ Labels come only from bounded sets (DESIGN.md rule 6): ``site`` and
 ``interface`` from the config, ``peer`` (configured names or ``other``),
 ``direction``, ``codec`` (the quality codec table, else ``other``), SLA
 ``profile`` and ``threshold`` names, SIP ``method`` (`KNOWN_METHODS` +
-``OTHER``) and ``status_class``, ``end_reason``, DSCP ``expected`` class.
+``OTHER``) and ``status_class``, ``end_reason``, DSCP ``expected`` class,
+RFC 6035 report ``outcome`` (a fixed set).
 Every value is passed through a whitelist here, never trusted from a record:
 a Call-ID, number, SSRC or IP address can never become a label.
 
@@ -60,6 +61,9 @@ JITTER_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2
 LOSS_BUCKETS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5)
 ROUND_TRIP_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0)
 SETUP_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
+# Endpoint MOS-CQ minus the probe's: 0.1 is within both estimates' rounding, 0.5 a
+# different codec impairment or jitter-buffer behaviour, 1+ a different call experience.
+MOS_DIFFERENCE_BUCKETS = (-2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 DIRECTIONS = frozenset({"inbound", "outbound", "a_to_b", "b_to_a"})
 END_REASONS = frozenset({*(str(r) for r in EndReason), "unsignalled"})
@@ -89,12 +93,22 @@ _PARSE_ERRORS = {
     "route_sip_parse_errors": "sip",
     "sip_sdp_errors": "sdp",
     "rtcp_parse_errors": "rtcp",
+    "sip_vq_report_errors": "vq-rtcpxr",
+}
+# RFC 6035 reports: engine counter -> outcome label (agent/sip/tracker.py, calls/table.py)
+_REPORT_OUTCOMES = {
+    "sip_vq_reports": "received",
+    "sip_vq_report_errors": "malformed",
+    "calls_reports_joined": "joined",
+    "calls_reports_late": "late",
+    "calls_reports_unjoined": "unknown_call",
+    "calls_reports_unmatched": "unmatched",
 }
 _TABLE_NAMES = {"calls_calls": "calls"}  # engine prefix + the table's own counter name
 _DECODE_ERRORS = (
     "decode_unsupported_linktype", "decode_not_ip", "decode_truncated",
     "decode_bad_ip_header", "decode_bad_l4_header", "decode_tunnel_too_deep",
-    "decode_fragments_bad",
+    "decode_tunnel_unsupported", "decode_fragments_bad",
 )  # fmt: skip
 
 
@@ -214,6 +228,14 @@ class _CountersCollector(Collector):
             parse.add_metric([site, proto], c.get(key, 0))
         yield parse
 
+        reports = fam("endpoint_reports", "RFC 6035 vq-rtcpxr reports from endpoints, by "
+                      "outcome: received (parsed), malformed, joined to their call, late "
+                      "(after the call's record), unknown_call, unmatched (joined, but "
+                      "describing none of the call's streams).", ("outcome",))
+        for key, outcome in _REPORT_OUTCOMES.items():
+            reports.add_metric([site, outcome], c.get(key, 0))
+        yield reports
+
         decode = fam("decode_errors", "Frames the decoder dropped, by reason.", ("reason",))
         for key in _DECODE_ERRORS:
             decode.add_metric([site, key.removeprefix("decode_")], c.get(key, 0))
@@ -288,6 +310,10 @@ class ProbeMetrics:
         self.call_setup = Histogram(
             "call_setup_delay_seconds", "INVITE to first ringing/final response (RFC 6076 SRD).",
             ["site", "peer"], namespace=NAMESPACE, buckets=SETUP_DELAY_BUCKETS_S, registry=r)
+        self.endpoint_mos_difference = Histogram(
+            "endpoint_mos_difference", "Endpoint-reported (RFC 6035) MOS-CQ minus the "
+            "probe's MOS-CQ, per call direction with both.", ["site", "peer", "direction"],
+            namespace=NAMESPACE, buckets=MOS_DIFFERENCE_BUCKETS, registry=r)
         self.interval_mos = Histogram(
             "interval_mos", "MOS-CQ of each rated interval of a running stream.", q,
             namespace=NAMESPACE, buckets=MOS_BUCKETS, registry=r)
@@ -422,6 +448,9 @@ class ProbeMetrics:
         labels = (self.site, peer, _pick(d.direction, DIRECTIONS), codec)
         if d.quality is not None:  # audio only: video, T.38, events alone get no MOS
             self.call_mos.labels(*labels).observe(d.quality.mos_cq)
+        rep = d.endpoint_report
+        if rep is not None and rep.mos_cq_difference is not None:
+            self.endpoint_mos_difference.labels(*labels[:3]).observe(rep.mos_cq_difference)
         jitter = d.stream.get("jitter_ms")
         if isinstance(jitter, int | float):
             self.call_jitter.labels(*labels).observe(jitter / 1000.0)

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from agent.decode.endpoint import Endpoint
 from agent.sip.sdp import MediaDescription
+from agent.sip.vqreport import QualityReport
 
 __all__ = ["Endpoint"]  # re-exported: the SIP layer speaks in endpoints
 
@@ -117,3 +118,16 @@ class DialogEnded:
 
 
 SipEvent = DialogStarted | MediaChanged | DialogEnded
+
+
+@dataclass(frozen=True, slots=True)
+class QualityReported:
+    """An endpoint's RFC 6035 voice-quality report (a PUBLISH, or a NOTIFY of the
+    ``vq-rtcpxr`` package) was seen at packet time ``ts``, sent from ``reporter``.
+
+    The message is its own transaction with its own Call-ID; the call it is about is
+    ``report.call_id``, which only the call layer can resolve."""
+
+    ts: float
+    reporter: Endpoint
+    report: QualityReport

@@ -9,7 +9,13 @@ message with that Call-ID goes to its dialog, which emits `MediaChanged` for
 each new SDP body and `DialogEnded` when it ends. Every other message (REGISTER,
 OPTIONS, SUBSCRIBE/NOTIFY, MESSAGE, PUBLISH, or in-dialog requests of a call
 the probe never saw start) only moves the counters: it keeps no state, so
-registration storms and keep-alive OPTIONS cost nothing per Call-ID.
+registration storms and keep-alive OPTIONS cost nothing per Call-ID. The one
+exception is an RFC 6035 voice-quality report (a PUBLISH or NOTIFY with an
+``application/vq-rtcpxr`` body): it is parsed and handed on as
+`QualityReported` (the call layer joins it to the call its ``CallID:`` names);
+a body that does not parse is counted (``vq_report_errors``), and a
+retransmission (same Call-ID, CSeq and branch, remembered for the last
+``MAX_REPORT_KEYS`` reports) is dropped.
 
 The table is keyed by a value the network chooses, so it is bounded (DESIGN.md,
 rule 4): at most ``max_dialogs`` entries; when full, a new INVITE first drops
@@ -40,9 +46,11 @@ from agent.sip.events import (
     Endpoint,
     EndReason,
     MediaChanged,
+    QualityReported,
     SipEvent,
 )
 from agent.sip.message import SipMessage
+from agent.sip.vqreport import VqReportError, is_vq_report, parse_report
 
 # Methods counted by name; anything else is "OTHER" so counter keys stay bounded
 # (DESIGN.md rule 6: the network does not choose label values).
@@ -54,6 +62,9 @@ KNOWN_METHODS = frozenset(
 )  # fmt: skip
 # Methods that only exist inside an INVITE dialog: without one they are orphans.
 _CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO"})
+# RFC 6035 §3: reports travel in PUBLISH (to a collector) or NOTIFY (to a subscriber)
+_REPORT_METHODS = frozenset({"PUBLISH", "NOTIFY"})
+MAX_REPORT_KEYS = 1024  # recent reports remembered to drop their retransmissions
 
 
 @dataclass
@@ -73,6 +84,8 @@ class SipTrackerCounters:
     orphan_responses: int = 0  # responses to call-only methods of no known dialog
     unexpected: int = 0  # messages a dialog's state did not expect (table miss)
     sdp_errors: int = 0  # SDP bodies that did not parse (the message still counted)
+    vq_reports: int = 0  # RFC 6035 reports parsed (retransmissions excluded)
+    vq_report_errors: int = 0  # vq-rtcpxr bodies that did not parse (dropped)
 
     def as_dict(self) -> dict[str, int]:
         """Flat ``name -> value``; the dicts become ``requests_<method>`` and
@@ -105,6 +118,7 @@ class SipTracker:
         self._closing: dict[str, None] = {}  # CHALLENGED, TERMINATING
         self._confirmed: dict[str, None] = {}
         self._ended: dict[str, float] = {}  # Call-ID -> packet time it ended
+        self._reports: dict[tuple[str, int, str | None], None] = {}  # recent, oldest first
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -119,9 +133,11 @@ class SipTracker:
         ts: float,
         dscp: int = 0,
         transport: str = "udp",
-    ) -> list[SipEvent]:
+    ) -> list[SipEvent | QualityReported]:
         """One message seen at packet time ``ts`` (epoch s) from ``src`` to ``dst``."""
         self._count(msg)
+        if msg.is_request and msg.method in _REPORT_METHODS and is_vq_report(msg.content_type):
+            return self._report(msg, src, ts)
         dialog = self._dialogs.get(msg.call_id)
         if dialog is None:
             return self._start(msg, src, dst, ts, dscp, transport)
@@ -134,7 +150,7 @@ class SipTracker:
         self.counters.sdp_errors += dialog.sdp_errors - before[2]
         if dialog.state is not State.ENDED:
             self._place(dialog, before[0])
-        events: list[SipEvent] = []
+        events: list[SipEvent | QualityReported] = []
         if outcome.new_media or outcome.ended:
             call = dialog.snapshot()
             if outcome.new_media:
@@ -230,9 +246,26 @@ class SipTracker:
 
     # -- internals -----------------------------------------------------------
 
+    def _report(self, msg: SipMessage, src: Endpoint, ts: float
+                ) -> list[SipEvent | QualityReported]:
+        key = (msg.call_id, msg.cseq.number, msg.via_branch)
+        if key in self._reports:
+            self.counters.retransmissions += 1
+            return []
+        try:
+            report = parse_report(msg.body)
+        except VqReportError:
+            self.counters.vq_report_errors += 1
+            return []
+        if len(self._reports) >= MAX_REPORT_KEYS:
+            del self._reports[next(iter(self._reports))]
+        self._reports[key] = None
+        self.counters.vq_reports += 1
+        return [QualityReported(ts, src, report)]
+
     def _start(
         self, msg: SipMessage, src: Endpoint, dst: Endpoint, ts: float, dscp: int, transport: str
-    ) -> list[SipEvent]:
+    ) -> list[SipEvent | QualityReported]:
         if not (msg.is_request and msg.method == "INVITE" and msg.to_tag is None):
             # Not a call, or a call the probe saw no INVITE of (started before capture).
             if msg.method in _CALL_METHODS:
@@ -241,7 +274,7 @@ class SipTracker:
                 else:
                     self.counters.orphan_responses += 1
             return []
-        events = self._make_room(ts)
+        events: list[SipEvent | QualityReported] = [*self._make_room(ts)]
         dialog = Dialog(msg, src, dst, ts, transport)
         dialog.start(msg, src, ts, dscp)
         self.counters.sdp_errors += dialog.sdp_errors

@@ -301,3 +301,20 @@ def test_user_expression_compiled_with_libpcap() -> None:
         both.attach(s)
     with pytest.raises(BpfError, match="bad BPF expression"):
         compile_expression("udp and and", linktype=1)
+
+
+def test_gre_mirrors_are_kept_whole() -> None:
+    """ERSPAN/GRETAP mirrors arrive as IP protocol 47: SIP inside must reach the decoder
+    whole (issue 9); ``keep_gre=False`` drops them in the kernel as before."""
+    from scapy.layers.l2 import GRE
+
+    inner = bytes(E / A4 / UDP(sport=5060, dport=5060) / Raw(INVITE))
+    outers = (IP(src="198.18.7.1", dst="198.18.8.2"), IPv6(src="2001:db8::1", dst="2001:db8::2"))
+    for outer in outers:
+        gretap = E / outer / GRE(proto=0x6558) / Raw(inner)
+        erspan2 = E / outer / GRE(seqnum_present=1, proto=0x88BE, sequence_number=7) \
+            / Raw(b"\x10\x00\x00\x01\x00\x00\x00\x00" + inner)
+        for pkt in (gretap, erspan2):
+            raw = bytes(pkt)
+            assert len(raw) > 300 and kept(PROG, raw) == len(raw)
+            assert kept(bpf.builtin_program(keep_gre=False), raw) == 0

@@ -89,3 +89,25 @@ def null(payload: bytes, family: int, little: bool = True) -> bytes:
 
 def gre(payload: bytes, ptype: int, flags: int = 0, extra: bytes = b"") -> bytes:
     return struct.pack("!HH", flags, ptype) + extra + payload
+
+
+def vxlan(frame: bytes, vni: int = 42, flags: int = 0x08) -> bytes:
+    """RFC 7348 header (I flag by default) + inner Ethernet frame."""
+    return struct.pack("!B3sI", flags, bytes(3), vni << 8) + frame
+
+
+def tzsp(frame: bytes, kind: int = 0, encap: int = 1, tags: bytes = b"\x01") -> bytes:
+    """TZSP version 1 header, ``tags`` (ending with the END tag 1), encapsulated frame."""
+    return struct.pack("!BBH", 1, kind, encap) + tags + frame
+
+
+def erspan2(session: int = 7, vlan: int = 0) -> bytes:
+    """ERSPAN type II header (version 1)."""
+    return struct.pack("!HHI", (1 << 12) | vlan, session & 0x3FF, 0)
+
+
+def erspan3(frame_type: int = 0, platform: bool = False, session: int = 7) -> bytes:
+    """ERSPAN type III header (version 2), with the 8-byte platform sub-header when asked."""
+    last = (frame_type << 10) | int(platform)
+    hdr = struct.pack("!HHIHH", 2 << 12, session & 0x3FF, 0x12345678, 0, last)
+    return hdr + (bytes(8) if platform else b"")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
 from agent.capture.batch import Batch
-from agent.decode import Decoder, Frames
+from agent.decode import Decoder, Frames, TunnelPorts
 from agent.decode.counters import PER_PACKET_DROPS
 from agent.decode.frames import COLUMN_DTYPES, format_addr
 
@@ -161,3 +163,55 @@ def test_ipv6_fragmented_sip() -> None:
 def test_vlan_corpus_ids() -> None:
     f, _ = _decode("ndpi_rtp_mixed_vlan.pcapng")
     assert 1508 in Counter(f.vlan.tolist())
+
+
+def _tshark_inner(path: Path, fields: tuple[str, ...], *args: str) -> list[tuple[str, ...]]:
+    """tshark's per-packet fields; for tunnelled packets the last (innermost) value."""
+    if shutil.which("tshark") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tshark missing in CI (scripts/test.sh installs it)")
+        pytest.skip("tshark not installed")
+    cmd = ["tshark", "-r", str(path), *args, "-T", "fields"]
+    for name in fields:
+        cmd += ["-e", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60)
+    return [tuple(v.split(",")[-1] for v in line.split("\t"))
+            for line in proc.stdout.splitlines()]
+
+
+def _our_rows(f: Frames) -> list[tuple[str, ...]]:
+    return [(format_addr(f.src_hi[i], f.src_lo[i]), format_addr(f.dst_hi[i], f.dst_lo[i]),
+             str(int(f.sport[i])), str(int(f.dport[i])), str(int(f.proto[i])),
+             str(int(f.dscp[i])), str(int(f.payload_len[i])))
+            for i in range(len(f))]
+
+
+def test_tzsp_on_a_configured_port_decodes_as_tshark_says() -> None:
+    # The capture's sender streams TZSP to UDP 31337, not the default 37008: by default
+    # it is plain UDP to the router; with the port configured, the HTTP it carries.
+    _corpus_or_skip()
+    path = PCAPS / "tzsp_http_nonvoip.pcapng"
+    batch = load(path)
+    plain = Decoder().decode(batch)
+    assert set(plain.dport.tolist()) == {31337} and set(plain.proto.tolist()) == {17}
+    dec = Decoder(tunnel_ports=TunnelPorts(tzsp=frozenset({31337})))
+    f = dec.decode(batch)
+    want = _tshark_inner(path, ("ip.src", "ip.dst", "tcp.srcport", "tcp.dstport", "ip.proto",
+                                "ip.dsfield.dscp", "tcp.len"), "-d", "udp.port==31337,tzsp")
+    assert len(want) == len(batch) == 5
+    assert _our_rows(f) == want
+    assert f.tcp_seq.tolist() == [int(v[0]) for v in _tshark_inner(
+        path, ("tcp.seq_raw",), "-d", "udp.port==31337,tzsp")]
+    assert f.payload(0).startswith(b"GET / HTTP/1.1\r\n")
+    assert dec.counters.tunnels_decapsulated == 5
+
+
+def test_erspan_ii_decodes_as_tshark_says() -> None:
+    _corpus_or_skip()
+    path = PCAPS / "tcpdump_erspan-type-ii_hsrp_nonvoip.pcap"
+    f = Decoder().decode(load(path))
+    want = _tshark_inner(path, ("ip.src", "ip.dst", "udp.srcport", "udp.dstport", "ip.proto",
+                                "ip.dsfield.dscp", "udp.length"))
+    assert len(want) == 16
+    # tshark's udp.length counts the 8-byte header
+    assert _our_rows(f) == [(*w[:6], str(int(w[6]) - 8)) for w in want]

@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
-from decode_packets import eth, gre, ipv4, ipv6, ipv6_ext, ipv6_frag, null, sll, sll2, tcp, udp
+from decode_packets import (
+    erspan2,
+    erspan3,
+    eth,
+    gre,
+    ipv4,
+    ipv6,
+    ipv6_ext,
+    ipv6_frag,
+    null,
+    sll,
+    sll2,
+    tcp,
+    tzsp,
+    udp,
+    vxlan,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +50,13 @@ SEEDS: list[tuple[bytes, int]] = [
     (eth(ipv4(gre(b"\xff\x03\x00\x21" + _V4, 0x880B, 0x2001, bytes(4)), proto=47)), 1),
     (eth(ipv4(_V4, proto=4)), 1),
     (eth(bytes([0x11, 0, 0, 1, 0, 50, 0, 0x21]) + _V4, 0x8864), 1),
+    (eth(ipv4(udp(vxlan(eth(_V4)), 1, 4789))), 1),
+    (eth(ipv4(udp(tzsp(eth(_V4), tags=b"\x00\x0a\x01\xc4\x12\x02\x00\x06\x01"), 1, 37008))), 1),
+    (eth(ipv4(udp(tzsp(eth(ipv4(udp(vxlan(eth(_V6, 0x86DD)), 1, 4789)))), 1, 37008))), 1),
+    (eth(ipv4(gre(erspan2() + eth(_V4), 0x88BE, 0x1000, bytes(4)), proto=47)), 1),
+    (eth(ipv4(gre(erspan3(platform=True) + eth(_V4), 0x22EB), proto=47)), 1),
+    (eth(ipv4(gre(erspan3(frame_type=2) + _V6, 0x22EB), proto=47)), 1),
+    (eth(ipv4(gre(eth(_V4), 0x6558, 0x2000, bytes(4)), proto=47)), 1),
 ]
 
 

@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
-from decode_packets import eth, ipv4, ipv6, ipv6_ext, null, sll, sll2, tcp, udp
+from decode_packets import (
+    erspan2,
+    erspan3,
+    eth,
+    gre,
+    ipv4,
+    ipv6,
+    ipv6_ext,
+    null,
+    sll,
+    sll2,
+    tcp,
+    tzsp,
+    udp,
+    vxlan,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +64,12 @@ def varied_batch() -> Batch:
         (eth(bytes(40), 0x0806), 1),
         (eth(ipv4(bytes(30), proto=1)), 1),
         (ipv4(udp(b"")), 101),  # ends exactly at the end of the buffer
+        (eth(ipv4(udp(vxlan(eth(ipv4(udp(RTP)))), 1, 4789))), 1),
+        (eth(ipv4(udp(tzsp(eth(ipv4(udp(RTP)))), 1, 37008))), 1),
+        (eth(ipv4(udp(RTP, 1, 37008))), 1),  # plain UDP on a tunnel port
+        (eth(ipv4(gre(erspan3() + eth(ipv6(udp(RTP)), 0x86DD), 0x22EB), proto=47)), 1),
+        (eth(ipv4(gre(erspan2() + eth(ipv4(udp(RTP))), 0x88BE, 0x1000, bytes(4)), proto=47)), 1),
+        (eth(ipv4(udp(tzsp(bytes(20), encap=18), 1, 37008))), 1),  # 802.11: dropped
     ]
     pkts = [p for p, _ in cases]
     return Batch.from_packets(pkts, [float(i) for i in range(len(pkts))], [lt for _, lt in cases])
@@ -57,7 +78,7 @@ def varied_batch() -> Batch:
 def test_fast_and_slow_agree_on_varied_batch() -> None:
     batch = varied_batch()
     f = Decoder().decode(batch)
-    assert len(f) == 17
+    assert len(f) == 22
     assert_same(batch)
 
 
@@ -85,6 +106,7 @@ def packets(draw: st.DrawFn) -> tuple[bytes, int, int]:
     else:
         ip = ipv6(l4, proto, tclass=tos, src="fe80::1", dst="2001:db8::77")
     et = 0x0800 if version == 4 else 0x86DD
+    ip, et = _wrap(draw(TUNNELS), ip, et)
     link = draw(LINKS)
     vid, pcp = draw(st.integers(0, 4095)), draw(st.integers(0, 7))
     pkt, lt = {
@@ -103,6 +125,27 @@ def packets(draw: st.DrawFn) -> tuple[bytes, int, int]:
     if cut is not None:
         pkt = pkt[:cut]
     return pkt, lt, wire
+
+
+TUNNELS = st.sampled_from(["none", "none", "vxlan", "tzsp", "erspan1", "erspan2", "erspan3",
+                           "gretap"])
+
+
+def _wrap(kind: str, ip: bytes, et: int) -> tuple[bytes, int]:
+    """``ip`` mirrored inside an Ethernet frame by tunnel ``kind`` (outer IPv4)."""
+    frame = eth(ip, et)
+    body = {
+        "none": b"",
+        "vxlan": udp(vxlan(frame), 49152, 4789),
+        "tzsp": udp(tzsp(frame), 49152, 37008),
+        "erspan1": gre(frame, 0x88BE),
+        "erspan2": gre(erspan2() + frame, 0x88BE, 0x1000, bytes(4)),
+        "erspan3": gre(erspan3(platform=True) + frame, 0x22EB),
+        "gretap": gre(frame, 0x6558, 0x2000, bytes(4)),
+    }[kind]
+    if not body:
+        return ip, et
+    return ipv4(body, 17 if kind in ("vxlan", "tzsp") else 47, src="198.18.0.1"), 0x0800
 
 
 @settings(max_examples=200, deadline=None)

@@ -191,7 +191,8 @@ def test_label_values_are_bounded() -> None:
     m.update({}, {"eth0": Cap(1, 0), "veth-a84b4c76e6": Cap(1, 0)})
     allowed_keys = {"site", "peer", "direction", "codec", "profile", "threshold", "method",
                     "status_class", "end_reason", "interface", "expected", "traffic", "reason",
-                    "protocol", "table", "verdict", "le", "version", "python_version"}
+                    "protocol", "table", "verdict", "le", "version", "python_version",
+                    "outcome"}
     for family in reg.collect():
         for s in family.samples:
             assert set(s.labels) <= allowed_keys, (s.name, s.labels)

@@ -433,3 +433,26 @@ def test_sngrep_v2_header_as_sent() -> None:
         ("200.57.7.195", 5060, "200.57.7.204", 5061)
     assert (rec.ts_sec, rec.ts_usec, rec.capture_id) == (1105725482, 965944, 2002)
     assert rec.payload == b"INVITE sip:x SIP/2.0\r\n\r\n"
+
+
+def test_hep_mirrored_inside_vxlan_is_unwrapped() -> None:
+    """A HEP datagram that a switch mirrored over VXLAN: peeled, then unwrapped."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+    from scapy.packet import Raw
+
+    options = (b"OPTIONS sip:b@198.18.8.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.7.1\r\n"
+               b"Call-ID: x\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:b>\r\n\r\n")
+    sip = HepRecord(**{**_fields(SAMPLE), "ip_version": 4, "ip_proto": IPPROTO_UDP,
+                       "src": bytes([198, 18, 7, 1]), "dst": bytes([198, 18, 8, 2]),
+                       "payload": options})
+    inner = Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / UDP(sport=40000, dport=9060) \
+        / Raw(encode_hep3(sip))
+    frame = bytes(Ether() / IP(src="198.18.0.3", dst="198.18.0.4") / UDP(sport=1, dport=4789)
+                  / VXLAN(vni=7) / inner)
+    eng = Engine()
+    eng.feed(Batch.from_packets([frame], [5.0], LinkType.ETHERNET))
+    c = eng.counters()
+    assert (c["hep_records_v3"], c["hep_packets_rebuilt"]) == (1, 1)
+    assert c["route_sip_messages"] == 1 and c["sip_requests_options"] == 1

@@ -62,6 +62,39 @@ def default_exporter_port() -> int:
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+class HepListenerConfig(BaseModel):
+    """A HEP collector socket (`agent.capture.hep_listener`): what Kamailio/OpenSIPS
+    siptrace, Asterisk, FreeSWITCH, rtpengine or heplify send to HOMER. A plain socket:
+    no CAP_NET_RAW. Datagrams/connections from outside ``allowed_senders`` are dropped
+    and counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = "0.0.0.0"
+    port: Port = 9060
+    transport: Literal["udp", "tcp"] = "udp"
+    allowed_senders: list[str] = Field(min_length=1)  # CIDRs, e.g. ["198.18.7.10/32"]
+
+    @field_validator("allowed_senders")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or CIDR: {cidr!r}") from None
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"not an IP address: {v!r}") from None
+        return v
+
+
 class CaptureConfig(BaseModel):
     """Live capture (AF_PACKET TPACKET_V3 ring, `agent.capture.afpacket`)."""
 
@@ -82,6 +115,11 @@ class CaptureConfig(BaseModel):
     # Extra libpcap filter expression ANDed with the built-in SIP/RTP/RTCP filter.
     bpf: str | None = None
     sip_ports: list[Port] = Field(default_factory=lambda: [5060, 5061], min_length=1)
+    # UDP ports whose datagrams are HEP (v1/v2/v3) to unwrap into the packets they
+    # carry (`agent.decode.hep_unwrap`); [] turns the stage off.
+    hep_ports: list[Port] = Field(default_factory=lambda: [9060])
+    # HEP collector sockets of the live agent (none by default).
+    hep_listeners: list[HepListenerConfig] = Field(default_factory=list)
     # Mirrored traffic: UDP destination ports decoded as VXLAN (RFC 7348; Linux's
     # pre-IANA default is 8472) and as TZSP (MikroTik's sniffer stream) when the
     # header is valid; other datagrams to them stay plain UDP. Offline decode too.

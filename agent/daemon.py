@@ -288,13 +288,42 @@ def _optional(module: str, name: str) -> Any | None:
 
 
 def kept_ports(capture: CaptureConfig) -> list[int]:
-    """Ports whose UDP the kernel filter keeps whole: SIP, and the tunnels that carry it
-    (VXLAN, TZSP: their headers do not start with a letter, so they would be cut to
-    ``media_snaplen`` like RTP)."""
-    return sorted({*capture.sip_ports, *capture.vxlan_ports, *capture.tzsp_ports})
+    """Ports whose UDP the kernel filter keeps whole: SIP, the tunnels that carry it
+    (VXLAN, TZSP) and HEP: their headers do not start with a letter, so they would be
+    cut to ``media_snaplen`` like RTP."""
+    return sorted({*capture.sip_ports, *capture.vxlan_ports, *capture.tzsp_ports,
+                   *capture.hep_ports})
 
 
 def open_source(capture: CaptureConfig) -> PacketSource:
+    """The live capture (AF_PACKET ring on Linux, the scapy fallback elsewhere), with
+    the configured HEP listeners beside it."""
+    ring = open_ring(capture)
+    if not capture.hep_listeners:
+        return ring
+    from agent.capture.hep_listener import HepListener, HepTcpListener
+    from agent.capture.multisource import MultiSource
+
+    sources: list[PacketSource] = [ring]
+    try:
+        for h in capture.hep_listeners:
+            kind = HepListener if h.transport == "udp" else HepTcpListener
+            sources.append(kind(h.address, h.port, h.allowed_senders))
+    except OSError:
+        for s in sources:
+            s.close()
+        raise
+    return MultiSource(sources)
+
+
+def source_names(capture: CaptureConfig) -> list[str]:
+    """The names the sources' stats carry: interfaces, then ``hep:PORT`` (UDP) and
+    ``hep-tcp:PORT`` listeners (the bounded ``interface`` label of the capture metrics)."""
+    return [*capture.interfaces, *(f"hep:{h.port}" if h.transport == "udp" else
+                                   f"hep-tcp:{h.port}" for h in capture.hep_listeners)]
+
+
+def open_ring(capture: CaptureConfig) -> PacketSource:
     """The live capture: AF_PACKET ring on Linux, the scapy fallback elsewhere."""
     kwargs: dict[str, Any] = {
         "block_size": capture.block_size, "block_count": capture.block_count,
@@ -339,7 +368,7 @@ def start_exporter(config: Config, health: HealthCheck) -> Exporter:
     from prometheus_client import REGISTRY
 
     metrics = ProbeMetrics(REGISTRY, site=config.exporter.site, config=config)
-    metrics.set_interfaces(config.capture.interfaces)
+    metrics.set_interfaces(source_names(config.capture))
     metrics.config_reloaded(True, time.time())
     server = MetricsServer(REGISTRY, health)
     server.start(config.exporter.host, config.exporter.port)

@@ -1,6 +1,7 @@
 """The sans-IO pipeline: `Batch` in, events out; a router and a clock, nothing more.
 
-`Engine.feed(batch)` decodes the batch and routes each UDP/TCP frame:
+`Engine.feed(batch)` replaces HEP datagrams by the packets they carry
+(`agent.decode.hep_unwrap`), decodes the batch and routes each UDP/TCP frame:
 
 - SIP: UDP or TCP payloads that start like a SIP message (any port; TCP
   through `SipTcpReassembler`), parsed and fed to the dialog tracker; TLS on
@@ -44,6 +45,7 @@ from agent.config import Config
 from agent.decode import Decoder, TunnelPorts
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
+from agent.decode.hep_unwrap import HepUnwrapper
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SdpParseError, SipParseError
@@ -94,6 +96,8 @@ class Engine:
         self.config = config or EngineConfig()
         cfg = self.config.config
         self.decoder = Decoder(tunnel_ports=self.config.tunnel_ports())
+        # HEP inside a VXLAN/TZSP mirror is found too: the same tunnel ports
+        self.hep = HepUnwrapper(cfg.capture.hep_ports, tunnel_ports=self.config.tunnel_ports())
         self.streams = StreamTracker(self.config.tracker())
         self.sip = SipTracker(setup_timeout_s=cfg.calls.setup_timeout_s)
         self.tcp = SipTcpReassembler()
@@ -135,6 +139,9 @@ class Engine:
         if n == 0:
             return []
         self.packets += n
+        batch = self.hep.unwrap(batch)  # HEP datagrams -> the packets they carry
+        if len(batch) == 0:
+            return []
         if self.first_ts is None:
             self.first_ts = float(batch.ts[0])
         self.last_ts = float(batch.ts[-1])
@@ -350,6 +357,7 @@ class Engine:
         out: dict[str, int] = {"packets": self.packets}
         for prefix, counts in (
             ("decode", self.decoder.counters.as_dict()),
+            ("hep", self.hep.counters.as_dict()),
             ("route", self.route.as_dict()),
             ("rtp", self.streams.counters.as_dict()),
             ("sip", self.sip.counters.as_dict()),

@@ -32,7 +32,7 @@ from __future__ import annotations
 import platform
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -110,6 +110,34 @@ _DECODE_ERRORS = (
     "decode_bad_ip_header", "decode_bad_l4_header", "decode_tunnel_too_deep",
     "decode_tunnel_unsupported", "decode_fragments_bad",
 )  # fmt: skip
+
+
+_HEP_VERSIONS = ("1", "2", "3")
+_HEP_DROPS = {"duplicates": "duplicate", "skipped_json": "json_report",
+              "skipped_other": "other_type"}
+
+
+def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],
+                  site: str) -> Iterator[Metric]:
+    """HEP datagrams sniffed on the HEP ports (`agent.decode.hep_unwrap`)."""
+    packets = fam("hep_packets", "UDP datagrams to a HEP port that start like HEP.")
+    packets.add_metric([site], c.get("hep_packets", 0))
+    yield packets
+    size = fam("hep_bytes", "UDP payload bytes of those HEP datagrams.")
+    size.add_metric([site], c.get("hep_bytes", 0))
+    yield size
+    records = fam("hep_records", "HEP packets decoded, by HEP version.", ("version",))
+    errors = fam("hep_decode_errors", "HEP packets that did not decode, by HEP version.",
+                 ("version",))
+    for ver in _HEP_VERSIONS:
+        records.add_metric([site, ver], c.get(f"hep_records_v{ver}", 0))
+        errors.add_metric([site, ver], c.get(f"hep_errors_v{ver}", 0))
+    yield records
+    yield errors
+    dropped = fam("hep_dropped", "Decoded HEP packets not measured, by reason.", ("reason",))
+    for key, reason in _HEP_DROPS.items():
+        dropped.add_metric([site, reason], c.get(f"hep_{key}", 0))
+    yield dropped
 
 
 class CaptureCounts(Protocol):
@@ -212,6 +240,8 @@ class _CountersCollector(Collector):
         for key in _DECODE_ERRORS:
             decode.add_metric([site, key.removeprefix("decode_")], c.get(key, 0))
         yield decode
+
+        yield from _hep_families(fam, c, site)
 
         evictions = fam("table_evictions", "Entries evicted from a full table (size cap).",
                         ("table",))

@@ -225,6 +225,23 @@ def test_configurable_ports_and_snaplens() -> None:
     assert kept(prog, tcp) == len(tcp)
 
 
+def test_hep_ports_are_kept_whole() -> None:
+    """HEP3 starts with 'H' (kept as text anyway); HEP v2 starts with 0x02 and would be
+    cut to 128 bytes like media but for capture.hep_ports joining the SIP ports."""
+    from agent.config import CaptureConfig
+    from agent.daemon import kept_ports
+    from agent.decode.hep import HepRecord, encode_hep2, encode_hep3
+    rec = HepRecord(version=2, ip_version=4, ip_proto=17, src=bytes(4), dst=bytes(4),
+                    sport=5060, dport=5060, ts_sec=1, ts_usec=2, proto_type=1, capture_id=3,
+                    payload=INVITE)
+    prog = builtin_program(kept_ports(CaptureConfig()))
+    for hep in (encode_hep2(rec), encode_hep3(rec)):
+        pkt = bytes(E / A4 / UDP(sport=40000, dport=9060) / Raw(hep))
+        assert kept(prog, pkt) == len(pkt)
+    assert kept(PROG, bytes(E / A4 / UDP(sport=40000, dport=9060) / Raw(encode_hep2(rec)))) \
+        == bpf.DEFAULT_MEDIA_SNAPLEN
+
+
 def test_port_ranges_merge() -> None:
     assert port_ranges([5061, 5060, (5070, 5080), 5081, 6000]) == [(5060, 5061), (5070, 5081),
                                                                     (6000, 6000)]

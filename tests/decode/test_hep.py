@@ -378,50 +378,6 @@ def test_unwrapper_never_raises_and_counts_every_hep_packet(payloads: list[bytes
     assert len(out) == len(packets) - looked + c.packets_rebuilt
 
 
-# -- a real HEP dissector: sipcapture/hep-wireshark's hep.lua in tshark (opt-in) ------------
-
-LUA_FIELDS = {3: ("source_ipv4_address", "destination_ipv4_address", "source_port",
-                  "destination_port", "timestamp_unix", "timestamp_microsec",
-                  "capture_node_id", "transport_layer_protocol"),
-              2: ("source_ip_address", "destination_ip_address", "source_port",
-                  "destination_port", "timestamp_unix", "timestamp_microsec",
-                  "capture_node_id", "transport_layer_protocol")}
-
-
-def _lua_rows(path: Path, version: int, lua: str) -> list[list[str]]:
-    args = ["tshark", "-n", "-X", f"lua_script:{lua}", "-r", str(path), "-T", "fields"]
-    for name in LUA_FIELDS[version]:
-        args += ["-e", f"hep{version}.{name}"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
-    return [line.split("\t") for line in out.splitlines()]
-
-
-@pytest.mark.needs_tshark
-@pytest.mark.parametrize("source", ["hep3_sip.pcap", "hep3_compressed.pcapng", "v3", "zlib",
-                                    "v2"])
-def test_fields_agree_with_the_hep_wireshark_lua_dissector(source: str,
-                                                           tmp_path: Path) -> None:
-    """HEP_LUA=path/to/sipcapture/hep-wireshark/lua/hep.lua enables this test."""
-    import os
-    lua = os.environ.get("HEP_LUA")
-    if not lua or not Path(lua).is_file():
-        pytest.skip("HEP_LUA (sipcapture/hep-wireshark lua/hep.lua) not given")
-    if source.startswith("hep3"):
-        path = corpus_dir() / "pcaps" / source
-    else:
-        path = _hep_capture(corpus_dir() / "pcaps" / "wiki_SIP_CALL_RTP_G711.pcap",
-                            tmp_path / "hep.pcap", source)
-    version = 2 if source == "v2" else 3
-    rows = _lua_rows(path, version, lua)
-    payloads = _udp_payloads(path)
-    assert len(rows) == len(payloads) > 0
-    for row, (_, raw) in zip(rows, payloads, strict=True):
-        rec = parse_hep(raw)
-        assert row == [_addr(rec.src), _addr(rec.dst), str(rec.sport), str(rec.dport),
-                       str(rec.ts_sec), str(rec.ts_usec), str(rec.capture_id),
-                       {17: "UDP", 6: "TCP"}[rec.ip_proto]]
-
-
 def test_sngrep_v2_header_as_sent() -> None:
     """sngrep 1.6's HEP v2, byte for byte: header length written as 2 (ignored), time
     header little-endian, capture id 2002, two bytes of uninitialised struct padding."""

@@ -350,8 +350,11 @@ def _same_as_analyze(live: list[dict[str, Any]], capture: Path, config: Path,
                      state: Path) -> None:
     """The live run and `analyze` of tcpdump's capture of the same interface give the
     same records, ``mos_min`` included (intervals lie on a grid of packet time, whatever
-    the ring's batches). Both taps see each packet's one kernel timestamp; tolerances:
-    1 ms on timings, 0.01 on jitter and MOS (tcpdump writes microseconds)."""
+    the ring's batches). The two taps do not always share a kernel timestamp: a packet
+    received on a veth whose skb carries none (the namespace crossing clears it) is
+    stamped by each AF_PACKET socket as it delivers, tens of microseconds apart under
+    load (seen: J 0.5326 vs 0.5170 ms). Tolerances: 1 ms on timings, 0.05 ms on jitter
+    (the mirroring acceptance's), 0.01 on MOS."""
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "analyze", "--json", "--no-progress",
          "--config", str(config), str(capture)],
@@ -373,7 +376,7 @@ def _same_as_analyze(live: list[dict[str, Any]], capture: Path, config: Path,
             assert a["direction"] == b["direction"]
             for key in ("ssrc", "packets", "expected", "lost", "duplicates", "dscp"):
                 assert a["stream"][key] == b["stream"][key], (key, a["stream"], b["stream"])
-            assert abs(a["stream"]["jitter_ms"] - b["stream"]["jitter_ms"]) < 0.01
+            assert abs(a["stream"]["jitter_ms"] - b["stream"]["jitter_ms"]) < 0.05
             assert abs(a["quality"]["mos_cq"] - b["quality"]["mos_cq"]) < 0.01
             lo, hi = a["quality"]["mos_min"], b["quality"]["mos_min"]
             assert (lo is None) == (hi is None), (lo, hi)

@@ -60,6 +60,9 @@ TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
 TICK_LAG_S = 1.5
 
 
+STOP_CHECK_ROWS = 4096  # packets fed between checks for a requested stop
+
+
 class PacketSource(Protocol):
     """What the loop needs of a capture: AfPacketSource, ScapySource, a test fake."""
 
@@ -193,21 +196,31 @@ class Daemon:
     def step(self, timeout_s: float = POLL_TIMEOUT_S) -> None:
         """One iteration: poll, feed, and (about once a second) tick and update metrics."""
         batches = self.source.poll(timeout_s)
-        mono = self._clock()
-        for batch in batches:
-            if self._stop:  # SIGTERM: stop at a batch boundary, the backlog is not waited
-                break       # for (a flood can queue seconds of it); every call is flushed
+        # SIGTERM stops between pieces of STOP_CHECK_ROWS packets, and the once-a-second
+        # tick and metrics run between them too: a flood's backlog (seconds of it) neither
+        # delays the stop nor freezes the metrics; every call is flushed at the stop
+        for batch in (p for b in batches for p in b.pieces(STOP_CHECK_ROWS)):
+            if self._stop:
+                break
             if len(batch):
                 self._emit(self.engine.feed(batch))
-                self.packet_clock.saw(float(batch.ts.max()), mono)
-        if mono >= self._next_tick:
-            self._next_tick = mono + TICK_INTERVAL_S
-            now = self.packet_clock.now(mono)
-            if now is not None:
-                lag = self.config.capture.block_timeout_ms / 1000.0 + TICK_LAG_S
-                self._emit(self.engine.tick(now - lag))
-            self.metrics.update(self.engine.counters(), self.source.stats())
+                self.packet_clock.saw(float(batch.ts.max()), self._clock())
+            self._maybe_tick()
+        self._maybe_tick()
         self._watchdog.kick()
+
+    def _maybe_tick(self) -> None:
+        """About once a second: fire due timers at the extrapolated packet time, and
+        update the metrics."""
+        mono = self._clock()
+        if mono < self._next_tick:
+            return
+        self._next_tick = mono + TICK_INTERVAL_S
+        now = self.packet_clock.now(mono)
+        if now is not None:
+            lag = self.config.capture.block_timeout_ms / 1000.0 + TICK_LAG_S
+            self._emit(self.engine.tick(now - lag))
+        self.metrics.update(self.engine.counters(), self.source.stats())
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:

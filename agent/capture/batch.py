@@ -48,6 +48,15 @@ class Batch:
     def __len__(self) -> int:
         return int(self.offset.shape[0])
 
+    def pieces(self, rows: int) -> list[Batch]:
+        """The batch cut into consecutive batches of at most ``rows`` packets, sharing
+        the buffer (the engine's output does not depend on where batches are cut)."""
+        if len(self) <= rows:
+            return [self]
+        return [Batch(self.data, self.offset[a:a + rows], self.caplen[a:a + rows],
+                      self.wirelen[a:a + rows], self.ts[a:a + rows], self.linktype[a:a + rows])
+                for a in range(0, len(self), rows)]
+
     def packet(self, i: int) -> bytes:
         """Captured bytes of packet ``i`` (a copy; for slow paths and tests)."""
         start = int(self.offset[i])

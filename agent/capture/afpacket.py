@@ -54,6 +54,7 @@ from agent.capture.bpf import (
     builtin_program,
     compile_expression,
 )
+from agent.capture.points import PACKET_OUTGOING, directed_ids, interface_name
 
 __all__ = ["AfPacketSource", "CaptureStats", "interface_linktype"]
 
@@ -85,6 +86,8 @@ _BLOCK_STATUS_OFF = 8
 # tp_next_offset; the rest is gathered with numpy: u32 [1] sec [2] nsec [3] snaplen
 # [4] len [5] status [8] vlan_tci, u16 [12] mac [13] net [18] vlan_tpid, then
 # sockaddr_ll at byte 48: u16 [28] sll_hatype.
+_IFINDEX_WORD = 13  # sockaddr_ll.sll_ifindex (byte 52)
+_PKTTYPE_BYTE = 58  # sockaddr_ll.sll_pkttype
 _NEXT = struct.Struct("=I")
 _HDR_BYTES = 60
 _STATS = struct.Struct("=III")  # tpacket_stats_v3
@@ -165,6 +168,7 @@ class _Ring:
     ) -> None:
         self.name = name
         self.ifindex = ifindex
+        self._ifnames: dict[int, str] = {}  # sll_ifindex -> name, for "any"
         self.block_size = block_size
         self.block_count = block_count
         self.next_block = 0
@@ -248,7 +252,8 @@ class _Ring:
             at += used
         for base, _ in chunks:  # hand the blocks back only after copying them
             struct.pack_into("=I", mm, base + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)
-        return _build_batch(data, np.array(hdrs, dtype=np.int64))
+        return _build_batch(data, np.array(hdrs, dtype=np.int64),
+                            None if self.name == "any" else self.name, self._ifnames)
 
     def close(self) -> None:
         try:
@@ -257,8 +262,12 @@ class _Ring:
             self.sock.close()
 
 
-def _build_batch(data: npt.NDArray[np.uint8], hdr: npt.NDArray[np.int64]) -> Batch:
-    """Columns from the copied ``tpacket3_hdr`` + ``sockaddr_ll`` at positions ``hdr``."""
+def _build_batch(data: npt.NDArray[np.uint8], hdr: npt.NDArray[np.int64],
+                 iface: str | None = None, ifnames: dict[int, str] | None = None) -> Batch:
+    """Columns from the copied ``tpacket3_hdr`` + ``sockaddr_ll`` at positions ``hdr``.
+
+    The observation point is the interface (``iface``; for "any", ``sll_ifindex``
+    named on this host) and the direction ``sll_pkttype`` tells."""
     n = int(hdr.shape[0])
     if not n:
         return Batch.empty()
@@ -283,6 +292,14 @@ def _build_batch(data: npt.NDArray[np.uint8], hdr: npt.NDArray[np.int64]) -> Bat
         data, offset = _reinsert_vlan_tags(data, offset, caplen, vlan_tci, tpids, vlan)
         caplen[vlan] += 4
         wirelen[vlan] += 4
+    outgoing = raw[:, _PKTTYPE_BYTE] == PACKET_OUTGOING
+    if iface is not None:
+        point = directed_ids(np.zeros(n, np.int64), outgoing, [iface])
+    else:
+        uniq, inv = np.unique(u32[:, _IFINDEX_WORD], return_inverse=True)
+        names = ifnames if ifnames is not None else {}
+        point = directed_ids(inv, outgoing,
+                             [interface_name(int(i), names) for i in uniq.tolist()])
     return Batch(
         data=data,
         offset=offset,
@@ -290,6 +307,7 @@ def _build_batch(data: npt.NDArray[np.uint8], hdr: npt.NDArray[np.int64]) -> Bat
         wirelen=wirelen.astype(np.int32),
         ts=ts,
         linktype=linktype,
+        point=point,
     )
 
 

@@ -35,7 +35,8 @@ class Batch:
     Packet ``i`` is ``data[offset[i] : offset[i] + caplen[i]]``; its original
     length on the wire was ``wirelen[i]`` (>= caplen when the capture truncated
     it), its link-layer type is ``linktype[i]`` and its timestamp ``ts[i]``
-    (epoch seconds, float64; ~0.5 µs resolution in this century).
+    (epoch seconds, float64; ~0.5 µs resolution in this century). ``point[i]`` is
+    the observation point it was seen at (`agent.capture.points`; 0: unnamed).
     """
 
     data: npt.NDArray[np.uint8]
@@ -44,6 +45,11 @@ class Batch:
     wirelen: npt.NDArray[np.int32]
     ts: npt.NDArray[np.float64]
     linktype: npt.NDArray[np.uint16]
+    point: npt.NDArray[np.uint16] = None  # type: ignore[assignment]  # default: all 0
+
+    def __post_init__(self) -> None:
+        if self.point is None:
+            object.__setattr__(self, "point", np.zeros(len(self.offset), np.uint16))
 
     def __len__(self) -> int:
         return int(self.offset.shape[0])
@@ -54,7 +60,8 @@ class Batch:
         if len(self) <= rows:
             return [self]
         return [Batch(self.data, self.offset[a:a + rows], self.caplen[a:a + rows],
-                      self.wirelen[a:a + rows], self.ts[a:a + rows], self.linktype[a:a + rows])
+                      self.wirelen[a:a + rows], self.ts[a:a + rows], self.linktype[a:a + rows],
+                      self.point[a:a + rows])
                 for a in range(0, len(self), rows)]
 
     def packet(self, i: int) -> bytes:
@@ -69,6 +76,7 @@ class Batch:
         ts: list[float] | npt.NDArray[np.float64],
         linktype: int | list[int] = LinkType.ETHERNET,
         wirelen: list[int] | None = None,
+        point: int | list[int] = 0,
     ) -> Batch:
         """Build a batch from separate packet byte strings (tests, slow sources)."""
         n = len(packets)
@@ -89,6 +97,8 @@ class Batch:
             wirelen=wl,
             ts=np.asarray(ts, dtype=np.float64),
             linktype=lt,
+            point=(np.full(n, point, dtype=np.uint16) if isinstance(point, int)
+                   else np.asarray(point, dtype=np.uint16)),
         )
 
     @classmethod

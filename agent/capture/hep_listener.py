@@ -118,12 +118,15 @@ class _HepSocket:
         """Decode counters of the records received (versions, errors, duplicates...)."""
         return self._hep.counters
 
-    def _emit(self, frame: bytes, packets: list[bytes], times: list[float]) -> None:
-        """One HEP packet -> the raw IP packet it carries, at its HEP time (v1: now)."""
-        pkt, ts = self._hep.rebuild(frame)
+    def _emit(self, frame: bytes, packets: list[bytes], times: list[float],
+              points: list[int]) -> None:
+        """One HEP packet -> the raw IP packet it carries, at its HEP time (v1: now),
+        seen at its capture agent's observation point."""
+        pkt, ts, point = self._hep.rebuild(frame)
         if pkt is not None:
             packets.append(pkt)
             times.append(self._clock() if ts is None else ts)
+            points.append(point)
 
     def close(self) -> None:
         if not self._closed:
@@ -159,6 +162,7 @@ class HepListener(_HepSocket):
             return []
         packets: list[bytes] = []
         times: list[float] = []
+        points: list[int] = []
         size = 0
         view = memoryview(self._buf)
         for _ in range(self.max_batch):
@@ -171,13 +175,13 @@ class HepListener(_HepSocket):
             if not self._senders.allowed(str(sender[0])):
                 self.counters.denied += 1
                 continue
-            self._emit(bytes(view[:n]), packets, times)
+            self._emit(bytes(view[:n]), packets, times, points)
             size += n
             if size >= self.max_bytes:
                 break
         if not packets:
             return []
-        return [Batch.from_packets(packets, times, LinkType.RAW)]
+        return [Batch.from_packets(packets, times, LinkType.RAW, point=points)]
 
     def stats(self) -> dict[str, CaptureStats]:
         """Per listener: datagrams received, and those dropped (denied, not HEP, errors)."""
@@ -212,14 +216,15 @@ class HepTcpListener(_HepSocket):
         ready, _, _ = select.select([self._sock, *self._conns], [], [], max(0.0, timeout_s))
         packets: list[bytes] = []
         times: list[float] = []
+        points: list[int] = []
         for sock in ready:
             if sock is self._sock:
                 self._accept()
             elif sock in self._conns:
-                self._read(sock, packets, times)
+                self._read(sock, packets, times, points)
         if not packets:
             return []
-        return [Batch.from_packets(packets, times, LinkType.RAW)]
+        return [Batch.from_packets(packets, times, LinkType.RAW, point=points)]
 
     def _accept(self) -> None:
         try:
@@ -237,7 +242,8 @@ class HepTcpListener(_HepSocket):
             self.counters.connections += 1
             self._conns[conn] = bytearray()
 
-    def _read(self, conn: socket.socket, packets: list[bytes], times: list[float]) -> None:
+    def _read(self, conn: socket.socket, packets: list[bytes], times: list[float],
+              points: list[int]) -> None:
         buf = self._conns[conn]
         try:
             data = conn.recv(_MAX_DATAGRAM)
@@ -263,7 +269,7 @@ class HepTcpListener(_HepSocket):
             frame = bytes(buf[:total])
             del buf[:total]
             self.counters.datagrams += 1
-            self._emit(frame, packets, times)
+            self._emit(frame, packets, times, points)
 
     def _drop(self, conn: socket.socket) -> None:
         self._conns.pop(conn, None)

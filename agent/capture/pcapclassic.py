@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.capture.batch import Batch
+from agent.capture.batch import Batch, LinkType
 from agent.capture.filebuffer import ByteWindow, CaptureFormatError, gather_rows
+from agent.capture.points import cooked_points
 
 FILE_HEADER_LEN = 24
 MAX_CAPLEN = 256 * 1024  # bytes; larger than any real link MTU/snaplen in use (jumbo, TSO)
@@ -138,13 +139,17 @@ class ClassicPcapParser:
         # Batch promises wirelen >= caplen; some writers store orig_len 0.
         wirelen = np.clip(fields[:, 3], caplen, _INT32_MAX).astype(np.int32)
         ts = fields[:, 0].astype(np.float64) + fields[:, 1] / float(self._magic.frac_per_s)
+        offset = offs + self._magic.record_header_len
+        lt = np.full(n, self.linktype, dtype=np.uint16)
         return Batch(
             data=data,
-            offset=offs + self._magic.record_header_len,
+            offset=offset,
             caplen=caplen,
             wirelen=wirelen,
             ts=ts,
-            linktype=np.full(n, self.linktype, dtype=np.uint16),
+            linktype=lt,
+            point=cooked_points(data, offset, caplen, lt, np.zeros(n, np.uint16),
+                                LinkType.LINUX_SLL, LinkType.LINUX_SLL2),
         )
 
     def _corrupt(self, pos: int, caplen: int) -> None:

@@ -24,8 +24,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from agent.capture.batch import Batch
+from agent.capture.batch import Batch, LinkType
 from agent.capture.filebuffer import ByteWindow, CaptureFormatError, gather_rows
+from agent.capture.points import cooked_points, point_id
 
 SHB = 0x0A0D0D0A  # a palindrome: recognisable before the byte order is known
 IDB = 0x00000001
@@ -40,6 +41,7 @@ _SHB_MIN = 28  # type, len, magic, major, minor, section length, trailing len
 _IDB_MIN = 20
 _EPB_MIN = 32  # the 28-byte EPB/PB header plus trailing length
 _HEAD_LEN = 28  # bytes of block header gathered per packet block
+_OPT_IFNAME = 2
 _OPT_TSRESOL = 9
 _OPT_TSOFFSET = 14
 _INT32_MAX = 2**31 - 1
@@ -72,6 +74,7 @@ class _Interface:
     linktype: int
     units_per_s: int  # timestamp units per second (from if_tsresol)
     offset_s: int  # if_tsoffset, seconds added to every timestamp
+    point: int = 0  # observation point: the if_name option, else "if<N>"
 
 
 class _Stop(NamedTuple):
@@ -202,10 +205,11 @@ class PcapngParser:
             self._warnings.append(
                 f"interface block at byte offset {self._win.offset_of(off)} too short"
             )
-            self._ifaces.append(_Interface(0, 1_000_000, 0))
+            self._ifaces.append(_Interface(0, 1_000_000, 0, self._point(None)))
             return
         linktype, _, _ = _IDB_BODY[e].unpack_from(buf, off + 8)
         units, offset_s = 1_000_000, 0  # defaults: microseconds, no offset
+        name: str | None = None
         pos, stop = off + 16, off + length - 4
         while pos + 4 <= stop:
             code, olen = _OPTION[e].unpack_from(buf, pos)
@@ -216,8 +220,13 @@ class PcapngParser:
                 units = _tsresol_units(buf[value])
             elif code == _OPT_TSOFFSET and olen >= 8:
                 (offset_s,) = _I64[e].unpack_from(buf, value)
+            elif code == _OPT_IFNAME and olen:
+                name = _point_safe(bytes(buf[value:value + min(olen, 64)]))
             pos = value + ((olen + 3) & ~3)
-        self._ifaces.append(_Interface(linktype, units, offset_s))
+        self._ifaces.append(_Interface(linktype, units, offset_s, self._point(name)))
+
+    def _point(self, name: str | None) -> int:
+        return point_id(name or f"if{len(self._ifaces)}")
 
     def _start_section(self) -> None:
         """Enter the section whose SHB starts at ``win.pos`` (it may change byte order)."""
@@ -272,13 +281,18 @@ class PcapngParser:
         if not len(cols.start):
             return None
         linktypes = np.array([i.linktype for i in self._ifaces], dtype=np.uint16)
+        points = np.array([i.point for i in self._ifaces], dtype=np.uint16)
+        caplens = cols.caplen.astype(np.int32)
+        lt = linktypes[cols.iface]
         return Batch(
             data=data,
             offset=cols.start,
-            caplen=cols.caplen.astype(np.int32),
+            caplen=caplens,
             wirelen=np.clip(cols.wirelen, cols.caplen, _INT32_MAX).astype(np.int32),
             ts=self._timestamps(cols.u32, cols.iface, cols.spb),
-            linktype=linktypes[cols.iface],
+            linktype=lt,
+            point=cooked_points(data, cols.start, caplens, lt, points[cols.iface],
+                                LinkType.LINUX_SLL, LinkType.LINUX_SLL2),
         )
 
     def _decode(self, rows: npt.NDArray[np.uint8], offs: npt.NDArray[np.int64]) -> _Columns:
@@ -373,3 +387,10 @@ def _to_seconds(raw: npt.NDArray[np.uint64], iface: _Interface) -> npt.NDArray[n
         whole, frac = np.divmod(raw, np.uint64(units))
         secs = whole.astype(np.float64) + frac.astype(np.float64) / float(units)
     return secs + float(iface.offset_s)
+
+
+def _point_safe(raw: bytes) -> str | None:
+    """An interface name from a file: printable, no NULs, at most 64 characters."""
+    text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    text = "".join(c for c in text if c.isprintable()).strip()
+    return text or None

@@ -27,7 +27,7 @@ _LOW64 = (1 << 64) - 1
 _ROW_COLUMNS: tuple[tuple[str, int], ...] = (
     ("pkt", 0), ("ip_version", 1), ("sport", 4), ("dport", 5), ("proto", 6), ("dscp", 7),
     ("ecn", 8), ("vlan", 9), ("pcp", 10), ("payload_off", 11), ("payload_len", 12),
-    ("tcp_seq", 13), ("tcp_flags", 14),
+    ("tcp_seq", 13), ("tcp_flags", 14), ("point", 15),
 )
 
 
@@ -79,6 +79,8 @@ class Decoder:
             fast_idx = np.zeros(0, np.int64)
         else:
             fast_idx, fast_cols = decode_fast(batch, self.tunnel_ports.all)
+            if fast_cols:
+                fast_cols["point"] = batch.point[fast_cols["pkt"].astype(np.int64)]
         rows: list[Row] = []
         appended: list[bytes] = []
         if fast_idx.size < n:

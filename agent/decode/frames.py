@@ -41,6 +41,8 @@ class Frames:
       clipped to what was captured)
     - ``wire_len``: original packet length on the wire
     - ``tcp_seq``/``tcp_flags``: TCP sequence number and flags (0 for UDP), kept for SIP/TCP
+    - ``point``: the observation point it was seen at (`agent.capture.points`): the
+      batch's, or a mirror's exporter for a packet that came out of a tunnel
     """
 
     data: npt.NDArray[np.uint8]
@@ -63,6 +65,7 @@ class Frames:
     wire_len: npt.NDArray[np.int32]
     tcp_seq: npt.NDArray[np.uint32]
     tcp_flags: npt.NDArray[np.uint8]
+    point: npt.NDArray[np.uint16]
 
     def __len__(self) -> int:
         return int(self.pkt.shape[0])
@@ -92,6 +95,7 @@ COLUMN_DTYPES: dict[str, type[np.generic]] = {
     "wire_len": np.int32,
     "tcp_seq": np.uint32,
     "tcp_flags": np.uint8,
+    "point": np.uint16,
 }
 
 

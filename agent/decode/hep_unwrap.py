@@ -53,6 +53,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from agent.capture.batch import Batch, LinkType
+from agent.capture.points import UNNAMED, point_id
 from agent.decode.decoder import Decoder
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP
 from agent.decode.hep import (
@@ -152,38 +153,41 @@ class HepUnwrapper:
                               & (f.payload_len >= 8))
         inner: dict[int, bytes | None] = {}
         ts: dict[int, float] = {}
+        points: dict[int, int] = {}
         for i in rows.tolist():
             payload = f.payload(i)
             if hep_version(payload) == 0:
                 continue  # not HEP: some other UDP on the port, passed on as it is
             pkt = int(f.pkt[i])
-            inner[pkt], rec_ts = self.rebuild(payload)
+            inner[pkt], rec_ts, points[pkt] = self.rebuild(payload)
             ts[pkt] = float(batch.ts[pkt]) if rec_ts is None else rec_ts
         if not inner:
             return batch
-        return _rebuild(batch, inner, ts)
+        return _rebuild(batch, inner, ts, points)
 
-    def rebuild(self, payload: bytes) -> tuple[bytes | None, float | None]:
+    def rebuild(self, payload: bytes) -> tuple[bytes | None, float | None, int]:
         """One HEP datagram's payload -> the raw IP packet it carries, or None (counted)
-        when there is none, and its HEP capture time (None: v1, no time in it)."""
+        when there is none, its HEP capture time (None: v1, no time in it) and its
+        observation point (``hep/<capture agent id>``; v1 has no id: ``hep``)."""
         version = hep_version(payload)
         if version == 0:
             self.counters.not_hep += 1
-            return None, None
+            return None, None, UNNAMED
         self.counters.packets += 1
         self.counters.bytes += len(payload)
         try:
             rec = parse_hep(payload)
         except HepError:
             self.counters.add(f"errors_v{version}")
-            return None, None
+            return None, None, UNNAMED
         self.counters.add(f"records_v{rec.version}")
+        point = point_id(f"hep/{rec.capture_id}" if rec.version >= 2 else "hep")
         if rec.version >= 2:
             digest = hashlib.blake2b(payload, digest_size=16).digest()
             if digest in self._seen:
                 self._seen.move_to_end(digest)
                 self.counters.duplicates += 1
-                return None, None
+                return None, None, point
             self._seen[digest] = None
             if len(self._seen) > DEDUP_WINDOW:
                 self._seen.popitem(last=False)
@@ -193,13 +197,13 @@ class HepUnwrapper:
         ):
             self.counters.add("skipped_json" if rec.proto_type in _JSON_TYPES
                               else "skipped_other")
-            return None, rec_ts
+            return None, rec_ts, point
         if rec.ip_proto not in (IPPROTO_UDP, IPPROTO_TCP):
             self.counters.skipped_other += 1
-            return None, rec_ts
+            return None, rec_ts, point
         seq = self._next_seq(rec) if rec.ip_proto == IPPROTO_TCP else 0
         self.counters.packets_rebuilt += 1
-        return build_packet(rec, seq), rec_ts
+        return build_packet(rec, seq), rec_ts, point
 
     def _next_seq(self, rec: HepRecord) -> int:
         key = (rec.src, rec.dst, rec.sport, rec.dport)
@@ -215,11 +219,13 @@ def _binary_rtcp(payload: bytes) -> bool:
     return len(payload) >= 8 and payload[0] >> 6 == 2 and 200 <= payload[1] <= 207
 
 
-def _rebuild(batch: Batch, inner: dict[int, bytes | None], ts: dict[int, float]) -> Batch:
+def _rebuild(batch: Batch, inner: dict[int, bytes | None], ts: dict[int, float],
+             points: dict[int, int]) -> Batch:
     packets: list[bytes] = []
     times: list[float] = []
     links: list[int] = []
     wire: list[int] = []
+    where: list[int] = []
     for i in range(len(batch)):
         if i in inner:
             p = inner[i]
@@ -229,9 +235,11 @@ def _rebuild(batch: Batch, inner: dict[int, bytes | None], ts: dict[int, float])
             times.append(ts[i])
             links.append(LinkType.RAW)
             wire.append(len(p))
+            where.append(points[i])
         else:
             packets.append(batch.packet(i))
             times.append(float(batch.ts[i]))
             links.append(int(batch.linktype[i]))
             wire.append(int(batch.wirelen[i]))
-    return Batch.from_packets(packets, times, links, wire)
+            where.append(int(batch.point[i]))
+    return Batch.from_packets(packets, times, links, wire, where)

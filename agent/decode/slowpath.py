@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.capture.batch import Batch
+from agent.capture.points import exporter_point
 from agent.decode import layouts as L
 from agent.decode.counters import DecodeCounters
 from agent.decode.fragments import Reassembler
@@ -38,8 +39,8 @@ MAX_TUNNEL_DEPTH = 4  # encapsulations peeled per packet; more is an attack or a
 V4_MAPPED = 0xFFFF << 32
 
 # pkt, ip_version, src, dst, sport, dport, proto, dscp, ecn, vlan, pcp,
-# payload_off, payload_len, tcp_seq, tcp_flags
-Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
+# payload_off, payload_len, tcp_seq, tcp_flags, point
+Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
 
 
 class _Drop(Exception):  # internal control flow, never escapes decode
@@ -66,6 +67,7 @@ class _Ctx:
     vlan: int = -1
     pcp: int = -1
     depth: int = 0
+    point: int = 0  # observation point: the batch's, or the exporter of a mirror tunnel
 
 
 def _need(buf: bytes, end: int) -> None:
@@ -94,10 +96,11 @@ class SlowPath:
         self._next_base = int(batch.data.shape[0])
         rows: list[Row] = []
         data = batch.data
+        points = batch.point
         for i in indices.tolist():
             start, cap = int(batch.offset[i]), max(int(batch.caplen[i]), 0)
             buf = data[start : start + cap].tobytes()
-            ctx = _Ctx(pkt=i, ts=float(batch.ts[i]), base=start)
+            ctx = _Ctx(pkt=i, ts=float(batch.ts[i]), base=start, point=int(points[i]))
             wire_end = max(int(batch.wirelen[i]), cap)
             try:
                 row = self._link(buf, int(batch.linktype[i]), ctx, wire_end)
@@ -316,7 +319,7 @@ class SlowPath:
                 return self._ipv4(buf, pos, ctx, end)
             if proto == L.IPPROTO_IPV6:  # RFC 4213 §3.5
                 return self._ipv6(buf, pos, ctx, end)
-            return self._gre(buf, pos, end, ctx)
+            return self._gre(buf, pos, end, ip, ctx)
         raise _Drop("not_udp_tcp")
 
     def _enter_tunnel(self, ctx: _Ctx) -> None:
@@ -333,11 +336,19 @@ class SlowPath:
             return self._raw_ip(buf, inner.pos, ctx, end)
         raise _Drop("tunnel_unsupported")
 
-    def _udp_tunnel(self, buf: bytes, pos: int, end: int, dport: int) -> Inner | None:
+    def _udp_tunnel(self, buf: bytes, pos: int, end: int, dport: int, ip: _Ip,
+                    ctx: _Ctx) -> Inner | None:
+        """The frame a VXLAN or TZSP datagram carries; the packet's point becomes the
+        exporter's (sender address, and VNI for VXLAN)."""
         ports = self.tunnel_ports
         found = _vxlan(buf, pos, end) if dport in ports.vxlan else None
-        if found is None and dport in ports.tzsp:
+        if found is not None:
+            vni = int.from_bytes(buf[pos + 4 : pos + 7], "big")
+            ctx.point = exporter_point("vxlan", ip.src, f"vni{vni}")
+        elif dport in ports.tzsp:
             found = _tzsp(buf, pos, end)
+            if found is not None:
+                ctx.point = exporter_point("tzsp", ip.src)
         return found
 
     def _udp(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row | None:
@@ -349,13 +360,13 @@ class SlowPath:
             raise _Drop("bad_l4_header")
         if dport in self.tunnel_ports.all:
             dgram_end = min(pos + length, end)
-            inner = self._udp_tunnel(buf, pos + L.UDP_HDR.size, dgram_end, dport)
+            inner = self._udp_tunnel(buf, pos + L.UDP_HDR.size, dgram_end, dport, ip, ctx)
             if inner is not None:
                 self._enter_tunnel(ctx)
                 return self._inner(buf, inner, ctx, dgram_end)
         avail = min(length, end - pos, len(buf) - pos) - L.UDP_HDR.size
         return (ctx.pkt, ip.version, ip.src, ip.dst, sport, dport, L.IPPROTO_UDP, ip.dscp,
-                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + 8, avail, 0, 0)
+                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + 8, avail, 0, 0, ctx.point)
 
     def _tcp(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row:
         if pos + L.TCP_HDR.size > end:
@@ -368,10 +379,14 @@ class SlowPath:
         _need(buf, pos + hlen)
         avail = min(end, len(buf)) - pos - hlen
         return (ctx.pkt, ip.version, ip.src, ip.dst, sport, dport, L.IPPROTO_TCP, ip.dscp,
-                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + hlen, avail, seq, flags)
+                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + hlen, avail, seq, flags, ctx.point)
 
-    def _gre(self, buf: bytes, pos: int, end: int, ctx: _Ctx) -> Row | None:
-        """GRE (RFC 2784/2890, PPTP's enhanced GRE RFC 2637 §4.1) and what it carries."""
+    def _gre(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row | None:
+        """GRE (RFC 2784/2890, PPTP's enhanced GRE RFC 2637 §4.1) and what it carries.
+
+        A mirror (ERSPAN, or GRETAP/NVGRE bridging frames) moves the packet's point to
+        the exporter: sender address plus ERSPAN session or GRE key. GRE carrying IP
+        is a routed tunnel: the packet stays where it was seen."""
         _need(buf, pos + L.GRE_HDR.size)
         flags, ptype = L.GRE_HDR.unpack_from(buf, pos)
         version = flags & 7
@@ -387,9 +402,18 @@ class SlowPath:
         if ptype == L.ETH_IPV6:
             return self._ipv6(buf, pos, ctx, end)
         if ptype == L.ETH_TEB:
+            at = pos - hlen + (8 if flags & 0x8000 else 4)  # the key follows the checksum
+            key = (f"k{int.from_bytes(buf[at : at + 4], 'big')}"
+                   if version == 0 and flags & 0x2000 else "")
+            ctx.point = exporter_point("gretap", ip.src, key)
             return self._ethernet(buf, pos, ctx, end)
         if ptype in (L.ETH_ERSPAN_II, L.ETH_ERSPAN_III):  # types I and II share 0x88BE
-            _need(buf, pos + (L.ERSPAN_III_LEN if ptype == L.ETH_ERSPAN_III else 0))
+            headed = ptype == L.ETH_ERSPAN_III or flags & 0x1000  # type I: no header
+            _need(buf, pos + (L.ERSPAN_III_LEN if ptype == L.ETH_ERSPAN_III
+                              else L.ERSPAN_II_LEN if headed else 0))
+            session = (f"s{int.from_bytes(buf[pos + 2 : pos + 4], 'big') & 0x3FF}"
+                       if headed else "")
+            ctx.point = exporter_point("erspan", ip.src, session)
             return self._inner(buf, _gre_erspan(buf, pos, ptype, flags), ctx, end)
         if ptype == L.ETH_PPP_GRE:
             return self._ppp(buf, pos, ctx, end, "not_udp_tcp")

@@ -16,6 +16,7 @@ environment or a flag names that origin too, so the admin knows where to look.
 from __future__ import annotations
 
 import ipaddress
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -95,6 +96,9 @@ class HepListenerConfig(BaseModel):
         return v
 
 
+POINT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # a metric label value
+
+
 class CaptureConfig(BaseModel):
     """Live capture (AF_PACKET TPACKET_V3 ring, `agent.capture.afpacket`)."""
 
@@ -125,6 +129,21 @@ class CaptureConfig(BaseModel):
     # header is valid; other datagrams to them stay plain UDP. Offline decode too.
     vxlan_ports: list[Port] = Field(default_factory=lambda: [4789])
     tzsp_ports: list[Port] = Field(default_factory=lambda: [37008])
+    # Observation points by name (agent/capture/points.py: "eth0:in", "eth1:out",
+    # "vxlan/198.18.9.1/vni42", "hep/2001", ...) -> the name records and the ``point``
+    # metric label use: e.g. {"eth0:in": wan-in, "eth1:out": lan-out}. A point not
+    # named here keeps its own name in records; in metrics an interface's name, a
+    # remote exporter only its kind ("vxlan"), never an address.
+    point_names: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("point_names")
+    @classmethod
+    def _point_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for raw, name in v.items():
+            if not POINT_NAME.match(name):
+                raise ValueError(f"point name for {raw!r} must match {POINT_NAME.pattern}: "
+                                 f"{name!r}")
+        return v
 
     @field_validator("interfaces")
     @classmethod

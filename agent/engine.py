@@ -41,6 +41,7 @@ import numpy.typing as npt
 from agent.calls.events import Event
 from agent.calls.table import CallTable
 from agent.capture.batch import Batch
+from agent.capture.points import Sightings
 from agent.config import Config
 from agent.decode import Decoder, TunnelPorts
 from agent.decode.endpoint import Endpoint
@@ -82,6 +83,10 @@ class RouteCounters:
     sip_keepalives: int = 0
     sip_tls_packets: int = 0  # encrypted signalling, not decoded
     rtcp_packets: int = 0
+    # the same message seen again at another observation point (agent/capture/points.py
+    # `Sightings`): one message of the call, not a retransmission
+    sip_copies: int = 0
+    rtcp_copies: int = 0
     rtp_candidates: int = 0
     timer_stalls: int = 0  # a timer that did not move on after firing (a bug: counted)
 
@@ -105,6 +110,7 @@ class Engine:
         self.calls = CallTable(cfg, self.rtcp, streams=self.streams, sip=self.sip)
         self.streams.hints = self.calls.index  # the one SDP index, below it an interface
         self.route = RouteCounters()
+        self.sightings = Sightings()  # SIP and RTCP seen at several points: once
         self._rtcp_like = np.zeros(0, bool)  # per row of the batch being routed
         self.packets = 0
         self.first_ts: float | None = None
@@ -255,7 +261,11 @@ class Engine:
             rtcp &= ~to_udptl
         for i in rows[rtcp].tolist():
             self.route.rtcp_packets += 1
-            self.rtcp.feed(f.payload(i), float(f.ts[i]))
+            payload, ts = f.payload(i), float(f.ts[i])
+            if self.sightings.is_copy(payload, int(f.point[i]), ts):
+                self.route.rtcp_copies += 1
+            else:
+                self.rtcp.feed(payload, ts)
         if udptl.size:
             res = self.streams.feed(f, rows[~rtcp & ~to_udptl], udptl=rows[to_udptl])
         else:
@@ -269,7 +279,9 @@ class Engine:
     def _sip_payloads(self, f: Frames, udp_rows: I64, tcp_rows: I64
                       ) -> dict[int, list[tuple[bytes, str]]]:
         """Row -> the SIP messages it completes (TCP reassembly keeps its own time, so
-        all of a batch's segments go through it first)."""
+        all of a batch's segments go through it first). A TCP stream is reassembled per
+        observation point; a message already seen at another point is left out (a
+        copy, counted)."""
         out: dict[int, list[tuple[bytes, str]]] = {}
         for i in udp_rows.tolist():
             payload = f.payload(i)
@@ -277,15 +289,22 @@ class Engine:
                 self.route.sip_keepalives += 1
             elif looks_like_sip(payload):
                 self.route.sip_udp += 1
-                out[i] = [(payload, "udp")]
+                if self.sightings.is_copy(payload, int(f.point[i]), float(f.ts[i])):
+                    self.route.sip_copies += 1
+                else:
+                    out[i] = [(payload, "udp")]
         for i in tcp_rows.tolist():
+            point = int(f.point[i])
             key = (int(f.src_hi[i]), int(f.src_lo[i]), int(f.sport[i]),
-                   int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]))
+                   int(f.dst_hi[i]), int(f.dst_lo[i]), int(f.dport[i]), point)
             self.route.sip_tcp_segments += 1
-            msgs = self.tcp.feed(key, int(f.tcp_seq[i]), int(f.tcp_flags[i]), f.payload(i),
-                                 float(f.ts[i]))
-            if msgs:
-                out.setdefault(i, []).extend((m, "tcp") for m in msgs)
+            ts = float(f.ts[i])
+            msgs = self.tcp.feed(key, int(f.tcp_seq[i]), int(f.tcp_flags[i]), f.payload(i), ts)
+            for m in msgs:
+                if self.sightings.is_copy(m, point, ts):
+                    self.route.sip_copies += 1
+                else:
+                    out.setdefault(i, []).append((m, "tcp"))
         return out
 
     def _parse(self, data: bytes, transport: str) -> tuple[SipMessage, str] | None:

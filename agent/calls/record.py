@@ -98,6 +98,28 @@ class EndpointReportRecord(_Frozen):
     jitter_buffer_abs_max_ms: int | None
 
 
+class PointRecord(_Frozen):
+    """One direction's figures at one observation point (agent/calls/paths.py)."""
+
+    point: str
+    packets: int
+    lost: int
+    loss_ratio: float
+    duplicates: int
+    jitter_ms: float
+    first_ts: float
+    last_ts: float
+
+
+class LossBetweenRecord(_Frozen):
+    """Distinct packets the upstream point saw that the next point downstream did not."""
+
+    upstream: str
+    downstream: str
+    lost: int
+    loss_ratio: float  # of what the upstream point saw
+
+
 class DirectionRecord(_Frozen):
     direction: str  # inbound/outbound, or a_to_b (caller -> callee) / b_to_a
     # what the stream carries: audio, video, image (T.38), text, application, or
@@ -115,6 +137,13 @@ class DirectionRecord(_Frozen):
     event_streams: list[dict[str, Any]] = []
     # the endpoint's own RFC 6035 report about this direction, when one joined the call
     endpoint_report: EndpointReportRecord | None = None
+    # Observation points (agent/calls/paths.py): where the figures above were measured
+    # (the last point of the path; None for a source that names none), and, when the
+    # direction was seen at several points, each one's figures (upstream first) and the
+    # packets lost between consecutive ones.
+    point: str | None = None
+    points: list[PointRecord] = []
+    loss_between_points: list[LossBetweenRecord] = []
 
 
 class CallRecord(_Frozen):

@@ -58,6 +58,7 @@ from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
 from agent.calls.media_seen import media_seen, not_sendrecv, two_way_media
+from agent.calls.paths import Sighted, display, group, losses_between, point_records
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
@@ -444,24 +445,25 @@ class CallTable:
         peer = self._peer([sig.callee.addr, sig.caller.addr]
                           + [s.key.dst_endpoint.addr for s in streams])
         profile = self.config.sla.profile_for_peer(peer)
-        rtt_s, rtt_source = self._rtt(streams)
         setup = sig.setup_delay_s
         media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
+        seen = group(media)  # one direction per path, judged at its last point
+        rtt_s, rtt_source = self._rtt([d.main for d in seen])
         end_ts = sig.end_ts if sig.end_ts is not None else max(
             [s.last_ts for s in streams] or [sig.invite_ts])
         two_way = two_way_media(call.streams, sig, end_ts, profile.two_way_media_after_s)
         counted = two_way.directions if two_way.judged else None
         directions = [
-            judge_direction(
-                self._direction_name(s, toward), s, profile=profile, cfg=self.config,
-                rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=setup,
-                signalling_dscp=sig.signalling_dscp, mos_min=self._mos_min(s),
-                media_directions=counted,
-            ).model_copy(update={"event_streams": events.get(_path(s), [])})
-            for toward, s in media
+            self._along_path(d, judge_direction(
+                self._direction_name(d.main, d.toward), d.main, profile=profile,
+                cfg=self.config, rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc),
+                setup_delay_s=setup, signalling_dscp=sig.signalling_dscp,
+                mos_min=self._mos_min(d), media_directions=counted,
+            ), events.get(_path(d.main), []))
+            for d in seen
         ]
         if call.reports:
-            directions = self._endpoint_reports(call, directions, [s for _, s in media])
+            directions = self._endpoint_reports(call, directions, [d.main for d in seen])
         sig_ok = (None if profile.signalling_dscp is None
                   else dscp_compliance_ratio(sig.signalling_dscp, profile.signalling_dscp))
         return CallRecord(
@@ -504,19 +506,17 @@ class CallTable:
         peer = self._peer([s.key.dst_endpoint.addr for s in streams]
                           + [s.key.src_endpoint.addr for s in streams])
         profile = self.config.sla.profile_for_peer(peer)
-        rtt_s, rtt_source = self._rtt(streams)
         first = streams[0]
-        directions: list[DirectionRecord] = []
-        sides: list[tuple[Side, StreamStats]] = []
-        for s in streams:
-            toward = Side.CALLEE if (s.key.src, s.key.dst) == (first.key.src, first.key.dst) \
-                else Side.CALLER
-            sides.append((toward, s))
-            directions.append(judge_direction(
-                self._direction_name(s, toward), s, profile=profile, cfg=self.config,
-                rtt_s=rtt_s, remote=self.rtcp.report_about(s.key.ssrc), setup_delay_s=None,
-                signalling_dscp=None, mos_min=self._mos_min(s),
-            ))
+        sides: list[tuple[Side, StreamStats]] = [
+            (Side.CALLEE if (s.key.src, s.key.dst) == (first.key.src, first.key.dst)
+             else Side.CALLER, s) for s in streams]
+        seen = group(sides)
+        rtt_s, rtt_source = self._rtt([d.main for d in seen])
+        directions = [self._along_path(d, judge_direction(
+            self._direction_name(d.main, d.toward), d.main, profile=profile, cfg=self.config,
+            rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc), setup_delay_s=None,
+            signalling_dscp=None, mos_min=self._mos_min(d),
+        )) for d in seen]
         return CallRecord(
             call_id=None, from_=None, to=None, peer=peer, transport=None, final_status=None,
             end_reason="unsignalled", invite_ts=None, first_provisional_ts=None,
@@ -531,11 +531,27 @@ class CallTable:
             sla=call_verdict(profile, directions, None, None),
         )
 
-    def _mos_min(self, s: StreamStats) -> float | None:
-        """The worst interval's MOS-CQ of a finished stream (forgets its intervals)."""
-        worst = self.intervals.mos_min(s.key)
-        self.intervals.forget(s.key)
+    def _mos_min(self, d: Sighted) -> float | None:
+        """The worst interval's MOS-CQ of a direction's stream at its last point (forgets
+        the intervals of its every point)."""
+        worst = self.intervals.mos_min(d.main.key)
+        for s in d.path:
+            self.intervals.forget(s.key)
         return worst
+
+    def _along_path(self, d: Sighted, rec: DirectionRecord,
+                    events: list[dict[str, object]] | None = None) -> DirectionRecord:
+        """The direction's record with where it was measured, and its path when it was
+        seen at several points (agent/calls/paths.py)."""
+        names = self.config.capture.point_names
+        update: dict[str, object] = {
+            "point": display(d.main.key.point, names) or None,
+            "points": point_records(d, names),
+            "loss_between_points": losses_between(d, names),
+        }
+        if events:
+            update["event_streams"] = events
+        return rec.model_copy(update=update)
 
     def _evict(self) -> None:
         """The table is full: the oldest call that has not been answered goes first."""
@@ -557,18 +573,18 @@ def _on_hold(sig: CallSignalling) -> bool:
     return bool(sig.media) and not_sendrecv(sig.media[-1].media)
 
 
-def _path(s: StreamStats) -> tuple[str, str]:
-    return s.key.src, s.key.dst
+def _path(s: StreamStats) -> tuple[str, str, str]:
+    return s.key.src, s.key.dst, s.key.point
 
 
 def _split_events(
     streams: list[tuple[Side, StreamStats]],
-) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str], list[dict[str, object]]]]:
+) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str, str], list[dict[str, object]]]]:
     """Event-only streams ride along with the media stream of their 5-tuple; one that
     has no media companion stays a direction of its own."""
     paths = {_path(s) for _, s in streams if s.codec != TELEPHONE_EVENT_NAME}
     media: list[tuple[Side, StreamStats]] = []
-    events: dict[tuple[str, str], list[dict[str, object]]] = {}
+    events: dict[tuple[str, str, str], list[dict[str, object]]] = {}
     for toward, s in streams:
         if s.codec == TELEPHONE_EVENT_NAME and _path(s) in paths:
             events.setdefault(_path(s), []).append(s.to_json())

@@ -28,9 +28,11 @@ become ``other``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import socket
 import threading
+from collections import OrderedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -145,3 +147,37 @@ def cooked_points(data: npt.NDArray[np.uint8], offset: npt.NDArray[np.int64],
             out = point.copy()
         out[rows] = ids
     return out
+
+
+SIGHTING_WINDOW_S = 2.0  # a copy at another point this close in packet time is the same
+SIGHTINGS_MAX = 65536  # messages remembered (least recent dropped first)
+
+
+class Sightings:
+    """Tells a second sighting of one message (the same bytes at another point: both
+    sides of a gateway, a mirror and the wire) from a new transmission of it (a SIP
+    retransmission: the same bytes again at a point that already saw them).
+
+    A message seen at point P is a second sighting when identical bytes were seen at
+    other points, not at P, within `SIGHTING_WINDOW_S` of packet time (either way:
+    points' clocks may differ); otherwise it is a new transmission and the points that
+    saw it start again from P. So a retransmission is never taken for a copy, even when
+    one point missed the original. Bounded: `SIGHTINGS_MAX` digests, oldest dropped.
+    """
+
+    def __init__(self, window_s: float = SIGHTING_WINDOW_S, limit: int = SIGHTINGS_MAX) -> None:
+        self.window_s = window_s
+        self.limit = limit
+        self._seen: OrderedDict[bytes, tuple[float, set[int]]] = OrderedDict()
+
+    def is_copy(self, payload: bytes, point: int, ts: float) -> bool:
+        digest = hashlib.blake2b(payload, digest_size=12).digest()
+        entry = self._seen.get(digest)
+        if entry is not None and point not in entry[1] and abs(ts - entry[0]) <= self.window_s:
+            entry[1].add(point)
+            return True
+        self._seen[digest] = (ts, {point})
+        self._seen.move_to_end(digest)
+        if len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+        return False

@@ -74,6 +74,8 @@ THRESHOLD_NAMES = frozenset({n for n, _, _ in THRESHOLDS} | {n for n, _ in DSCP_
 ONE_WAY_DIRECTIONS = ("a_to_b", "b_to_a")  # CallRecord.one_way_media: caller -> callee or back
 VERDICTS = frozenset({"met", "violated"})
 _LABEL_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_POINT_SAFE = re.compile(r"^[A-Za-z0-9_.:-]{1,24}$")  # an interface name + ":in"/":out"
+UNNAMED_POINT = "unnamed"  # a source that names no point (a classic pcap of one link)
 
 # RFC 4594 / RFC 2474 names of the DSCP code points an SLA profile may accept.
 DSCP_NAMES: dict[int, str] = {
@@ -282,6 +284,7 @@ class ProbeMetrics:
         r = self.registry
         r.register(self._counters)
         q = ("site", "peer", "direction", "codec")
+        qp = (*q, "point")  # what a stream at one observation point measured
 
         self.calls_ended = Counter("calls_ended", "Calls ended, by end reason and final status.",
                                    ["site", "peer", "end_reason", "status_class"],
@@ -315,20 +318,26 @@ class ProbeMetrics:
             "probe's MOS-CQ, per call direction with both.", ["site", "peer", "direction"],
             namespace=NAMESPACE, buckets=MOS_DIFFERENCE_BUCKETS, registry=r)
         self.interval_mos = Histogram(
-            "interval_mos", "MOS-CQ of each rated interval of a running stream.", q,
+            "interval_mos", "MOS-CQ of each rated interval of a running stream.", qp,
             namespace=NAMESPACE, buckets=MOS_BUCKETS, registry=r)
         self.interval_jitter = Histogram(
-            "interval_jitter_seconds", "Interarrival jitter at the end of each interval.", q,
+            "interval_jitter_seconds", "Interarrival jitter at the end of each interval.", qp,
             namespace=NAMESPACE, buckets=JITTER_BUCKETS_S, registry=r)
         self.interval_loss = Histogram("interval_loss_ratio", "Network loss ratio per interval.",
-                                       q, namespace=NAMESPACE, buckets=LOSS_BUCKETS, registry=r)
+                                       qp, namespace=NAMESPACE, buckets=LOSS_BUCKETS, registry=r)
         self.interval_rtt = Histogram(
             "interval_round_trip_seconds", "Round trip per interval (when RTCP measured it).",
             ["site", "peer"], namespace=NAMESPACE, buckets=ROUND_TRIP_BUCKETS_S, registry=r)
-        self.rtp_packets = Counter("rtp_packets", "RTP packets received.", q,
+        self.rtp_packets = Counter("rtp_packets", "RTP packets received.", qp,
                                    namespace=NAMESPACE, registry=r)
-        self.rtp_lost = Counter("rtp_lost_packets", "RTP packets lost (sequence gaps).", q,
+        self.rtp_lost = Counter("rtp_lost_packets", "RTP packets lost (sequence gaps).", qp,
                                 namespace=NAMESPACE, registry=r)
+        self.lost_between_points = Counter(
+            "lost_between_points_packets", "RTP packets of ended call directions seen at "
+            "an upstream observation point and not at the next one downstream (dropped "
+            "between them: e.g. in the gateway).",
+            ["site", "peer", "direction", "upstream", "downstream"],
+            namespace=NAMESPACE, registry=r)
         self.dscp_mismatched = Counter(
             "dscp_mismatched_packets", "Packets of ended calls whose DSCP the profile does "
             "not accept, by the expected class.", ["site", "peer", "traffic", "expected"],
@@ -407,14 +416,32 @@ class ProbeMetrics:
     def _profile(self, name: str) -> str:
         return name if name in self._config.sla.profiles else OTHER
 
-    def _stream_labels(self, s: StreamStats) -> tuple[str, str, str, str]:
+    def _stream_labels(self, s: StreamStats) -> tuple[str, str, str, str, str]:
         src, dst = s.key.src_endpoint.addr, s.key.dst_endpoint.addr
         sla = self._config.sla
         direction = direction_of(src, dst, sla.local_networks) or UNKNOWN
         peer = peer_of(src, sla.peers)
         if peer == OTHER_PEER:
             peer = peer_of(dst, sla.peers)
-        return self.site, peer, direction, codec_label(s.codec)
+        return self.site, peer, direction, codec_label(s.codec), self._point(s.key.point)
+
+    def _point_shown(self, shown: str) -> str:
+        """The label of a point as a record shows it (its configured name, or its own)."""
+        if shown in self._config.capture.point_names.values():
+            return shown
+        return self._point(shown)
+
+    def _point(self, name: str) -> str:
+        """A bounded ``point`` label: the configured name, an interface's own name (the
+        host has few), a remote exporter's kind (``vxlan``: never its address)."""
+        named = self._config.capture.point_names.get(name)
+        if named is not None:
+            return named
+        if not name:
+            return UNNAMED_POINT
+        if "/" in name:
+            return name.split("/", 1)[0]
+        return name if _POINT_SAFE.match(name) else OTHER
 
     # -- events -----------------------------------------------------------------------
 
@@ -441,6 +468,10 @@ class ProbeMetrics:
             self.call_setup.labels(site, peer).observe(rec.setup_delay_s)
         for d in rec.directions:
             self._direction(rec, d, peer)
+            for hop in d.loss_between_points:
+                self.lost_between_points.labels(
+                    site, peer, _pick(d.direction, DIRECTIONS), self._point_shown(hop.upstream),
+                    self._point_shown(hop.downstream)).inc(hop.lost)
         self._dscp(rec, peer, profile)
 
     def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
@@ -492,7 +523,7 @@ class ProbeMetrics:
         self._count_rtp(s.key, self._stream_labels(s), s.packets - done_packets,
                         s.lost - done_lost, final=True)
 
-    def _count_rtp(self, key: StreamKey, labels: tuple[str, str, str, str], packets: int,
+    def _count_rtp(self, key: StreamKey, labels: tuple[str, ...], packets: int,
                    lost: int, *, final: bool) -> None:
         """Count RTP live from interval deltas; the stream's end adds the remainder."""
         packets, lost = max(0, packets), max(0, lost)

@@ -16,7 +16,10 @@ from agent.media.payloads import RATED_MEDIA
 
 @dataclass(frozen=True, slots=True, order=True)
 class StreamKey:
-    """5-tuple (UDP implied) plus SSRC. Addresses as 128-bit (hi, lo) words, IPv4-mapped."""
+    """5-tuple (UDP implied) plus SSRC, at an observation point. Addresses as 128-bit
+    (hi, lo) words, IPv4-mapped. ``point``: where the stream was seen (its name in
+    `agent.capture.points`; "" for a source that tells nothing): the same stream seen
+    on both sides of a gateway is two keys, measured each on its own."""
 
     src_hi: int
     src_lo: int
@@ -25,6 +28,7 @@ class StreamKey:
     dst_lo: int
     dport: int
     ssrc: int
+    point: str = ""
 
     @property
     def src(self) -> str:
@@ -109,6 +113,7 @@ class StreamStats:
             "src": self.key.src,
             "dst": self.key.dst,
             "ssrc": self.key.ssrc,
+            "point": self.key.point,  # where it was seen (agent/capture/points.py)
             "payload_types": list(self.payload_types),
             "codec": self.codec,
             "clock_rate": self.clock_rate,

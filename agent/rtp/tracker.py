@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from agent.capture.points import point_id, point_name
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_UDP, Frames
 from agent.media.description import MAX_EVENT_PAYLOAD_BYTES, UNSIGNALLED_EVENT_PAYLOAD_BYTES
@@ -81,7 +82,7 @@ from agent.rtp.model import StreamKey, StreamStats
 from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 I64 = npt.NDArray[np.int64]
-Key = tuple[int, int, int, int, int, int, int]
+Key = tuple[int, int, int, int, int, int, int, int]  # 5-tuple, SSRC, point id
 _VALID = 0  # probation verdicts: a stream
 _UNDECIDED = 1  # hold on, wait for more packets
 _BAD = 2  # cannot be one stream: drop the first held packet
@@ -207,7 +208,7 @@ class StreamTracker:
         # when the first media packet comes
         self._unnamed: dict[int, PayloadMap] = {}
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
-        self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()
+        self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()  # + point
         self._cands: dict[Key, _Candidate] = {}  # least recently fed first
         # Lazy idle timers: (deadline, serial, key); re-armed when the stream was busy.
         self._idle: list[tuple[float, int, Key]] = []
@@ -304,9 +305,10 @@ class StreamTracker:
             dscp=frames.dscp[r].astype(np.int64), vlan=frames.vlan[r].astype(np.int64),
             pcp=frames.pcp[r].astype(np.int64))
         k = (frames.src_hi[r] * _M64) ^ frames.src_lo[r]
+        at = frames.point[r].astype(np.uint64) << np.uint64(32)
         for col in (frames.dst_hi[r], frames.dst_lo[r],
                     (frames.sport[r].astype(np.uint64) << np.uint64(16)) | frames.dport[r],
-                    h.ssrc.astype(np.uint64)):
+                    h.ssrc.astype(np.uint64) | at):
             k = (k * _M64) ^ col  # 64-bit mix; a full-key check happens per unique hash
         return _Rows(cols, k, h, frames)
 
@@ -315,7 +317,7 @@ class StreamTracker:
         r = int(h.rows[i])
         return (int(frames.src_hi[r]), int(frames.src_lo[r]), int(frames.sport[r]),
                 int(frames.dst_hi[r]), int(frames.dst_lo[r]), int(frames.dport[r]),
-                int(h.ssrc[i]))
+                int(h.ssrc[i]), int(frames.point[r]))
 
     def _update(self, parts: list[RtpColumns]) -> None:
         cols = RtpColumns.concat(parts) if len(parts) > 1 else parts[0]
@@ -502,9 +504,9 @@ class StreamTracker:
             info = TELEPHONE_EVENT
         judged = len(cols) if window is None else window
         clock, estimated = self._clock(cols, media[media < judged], info, main_pt in hints)
-        tup = key[:6]
+        tup = (*key[:6], key[7])  # 5-tuple at a point
         prev = self._by_tuple.get(tup)
-        meta = StreamMeta(StreamKey(*key), info.name if info else None, clock, estimated,
+        meta = StreamMeta(_stream_key(key), info.name if info else None, clock, estimated,
                           prev if prev is not None and prev != key[6] else None,
                           profile=described.profile if described else None,
                           srtp_trailer_bytes=described.srtp_trailer_bytes if described else None,
@@ -616,7 +618,7 @@ class StreamTracker:
         """End these streams now (their call ended); unknown keys are ignored."""
         out: list[StreamStats] = []
         for k in keys:
-            key = (k.src_hi, k.src_lo, k.sport, k.dst_hi, k.dst_lo, k.dport, k.ssrc)
+            key = _tuple(k)
             self._cands.pop(key, None)
             sid = self._sid.get(key)
             if sid is not None:
@@ -626,18 +628,16 @@ class StreamTracker:
 
     def streams(self) -> list[StreamKey]:
         """Keys of the validated streams being tracked now, in the order they started."""
-        return [StreamKey(*key) for key in self._sid]
+        return [_stream_key(key) for key in self._sid]
 
     def snapshot(self, key: StreamKey) -> StreamStats | None:
         """Statistics of a validated stream so far, without ending it; None if unknown."""
-        sid = self._sid.get((key.src_hi, key.src_lo, key.sport, key.dst_hi, key.dst_lo,
-                             key.dport, key.ssrc))
+        sid = self._sid.get(_tuple(key))
         return None if sid is None else self.stats.snapshot(sid)
 
     def last_packet_ts(self, key: StreamKey) -> float | None:
         """Packet time of a running stream's latest packet; None if it is not running."""
-        sid = self._sid.get((key.src_hi, key.src_lo, key.sport, key.dst_hi, key.dst_lo,
-                             key.dport, key.ssrc))
+        sid = self._sid.get(_tuple(key))
         return None if sid is None else float(self.stats.s["last_ts"][sid])
 
     def finish(self) -> list[StreamStats]:
@@ -650,6 +650,14 @@ class StreamTracker:
         self._cands.clear()
         self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
+
+
+def _tuple(k: StreamKey) -> Key:
+    return (k.src_hi, k.src_lo, k.sport, k.dst_hi, k.dst_lo, k.dport, k.ssrc, point_id(k.point))
+
+
+def _stream_key(key: Key) -> StreamKey:
+    return StreamKey(*key[:7], point_name(key[7]))
 
 
 def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:

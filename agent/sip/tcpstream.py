@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from agent.sip.errors import SipParseError
 from agent.sip.message import looks_like_sip, split_stream
 
-StreamKey = tuple[int, int, int, int, int, int]  # src_hi, src_lo, sport, dst_hi, dst_lo, dport
+StreamKey = tuple[int, ...]  # src_hi, src_lo, sport, dst_hi, dst_lo, dport[, observation point]
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02

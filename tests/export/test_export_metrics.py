@@ -42,6 +42,9 @@ def fed(*, lose_every: int = 10, dscp_b: int = 0) -> tuple[CollectorRegistry, Pr
 CALL = {"site": "hq", "peer": "carrier"}
 IN = {**CALL, "direction": "inbound", "codec": "PCMA"}
 OUT = {**CALL, "direction": "outbound", "codec": "PCMA"}
+# stream-level series also say where the stream was seen (a test capture names no point)
+IN_AT = {**IN, "point": "unnamed"}
+OUT_AT = {**OUT, "point": "unnamed"}
 
 
 def test_calls_and_sla_families() -> None:
@@ -88,25 +91,25 @@ def test_interval_histograms() -> None:
     # T0+2.5, +5.0, +7.5, +10.0 (and +12.5, empty: the stream runs until its call's record
     # is made, 5 s after the BYE); the first (70 packets) and the 1.6 s tail (80) are too
     # short to rate, the two others are rated; all four with packets observe loss, jitter
-    assert v("voipprobe_interval_mos_count", OUT) == 2.0
-    assert v("voipprobe_interval_mos_sum", OUT) == pytest.approx(2 * 4.3745, abs=0.01)
-    assert v("voipprobe_interval_mos_count", IN) == 2.0
-    assert v("voipprobe_interval_mos_bucket", {**IN, "le": "3.6"}) == 2.0
-    assert v("voipprobe_interval_mos_bucket", {**IN, "le": "3.3"}) == 0.0
-    assert v("voipprobe_interval_loss_ratio_count", IN) == 4.0
+    assert v("voipprobe_interval_mos_count", OUT_AT) == 2.0
+    assert v("voipprobe_interval_mos_sum", OUT_AT) == pytest.approx(2 * 4.3745, abs=0.01)
+    assert v("voipprobe_interval_mos_count", IN_AT) == 2.0
+    assert v("voipprobe_interval_mos_bucket", {**IN_AT, "le": "3.6"}) == 2.0
+    assert v("voipprobe_interval_mos_bucket", {**IN_AT, "le": "3.3"}) == 0.0
+    assert v("voipprobe_interval_loss_ratio_count", IN_AT) == 4.0
     # 6/69 + 13/126 + 12/124 + 8/80 (every 10th B->A packet lost)
-    assert v("voipprobe_interval_loss_ratio_sum", IN) == pytest.approx(0.3874, abs=1e-3)
-    assert v("voipprobe_interval_jitter_seconds_count", OUT) == 4.0
+    assert v("voipprobe_interval_loss_ratio_sum", IN_AT) == pytest.approx(0.3874, abs=1e-3)
+    assert v("voipprobe_interval_jitter_seconds_count", OUT_AT) == 4.0
 
 
 def test_rtp_and_dscp_counts() -> None:
     reg, _ = fed()
     v = reg.get_sample_value
-    assert v("voipprobe_rtp_packets_total", OUT) == 400.0
-    assert v("voipprobe_rtp_packets_total", IN) == 360.0
+    assert v("voipprobe_rtp_packets_total", OUT_AT) == 400.0
+    assert v("voipprobe_rtp_packets_total", IN_AT) == 360.0
     # 40 dropped; the very last one is a tail loss no receiver can see (RFC 3550 A.3)
-    assert v("voipprobe_rtp_lost_packets_total", IN) == 39.0
-    assert v("voipprobe_rtp_lost_packets_total", OUT) == 0.0
+    assert v("voipprobe_rtp_lost_packets_total", IN_AT) == 39.0
+    assert v("voipprobe_rtp_lost_packets_total", OUT_AT) == 0.0
     media = {**CALL, "traffic": "media", "expected": "EF"}
     assert v("voipprobe_dscp_mismatched_packets_total", media) == 360.0  # B->A sent with CS0
     sig = {**CALL, "traffic": "signalling", "expected": "CS3+AF31+CS5"}
@@ -120,9 +123,9 @@ def test_rtp_counted_live_from_intervals_and_completed_at_stream_end() -> None:
     m = ProbeMetrics(reg, site="hq", config=cfg)
     first_ended = next(i for i, e in enumerate(events) if not isinstance(e, CallInterval))
     m.observe_all(events[:first_ended])  # the intervals only
-    assert reg.get_sample_value("voipprobe_rtp_packets_total", OUT) == 400.0
+    assert reg.get_sample_value("voipprobe_rtp_packets_total", OUT_AT) == 400.0
     m.observe_all(events[first_ended:])
-    assert reg.get_sample_value("voipprobe_rtp_packets_total", OUT) == 400.0  # not twice
+    assert reg.get_sample_value("voipprobe_rtp_packets_total", OUT_AT) == 400.0  # not twice
 
 
 def test_engine_counter_families() -> None:
@@ -183,6 +186,7 @@ def test_build_info_and_reload() -> None:
 
 
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_DIRECTED = re.compile(r"^[A-Za-z0-9_.-]*:(in|out)$")
 
 
 def test_label_values_are_bounded() -> None:
@@ -192,14 +196,18 @@ def test_label_values_are_bounded() -> None:
     allowed_keys = {"site", "peer", "direction", "codec", "profile", "threshold", "method",
                     "status_class", "end_reason", "interface", "expected", "traffic", "reason",
                     "protocol", "table", "verdict", "le", "version", "python_version",
-                    "outcome"}
+                    "outcome", "point", "upstream", "downstream"}
     for family in reg.collect():
         for s in family.samples:
             assert set(s.labels) <= allowed_keys, (s.name, s.labels)
             for key, value in s.labels.items():
                 if key in ("le", "python_version", "version"):
                     continue
-                assert not _IPV4.search(value) and ":" not in value, (s.name, key, value)
+                assert not _IPV4.search(value), (s.name, key, value)
+                # ":" only as an interface point's direction ("eth0:in"), never an IPv6
+                # address or a port
+                assert ":" not in value or (key in ("point", "upstream", "downstream")
+                                            and _DIRECTED.match(value)), (s.name, key, value)
                 assert CALL_ID.split("@")[0] not in value and "@" not in value
                 assert len(value) <= 64
     ifaces = {s.labels["interface"] for f in reg.collect()

@@ -102,7 +102,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         m = re.search(r"counter packets (\d+) bytes \d+ drop", counters)
         assert m is not None, counters
         scrapes = {}
-        for name, (log, base) in agents.items():
+        for name, (_log, base) in agents.items():
             def ended(base: str = base) -> bool:
                 status, body = _http(lab.ns_r, f"{base}/metrics")
                 scrapes[base] = body

@@ -21,8 +21,8 @@ Names (what records print; metrics use `point_label`):
 
 Ids are process-wide (an interning table, like ``sys.intern``): the same name is the
 same id in every engine, and no output depends on an id, only on names. The table
-is bounded (`MAX_POINTS`): names from the network (spoofed exporters) beyond it all
-become ``other``.
+is bounded (`PointTable`): names the network chooses (spoofed exporters) have a quota
+of their own, and beyond it become ``other``.
 """
 
 from __future__ import annotations
@@ -39,11 +39,8 @@ import numpy.typing as npt
 
 UNNAMED = 0
 OTHER_POINT = "other"
-MAX_POINTS = 1024
-
-_lock = threading.Lock()
-_names: list[str] = [""]
-_ids: dict[str, int] = {"": UNNAMED}
+MAX_REMOTE_POINTS = 1024  # names the network chooses (exporters, HEP agents)
+MAX_POINTS = 16384  # every name (interfaces, file interfaces, and the remote ones)
 
 # Linux packet types (linux/if_packet.h): what the ring and cooked captures say.
 PACKET_OUTGOING = 4
@@ -52,29 +49,51 @@ _SLL2_IFINDEX_OFF = 4  # LINUX_SLL2: u32 interface index at byte 4, packet type 
 _SLL2_PKTTYPE_OFF = 10
 
 
-def point_id(name: str) -> int:
-    """The id of point ``name`` (interned on first use; ``other`` once the table is full)."""
-    found = _ids.get(name)
-    if found is not None:
-        return found
-    with _lock:
-        found = _ids.get(name)
-        if found is None:
-            if len(_names) >= MAX_POINTS:
-                return _ids.setdefault(OTHER_POINT, _intern(OTHER_POINT))
-            found = _intern(name)
-        return found
+class PointTable:
+    """Point names <-> ids. Remote names (chosen by whoever sends a mirror or HEP) are
+    bounded apart (`MAX_REMOTE_POINTS`), so a flood of spoofed exporters cannot take
+    the ids local interfaces need; past a bound a name is ``other``."""
+
+    def __init__(self, max_points: int = MAX_POINTS,
+                 max_remote: int = MAX_REMOTE_POINTS) -> None:
+        self.max_points = max_points
+        self.max_remote = max_remote
+        self._lock = threading.Lock()
+        self._names: list[str] = ["", OTHER_POINT]
+        self._ids: dict[str, int] = {"": UNNAMED, OTHER_POINT: 1}
+        self._remote = 0
+
+    def id(self, name: str, *, remote: bool = False) -> int:
+        found = self._ids.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._ids.get(name)
+            if found is not None:
+                return found
+            if len(self._names) >= self.max_points or (remote
+                                                       and self._remote >= self.max_remote):
+                return self._ids[OTHER_POINT]
+            self._remote += remote
+            self._names.append(name)
+            self._ids[name] = len(self._names) - 1
+            return self._ids[name]
+
+    def name(self, pid: int) -> str:
+        return self._names[pid] if 0 <= pid < len(self._names) else ""
 
 
-def _intern(name: str) -> int:
-    _names.append(name)
-    _ids[name] = len(_names) - 1
-    return _ids[name]
+POINTS = PointTable()  # the process's table (ids are the same in every engine)
+
+
+def point_id(name: str, *, remote: bool = False) -> int:
+    """The id of point ``name`` (interned on first use; ``other`` past the bounds)."""
+    return POINTS.id(name, remote=remote)
 
 
 def point_name(pid: int) -> str:
     """The name of point id ``pid`` (``""`` for an unknown id)."""
-    return _names[pid] if 0 <= pid < len(_names) else ""
+    return POINTS.name(pid)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,7 +102,7 @@ def exporter_point(kind: str, addr: int, session: str = "") -> int:
     decoder holds it, 128-bit IPv4-mapped)."""
     ip = ipaddress.IPv6Address(addr)
     text = str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
-    return point_id(f"{kind}/{text}/{session}" if session else f"{kind}/{text}")
+    return point_id(f"{kind}/{text}/{session}" if session else f"{kind}/{text}", remote=True)
 
 
 def with_direction(base: str, outgoing: bool) -> str:

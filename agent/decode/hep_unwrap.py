@@ -181,7 +181,7 @@ class HepUnwrapper:
             self.counters.add(f"errors_v{version}")
             return None, None, UNNAMED
         self.counters.add(f"records_v{rec.version}")
-        point = point_id(f"hep/{rec.capture_id}" if rec.version >= 2 else "hep")
+        point = point_id(f"hep/{rec.capture_id}" if rec.version >= 2 else "hep", remote=True)
         if rec.version >= 2:
             digest = hashlib.blake2b(payload, digest_size=16).digest()
             if digest in self._seen:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from corpus_oracle import corpus_dir
+from records import points_of, unplaced
 
 from agent.calls.events import CallEnded
 from agent.capture.batch import Batch
@@ -141,7 +142,11 @@ def test_a_capture_sent_over_the_socket_gives_analyzes_calls(sender: socket.sock
                           "--no-progress", str(original)], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     want = [json.loads(line) for line in out.splitlines()][:-1]
-    assert sorted(got, key=json.dumps) == sorted(want, key=json.dumps)
+    # seen at the HEP agent's point, not at the capture's (which names none)
+    assert {p for r in got for p in points_of(r)} == {f"hep/{records[0].capture_id}"}
+    assert {p for r in want for p in points_of(r)} == {None}
+    assert sorted(map(unplaced, got), key=json.dumps) == sorted(map(unplaced, want),
+                                                                key=json.dumps)
 
 
 def _tcp(port: int) -> socket.socket:

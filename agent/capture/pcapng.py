@@ -226,7 +226,10 @@ class PcapngParser:
         self._ifaces.append(_Interface(linktype, units, offset_s, self._point(name)))
 
     def _point(self, name: str | None) -> int:
-        return point_id(name or f"if{len(self._ifaces)}")
+        """An interface's point: its name; unnamed, the first is the file's default
+        point (as a classic pcap's) and the others ``if<N>``."""
+        n = len(self._ifaces)
+        return point_id(name or (f"if{n}" if n else ""))
 
     def _start_section(self) -> None:
         """Enter the section whose SHB starts at ``win.pos`` (it may change byte order)."""

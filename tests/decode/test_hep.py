@@ -20,6 +20,7 @@ import pytest
 from corpus_oracle import corpus_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from records import points_of, unplaced
 from synth import LINKTYPE_RAW, CapturedPacket, write_pcap
 
 from agent.calls.events import StreamEnded
@@ -183,9 +184,10 @@ def _fields(rec: HepRecord) -> dict[str, Any]:
 
 
 def _comparable(call: dict[str, Any], dscp: bool) -> dict[str, Any]:
-    """A record without DSCP when the HEP did not carry it (v2: rebuilt packets are CS0;
-    v3 carries it here in the IP TOS chunk)."""
-    call = json.loads(json.dumps(call))
+    """A record without where it was seen (the HEP agent, not the capture) and without
+    DSCP when the HEP did not carry it (v2: rebuilt packets are CS0; v3 carries it here in
+    the IP TOS chunk)."""
+    call = unplaced(call)
     if dscp:
         return call
     call.pop("signalling_dscp", None)
@@ -233,6 +235,7 @@ def test_reencoded_capture_gives_the_same_calls(capture: str, mode: str,
     for g, w in zip(got, want, strict=True):
         assert [d["stream"]["lost"] for d in g["directions"]] == \
             [d["stream"]["lost"] for d in w["directions"]]
+        assert points_of(g) <= {"hep/7"} and points_of(w) <= {None}, (g, w)
         diffs = _close(_comparable(g, mode != "v2"), _comparable(w, mode != "v2"))
         assert not diffs, diffs
 

@@ -79,6 +79,9 @@ class RouteCounters:
     sip_tcp_segments: int = 0
     sip_messages: int = 0
     sip_parse_errors: int = 0
+    # datagrams accepted though their body is short of Content-Length by exactly its
+    # bare-LF line ends (CRLF counted, LF sent: `agent.sip.message`)
+    sip_body_length_lenient: int = 0
     sip_keepalives: int = 0
     sip_tls_packets: int = 0  # encrypted signalling, not decoded
     rtcp_packets: int = 0
@@ -295,6 +298,8 @@ class Engine:
             self.route.sip_parse_errors += 1
             return None
         self.route.sip_messages += 1
+        if msg.body_length_lenient:
+            self.route.sip_body_length_lenient += 1
         return msg, transport
 
     def _sip_message(self, f: Frames, i: int, msg: SipMessage, transport: str,

@@ -189,8 +189,9 @@ class Engine:
         # setup (all configurable, so taken as configured)
         calls = self.config.config.calls
         horizon = min(self.streams.config.idle_timeout_s, self.calls.linger_s,
-                      calls.media_idle_timeout_s, calls.signalling_idle_timeout_s,
-                      self.sip.setup_timeout_s, self.sip.ended_linger_s)
+                      calls.report_linger_s, calls.media_idle_timeout_s,
+                      calls.signalling_idle_timeout_s, self.sip.setup_timeout_s,
+                      self.sip.ended_linger_s)
         pos, n = 0, len(f)
         while pos < n:
             due = self._due()

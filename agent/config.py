@@ -48,6 +48,10 @@ class CallsConfig(BaseModel):
     # §4 recommends 1800 s session intervals.
     signalling_idle_timeout_s: float = Field(default=1800.0, gt=0)
     setup_timeout_s: float = Field(default=180.0, gt=0)  # no final response (Timer C)
+    # A call's record is built this long after its dialog ended, so late media and the
+    # phones' RFC 6035 session reports (PUBLISH vq-rtcpxr, usually sent right after the
+    # BYE; some phones take up to 30 s) still join it; a report after it is counted late.
+    report_linger_s: float = Field(default=5.0, ge=0)
     interval_s: float = Field(default=10.0, gt=0)  # interval observations for mos_min
     max_calls: int = Field(default=50000, gt=0)
 

@@ -80,6 +80,9 @@ class RouteCounters:
     sip_tcp_segments: int = 0
     sip_messages: int = 0
     sip_parse_errors: int = 0
+    # datagrams accepted though their body is short of Content-Length by exactly its
+    # bare-LF line ends (CRLF counted, LF sent: `agent.sip.message`)
+    sip_body_length_lenient: int = 0
     sip_keepalives: int = 0
     sip_tls_packets: int = 0  # encrypted signalling, not decoded
     rtcp_packets: int = 0
@@ -192,8 +195,9 @@ class Engine:
         # setup (all configurable, so taken as configured)
         calls = self.config.config.calls
         horizon = min(self.streams.config.idle_timeout_s, self.calls.linger_s,
-                      calls.media_idle_timeout_s, calls.signalling_idle_timeout_s,
-                      self.sip.setup_timeout_s, self.sip.ended_linger_s)
+                      calls.report_linger_s, calls.media_idle_timeout_s,
+                      calls.signalling_idle_timeout_s, self.sip.setup_timeout_s,
+                      self.sip.ended_linger_s)
         pos, n = 0, len(f)
         while pos < n:
             due = self._due()
@@ -314,6 +318,8 @@ class Engine:
             self.route.sip_parse_errors += 1
             return None
         self.route.sip_messages += 1
+        if msg.body_length_lenient:
+            self.route.sip_body_length_lenient += 1
         return msg, transport
 
     def _sip_message(self, f: Frames, i: int, msg: SipMessage, transport: str,

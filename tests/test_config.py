@@ -24,6 +24,12 @@ def test_readme_example_is_a_valid_config() -> None:
     assert cfg.quality.jitter_buffer.model == "adaptive" and cfg.calls.media_idle_timeout_s == 30
 
 
+def test_report_linger_defaults_to_5_s_and_may_be_0() -> None:
+    assert config_from_mapping({}).calls.report_linger_s == 5.0
+    assert config_from_mapping({"calls": {"report_linger_s": 0}}).calls.report_linger_s == 0.0
+    assert config_from_mapping({"calls": {"report_linger_s": 30}}).calls.report_linger_s == 30
+
+
 def test_shipped_sla_default_loads_as_the_sla_section(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     sla = yaml.safe_load((ROOT / "config" / "sla-default.yaml").read_text())
@@ -36,6 +42,7 @@ def test_shipped_sla_default_loads_as_the_sla_section(tmp_path: Path) -> None:
      "sla.profiles.default.max_jitter_ms", "abc"),
     ({"quality": {"jitter_buffer": {"model": "magic"}}}, "quality.jitter_buffer.model", "magic"),
     ({"calls": {"media_idle_timeout_s": -1}}, "calls.media_idle_timeout_s", "-1"),
+    ({"calls": {"report_linger_s": -0.5}}, "calls.report_linger_s", "-0.5"),
     ({"privacy": "maybe"}, "privacy", "maybe"),
     ({"colour": "blue"}, "colour", "blue"),
 ])

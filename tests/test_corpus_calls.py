@@ -35,7 +35,7 @@ EXPECTED: dict[str, list[int | None]] = {
     "sngrep_ipv6frag_sip.pcap": [200],
     "heplify_sip_websocket.pcap": [200, 200],
     "rtpdump_vowifi_esp_null.pcap": [],
-    "hep3_sip.pcap": [],
+    "hep3_sip.pcap": [407],
     "heplify_sip_sctp.pcap": [],
 }
 WHY = {
@@ -54,10 +54,6 @@ WHY = {
     "the INVITE (corpus README note 9), so it answers no dialog we know",
     "rtpdump_vowifi_esp_null.pcap": "the INVITE itself is not in the capture (only 1xx/200 "
     "inside ESP-NULL): no dialog can start",
-    "hep3_sip.pcap": "SIP inside HEP3 (UDP 9060) is unwrapped, but this synthetic INVITE "
-    "ends its lines with LF while its Content-Length counts CRLF (287 declared, 276 sent): "
-    "over UDP a body shorter than Content-Length is an error (RFC 3261 §18.3), so no dialog "
-    "starts; its 100 and 407 are counted as orphan responses",
     "heplify_sip_sctp.pcap": "SIP over SCTP is not decoded (rare; RFC 4168)",
 }
 

@@ -20,10 +20,12 @@ The table owns three timers (`next_deadline` / `expire(now)`, packet time):
   negotiated (then ``session_expired``), else ``signalling_idle_timeout_s``.
   The end time is the call's last packet (``timed_out``). A lazy heap: an entry
   that comes due for a call still busy is re-armed at its new deadline.
-- *linger*: a call's record is built ``linger_s`` after its dialog ended, so
-  late media still joins; then its running streams are closed first.
-- *unsignalled* streams wait ``linger_s`` after they ended for their reverse
-  (the swapped 5-tuple) and become one pseudo-call.
+- *linger*: a call's record is built ``calls.report_linger_s`` (config, 5 s by
+  default) after its dialog ended, so late media and late reports still join;
+  then its running streams are closed first. The delay is read when the dialog
+  ends (packet time), so a reload applies to calls that end after it.
+- *unsignalled* streams wait ``linger_s`` (5 s) after they ended for their
+  reverse (the swapped 5-tuple) and become one pseudo-call.
 - *intervals*: at every multiple of ``calls.interval_s`` of packet time each
   running stream is snapshotted and rated (`CallInterval`, `mos_min`).
 
@@ -31,7 +33,7 @@ RFC 6035 reports (`QualityReported`: a phone's PUBLISH, its own Call-ID) join
 the call their ``CallID:`` line names while that call is in the table: during
 the call (interval reports) or while it lingers after its dialog ended — the
 usual case, phones send their session report right after the BYE, and the
-linger (``linger_s`` after the BYE) is what gives it time to arrive. Each
+linger (``report_linger_s`` after the BYE) is what gives it time to arrive. Each
 direction of the record then shows the block that describes it
 (`agent.calls.endpoint_report`). A report for a call whose record was already
 emitted is counted ``reports_late``, one for a call the probe never saw
@@ -169,7 +171,8 @@ class CallTable:
         out: list[Event] = []
         if isinstance(event, DialogEnded) and not call.ended:
             call.ended = True
-            due = (sig.end_ts if sig.end_ts is not None else sig.last_ts) + self.linger_s
+            end = sig.end_ts if sig.end_ts is not None else sig.last_ts
+            due = end + self.config.calls.report_linger_s
             heapq.heappush(self._linger, (due, next(self._serial), sig.call_id))
         elif sig.answer_ts is not None and not call.ended:
             self._arm(call)  # a message can bring the deadline nearer (a session timer)

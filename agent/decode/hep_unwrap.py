@@ -32,12 +32,17 @@ last `DEDUP_WINDOW` is dropped and counted (``duplicates``). v1 carries no
 timestamp, so two identical v1 packets may be a genuine SIP retransmission: they
 are kept (the SIP layer treats them as retransmissions).
 
-What is rebuilt: SIP (type 1), RTP (4), RTCP (5) when it is binary RTCP, and
-v1/v2 records (no type: content decides downstream) over UDP or TCP. TCP records
-get a per-direction running sequence number (`TCP_FLOWS` directions, least
-recently used evicted) so the SIP TCP reassembler frames them like a stream.
-RTCP as JSON (type 5 with a JSON body, 32..35 QoS/MOS reports), logs (100) and
-every other type are counted (``skipped_json``, ``skipped_other``) and dropped.
+What is rebuilt: SIP (type 1), RTP (4), RTCP (5), and v1/v2 records (no type:
+content decides downstream) over UDP or TCP. TCP records get a per-direction
+running sequence number (`TCP_FLOWS` directions, least recently used evicted) so
+the SIP TCP reassembler frames them like a stream. RTCP comes as bytes, or as
+the JSON object media relays (rtpengine, FreeSWITCH via hepipe.js, heplify) send
+instead: that is turned back into the SR/RR it describes
+(`agent.decode.hep_rtcp_json`) and rebuilt as a UDP datagram like binary RTCP
+(``rtcp_json``); one that does not read as a report is counted
+(``rtcp_json_errors``) and dropped. QoS/MOS and other JSON reports (types
+32..35, 50, 53, 54), logs (100) and every other type are counted
+(``skipped_json``, ``skipped_other``) and dropped.
 HEP carries DSCP only in the rare IP TOS chunk (24): without it rebuilt packets have
 DSCP 0 (CS0).
 """
@@ -48,7 +53,7 @@ import hashlib
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -66,13 +71,15 @@ from agent.decode.hep import (
     hep_version,
     parse_hep,
 )
+from agent.decode.hep_rtcp_json import RtcpJsonError, report_from_json
 from agent.decode.tunnels import TunnelPorts
+from agent.rtcp.packets import encode_report
 
 HEP_PORT = 9060  # the HOMER collector's registered default
 DEDUP_WINDOW = 4096  # HEP packets remembered for duplicate detection
 TCP_FLOWS = 4096  # TCP directions with a running sequence number
 _REBUILT_TYPES = frozenset({PROTO_UNKNOWN, PROTO_SIP, PROTO_RTP, PROTO_RTCP})
-_JSON_TYPES = frozenset({PROTO_RTCP, 32, 33, 34, 35, 50, 53, 54})
+_JSON_TYPES = frozenset({32, 33, 34, 35, 50, 53, 54})  # QoS/MOS and other JSON reports
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _UDP = struct.Struct("!HHHH")
@@ -94,7 +101,9 @@ class HepCounters:
     errors_v2: int = 0
     errors_v3: int = 0
     duplicates: int = 0  # a v2/v3 packet identical to a recent one, dropped
-    skipped_json: int = 0  # RTCP-as-JSON and QoS/MOS reports (not measured yet)
+    rtcp_json: int = 0  # RTCP-as-JSON reports rebuilt as the binary SR/RR they describe
+    rtcp_json_errors: int = 0  # type 5 payloads neither binary RTCP nor a JSON report
+    skipped_json: int = 0  # QoS/MOS JSON reports (not measured)
     skipped_other: int = 0  # logs, other protocol types, transports other than UDP/TCP
     packets_rebuilt: int = 0  # raw IP packets handed on to decode
 
@@ -192,12 +201,19 @@ class HepUnwrapper:
             if len(self._seen) > DEDUP_WINDOW:
                 self._seen.popitem(last=False)
         rec_ts = rec.ts if rec.version >= 2 else None
-        if rec.proto_type not in _REBUILT_TYPES or (
-            rec.proto_type == PROTO_RTCP and not _binary_rtcp(rec.payload)
-        ):
+        if rec.proto_type not in _REBUILT_TYPES:
             self.counters.add("skipped_json" if rec.proto_type in _JSON_TYPES
                               else "skipped_other")
             return None, rec_ts, point
+        if rec.proto_type == PROTO_RTCP and not _binary_rtcp(rec.payload):
+            try:
+                rtcp = encode_report(report_from_json(rec.payload))
+            except RtcpJsonError:
+                self.counters.rtcp_json_errors += 1
+                return None, rec_ts, point
+            self.counters.rtcp_json += 1
+            # the JSON describes the report, not how it travelled: RTCP is UDP
+            rec = replace(rec, payload=rtcp, ip_proto=IPPROTO_UDP)
         if rec.ip_proto not in (IPPROTO_UDP, IPPROTO_TCP):
             self.counters.skipped_other += 1
             return None, rec_ts, point

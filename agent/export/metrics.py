@@ -116,7 +116,7 @@ _DECODE_ERRORS = (
 
 _HEP_VERSIONS = ("1", "2", "3")
 _HEP_DROPS = {"duplicates": "duplicate", "skipped_json": "json_report",
-              "skipped_other": "other_type"}
+              "skipped_other": "other_type", "rtcp_json_errors": "rtcp_json_malformed"}
 
 
 def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],

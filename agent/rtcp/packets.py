@@ -430,3 +430,30 @@ _PARSERS: dict[int, Callable[[int, bytes, int, int], RtcpPacket]] = {
     PT_BYE: _parse_bye,
     PT_XR: _parse_xr,
 }
+
+
+MAX_REPORT_BLOCKS = 31  # the 5-bit report count (RC) of an SR/RR header (§6.4.1)
+
+
+def encode_report(report: SenderReport | ReceiverReport) -> bytes:
+    """One SR or RR as it is on the wire (§6.4.1, §6.4.2): what `parse_compound` reads
+    back as ``(report,)``. For reports that arrive in another form (HEP's RTCP-as-JSON,
+    `agent.decode.hep_rtcp_json`). Raises ValueError for more than `MAX_REPORT_BLOCKS`
+    blocks or a field wider than its slot."""
+    if len(report.reports) > MAX_REPORT_BLOCKS:
+        raise ValueError(f"{len(report.reports)} report blocks, at most {MAX_REPORT_BLOCKS}")
+    try:
+        blocks = b"".join(_REPORT_BLOCK.pack(
+            b.ssrc, (b.fraction_lost_raw << 24) | (b.cumulative_lost & 0xFFFFFF),
+            b.extended_highest_seq, b.jitter_ts_units, b.lsr, b.dlsr) for b in report.reports)
+        if isinstance(report, SenderReport):
+            head = _SENDER_INFO.pack(report.ssrc, report.ntp_timestamp >> 32,
+                                     report.ntp_timestamp & 0xFFFFFFFF, report.rtp_timestamp,
+                                     report.packet_count, report.octet_count)
+        else:
+            head = _SSRC.pack(report.ssrc)
+    except struct.error as err:
+        raise ValueError(str(err)) from None
+    packet_type = PT_SR if isinstance(report, SenderReport) else PT_RR
+    body = head + blocks
+    return _HEADER.pack(0x80 | len(report.reports), packet_type, len(body) // 4) + body

@@ -15,7 +15,13 @@ the end of a body-less datagram, any case in header names. What is rejected
 is what makes a message unusable: no parseable start line, a header line
 without a colon, a missing Call-ID/CSeq/From/To (mandatory per §8.1.1), a
 malformed top Via, or a Content-Length that is not a number or is larger than
-what arrived (§18.3: such a datagram is discarded).
+what arrived (§18.3: such a datagram is discarded). One exception to that
+last rule: a body short by exactly its number of bare-LF line ends is accepted
+(`SipMessage.body_length_lenient`): its sender wrote LF but counted CRLF, as
+the hepgen sample capture of sipcapture/hep-wireshark does (Wireshark and
+sngrep accept it). A body cut short on the way is, but for a coincidence,
+short by some other amount and still refused. Stream framing always hands over the declared
+length, so the exception only ever applies to datagrams.
 
 Framing of stream transports is by Content-Length (§18.3, mandatory there);
 `split_stream` returns the byte ranges of complete messages and how much of
@@ -78,6 +84,9 @@ class SipMessage:
     top_via: Via | None
     content_length: int | None
     sdp: bytes | None  # the application/sdp body, or the SDP part of a multipart body
+    # The body is shorter than Content-Length by exactly its bare-LF line ends: the
+    # sender counted CRLF but wrote LF (accepted; see the module docstring)
+    body_length_lenient: bool = False
 
     @property
     def is_response(self) -> bool:
@@ -145,7 +154,8 @@ def parse_message(data: bytes) -> SipMessage:
 
     Without Content-Length the body is the rest of the datagram (RFC 3261
     §18.3 permits that for UDP); with it, extra bytes are ignored and a
-    shorter body is an error.
+    shorter body is an error, unless CRLF line ends would make up the
+    difference exactly (`SipMessage.body_length_lenient`).
     """
     start = _skip_crlf(data, 0)
     if start >= len(data):
@@ -161,13 +171,17 @@ def parse_message(data: bytes) -> SipMessage:
     is_request, method, uri, code, reason = _parse_start_line(lines[0])
     headers = parse_header_lines(lines[1:])
     content_length = _content_length(headers)
+    lenient = False
     if content_length is None:
         body = data[body_start:]
     else:
         body = data[body_start : body_start + content_length]
         if len(body) < content_length:
-            raise SipParseError(f"body truncated: {len(body)} of {content_length} bytes")
-    return _build(is_request, method, uri, code, reason, headers, body, content_length)
+            if len(body) + _bare_lf(body) != content_length:
+                raise SipParseError(f"body truncated: {len(body)} of {content_length} bytes")
+            lenient = True
+    return _build(is_request, method, uri, code, reason, headers, body, content_length,
+                  lenient)
 
 
 def split_stream(
@@ -235,6 +249,11 @@ def _skip_crlf(data: bytes, pos: int) -> int:
     return pos
 
 
+def _bare_lf(body: bytes) -> int:
+    """Line ends in ``body`` that are LF without the CR before it."""
+    return body.count(b"\n") - body.count(b"\r\n")
+
+
 def _split_lines(head: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
 
@@ -293,6 +312,7 @@ def _build(
     headers: Headers,
     body: bytes,
     content_length: int | None,
+    body_length_lenient: bool = False,
 ) -> SipMessage:
     cseq = parse_cseq(_required(headers, "CSeq"))
     top = headers.get("Via")
@@ -311,6 +331,7 @@ def _build(
         top_via=parse_via(top) if top is not None else None,
         content_length=content_length,
         sdp=find_sdp(headers.get("Content-Type"), body) if body else None,
+        body_length_lenient=body_length_lenient,
     )
 
 

@@ -24,7 +24,7 @@ def test_clean_call_record() -> None:
     t.on_sip(DialogEnded(call()))
     t.stream_ended(stream(CALLER, CALLEE, 1), T0)
     t.stream_ended(stream(CALLEE, CALLER, 2), T0)
-    # the record is due linger_s (5 s) after the dialog's end (its BYE at T0 + 31)
+    # the record is due calls.report_linger_s (5 s) after the dialog's end (its BYE at T0 + 31)
     assert t.next_deadline() == T0 + 31.0 + 5.0
     assert t.expire(T0 + 35.9) == []
     (done,) = [e for e in t.expire(T0 + 36.0) if isinstance(e, CallEnded)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import json
 import os
 import random
@@ -35,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from synth import BASE_EPOCH_NS, LINKTYPE_ETHERNET, Flow, link_frame
-from test_time_true import _check, _read
+from test_time_true import _canon, _check, _read
 
 from agent.calls.events import CallEnded
 from agent.capture.batch import Batch
@@ -306,3 +307,126 @@ def test_random_cuts_equal_whole_file(tmp_path_factory: pytest.TempPathFactory,
     cuts = data.draw(st.lists(st.integers(1, n - 1), max_size=40, unique=True).map(sorted),
                      label="cuts")
     _check(path, n, cuts, f"cut at {cuts}")
+
+
+# -- a phone that publishes late: calls.report_linger_s ----------------------------------
+
+LATE_CALLER = "198.18.1.3"
+LATE_CALL = "vq-c@198.18.1.3"
+LATE_AFTER_BYE_S = 10  # some phones send their session report up to 30 s after the BYE
+
+
+def _late_scenario() -> tuple[list[callgen.CapturedPacket], float]:
+    """One answered call; its caller's CallTerm report 10 s after the BYE; an OPTIONS to
+    the collector 30 s after the BYE, so packet time passes every linger. Returns the
+    packets and the BYE's packet time (s)."""
+    rng = random.Random(29)
+    cap = callgen._Capture()
+    pending = callgen.emit_call(cap, rng, callgen.CallPlan(
+        call_id=LATE_CALL, start_ns=BASE_EPOCH_NS, caller_ip=LATE_CALLER, callee_ip=CALLEE,
+        caller_media=20004, callee_media=30004, codec=callgen.PCMA, outcome="answered",
+        setup_ns=1 * S, talk_ns=4 * S, ssrcs=(0x55555555, 0x66666666)))
+    assert pending.bye_ns is not None
+    flow = Flow(LATE_CALLER, COLLECTOR, 5060, 5060)
+    report = _report("VQSessionReport: CallTerm", LATE_CALL, (LATE_CALLER, 20004, 0x55555555),
+                     (CALLEE, 30004, 0x66666666), CALLER_LOCAL)
+    cap.add(pending.bye_ns + LATE_AFTER_BYE_S * S, flow,
+            _publish("rep-c-late", LATE_CALLER, report), dscp=callgen.DSCP_SIP)
+    options = _publish("opt-c", LATE_CALLER, b"").replace(b"PUBLISH", b"OPTIONS")
+    cap.add(pending.bye_ns + 30 * S, flow, options, dscp=callgen.DSCP_SIP)
+    emissions = cap.finish()
+    bye = next(e.ts_ns for e in emissions if e.frame.find(b"BYE sip:") >= 0) / S
+    return callgen._Capture.packets(emissions), bye
+
+
+def _late_engine(linger_s: float | None) -> Engine:
+    calls: dict[str, float] = {"interval_s": 5.0}
+    if linger_s is not None:
+        calls["report_linger_s"] = linger_s
+    return Engine(EngineConfig(config=Config.model_validate({"calls": calls})))
+
+
+def _late_run(linger_s: float | None, bounds: tuple[int, ...] = ()
+              ) -> tuple[list[object], dict[str, int]]:
+    packets, _ = _late_scenario()
+    engine = _late_engine(linger_s)
+    events: list[object] = []
+    edges = [0, *bounds, len(packets)]
+    for lo, hi in itertools.pairwise(edges):
+        part = packets[lo:hi]
+        if part:
+            events += engine.feed(Batch.from_packets([p.frame for p in part],
+                                                     [p.ts_ns / S for p in part], 1))
+    events += engine.finish()
+    return events, engine.counters()
+
+
+def _late_record(events: list[object]) -> dict[str, Any]:
+    (rec,) = [e.record.to_json() for e in events
+              if isinstance(e, CallEnded) and e.record.call_id == LATE_CALL]
+    return rec
+
+
+def test_report_after_the_default_linger_is_late() -> None:
+    """5 s by default: the record was emitted before the report came (10 s after BYE)."""
+    events, counters = _late_run(None)
+    assert (counters["sip_vq_reports"], counters["calls_reports_joined"],
+            counters["calls_reports_late"]) == (1, 0, 1)
+    assert all(d["endpoint_report"] is None for d in _late_record(events)["directions"])
+
+
+def test_report_within_a_longer_linger_joins() -> None:
+    """``calls.report_linger_s: 15``: the same report joins the caller's direction; the
+    record is otherwise the one of the default linger (the call still ended at its BYE)."""
+    events, counters = _late_run(15.0)
+    assert (counters["calls_reports_joined"], counters["calls_reports_late"]) == (1, 0)
+    rec = _late_record(events)
+    rep = _directions(rec)["b_to_a"]["endpoint_report"]
+    assert (rep["kind"], rep["call_term"], rep["reporter"], rep["reporter_side"]) == \
+        ("session", True, "receiver", "caller")
+    assert (rep["mos_cq"], rep["network_loss_ratio"], rep["round_trip_ms"]) == \
+        (3.9, 0.015, 42)
+    default = _late_record(_late_run(None)[0])
+    for r in (rec, default):
+        for d in r["directions"]:
+            d.pop("endpoint_report")
+    assert rec == default
+
+
+@pytest.mark.parametrize(("linger_s", "after_bye_s"), [(None, 5.0), (15.0, 15.0), (0.0, 0.0)])
+def test_record_is_due_at_bye_plus_linger_in_packet_time(linger_s: float | None,
+                                                         after_bye_s: float) -> None:
+    """The record comes when packet time reaches BYE + linger (`tick`, no packet), not
+    earlier, and never waits for a later packet; with 0 s, as soon as the dialog ended
+    (the BYE's 200 OK: already due at the driver's next tick)."""
+    packets, bye = _late_scenario()
+    upto = [p for p in packets if p.ts_ns / S <= bye + 0.5]  # the BYE and its 200 OK
+    assert upto[-1].frame.find(b"SIP/2.0 200 OK") >= 0
+    engine = _late_engine(linger_s)
+    events = engine.feed(Batch.from_packets([p.frame for p in upto],
+                                            [p.ts_ns / S for p in upto], 1))
+    events += engine.tick(upto[-1].ts_ns / S)  # packet time has not moved on
+    if after_bye_s > 0:
+        assert not [e for e in events if isinstance(e, CallEnded)]
+        assert not [e for e in engine.tick(bye + after_bye_s - 0.001)
+                    if isinstance(e, CallEnded)]
+        events = engine.tick(bye + after_bye_s)
+    (ended,) = [e.record for e in events if isinstance(e, CallEnded)]
+    assert (ended.call_id, ended.end_ts) == (LATE_CALL, bye)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+def test_longer_linger_is_batching_invariant(size: int) -> None:
+    packets, _ = _late_scenario()
+    want = _canon(_late_run(15.0)[0])
+    assert want["calls"] and _canon(_late_run(15.0, tuple(range(size, len(packets), size)))[0]) \
+        == want
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_longer_linger_random_cuts(data: st.DataObject) -> None:
+    packets, _ = _late_scenario()
+    cuts = data.draw(st.lists(st.integers(1, len(packets) - 1), max_size=30, unique=True)
+                     .map(sorted), label="cuts")
+    assert _canon(_late_run(15.0, tuple(cuts))[0]) == _canon(_late_run(15.0)[0])

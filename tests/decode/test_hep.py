@@ -101,20 +101,58 @@ def _analyze(*paths: Path) -> list[dict[str, Any]]:
 def test_analyze_hep3_sip_reports_its_sip() -> None:
     *calls, summary = _analyze(corpus_dir() / "pcaps" / "hep3_sip.pcap")
     assert summary["hep_records_v3"] == 8
-    assert summary["hep_skipped_json"] == 1  # the RTCP-as-JSON report (not measured yet)
+    # the RTCP-as-JSON report: its NTP fraction (13217348104192) fits no 32-bit field, so
+    # it is malformed (tests/decode/test_hep_rtcp_json.py), counted, dropped
+    assert (summary["hep_rtcp_json"], summary["hep_rtcp_json_errors"]) == (0, 1)
+    assert summary["hep_skipped_json"] == 0
     assert summary["hep_skipped_other"] == 1  # the LOG record
     assert summary["hep_packets_rebuilt"] == 6
     assert summary["route_sip_udp"] == 6
-    # 100, 407, OPTIONS, 200 parse; the INVITE and PUBLISH of this synthetic capture
-    # end their lines with LF but count CRLF in Content-Length (287 vs 276 bytes): a
-    # body shorter than Content-Length over UDP is an error (RFC 3261 §18.3)
-    assert summary["route_sip_messages"] == 4
-    assert summary["route_sip_parse_errors"] == 2
+    # The INVITE and PUBLISH of this synthetic capture end their lines with LF but
+    # count CRLF in Content-Length. The INVITE's body is short by exactly its 11 bare
+    # LFs (287 declared, 276 sent): accepted and counted. The PUBLISH's is short by 21
+    # with 13 bare LFs (450 declared, 429 sent): a body shorter than Content-Length
+    # over UDP, still an error (RFC 3261 §18.3)
+    assert summary["route_sip_messages"] == 5
+    assert summary["route_sip_body_length_lenient"] == 1
+    assert summary["route_sip_parse_errors"] == 1
+    assert summary["sip_requests_invite"] == 1
     assert summary["sip_responses_1xx"] == 1
     assert summary["sip_responses_4xx"] == 1
     assert summary["sip_requests_options"] == 1
     assert summary["sip_responses_2xx"] == 1
-    assert calls == []
+    assert summary["sip_orphan_responses"] == 0  # the 100 and 407 answer the INVITE
+    # the call: the Call-ID the HEP correlation id and the chunk dump name, answered 407
+    # (corpus README: "1 (407)")
+    invite = next(r for r in _oracle("hep3_sip.pcap") if r["sip_cseq"] == "1 INVITE")
+    (call,) = calls
+    assert call["call_id"] == invite["correlation_id"] == "qgf3dm9rudi@127.0.0.1"
+    assert (call["final_status"], call["end_reason"]) == (407, "failed")
+    assert call["invite_ts"] == pytest.approx(float(invite["ts"]), abs=1e-6)
+    assert call["directions"] == []  # the capture has no RTP
+
+
+@pytest.mark.needs_tshark
+def test_hep3_sip_call_parties_as_tshark_reads_them(tmp_path: Path) -> None:
+    """From/To/Call-ID/status of the hepgen call as tshark's SIP dissector reads the SIP
+    that the HEP packets carry (rewrapped as plain UDP: tshark 4.0 has no HEP dissector)."""
+    recs = [parse_hep(raw) for _, raw in _udp_payloads(corpus_dir() / "pcaps" / "hep3_sip.pcap")]
+    sip = [r for r in recs if r.proto_type == PROTO_SIP]
+    write_pcap(tmp_path / "sip.pcap", [CapturedPacket(r.ts_sec * 10**9 + r.ts_usec * 1000,
+                                                      build_packet(r)) for r in sip],
+               LINKTYPE_RAW)
+    out = subprocess.run(["tshark", "-n", "-r", str(tmp_path / "sip.pcap"), "-Y",
+                          'sip.CSeq.method == "INVITE"', "-T", "fields", "-E", "separator=|",
+                          "-e", "sip.Call-ID", "-e", "sip.from.addr", "-e", "sip.to.addr",
+                          "-e", "sip.Method", "-e", "sip.Status-Code"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    rows = [line.split("|") for line in out.splitlines()]
+    assert [r[3] or r[4] for r in rows] == ["INVITE", "100", "407"]
+    call_id, from_uri, to_uri = rows[0][:3]
+    (call,) = [c for c in _analyze(corpus_dir() / "pcaps" / "hep3_sip.pcap")
+               if c["kind"] == "call"]
+    assert (call["call_id"], call["from"], call["to"]) == (call_id, from_uri, to_uri)
+    assert call["final_status"] == int(rows[-1][4])
 
 
 def test_analyze_hep3_compressed_counts_each_copy_once() -> None:

@@ -160,7 +160,8 @@ def test_hep_counter_families() -> None:
     assert v("voipprobe_hep_packets_total", site) == 0.0
     assert v("voipprobe_hep_records_total", {**site, "version": "3"}) == 0.0
     m.update({"hep_packets": 21, "hep_bytes": 15609, "hep_records_v3": 20, "hep_errors_v3": 1,
-              "hep_records_v2": 4, "hep_duplicates": 14, "hep_skipped_json": 2})
+              "hep_records_v2": 4, "hep_duplicates": 14, "hep_skipped_json": 2,
+              "hep_rtcp_json_errors": 3})
     assert v("voipprobe_hep_packets_total", site) == 21.0
     assert v("voipprobe_hep_bytes_total", site) == 15609.0
     assert v("voipprobe_hep_records_total", {**site, "version": "3"}) == 20.0
@@ -170,6 +171,7 @@ def test_hep_counter_families() -> None:
     assert v("voipprobe_hep_dropped_total", {**site, "reason": "duplicate"}) == 14.0
     assert v("voipprobe_hep_dropped_total", {**site, "reason": "json_report"}) == 2.0
     assert v("voipprobe_hep_dropped_total", {**site, "reason": "other_type"}) == 0.0
+    assert v("voipprobe_hep_dropped_total", {**site, "reason": "rtcp_json_malformed"}) == 3.0
 
 
 def test_build_info_and_reload() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rtcp_builders import (
     VOIP_FIELDS,
     bye,
@@ -25,6 +27,7 @@ from agent.rtcp import (
     Goodbye,
     ReceiverReferenceTime,
     ReceiverReport,
+    ReportBlock,
     RtcpParseError,
     SenderReport,
     SourceDescription,
@@ -34,6 +37,7 @@ from agent.rtcp import (
     looks_like_rtcp,
     parse_compound,
 )
+from agent.rtcp.packets import MAX_REPORT_BLOCKS, encode_report
 
 NTP = 0xE7A1B2C3_80000000  # some second of 2023, + 0.5 s
 
@@ -188,3 +192,39 @@ def test_looks_like_rtcp_demux() -> None:
     assert not looks_like_rtcp(b"\x80\xc8\x00\x06" + b"\x00" * 4)  # SR length > datagram
     assert not looks_like_rtcp(b"\x40\xc9\x00\x01\x00\x00\x00\x01")
     assert not looks_like_rtcp(b"")
+
+
+_U32 = st.integers(0, 0xFFFFFFFF)
+_BLOCKS = st.lists(st.builds(ReportBlock, _U32, st.integers(0, 255),
+                             st.integers(-(1 << 23), (1 << 23) - 1), _U32, _U32, _U32, _U32),
+                   max_size=MAX_REPORT_BLOCKS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.builds(SenderReport, _U32, st.integers(0, (1 << 64) - 1), _U32, _U32, _U32,
+              _BLOCKS.map(tuple)),
+    st.builds(ReceiverReport, _U32, _BLOCKS.map(tuple))))
+def test_encode_report_is_what_parse_compound_reads_back(report: SenderReport | ReceiverReport
+                                                         ) -> None:
+    assert parse_compound(encode_report(report)) == (report,)
+
+
+def test_encode_report_matches_the_independent_builder() -> None:
+    block = ReportBlock(0x0A0B0C0D, 64, -3, 70_000, 80, 0x12345678, 65536)
+    sr = SenderReport(0x01020304, (3_900_000_000 << 32) | 0x80000000, 160, 50, 8000, (block,))
+    assert encode_report(sr) == sender_report(
+        0x01020304, (3_900_000_000 << 32) | 0x80000000, 160, 50, 8000,
+        (report_block(0x0A0B0C0D, 64, -3, 70_000, 80, 0x12345678, 65536),))
+    assert encode_report(ReceiverReport(7, ())) == receiver_report(7, ())
+
+
+@pytest.mark.parametrize("report", [
+    ReceiverReport(1, (ReportBlock(2, 0, 0, 0, 0, 0, 0),) * (MAX_REPORT_BLOCKS + 1)),
+    ReceiverReport(1, (ReportBlock(2, 256, 0, 0, 0, 0, 0),)),
+    ReceiverReport(1 << 32, ()),
+    SenderReport(1, 1 << 64, 0, 0, 0, ()),
+])
+def test_encode_report_refuses_what_does_not_fit(report: SenderReport | ReceiverReport) -> None:
+    with pytest.raises(ValueError):
+        encode_report(report)

@@ -187,6 +187,45 @@ def test_content_length_shorter_than_datagram_ignores_extra() -> None:
     assert msg.body == SDP_OFFER
 
 
+def _lf_body_crlf_length(body_lf: bytes, declared_extra: int = 0) -> bytes:
+    """An INVITE whose SDP lines end in LF while Content-Length counts CRLF (plus
+    ``declared_extra`` bytes more), as hep-wireshark's hepgen capture sends it."""
+    data = invite()
+    head, _, _ = data.partition(b"\r\n\r\n")
+    crlf_len = len(body_lf.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    head = head.replace(f"Content-Length: {len(SDP_OFFER)}".encode(),
+                        f"Content-Length: {crlf_len + declared_extra}".encode())
+    return head + b"\r\n\r\n" + body_lf
+
+
+def test_body_short_by_its_bare_lf_count_is_accepted_and_flagged() -> None:
+    body = SDP_OFFER.replace(b"\r\n", b"\n")
+    assert len(body) < len(SDP_OFFER)  # the SDP has CRLF line ends to drop
+    msg = parse_message(_lf_body_crlf_length(body))
+    assert msg.body == body and msg.sdp == body
+    assert msg.content_length == len(SDP_OFFER) and msg.body_length_lenient
+    # mixed line ends: only the bare LFs make up the difference
+    mixed = body.replace(b"\n", b"\r\n", 2)
+    msg = parse_message(_lf_body_crlf_length(mixed))
+    assert msg.body == mixed and msg.body_length_lenient
+    # an exact Content-Length is not lenient, LF or CRLF
+    assert not parse_message(invite()).body_length_lenient
+    lf_exact = invite().replace(SDP_OFFER, body).replace(
+        f"Content-Length: {len(SDP_OFFER)}".encode(), f"Content-Length: {len(body)}".encode())
+    assert not parse_message(lf_exact).body_length_lenient
+
+
+@pytest.mark.parametrize("extra", [1, -1, 5])
+def test_body_short_by_another_amount_is_still_truncated(extra: int) -> None:
+    """RFC 3261 §18.3: short by anything but its bare-LF line ends (here one byte
+    more or less, or a CRLF body cut short) is discarded."""
+    body = SDP_OFFER.replace(b"\r\n", b"\n")
+    with pytest.raises(SipParseError, match="truncated"):
+        parse_message(_lf_body_crlf_length(body, extra))
+    with pytest.raises(SipParseError, match="truncated"):
+        parse_message(invite()[:-abs(extra)])  # CRLF lines, bytes missing at the end
+
+
 def test_leading_crlf_and_no_final_empty_line() -> None:
     msg = parse_message(b"\r\n\r\n" + request("BYE").rstrip(b"\r\n"))
     assert msg.method == "BYE"

@@ -28,7 +28,6 @@ the daemon merging these sources with the ring in time order.
 
 from __future__ import annotations
 
-import ipaddress
 import select
 import socket
 import time
@@ -37,54 +36,9 @@ from dataclasses import dataclass
 
 from agent.capture.afpacket import CaptureStats
 from agent.capture.batch import Batch, LinkType
+from agent.capture.listen import MAX_DATAGRAM, AllowedSenders, bind_socket
 from agent.decode.hep import MAGIC
 from agent.decode.hep_unwrap import HEP_PORT, HepCounters, HepUnwrapper
-
-_MAX_DATAGRAM = 65535
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class _Senders:
-    """Allowed-sender CIDRs, with a bounded cache of verdicts per address."""
-
-    def __init__(self, allowed: Sequence[str]) -> None:
-        self.nets: list[_Network] = [ipaddress.ip_network(c, strict=False) for c in allowed]
-        self._verdicts: dict[str, bool] = {}
-
-    def allowed(self, host: str) -> bool:
-        verdict = self._verdicts.get(host)
-        if verdict is None:
-            try:
-                addr = ipaddress.ip_address(host.split("%", 1)[0])
-            except ValueError:
-                return False
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            verdict = any(addr in net for net in self.nets)
-            if len(self._verdicts) >= 4096:  # spoofed senders cannot grow it
-                self._verdicts.clear()
-            self._verdicts[host] = verdict
-        return verdict
-
-
-def _bind(address: str, port: int, kind: socket.SocketKind, rcvbuf: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        # a reload opens the new listener before closing the old one (daemon.reload)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(16)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 @dataclass(slots=True)
@@ -105,8 +59,8 @@ class _HepSocket:
 
     def __init__(self, address: str, port: int, allowed: Sequence[str],
                  kind: socket.SocketKind, rcvbuf: int, clock: Callable[[], float]) -> None:
-        self._senders = _Senders(allowed)
-        self._sock = _bind(address, port, kind, rcvbuf)
+        self._senders = AllowedSenders(allowed)
+        self._sock = bind_socket(address, port, kind, rcvbuf)
         self.port = int(self._sock.getsockname()[1])
         self.counters = ListenerCounters()
         self._hep = HepUnwrapper(ports=())
@@ -151,7 +105,7 @@ class HepListener(_HepSocket):
         super().__init__(address, port, allowed, socket.SOCK_DGRAM, rcvbuf, clock)
         self.max_batch = max_batch
         self.max_bytes = max_bytes
-        self._buf = bytearray(_MAX_DATAGRAM)
+        self._buf = bytearray(MAX_DATAGRAM)
 
     def poll(self, timeout_s: float) -> list[Batch]:
         """Waits up to ``timeout_s`` for datagrams; returns at most one batch."""
@@ -246,7 +200,7 @@ class HepTcpListener(_HepSocket):
               points: list[int]) -> None:
         buf = self._conns[conn]
         try:
-            data = conn.recv(_MAX_DATAGRAM)
+            data = conn.recv(MAX_DATAGRAM)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

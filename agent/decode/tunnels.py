@@ -1,7 +1,8 @@
 """Headers of the tunnels that carry mirrored frames: VXLAN, TZSP (over UDP), ERSPAN.
 
 Pure parsers over the packet bytes, used by `slowpath` (the fast path leaves every
-datagram to a tunnel port and every GRE packet to the slow path). Each returns
+datagram to a tunnel port and every GRE packet to the slow path) and by the mirror
+listeners (`agent.capture.mirror_listener`, on their receive buffer). Each returns
 where the carried frame starts and what it is (`Inner`), so the slow path decodes
 it with its ordinary link and IP code and every column (addresses, ports, payload
 offsets) is the inner packet's, in the original frame bytes.
@@ -50,7 +51,7 @@ class Inner(NamedTuple):
     link: int
 
 
-def vxlan(buf: bytes, pos: int, end: int) -> Inner | None:
+def vxlan(buf: bytes | bytearray, pos: int, end: int) -> Inner | None:
     """RFC 7348 §5 header at ``pos`` (UDP payload) in a datagram ending at ``end``.
 
     Reserved bits are ignored on receipt, as §5 says; the I flag must be set.
@@ -61,7 +62,7 @@ def vxlan(buf: bytes, pos: int, end: int) -> Inner | None:
     return Inner(inner, L.LT_ETHERNET)
 
 
-def tzsp(buf: bytes, pos: int, end: int) -> Inner | None:
+def tzsp(buf: bytes | bytearray, pos: int, end: int) -> Inner | None:
     """TZSP header and tag list at ``pos``; None unless both are valid and captured."""
     stop = min(end, len(buf))
     if pos + L.TZSP_HDR.size > stop:

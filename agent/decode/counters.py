@@ -6,8 +6,9 @@ reassembly) or one per-packet drop reason, so
 
     packets == frames + fragments_pending + sum(per-packet drop reasons)
 
-``fragments_reassembled``, ``fragments_expired``, ``fragments_evicted`` and
-``tunnels_decapsulated`` count events (datagrams or sets), not packets.
+``fragments_reassembled``, ``fragments_expired``, ``fragments_evicted``,
+``tunnels_decapsulated`` and the GRE ``sequence_*`` totals count events (datagrams,
+sets, or packets the exporter sent and the probe never saw), not packets of the batch.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class DecodeCounters:
     fragments_expired: int = 0
     fragments_evicted: int = 0
     tunnels_decapsulated: int = 0
+    sequence_lost: int = 0  # mirrored copies missing from GRE sequence numbers (`sequence`)
+    sequence_resets: int = 0  # GRE sequence numbers repeated, late or restarted
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}

@@ -6,7 +6,8 @@ packet goes through `slowpath.SlowPath` (plain Python, one packet at a time),
 which also owns fragment reassembly and tunnels (a UDP datagram to a tunnel port
 is always left to it). The two sets of rows are merged
 back into packet order. The decoder is stateful only through the fragment
-table, whose clock is the packets' own timestamps.
+table, whose clock is the packets' own timestamps, and the GRE sequence numbers of
+mirror sessions (`agent.decode.sequence`, in arrival order).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from agent.decode.counters import DecodeCounters, DecodeLimits
 from agent.decode.fastpath import Columns, decode_fast
 from agent.decode.fragments import Reassembler
 from agent.decode.frames import COLUMN_DTYPES, Frames, empty_frames
+from agent.decode.sequence import SequenceGaps
 from agent.decode.slowpath import Row, SlowPath
 from agent.decode.tunnels import TunnelPorts
 
@@ -56,6 +58,11 @@ class Decoder:
     @tunnel_ports.setter
     def tunnel_ports(self, ports: TunnelPorts) -> None:
         self._slow.tunnel_ports = ports
+
+    def sequence_gaps(self) -> dict[str, SequenceGaps]:
+        """Per mirror session that numbers its packets (ERSPAN II/III, GRETAP with GRE
+        sequence numbers), by point name: copies lost on the way, and resets."""
+        return self._slow.sequences.gaps()
 
     @property
     def fragment_sets(self) -> int:

@@ -45,6 +45,14 @@ instead: that is turned back into the SR/RR it describes
 (``skipped_json``, ``skipped_other``) and dropped.
 HEP carries DSCP only in the rare IP TOS chunk (24): without it rebuilt packets have
 DSCP 0 (CS0).
+
+Loss between a sender and the probe is not counted: no generic HEP v3 chunk type is
+a sequence number (the sipcapture/HEP specification; heplify-server decodes types
+1..19: family, protocol, addresses, ports, seconds/microseconds, protocol type,
+capture id, keep-alive (13), auth key, payload, compressed payload, correlation id,
+VLAN, node name; later types carry metadata such as TOS), and the v1/v2 headers
+have no room for one. HEP lost on its way is simply absent, unlike an ERSPAN
+session's numbered copies (`agent.decode.sequence`).
 """
 
 from __future__ import annotations

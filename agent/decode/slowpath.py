@@ -30,6 +30,7 @@ from agent.capture.points import exporter_point
 from agent.decode import layouts as L
 from agent.decode.counters import DecodeCounters
 from agent.decode.fragments import Reassembler
+from agent.decode.sequence import GreSequences
 from agent.decode.tunnels import Inner, TunnelPorts
 from agent.decode.tunnels import gre_erspan as _gre_erspan
 from agent.decode.tunnels import tzsp as _tzsp
@@ -84,6 +85,7 @@ class SlowPath:
     ) -> None:
         self._counters = counters
         self._reasm = reassembler
+        self.sequences = GreSequences(counters)
         self.tunnel_ports = tunnel_ports if tunnel_ports is not None else TunnelPorts()
         self._appended: list[bytes] = []
         self._next_base = 0
@@ -385,8 +387,10 @@ class SlowPath:
         """GRE (RFC 2784/2890, PPTP's enhanced GRE RFC 2637 §4.1) and what it carries.
 
         A mirror (ERSPAN, or GRETAP/NVGRE bridging frames) moves the packet's point to
-        the exporter: sender address plus ERSPAN session or GRE key. GRE carrying IP
-        is a routed tunnel: the packet stays where it was seen."""
+        the exporter: sender address plus ERSPAN session or GRE key, and its GRE
+        sequence number (when the S bit is set) counts the copies lost on the way
+        (`agent.decode.sequence`). GRE carrying IP is a routed tunnel: the packet
+        stays where it was seen."""
         _need(buf, pos + L.GRE_HDR.size)
         flags, ptype = L.GRE_HDR.unpack_from(buf, pos)
         version = flags & 7
@@ -406,6 +410,7 @@ class SlowPath:
             key = (f"k{int.from_bytes(buf[at : at + 4], 'big')}"
                    if version == 0 and flags & 0x2000 else "")
             ctx.point = exporter_point("gretap", ip.src, key)
+            self._sequence(buf, pos - hlen, flags, ctx.point)
             return self._ethernet(buf, pos, ctx, end)
         if ptype in (L.ETH_ERSPAN_II, L.ETH_ERSPAN_III):  # types I and II share 0x88BE
             headed = ptype == L.ETH_ERSPAN_III or flags & 0x1000  # type I: no header
@@ -414,7 +419,17 @@ class SlowPath:
             session = (f"s{int.from_bytes(buf[pos + 2 : pos + 4], 'big') & 0x3FF}"
                        if headed else "")
             ctx.point = exporter_point("erspan", ip.src, session)
+            self._sequence(buf, pos - hlen, flags, ctx.point)
             return self._inner(buf, _gre_erspan(buf, pos, ptype, flags), ctx, end)
         if ptype == L.ETH_PPP_GRE:
             return self._ppp(buf, pos, ctx, end, "not_udp_tcp")
         raise _Drop("not_udp_tcp")
+
+    def _sequence(self, buf: bytes, start: int, flags: int, point: int) -> None:
+        """A mirror's GRE sequence number (S bit; RFC 2890 §2.2: after the checksum and
+        key words) -> the session's loss count (`GreSequences`)."""
+        if flags & 0x1000 and not flags & 7:
+            at = start + 4 + (4 if flags & 0x8000 else 0) + (4 if flags & 0x2000 else 0)
+            _need(buf, at + 4)
+            (seq,) = L.U32.unpack_from(buf, at)
+            self.sequences.observe(point, seq)

@@ -22,10 +22,18 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.quality.model import QualityConfig
 from agent.sla.config import SlaConfig, default_sla_config
@@ -67,6 +75,27 @@ def default_exporter_port() -> int:
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _cidrs(v: list[str]) -> list[str]:
+    for cidr in v:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or CIDR: {cidr!r}") from None
+    return v
+
+
+def _ip_address(v: str) -> str:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"not an IP address: {v!r}") from None
+    return v
+
+
+SenderCidrs = Annotated[list[str], Field(min_length=1), AfterValidator(_cidrs)]
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+
+
 class HepListenerConfig(BaseModel):
     """A HEP collector socket (`agent.capture.hep_listener`): what Kamailio/OpenSIPS
     siptrace, Asterisk, FreeSWITCH, rtpengine or heplify send to HOMER. A plain socket:
@@ -75,32 +104,49 @@ class HepListenerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str = "0.0.0.0"
+    address: IpAddress = "0.0.0.0"
     port: Port = 9060
     transport: Literal["udp", "tcp"] = "udp"
-    allowed_senders: list[str] = Field(min_length=1)  # CIDRs, e.g. ["198.18.7.10/32"]
+    allowed_senders: SenderCidrs  # CIDRs, e.g. ["198.18.7.10/32"]
 
-    @field_validator("allowed_senders")
-    @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"not an address or CIDR: {cidr!r}") from None
-        return v
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"not an IP address: {v!r}") from None
-        return v
+    @property
+    def label(self) -> str:
+        """The listener's name in stats and metrics: ``hep:9060``, ``hep-tcp:9061``."""
+        return f"hep:{self.port}" if self.transport == "udp" else f"hep-tcp:{self.port}"
 
 
 POINT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # a metric label value
+
+
+class MirrorListenerConfig(BaseModel):
+    """A mirror socket (`agent.capture.mirror_listener`) a router or switch sends its
+    copy to: TZSP (MikroTik's packet sniffer stream) or VXLAN. A plain UDP socket: no
+    CAP_NET_RAW. Datagrams from outside ``allowed_senders`` are dropped and counted;
+    ``name`` is the ``listener`` label of its metrics (default ``tzsp:37008``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    protocol: ClassVar[Literal["tzsp", "vxlan"]]
+
+    name: str | None = Field(default=None, pattern=POINT_NAME.pattern)
+    address: IpAddress = "0.0.0.0"
+    port: Port
+    allowed_senders: SenderCidrs  # CIDRs of the exporters, e.g. ["198.18.9.1/32"]
+
+    @property
+    def label(self) -> str:
+        from agent.capture.mirror_listener import listener_label
+
+        return listener_label(self.protocol, self.port, self.name)
+
+
+class TzspListenerConfig(MirrorListenerConfig):
+    protocol: ClassVar[Literal["tzsp", "vxlan"]] = "tzsp"
+    port: Port = 37008  # MikroTik's streaming default
+
+
+class VxlanListenerConfig(MirrorListenerConfig):
+    protocol: ClassVar[Literal["tzsp", "vxlan"]] = "vxlan"
+    port: Port = 4789  # RFC 7348 (IANA)
 
 
 class CaptureConfig(BaseModel):
@@ -128,6 +174,10 @@ class CaptureConfig(BaseModel):
     hep_ports: list[Port] = Field(default_factory=lambda: [9060])
     # HEP collector sockets of the live agent (none by default).
     hep_listeners: list[HepListenerConfig] = Field(default_factory=list)
+    # Mirror sockets of the live agent: TZSP / VXLAN sent to the probe's own address
+    # (none by default). The ring does not see the datagrams a listener takes.
+    tzsp_listeners: list[TzspListenerConfig] = Field(default_factory=list)
+    vxlan_listeners: list[VxlanListenerConfig] = Field(default_factory=list)
     # Mirrored traffic: UDP destination ports decoded as VXLAN (RFC 7348; Linux's
     # pre-IANA default is 8472) and as TZSP (MikroTik's sniffer stream) when the
     # header is valid; other datagrams to them stay plain UDP. Offline decode too.
@@ -167,6 +217,38 @@ class CaptureConfig(BaseModel):
         if v & (v - 1):
             raise ValueError("must be a power of two")
         return v
+
+    @model_validator(mode="after")
+    def _listeners_apart(self) -> CaptureConfig:
+        """Two UDP listeners on one port would share its datagrams (SO_REUSEPORT), and
+        two sources of one name would hide one another's counters."""
+        udp: list[tuple[str, str, int]] = [
+            *((f"hep_listeners[{i}]", h.address, h.port)
+              for i, h in enumerate(self.hep_listeners) if h.transport == "udp"),
+            *((f"tzsp_listeners[{i}]", m.address, m.port)
+              for i, m in enumerate(self.tzsp_listeners)),
+            *((f"vxlan_listeners[{i}]", m.address, m.port)
+              for i, m in enumerate(self.vxlan_listeners))]
+        for k, (where, address, port) in enumerate(udp):
+            for other, addr2, port2 in udp[:k]:
+                if port == port2 and (address == addr2 or _unspecified(address)
+                                      or _unspecified(addr2)):
+                    raise ValueError(f"{other} and {where} both listen on UDP port {port}")
+        names = [*self.interfaces, *(h.label for h in self.hep_listeners),
+                 *(m.label for m in (*self.tzsp_listeners, *self.vxlan_listeners))]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two capture sources are named {name!r}")
+        return self
+
+    def listener_udp_ports(self) -> list[int]:
+        """UDP ports the agent's own listeners take (the ring skips them)."""
+        return sorted({*(h.port for h in self.hep_listeners if h.transport == "udp"),
+                       *(m.port for m in (*self.tzsp_listeners, *self.vxlan_listeners))})
+
+
+def _unspecified(address: str) -> bool:
+    return ipaddress.ip_address(address).is_unspecified
 
 
 class ExporterConfig(BaseModel):

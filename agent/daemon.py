@@ -47,6 +47,7 @@ from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
 from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
+from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog
 from agent.export.http import HealthCheck, MetricsServer
@@ -78,7 +79,8 @@ class MetricsSink(Protocol):
 
     def observe(self, event: Event) -> None: ...
 
-    def update(self, counters: Mapping[str, int], capture: Any = None) -> None: ...
+    def update(self, counters: Mapping[str, int], capture: Any = None,
+               sequences: Mapping[str, SequenceGaps] | None = None) -> None: ...
 
     def set_config(self, config: Config) -> None: ...
 
@@ -220,7 +222,11 @@ class Daemon:
         if now is not None:
             lag = self.config.capture.block_timeout_ms / 1000.0 + TICK_LAG_S
             self._emit(self.engine.tick(now - lag))
-        self.metrics.update(self.engine.counters(), self.source.stats())
+        self._update_metrics()
+
+    def _update_metrics(self) -> None:
+        self.metrics.update(self.engine.counters(), self.source.stats(),
+                            self.engine.decoder.sequence_gaps())
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -281,7 +287,7 @@ class Daemon:
         self._notify("STOPPING=1")
         self._emit(self.engine.finish())
         try:
-            self.metrics.update(self.engine.counters(), self.source.stats())
+            self._update_metrics()
         finally:
             self.source.close()
             self.call_log.close()
@@ -310,11 +316,12 @@ def kept_ports(capture: CaptureConfig) -> list[int]:
 
 def open_source(capture: CaptureConfig) -> PacketSource:
     """The live capture (AF_PACKET ring on Linux, the scapy fallback elsewhere), with
-    the configured HEP listeners beside it."""
+    the configured HEP, TZSP and VXLAN listeners beside it."""
     ring = open_ring(capture)
-    if not capture.hep_listeners:
+    if not (capture.hep_listeners or capture.tzsp_listeners or capture.vxlan_listeners):
         return ring
     from agent.capture.hep_listener import HepListener, HepTcpListener
+    from agent.capture.mirror_listener import MirrorListener
     from agent.capture.multisource import MultiSource
 
     sources: list[PacketSource] = [ring]
@@ -322,6 +329,9 @@ def open_source(capture: CaptureConfig) -> PacketSource:
         for h in capture.hep_listeners:
             kind = HepListener if h.transport == "udp" else HepTcpListener
             sources.append(kind(h.address, h.port, h.allowed_senders))
+        for m in (*capture.tzsp_listeners, *capture.vxlan_listeners):
+            sources.append(MirrorListener(m.protocol, m.address, m.port, m.allowed_senders,
+                                          name=m.name))
     except OSError:
         for s in sources:
             s.close()
@@ -330,10 +340,11 @@ def open_source(capture: CaptureConfig) -> PacketSource:
 
 
 def source_names(capture: CaptureConfig) -> list[str]:
-    """The names the sources' stats carry: interfaces, then ``hep:PORT`` (UDP) and
-    ``hep-tcp:PORT`` listeners (the bounded ``interface`` label of the capture metrics)."""
-    return [*capture.interfaces, *(f"hep:{h.port}" if h.transport == "udp" else
-                                   f"hep-tcp:{h.port}" for h in capture.hep_listeners)]
+    """The names the sources' stats carry: interfaces, then the listeners (``hep:PORT``,
+    ``hep-tcp:PORT``, a mirror listener's name or ``tzsp:PORT`` / ``vxlan:PORT``): the
+    bounded ``interface`` label of the capture metrics, ``listener`` of the mirror ones."""
+    return [*capture.interfaces, *(h.label for h in capture.hep_listeners),
+            *(m.label for m in (*capture.tzsp_listeners, *capture.vxlan_listeners))]
 
 
 def open_ring(capture: CaptureConfig) -> PacketSource:
@@ -342,6 +353,7 @@ def open_ring(capture: CaptureConfig) -> PacketSource:
         "block_size": capture.block_size, "block_count": capture.block_count,
         "block_timeout_ms": capture.block_timeout_ms, "promisc": capture.promisc,
         "snaplen": capture.snaplen, "filter": capture.bpf, "sip_ports": kept_ports(capture),
+        "skip_udp_ports": capture.listener_udp_ports(),
     }
     if sys.platform.startswith("linux"):
         ring = _optional("agent.capture.afpacket", "AfPacketSource")

@@ -202,6 +202,30 @@ def test_call_log_gets_one_json_record_per_call_and_metrics_count_it(
     assert len(log_path.read_text().splitlines()) == 1 and source.closed
 
 
+def test_mirror_sequence_gaps_reach_the_metrics(config_file: Path) -> None:
+    """ERSPAN II copies with GRE sequence gaps, through the loop: the metrics say how many
+    the exporter sent that never arrived, by point kind."""
+    from scapy.contrib.erspan import ERSPAN_II
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import GRE, Ether
+    from scapy.packet import Raw
+
+    inner = Ether() / IP(src="198.18.7.1", dst="198.18.8.2") / UDP(sport=4000, dport=5000) \
+        / Raw(b"\x80\x00" + bytes(30))
+    frames = [bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2")
+                    / GRE(proto=0x88BE, seqnum_present=1, sequence_number=n)
+                    / ERSPAN_II(session_id=4) / inner) for n in (1, 2, 5, 6, 10, 3)]
+    source = FakeSource([Batch.from_packets(frames[:3], [1.0, 1.02, 1.04]),
+                         Batch.from_packets(frames[3:], [1.06, 1.08, 1.1])])
+    d, registry = make_daemon(source, config_file)
+    for _ in range(4):
+        d.step()
+    point = {"site": "lab", "point": "erspan"}
+    assert registry.get_sample_value("voipprobe_mirror_sequence_lost_packets_total",
+                                     point) == 2 + 3
+    assert registry.get_sample_value("voipprobe_mirror_sequence_resets_total", point) == 1
+
+
 def test_shutdown_mid_call_writes_the_record_with_end_reason_shutdown(config_file: Path) -> None:
     batches = sample_batches()
     sent: list[str] = []

@@ -355,7 +355,9 @@ class AfPacketSource:
     interface's link type ("any": Ethernet) and ANDed in front of the built-in
     program, which still decides truncation; a `BpfProgram` -> used as is, alone,
     on every interface (truncation is then whatever it returns).  A bad expression
-    raises `agent.capture.bpf.BpfError` here.
+    raises `agent.capture.bpf.BpfError` here.  ``skip_udp_ports``: UDP destination
+    ports the built-in program drops (the agent's own listeners take those datagrams;
+    the ring would measure each packet in them a second time).
 
     Raises ``PermissionError`` without CAP_NET_RAW.  An interface that does not
     exist (or is down) when the source opens is retried like one that went away.
@@ -372,6 +374,7 @@ class AfPacketSource:
         snaplen: int = 65535,
         filter: BpfProgram | str | None = None,
         sip_ports: Sequence[int | tuple[int, int]] = DEFAULT_SIP_PORTS,
+        skip_udp_ports: Sequence[int] = (),
         now: float | None = None,
     ) -> None:
         if not interfaces:
@@ -386,7 +389,7 @@ class AfPacketSource:
             "block_timeout_ms": block_timeout_ms,
             "promisc": promisc,
         }
-        builtin = builtin_program(sip_ports, snaplen=snaplen)
+        builtin = builtin_program(sip_ports, snaplen=snaplen, skip_udp_ports=skip_udp_ports)
         self._programs: dict[str, BpfProgram] = {}
         for name in interfaces:
             if isinstance(filter, BpfProgram):

@@ -19,6 +19,8 @@ IPv4 non-first fragment, IPv6 fragment of UDP   ``snaplen`` (SIP reassembly)
 TCP from/to a SIP port                          ``snaplen``
 GRE (IP protocol 47: ERSPAN I/II/III, GRETAP,   ``snaplen`` (mirrored traffic:
 NVGRE) when ``keep_gre`` (the default)          SIP inside must stay whole)
+UDP to a ``skip_udp_ports`` entry (the agent's  0: a listener socket of the
+own HEP/TZSP/VXLAN listeners), checked first    agent takes them, once
 everything else (ARP, ICMP, other TCP, ...)     0: dropped in the kernel
 ==============================================  ==========================
 
@@ -242,11 +244,13 @@ def builtin_program(
     snaplen: int = DEFAULT_SNAPLEN,
     ascii_is_sip: bool = True,
     keep_gre: bool = True,
+    skip_udp_ports: Iterable[int | tuple[int, int]] = (),
 ) -> BpfProgram:
     """The SIP/RTP/RTCP program described in the module docstring."""
     if not 0 < media_snaplen <= snaplen:
         raise BpfError("need 0 < media_snaplen <= snaplen")
     ranges = port_ranges(sip_ports)
+    skip = port_ranges(skip_udp_ports)
     a = Assembler()
     # Link layer: Ethernet (also loopback, whose header is a zeroed Ethernet one) or
     # none (raw IP). X = offset of the IP header, A = ethertype.
@@ -318,6 +322,9 @@ def builtin_program(
     a.jump(JEQ, 17, "full", "drop")
     # UDP (X = UDP header offset).
     a.label("udp")
+    if skip:
+        a.op(LD | H | IND, 2)
+        _port_test(a, skip, "drop", "skip")
     a.op(LD | H | IND, 0)
     _port_test(a, ranges, "full", "usp")
     a.op(LD | H | IND, 2)

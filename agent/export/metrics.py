@@ -16,7 +16,7 @@ exposition, as client_python intends:
   should be.
 
 Labels come only from bounded sets (DESIGN.md rule 6): ``site`` and
-``interface`` from the config, ``peer`` (configured names or ``other``),
+``interface``/``listener`` from the config, ``peer`` (configured names or ``other``),
 ``direction``, ``codec`` (the quality codec table, else ``other``), SLA
 ``profile`` and ``threshold`` names, SIP ``method`` (`KNOWN_METHODS` +
 ``OTHER``) and ``status_class``, ``end_reason``, DSCP ``expected`` class,
@@ -33,6 +33,7 @@ import platform
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,7 +43,9 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.record import CallRecord, DirectionRecord
+from agent.capture.mirror_listener import MirrorStats
 from agent.config import Config
+from agent.decode.sequence import SequenceGaps
 from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.events import EndReason
@@ -142,6 +145,40 @@ def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],
     yield dropped
 
 
+_MIRROR_ERRORS = (("invalid_header", "invalid"), ("not_ethernet", "not_ethernet"))
+
+
+def _mirror_families(fam: Callable[..., CounterMetricFamily],
+                     mirrors: Mapping[tuple[str, str], MirrorStats],
+                     sequences: Mapping[str, SequenceGaps], site: str) -> Iterator[Metric]:
+    """The TZSP/VXLAN listeners (`agent.capture.mirror_listener`) by listener name, and
+    the GRE sequence gaps of numbered mirror sessions (`agent.decode.sequence`)."""
+    per = ("listener", "protocol")
+    datagrams = fam("mirror_datagrams", "UDP datagrams a TZSP/VXLAN listener received.", per)
+    size = fam("mirror_bytes", "UDP payload bytes of those datagrams.", per)
+    denied = fam("mirror_denied", "Datagrams from senders outside the listener's "
+                 "allowed_senders (dropped).", per)
+    errors = fam("mirror_decode_errors", "Datagrams dropped by a listener: no valid "
+                 "TZSP/VXLAN header (invalid_header), or a valid one carrying no Ethernet "
+                 "frame (not_ethernet).", (*per, "reason"))
+    for (listener, protocol), st in sorted(mirrors.items()):
+        datagrams.add_metric([site, listener, protocol], st.datagrams)
+        size.add_metric([site, listener, protocol], st.bytes)
+        denied.add_metric([site, listener, protocol], st.denied)
+        for reason, field in _MIRROR_ERRORS:
+            errors.add_metric([site, listener, protocol, reason], getattr(st, field))
+    yield from (datagrams, size, denied, errors)
+    lost = fam("mirror_sequence_lost_packets", "Mirrored copies an exporter numbered "
+               "(GRE sequence numbers: ERSPAN II/III, GRETAP) that never reached the probe.",
+               ("point",))
+    resets = fam("mirror_sequence_resets", "GRE sequence numbers of a mirror session seen "
+                 "again, late, or restarted (not counted as lost).", ("point",))
+    for point, gaps in sorted(sequences.items()):
+        lost.add_metric([site, point], gaps.lost)
+        resets.add_metric([site, point], gaps.resets)
+    yield from (lost, resets)
+
+
 class CaptureCounts(Protocol):
     """What a capture source reports per interface (totals since it opened)."""
 
@@ -150,6 +187,13 @@ class CaptureCounts(Protocol):
 
     @property
     def drops(self) -> int: ...
+
+
+def _sum_mirror(a: MirrorStats, b: MirrorStats) -> MirrorStats:
+    """Two listeners that share a label (``other``: not named by the config)."""
+    return replace(a, datagrams=a.datagrams + b.datagrams, bytes=a.bytes + b.bytes,
+                   denied=a.denied + b.denied, invalid=a.invalid + b.invalid,
+                   not_ethernet=a.not_ethernet + b.not_ethernet)
 
 
 def dscp_class(accepted: Iterable[int]) -> str:
@@ -182,6 +226,8 @@ class _CountersCollector(Collector):
         self.site = site
         self.counters: Mapping[str, int] = {}
         self.capture: Mapping[str, tuple[int, int]] = {}
+        self.mirrors: Mapping[tuple[str, str], MirrorStats] = {}
+        self.sequences: Mapping[str, SequenceGaps] = {}
         self.active: int | None = None
 
     def describe(self) -> list[Metric]:
@@ -244,6 +290,7 @@ class _CountersCollector(Collector):
         yield decode
 
         yield from _hep_families(fam, c, site)
+        yield from _mirror_families(fam, self.mirrors, self.sequences, site)
 
         evictions = fam("table_evictions", "Entries evicted from a full table (size cap).",
                         ("table",))
@@ -377,16 +424,30 @@ class ProbeMetrics:
     # -- input ------------------------------------------------------------------------
 
     def update(self, counters: Mapping[str, int],
-               capture: Mapping[str, CaptureCounts] | None = None) -> None:
-        """Latest absolute totals: ``Engine.counters()`` and per-interface capture stats."""
+               capture: Mapping[str, CaptureCounts] | None = None,
+               sequences: Mapping[str, SequenceGaps] | None = None) -> None:
+        """Latest absolute totals: ``Engine.counters()``, per-interface (and listener)
+        capture stats, and the GRE sequence gaps by point (``Decoder.sequence_gaps()``)."""
         self._counters.counters = dict(counters)
         if capture is not None:
             merged: dict[str, tuple[int, int]] = {}
+            mirrors: dict[tuple[str, str], MirrorStats] = {}
             for name, st in capture.items():
                 label = self._interface(name)
                 pk, dr = merged.get(label, (0, 0))
                 merged[label] = (pk + int(st.packets), dr + int(st.drops))
+                if isinstance(st, MirrorStats):
+                    key = (label, st.protocol)
+                    mirrors[key] = _sum_mirror(mirrors[key], st) if key in mirrors else st
             self._counters.capture = merged
+            self._counters.mirrors = mirrors
+        if sequences is not None:
+            by_label: dict[str, SequenceGaps] = {}
+            for name, gaps in sequences.items():
+                label = self._point(name)  # the configured name, else the kind: "erspan"
+                had = by_label.get(label, SequenceGaps())
+                by_label[label] = SequenceGaps(had.lost + gaps.lost, had.resets + gaps.resets)
+            self._counters.sequences = by_label
 
     def observe(self, event: Event) -> None:
         """Account one engine event."""

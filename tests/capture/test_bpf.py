@@ -242,6 +242,31 @@ def test_hep_ports_are_kept_whole() -> None:
         == bpf.DEFAULT_MEDIA_SNAPLEN
 
 
+def test_the_agents_own_listener_ports_are_skipped() -> None:
+    """UDP to a port a listener of the agent takes (HEP, TZSP, VXLAN) is dropped in the
+    kernel: the listener measures it once; the ring would measure it again."""
+    from agent.config import CaptureConfig
+    from agent.daemon import kept_ports
+    cfg = CaptureConfig(tzsp_listeners=[{"allowed_senders": ["198.18.9.1"]}],
+                        hep_listeners=[{"port": 9061, "allowed_senders": ["198.18.9.1"]},
+                                       {"port": 9062, "transport": "tcp",
+                                        "allowed_senders": ["198.18.9.1"]}])
+    assert cfg.listener_udp_ports() == [9061, 37008]
+    prog = builtin_program(kept_ports(cfg), skip_udp_ports=cfg.listener_udp_ports())
+    tzsp = b"\x01\x00\x00\x01\x01" + bytes(E / A4 / UDP(sport=5060, dport=5060) / Raw(INVITE))
+    for dport in (37008, 9061):
+        assert kept(prog, bytes(E / A4 / UDP(sport=5060, dport=dport) / Raw(tzsp))) == 0
+        assert kept(prog, bytes(E / A6 / UDP(sport=40000, dport=dport) / Raw(INVITE))) == 0
+    # the same datagrams from the port (the probe's own replies: none) and other ports
+    # are what they were
+    sip = bytes(E / A4 / UDP(sport=5060, dport=5060) / Raw(INVITE))
+    assert kept(prog, sip) == len(sip)
+    back = bytes(E / A4 / UDP(sport=37008, dport=40000) / Raw(tzsp))
+    assert kept(prog, back) == len(back)  # a kept tunnel port (tzsp_ports), not skipped
+    vx = bytes(E / A4 / UDP(sport=40000, dport=4789) / Raw(b"\x08" + bytes(7) + sip))
+    assert kept(prog, vx) == len(vx)  # no VXLAN listener: sniffed as before
+
+
 def test_port_ranges_merge() -> None:
     assert port_ranges([5061, 5060, (5070, 5080), 5081, 6000]) == [(5060, 5061), (5070, 5081),
                                                                     (6000, 6000)]

@@ -14,6 +14,8 @@ from exportbuild import CALL_ID, config, run
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.calls.events import CallEnded, CallInterval
+from agent.capture.mirror_listener import MirrorStats
+from agent.decode.sequence import SequenceGaps
 from agent.export.metrics import (
     MOS_BUCKETS,
     ProbeMetrics,
@@ -174,6 +176,59 @@ def test_hep_counter_families() -> None:
     assert v("voipprobe_hep_dropped_total", {**site, "reason": "rtcp_json_malformed"}) == 3.0
 
 
+def test_mirror_listener_and_sequence_families() -> None:
+    """Per configured listener (never an address), and GRE sequence gaps per point kind
+    or configured point name."""
+    cfg = config().model_copy(deep=True)
+    cfg.capture.point_names["erspan/198.18.0.1/s7"] = "core-span"
+    reg = CollectorRegistry()
+    m = ProbeMetrics(reg, site="hq", config=cfg)
+    m.set_interfaces(["eth0", "tzsp:37008", "dc-vxlan"])
+    v = reg.get_sample_value
+    tzsp = {"site": "hq", "listener": "tzsp:37008", "protocol": "tzsp"}
+    m.update({}, {
+        "eth0": Cap(10, 0),
+        "tzsp:37008": MirrorStats("tzsp", datagrams=120, bytes=36_000, denied=5, invalid=3,
+                                  not_ethernet=2, up=True),
+        "dc-vxlan": MirrorStats("vxlan", datagrams=7, bytes=900, denied=0, invalid=0,
+                                not_ethernet=0, up=True),
+    }, {"erspan/198.18.0.1/s7": SequenceGaps(lost=4, resets=1),
+        "erspan/198.18.0.2/s3": SequenceGaps(lost=2, resets=0),
+        "gretap/198.18.0.3": SequenceGaps(lost=1, resets=2),
+        "erspan/198.18.0.4": SequenceGaps(lost=6, resets=0)})
+    assert v("voipprobe_mirror_datagrams_total", tzsp) == 120.0
+    assert v("voipprobe_mirror_bytes_total", tzsp) == 36_000.0
+    assert v("voipprobe_mirror_denied_total", tzsp) == 5.0
+    assert v("voipprobe_mirror_decode_errors_total", {**tzsp, "reason": "invalid_header"}) == 3
+    assert v("voipprobe_mirror_decode_errors_total", {**tzsp, "reason": "not_ethernet"}) == 2
+    assert v("voipprobe_mirror_datagrams_total",
+             {"site": "hq", "listener": "dc-vxlan", "protocol": "vxlan"}) == 7.0
+    # a listener is a capture source too: its datagrams and drops
+    assert v("voipprobe_capture_packets_total", {"site": "hq", "interface": "tzsp:37008"}) == 120
+    assert v("voipprobe_capture_kernel_drops_total",
+             {"site": "hq", "interface": "tzsp:37008"}) == 10.0
+    lost, resets = "voipprobe_mirror_sequence_lost_packets_total", \
+        "voipprobe_mirror_sequence_resets_total"
+    assert v(lost, {"site": "hq", "point": "core-span"}) == 4.0
+    assert v(lost, {"site": "hq", "point": "erspan"}) == 8.0  # the unnamed sessions summed
+    assert v(lost, {"site": "hq", "point": "gretap"}) == 1.0
+    assert v(resets, {"site": "hq", "point": "gretap"}) == 2.0
+    points = {s.labels["point"] for f in reg.collect() for s in f.samples
+              if f.name.startswith("voipprobe_mirror_sequence")}
+    assert points == {"core-span", "erspan", "gretap"}
+    # absolute snapshots: a later update replaces
+    m.update({}, {"tzsp:37008": MirrorStats("tzsp", 130, 39_000, 5, 3, 2, up=True)})
+    assert v("voipprobe_mirror_datagrams_total", tzsp) == 130.0
+    assert v("voipprobe_mirror_datagrams_total",
+             {"site": "hq", "listener": "dc-vxlan", "protocol": "vxlan"}) is None
+    assert v(lost, {"site": "hq", "point": "erspan"}) == 8.0  # not given: kept
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        proc = subprocess.run([promtool, "check", "metrics"], input=generate_latest(reg),
+                              capture_output=True, timeout=30, check=False)
+        assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
 def test_build_info_and_reload() -> None:
     reg, m = fed()
     v = reg.get_sample_value
@@ -198,7 +253,7 @@ def test_label_values_are_bounded() -> None:
     allowed_keys = {"site", "peer", "direction", "codec", "profile", "threshold", "method",
                     "status_class", "end_reason", "interface", "expected", "traffic", "reason",
                     "protocol", "table", "verdict", "le", "version", "python_version",
-                    "outcome", "point", "upstream", "downstream"}
+                    "outcome", "point", "upstream", "downstream", "listener"}
     for family in reg.collect():
         for s in family.samples:
             assert set(s.labels) <= allowed_keys, (s.name, s.labels)

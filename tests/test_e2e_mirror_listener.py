@@ -12,7 +12,9 @@ the agent feeds them; the records must be those of a probe on the path: statuses
 per-direction packets and loss exact against the generated capture, jitter within
 0.05 ms of the same frames at the times the sender sent them (what a probe on the
 wire between sender and listener would stamp: on a busy machine the sender is now
-and then a millisecond late, and the mirror carries that as any network would)."""
+and then a millisecond late, and the mirror carries that as any network would). A
+capture of the mirror stream itself at the listener's times gives the very same
+records, observation points included: the live listener and `analyze` agree."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ import callgen
 import pytest
 from records import points_of
 from scapy.contrib.tzsp import TZSP, TZSPTagEnd
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 from synth import BASE_EPOCH_NS
@@ -160,6 +164,12 @@ def test_listener_records_equal_the_on_path_ones(protocol: str, tmp_path: Path) 
     late = sorted(r - t for r, t in zip(received, sent, strict=True))
     assert late[0] > -0.0001 and late[len(late) // 2] < 0.0005 and late[-1] < 0.005
     on_wire = _records([Batch.from_packets([p.frame for p in packets], sent)])
+    # a capture of the mirror stream itself at the same times (as `analyze` reads it):
+    # the very records of the listener, observation points included
+    port = {"tzsp": 37008, "vxlan": 4789}[protocol]
+    assert _records([Batch.from_packets(
+        [bytes(Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=40000, dport=port)
+               / Raw(WRAP[protocol](p.frame))) for p in packets], received)]) == got
 
     assert [r["call_id"] for r in got] == [r["call_id"] for r in on_path]
     assert {p for r in got for p in points_of(r)} <= {POINT[protocol], None}

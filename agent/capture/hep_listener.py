@@ -7,12 +7,12 @@ probe as one HEP datagram. `HepListener` receives them on a plain UDP socket
 CIDRs (an empty list allows nobody: the admin names the senders), and hands on
 each HEP record as the raw IP packet it describes (`agent.decode.hep_unwrap`),
 with the HEP capture time as the packet time (a v1 record has none: the receive
-time). Its ``poll``/``stats``/``close`` are those of the capture sources, so the
-daemon can drive it like a ring.
+time, the kernel's on UDP: `agent.capture.listen`). Its ``poll``/``stats``/``close``
+are those of the capture sources, so the daemon can drive it like a ring.
 
-Bounded: one ``poll`` reads at most ``max_batch`` datagrams (or ``max_bytes``),
-the rest wait in the socket buffer (``rcvbuf``), where the kernel drops what
-does not fit.
+Bounded: one ``poll`` reads at most ``max_batch`` datagrams (or ``max_bytes``,
+denied ones included), the rest wait in the socket buffer (``rcvbuf``), where the
+kernel drops what does not fit.
 
 `HepTcpListener` takes HEP3 over TCP (Kamailio ``duplicate_uri`` with
 ``transport=tcp``, heplify ``-nt tcp``): a stream of HEP3 packets, each framed by
@@ -36,7 +36,13 @@ from dataclasses import dataclass
 
 from agent.capture.afpacket import CaptureStats
 from agent.capture.batch import Batch, LinkType
-from agent.capture.listen import MAX_DATAGRAM, AllowedSenders, bind_socket
+from agent.capture.listen import (
+    MAX_DATAGRAM,
+    AllowedSenders,
+    bind_socket,
+    enable_timestamps,
+    read_datagrams,
+)
 from agent.decode.hep import MAGIC
 from agent.decode.hep_unwrap import HEP_PORT, HepCounters, HepUnwrapper
 
@@ -72,14 +78,14 @@ class _HepSocket:
         """Decode counters of the records received (versions, errors, duplicates...)."""
         return self._hep.counters
 
-    def _emit(self, frame: bytes, packets: list[bytes], times: list[float],
+    def _emit(self, frame: bytes, received: float, packets: list[bytes], times: list[float],
               points: list[int]) -> None:
-        """One HEP packet -> the raw IP packet it carries, at its HEP time (v1: now),
-        seen at its capture agent's observation point."""
+        """One HEP packet -> the raw IP packet it carries, at its HEP time (v1: the
+        ``received`` time), seen at its capture agent's observation point."""
         pkt, ts, point = self._hep.rebuild(frame)
         if pkt is not None:
             packets.append(pkt)
-            times.append(self._clock() if ts is None else ts)
+            times.append(received if ts is None else ts)
             points.append(point)
 
     def close(self) -> None:
@@ -106,33 +112,25 @@ class HepListener(_HepSocket):
         self.max_batch = max_batch
         self.max_bytes = max_bytes
         self._buf = bytearray(MAX_DATAGRAM)
+        self._kernel_time = enable_timestamps(self._sock)
 
     def poll(self, timeout_s: float) -> list[Batch]:
         """Waits up to ``timeout_s`` for datagrams; returns at most one batch."""
         if self._closed:
             return []
-        ready, _, _ = select.select([self._sock], [], [], max(0.0, timeout_s))
-        if not ready:
-            return []
         packets: list[bytes] = []
         times: list[float] = []
         points: list[int] = []
-        size = 0
         view = memoryview(self._buf)
-        for _ in range(self.max_batch):
-            try:
-                n, sender = self._sock.recvfrom_into(self._buf)
-            except (BlockingIOError, InterruptedError):
-                break
+        for n, host, received in read_datagrams(
+                self._sock, self._buf, timeout_s, max_batch=self.max_batch,
+                max_bytes=self.max_bytes, kernel_time=self._kernel_time, clock=self._clock):
             self.counters.datagrams += 1
             self.counters.bytes += n
-            if not self._senders.allowed(str(sender[0])):
+            if not self._senders.allowed(host):
                 self.counters.denied += 1
                 continue
-            self._emit(bytes(view[:n]), packets, times, points)
-            size += n
-            if size >= self.max_bytes:
-                break
+            self._emit(bytes(view[:n]), received, packets, times, points)
         if not packets:
             return []
         return [Batch.from_packets(packets, times, LinkType.RAW, point=points)]
@@ -223,7 +221,7 @@ class HepTcpListener(_HepSocket):
             frame = bytes(buf[:total])
             del buf[:total]
             self.counters.datagrams += 1
-            self._emit(frame, packets, times, points)
+            self._emit(frame, self._clock(), packets, times, points)
 
     def _drop(self, conn: socket.socket) -> None:
         self._conns.pop(conn, None)

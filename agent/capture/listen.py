@@ -1,16 +1,27 @@
 """What every collector socket shares (HEP, TZSP and VXLAN listeners): binding a plain
-socket (no CAP_NET_RAW) and the allowed senders.
+socket (no CAP_NET_RAW), the allowed senders, and reading datagrams in bounded polls
+at their kernel receive time.
 
 A sender outside the allowed CIDRs is dropped and counted by the listener; an empty
 list allows nobody (the admin names the senders). The verdict cache is bounded, so
 spoofed source addresses cannot grow it.
+
+Receive time: the kernel's (SO_TIMESTAMP), not the time the agent read the datagram.
+The daemon waits on the ring first (up to its block timeout) and reads the listeners
+after it, so read times would bunch a second of packets together; the kernel's time
+is the arrival at the probe. Where the kernel gives none, ``clock()`` at the read.
+(Linux turns timestamping on a moment after the first socket asks, net_enable_timestamp
+deferring it: the datagrams of that moment are stamped at the read.)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import select
 import socket
-from collections.abc import Sequence
+import struct
+import sys
+from collections.abc import Callable, Iterator, Sequence
 
 from agent.decode.slowpath import V4_MAPPED
 
@@ -72,3 +83,55 @@ def bind_socket(address: str, port: int, kind: socket.SocketKind, rcvbuf: int) -
         raise
     sock.setblocking(False)
     return sock
+
+
+# SO_TIMESTAMP (asm-generic/socket.h; the socket module does not export it): a
+# ``struct timeval`` of native longs in the ancillary data of every datagram.
+_SO_TIMESTAMP = 29
+_TIMEVAL = struct.Struct("@ll")
+_ANCILLARY = socket.CMSG_SPACE(_TIMEVAL.size)
+
+
+def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel for each datagram's receive time (Linux); False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMP, 1)
+    except OSError:
+        return False
+    return True
+
+
+def read_datagrams(sock: socket.socket, buf: bytearray, timeout_s: float, *, max_batch: int,
+                   max_bytes: int, kernel_time: bool, clock: Callable[[], float]
+                   ) -> Iterator[tuple[int, str, float]]:
+    """Waits up to ``timeout_s``, then yields (length, sender host, receive time in epoch
+    seconds) for each datagram ready, read into ``buf`` (valid until the next one): at
+    most ``max_batch`` of them, or until ``max_bytes`` were read; the rest wait in the
+    socket buffer. ``kernel_time``: the socket has `enable_timestamps`."""
+    ready, _, _ = select.select([sock], [], [], max(0.0, timeout_s))
+    if not ready:
+        return
+    size = 0
+    for _ in range(max_batch):
+        try:
+            if kernel_time:
+                n, ancillary, _flags, sender = sock.recvmsg_into([buf], _ANCILLARY)
+            else:
+                n, sender = sock.recvfrom_into(buf)
+                ancillary = []
+        except (BlockingIOError, InterruptedError):
+            return
+        yield n, str(sender[0]), _stamp(ancillary, clock)
+        size += n
+        if size >= max_bytes:
+            return
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]], clock: Callable[[], float]) -> float:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMP and len(data) >= _TIMEVAL.size:
+            sec, usec = _TIMEVAL.unpack_from(data)
+            return float(sec + usec * 1e-6)
+    return clock()

@@ -16,50 +16,44 @@ Observation point: ``tzsp/<sender>`` and ``vxlan/<sender>/vni<N>``
 datagrams when it sniffs them (`agent.decode.slowpath`), so a live listener and
 ``voipprobe analyze`` of a capture of the mirror stream give the same records.
 
-Packet time: the kernel's receive time of the datagram (SO_TIMESTAMP), not the time
-the agent read it. The daemon waits on the ring first (up to its block timeout)
-and reads the listeners after it, so reading times would bunch a second of packets
-together and ruin jitter; the kernel's time is the arrival at the probe. Neither
-protocol carries a capture time: VXLAN has no field for one, and TZSP's tag 0x0D is
-a 32-bit MAC receive timestamp of a wireless radio (the tag Wireshark's and scapy's
-dissectors name TIMESTAMP), not a wall-clock time; MikroTik's stream sends the END
-tag alone. Where the kernel gives no timestamp, ``clock()`` at the read.
+Packet time: the receive time (`agent.capture.listen`: the kernel's, not the read's).
+Neither protocol carries a capture time: VXLAN has no field for one, and TZSP's tag
+0x0D is a 32-bit MAC receive timestamp of a wireless radio (the tag Wireshark's and
+scapy's dissectors name TIMESTAMP), not a wall-clock time; MikroTik's stream sends
+the END tag alone.
 
 Drops, counted per listener: a denied sender; an invalid header (TZSP version,
 type or tag list wrong or cut; VXLAN's I flag clear or the header cut: what
 `agent.decode.tunnels` refuses); a valid TZSP header carrying something other than
 Ethernet (802.11, ...).
 
-Bounded: one ``poll`` reads at most ``max_batch`` datagrams (or ``max_bytes``); the
-rest wait in the socket buffer (``rcvbuf``), where the kernel drops what does not
-fit. Nothing is held between polls but the receive buffer.
+Bounded: one ``poll`` reads at most ``max_batch`` datagrams (or ``max_bytes``, denied
+ones included); the rest wait in the socket buffer (``rcvbuf``), where the kernel
+drops what does not fit. Nothing is held between polls but the receive buffer.
 """
 
 from __future__ import annotations
 
-import select
 import socket
-import struct
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from agent.capture.batch import Batch, LinkType
-from agent.capture.listen import MAX_DATAGRAM, AllowedSenders, bind_socket
+from agent.capture.listen import (
+    MAX_DATAGRAM,
+    AllowedSenders,
+    bind_socket,
+    enable_timestamps,
+    read_datagrams,
+)
 from agent.capture.points import exporter_point
 from agent.decode import tunnels
 from agent.decode.tunnels import UNSUPPORTED
 
 MirrorProtocol = Literal["tzsp", "vxlan"]
 DEFAULT_PORTS: dict[MirrorProtocol, int] = {"tzsp": 37008, "vxlan": 4789}
-
-# SO_TIMESTAMP (asm-generic/socket.h; the socket module does not export it): a
-# ``struct timeval`` of native longs in the ancillary data of every datagram.
-_SO_TIMESTAMP = 29
-_TIMEVAL = struct.Struct("@ll")
-_ANCILLARY = socket.CMSG_SPACE(_TIMEVAL.size)
 
 
 @dataclass(slots=True)
@@ -129,7 +123,7 @@ class MirrorListener:
         self.max_bytes = max_bytes
         self.counters = MirrorCounters()
         self._clock = clock
-        self._kernel_time = _enable_timestamps(self._sock)
+        self._kernel_time = enable_timestamps(self._sock)
         self._buf = bytearray(MAX_DATAGRAM)
         self._closed = False
 
@@ -137,46 +131,22 @@ class MirrorListener:
         """Waits up to ``timeout_s`` for datagrams; returns at most one batch."""
         if self._closed:
             return []
-        ready, _, _ = select.select([self._sock], [], [], max(0.0, timeout_s))
-        if not ready:
-            return []
         frames: list[bytes] = []
         times: list[float] = []
         points: list[int] = []
-        size = 0
-        for _ in range(self.max_batch):
-            got = self._receive()
-            if got is None:
-                break
-            n, host, ts = got
+        for n, host, ts in read_datagrams(self._sock, self._buf, timeout_s,
+                                          max_batch=self.max_batch, max_bytes=self.max_bytes,
+                                          kernel_time=self._kernel_time, clock=self._clock):
             self.counters.datagrams += 1
             self.counters.bytes += n
-            size += n
             addr = self._senders.address(host)
             if addr is None:
                 self.counters.denied += 1
             else:
                 self._unwrap(n, addr, ts, frames, times, points)
-            if size >= self.max_bytes:
-                break
         if not frames:
             return []
         return [Batch.from_packets(frames, times, LinkType.ETHERNET, point=points)]
-
-    def _receive(self) -> tuple[int, str, float] | None:
-        """One datagram into the buffer: (length, sender host, receive time)."""
-        try:
-            if not self._kernel_time:
-                n, sender = self._sock.recvfrom_into(self._buf)
-                return n, str(sender[0]), self._clock()
-            n, ancillary, _flags, sender = self._sock.recvmsg_into([self._buf], _ANCILLARY)
-        except (BlockingIOError, InterruptedError):
-            return None
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMP and len(data) >= _TIMEVAL.size:
-                sec, usec = _TIMEVAL.unpack_from(data)
-                return n, str(sender[0]), sec + usec * 1e-6
-        return n, str(sender[0]), self._clock()
 
     def _unwrap(self, n: int, addr: int, ts: float, frames: list[bytes], times: list[float],
                 points: list[int]) -> None:
@@ -206,13 +176,3 @@ class MirrorListener:
             self._closed = True
             self._sock.close()
 
-
-def _enable_timestamps(sock: socket.socket) -> bool:
-    """Ask the kernel for each datagram's receive time (Linux); False where it cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMP, 1)
-    except OSError:
-        return False
-    return True

@@ -54,6 +54,9 @@ def test_tzsp_frames_at_their_receive_time_and_the_exporters_point(
     listener = MirrorListener("tzsp", LOCAL, 0, ["127.0.0.0/8"])
     try:
         assert listener.label == f"tzsp:{listener.port}"
+        # the kernel turns receive timestamps on a moment later (net_enable_timestamp
+        # defers it); until then it stamps at the read, as a long-lived listener never sees
+        time.sleep(0.1)
         before = time.time()
         sender.sendto(TZSP_DGRAM, (LOCAL, listener.port))
         sent = time.time()

@@ -382,7 +382,7 @@ class Engine:
         out: dict[str, int] = {"packets": self.packets}
         for prefix, counts in (
             ("decode", self.decoder.counters.as_dict()),
-            ("hep", self.hep.counters.as_dict()),
+            ("hep", {**self.hep.counters.as_dict(), **self.hep.tcp.counters.as_dict()}),
             ("route", self.route.as_dict()),
             ("rtp", self.streams.counters.as_dict()),
             ("sip", self.sip.counters.as_dict()),

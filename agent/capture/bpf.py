@@ -16,7 +16,7 @@ adds for mirrors and exporters                  tunnels carry SIP)
 UDP, RTP version 2, second byte 200..207 (RTCP)  ``snaplen``
 UDP, anything else (RTP media, DNS, STUN ...)   ``media_snaplen`` (128)
 IPv4 non-first fragment, IPv6 fragment of UDP   ``snaplen`` (SIP reassembly)
-TCP from/to a SIP port                          ``snaplen``
+TCP from/to a SIP or ``sip_ports`` port        ``snaplen`` (SIP, HEP3 streams)
 GRE (IP protocol 47: ERSPAN I/II/III, GRETAP,   ``snaplen`` (mirrored traffic:
 NVGRE) when ``keep_gre`` (the default)          SIP inside must stay whole)
 UDP to a ``skip_udp_ports`` entry (the agent's  0: a listener socket of the

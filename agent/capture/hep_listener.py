@@ -43,7 +43,7 @@ from agent.capture.listen import (
     enable_timestamps,
     read_datagrams,
 )
-from agent.decode.hep import MAGIC
+from agent.decode.hep_stream import HepFramer, HepStreamError
 from agent.decode.hep_unwrap import HEP_PORT, HepCounters, HepUnwrapper
 
 
@@ -158,7 +158,7 @@ class HepTcpListener(_HepSocket):
     ) -> None:
         super().__init__(address, port, allowed, socket.SOCK_STREAM, rcvbuf, clock)
         self.max_connections = max_connections
-        self._conns: dict[socket.socket, bytearray] = {}
+        self._conns: dict[socket.socket, HepFramer] = {}
 
     def poll(self, timeout_s: float) -> list[Batch]:
         """Waits up to ``timeout_s``; accepts, reads what is ready, returns at most one
@@ -192,11 +192,11 @@ class HepTcpListener(_HepSocket):
         else:
             conn.setblocking(False)
             self.counters.connections += 1
-            self._conns[conn] = bytearray()
+            self._conns[conn] = HepFramer()
 
     def _read(self, conn: socket.socket, packets: list[bytes], times: list[float],
               points: list[int]) -> None:
-        buf = self._conns[conn]
+        framer = self._conns[conn]
         try:
             data = conn.recv(MAX_DATAGRAM)
         except (BlockingIOError, InterruptedError):
@@ -207,19 +207,15 @@ class HepTcpListener(_HepSocket):
             self._drop(conn)
             return
         self.counters.bytes += len(data)
-        buf += data
         # one recv is at most 64 KiB, so the frames it completes (and the partial one
         # left) are bounded per connection and poll
-        while len(buf) >= 6:
-            total = int.from_bytes(buf[4:6], "big")
-            if buf[:4] != MAGIC or total < 6:
-                self.counters.desynced += 1
-                self._drop(conn)
-                return
-            if len(buf) < total:
-                break
-            frame = bytes(buf[:total])
-            del buf[:total]
+        try:
+            frames = framer.feed(data)
+        except HepStreamError:
+            self.counters.desynced += 1
+            self._drop(conn)
+            return
+        for frame in frames:
             self.counters.datagrams += 1
             self._emit(frame, self._clock(), packets, times, points)
 

@@ -13,6 +13,9 @@ and then measures the calls inside them as if it had seen the original packets:
 - each such packet is *replaced in place* by a rebuilt raw IPv4/IPv6 + UDP/TCP
   packet (`LinkType.RAW`) from the HEP addresses, ports and payload, with the
   HEP capture time as its packet time (v1 has none: the outer capture time stays);
+- TCP segments to a HEP port that belong to a HEP3 stream (its first segment
+  seen began with ``HEP3``) are replaced by the HEP packets they complete
+  (`agent.decode.hep_stream`: followed by sequence number, each packet once);
 - packets that are not HEP pass through untouched.
 
 Order. The rebuilt packets keep the capture order of their HEP datagrams; only
@@ -80,6 +83,7 @@ from agent.decode.hep import (
     parse_hep,
 )
 from agent.decode.hep_rtcp_json import RtcpJsonError, report_from_json
+from agent.decode.hep_stream import HepTcpFlows
 from agent.decode.tunnels import TunnelPorts
 from agent.rtcp.packets import encode_report
 
@@ -160,27 +164,41 @@ class HepUnwrapper:
         self._decoder = Decoder(tunnel_ports=tunnel_ports)
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._tcp_seq: OrderedDict[tuple[bytes, bytes, int, int], int] = OrderedDict()
+        self.tcp = HepTcpFlows()  # HEP3 streams over TCP seen in the capture
 
     def unwrap(self, batch: Batch) -> Batch:
-        """``batch`` with each HEP packet replaced by its inner packet (or dropped)."""
+        """``batch`` with each HEP packet replaced by its inner packet (or dropped); a
+        TCP segment of a HEP stream by the packets it completes (`agent.decode.hep_stream`)."""
         if self.ports.size == 0 or len(batch) == 0:
             return batch
         f = self._decoder.decode(batch)
-        rows = np.flatnonzero((f.proto == IPPROTO_UDP) & np.isin(f.dport, self.ports)
-                              & (f.payload_len >= 8))
-        inner: dict[int, bytes | None] = {}
-        ts: dict[int, float] = {}
-        points: dict[int, int] = {}
+        to_hep = np.isin(f.dport, self.ports)
+        rows = np.flatnonzero(((f.proto == IPPROTO_UDP) & to_hep & (f.payload_len >= 8))
+                              | ((f.proto == IPPROTO_TCP) & to_hep))
+        inner: dict[int, list[tuple[bytes, float, int]]] = {}
         for i in rows.tolist():
             payload = f.payload(i)
-            if hep_version(payload) == 0:
-                continue  # not HEP: some other UDP on the port, passed on as it is
             pkt = int(f.pkt[i])
-            inner[pkt], rec_ts, points[pkt] = self.rebuild(payload)
-            ts[pkt] = float(batch.ts[pkt]) if rec_ts is None else rec_ts
+            if int(f.proto[i]) == IPPROTO_TCP:
+                frames = self.tcp.feed(
+                    (int(f.src_hi[i]), int(f.src_lo[i]), int(f.dst_hi[i]), int(f.dst_lo[i]),
+                     int(f.sport[i]), int(f.dport[i])),
+                    int(f.tcp_seq[i]), int(f.tcp_flags[i]), payload)
+                if frames is None:
+                    continue  # not a HEP stream: passed on as it is
+            elif hep_version(payload) == 0:
+                continue  # not HEP: some other UDP on the port, passed on as it is
+            else:
+                frames = [payload]
+            out = inner.setdefault(pkt, [])
+            for frame in frames:
+                rebuilt, rec_ts, point = self.rebuild(frame)
+                if rebuilt is not None:
+                    out.append((rebuilt, float(batch.ts[pkt]) if rec_ts is None else rec_ts,
+                                point))
         if not inner:
             return batch
-        return _rebuild(batch, inner, ts, points)
+        return _rebuild(batch, inner)
 
     def rebuild(self, payload: bytes) -> tuple[bytes | None, float | None, int]:
         """One HEP datagram's payload -> the raw IP packet it carries, or None (counted)
@@ -243,8 +261,7 @@ def _binary_rtcp(payload: bytes) -> bool:
     return len(payload) >= 8 and payload[0] >> 6 == 2 and 200 <= payload[1] <= 207
 
 
-def _rebuild(batch: Batch, inner: dict[int, bytes | None], ts: dict[int, float],
-             points: dict[int, int]) -> Batch:
+def _rebuild(batch: Batch, inner: dict[int, list[tuple[bytes, float, int]]]) -> Batch:
     packets: list[bytes] = []
     times: list[float] = []
     links: list[int] = []
@@ -252,14 +269,12 @@ def _rebuild(batch: Batch, inner: dict[int, bytes | None], ts: dict[int, float],
     where: list[int] = []
     for i in range(len(batch)):
         if i in inner:
-            p = inner[i]
-            if p is None:
-                continue
-            packets.append(p)
-            times.append(ts[i])
-            links.append(LinkType.RAW)
-            wire.append(len(p))
-            where.append(points[i])
+            for p, ts, point in inner[i]:
+                packets.append(p)
+                times.append(ts)
+                links.append(LinkType.RAW)
+                wire.append(len(p))
+                where.append(point)
         else:
             packets.append(batch.packet(i))
             times.append(float(batch.ts[i]))

@@ -143,6 +143,12 @@ def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],
     for key, reason in _HEP_DROPS.items():
         dropped.add_metric([site, reason], c.get(f"hep_{key}", 0))
     yield dropped
+    framing = fam("hep_tcp_unframed_segments", "Sniffed segments of HEP-over-TCP streams "
+                  "not framed into HEP packets, by reason (a gap loses the framing until "
+                  "the next HEP3 start).", ("reason",))
+    for reason in ("retransmitted", "gaps", "desynced"):
+        framing.add_metric([site, reason], c.get(f"hep_tcp_{reason}", 0))
+    yield framing
 
 
 _MIRROR_ERRORS = (("invalid_header", "invalid"), ("not_ethernet", "not_ethernet"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from corpus_oracle import corpus_dir
+from hepbuild import fields, records_of
 from records import points_of, unplaced
 
 from agent.calls.events import CallEnded
@@ -29,10 +30,6 @@ INVITE = b"OPTIONS sip:bob@198.18.8.2 SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r
 REC = HepRecord(version=3, ip_version=4, ip_proto=IPPROTO_UDP, src=bytes([198, 18, 7, 1]),
                 dst=bytes([198, 18, 8, 2]), sport=5060, dport=5060, ts_sec=1_700_000_000,
                 ts_usec=250_000, proto_type=1, capture_id=9, payload=INVITE)
-
-
-def _fields(rec: HepRecord) -> dict[str, object]:
-    return {k: getattr(rec, k) for k in HepRecord.__dataclass_fields__}
 
 
 @pytest.fixture
@@ -117,11 +114,9 @@ def test_a_capture_sent_over_the_socket_gives_analyzes_calls(sender: socket.sock
                                                              tmp_path: Path) -> None:
     """wiki_SIP_CALL_RTP_G711 re-encoded as HEP v3 and sent to the listener, fed to an
     engine as a live agent would: the call records of analyze of the original."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "decode"))
-    from test_hep import _records_of  # the same re-encoding as the analyze tests
 
     original = corpus_dir() / "pcaps" / "wiki_SIP_CALL_RTP_G711.pcap"
-    records = _records_of(original)
+    records = records_of(original)
     listener = HepListener("127.0.0.1", 0, ["127.0.0.1/32"], rcvbuf=16 << 20)
     engine = Engine()
     got = []
@@ -156,7 +151,7 @@ def _tcp(port: int) -> socket.socket:
 def test_tcp_frames_split_and_joined_in_the_stream() -> None:
     listener = HepTcpListener("127.0.0.1", 0, ["127.0.0.1/32"])
     try:
-        one, two = encode_hep3(REC), encode_hep3(HepRecord(**{**_fields(REC), "ts_usec": 7}))
+        one, two = encode_hep3(REC), encode_hep3(HepRecord(**{**fields(REC), "ts_usec": 7}))
         conn = _tcp(listener.port)
         conn.sendall(one + two[:10])  # a whole frame and the start of the next
         batches = _drain(listener, 1)

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from corpus_oracle import corpus_dir  # noqa: E402
-from test_hep import _addr, _hep_capture, _udp_payloads  # noqa: E402
+from hepbuild import hep_capture  # noqa: E402
+from test_hep import _addr, _udp_payloads  # noqa: E402
 
 from agent.decode.hep import parse_hep  # noqa: E402
 
@@ -44,7 +45,7 @@ def check(source: str, tmp_path: Path, lua: str) -> None:
     if source.startswith("hep3"):
         path = corpus_dir() / "pcaps" / source
     else:
-        path = _hep_capture(corpus_dir() / "pcaps" / "wiki_SIP_CALL_RTP_G711.pcap",
+        path = hep_capture(corpus_dir() / "pcaps" / "wiki_SIP_CALL_RTP_G711.pcap",
                             tmp_path / "hep.pcap", source)
     version = 2 if source == "v2" else 3
     rows = _lua_rows(path, version, lua)

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 from corpus_oracle import corpus_dir
+from hepbuild import EXPORTER, close, comparable, fields, hep_capture, records_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from records import points_of, unplaced
+from records import points_of
 from synth import LINKTYPE_RAW, CapturedPacket, write_pcap
 
 from agent.calls.events import StreamEnded
@@ -173,130 +174,13 @@ def test_analyze_hep3_compressed_counts_each_copy_once() -> None:
 
 # -- real captures re-encoded into HEP ---------------------------------------------------
 
-EXPORTER = HepRecord(version=3, ip_version=4, ip_proto=IPPROTO_UDP,
-                     src=bytes([198, 18, 0, 1]), dst=bytes([198, 18, 0, 2]), sport=40000,
-                     dport=9060, ts_sec=0, ts_usec=0, proto_type=0, capture_id=0,
-                     payload=b"")
-
-
-def _records_of(path: Path) -> list[HepRecord]:
-    """Every UDP/TCP packet with a payload of ``path``, as a HEP sender would describe it."""
-    out: list[HepRecord] = []
-    dec = Decoder()
-    with open_capture(path) as reader:
-        for batch in reader:
-            f = dec.decode(batch)
-            for i in range(len(f)):
-                payload = f.payload(i)
-                if not payload or int(f.proto[i]) not in (IPPROTO_UDP, IPPROTO_TCP):
-                    continue
-                v4 = int(f.ip_version[i]) == 4
-                n = 4 if v4 else 16
-                src = ((int(f.src_hi[i]) << 64) | int(f.src_lo[i])) & ((1 << (8 * n)) - 1)
-                dst = ((int(f.dst_hi[i]) << 64) | int(f.dst_lo[i])) & ((1 << (8 * n)) - 1)
-                us = round(float(f.ts[i]) * 1e6)
-                out.append(HepRecord(
-                    version=3, ip_version=4 if v4 else 6, ip_proto=int(f.proto[i]),
-                    src=src.to_bytes(n, "big"), dst=dst.to_bytes(n, "big"),
-                    sport=int(f.sport[i]), dport=int(f.dport[i]), ts_sec=us // 1_000_000,
-                    ts_usec=us % 1_000_000, proto_type=PROTO_SIP if payload[:1].isalpha()
-                    else 4, capture_id=7, payload=payload,
-                    tos=int(f.dscp[i]) << 2 | int(f.ecn[i])))
-    return out
-
-
-def _hep_capture(src: Path, dst: Path, mode: str, delay_s: float = 0.002) -> Path:
-    """``src`` re-encoded: each packet one HEP datagram to 198.18.0.2:9060, captured
-    ``delay_s`` after the original capture time (so capture and HEP time differ); modes
-    ``tcp``/``tcp_zlib``: one HEP3 stream over TCP instead (`_hep_tcp_capture`)."""
-    if mode.startswith("tcp"):
-        return _hep_tcp_capture(src, dst, mode == "tcp_zlib", delay_s)
-    packets = []
-    for rec in _records_of(src):
-        hep = encode_hep2(rec) if mode == "v2" else encode_hep3(rec, compress=mode == "zlib")
-        outer = build_packet(HepRecord(**{**_fields(EXPORTER), "payload": hep}))
-        ts_ns = (rec.ts_sec * 1_000_000 + rec.ts_usec) * 1000 + round(delay_s * 1e9)
-        packets.append(CapturedPacket(ts_ns, outer))
-    return write_pcap(dst, packets, LINKTYPE_RAW)
-
-
-TCP_SYN, TCP_FLAGS_AT = 0x02, 20 + 13  # flags byte of build_packet's IPv4/TCP packet
-
-
-def _hep_tcp_capture(src: Path, dst: Path, compress: bool, delay_s: float,
-                     mss: int = 1448, retransmit: int = 5) -> Path:
-    """``src`` re-encoded as one HEP3-over-TCP connection to 198.18.0.2:9060, as a
-    capture beside the collector sees it: a SYN, then the byte stream cut every ``mss``
-    bytes whatever the HEP packet boundaries (packets split across segments and packed
-    into one), each segment captured ``delay_s`` after the HEP time of the packet that
-    completes it; segment number ``retransmit`` is captured twice (a retransmission)."""
-    stream = bytearray()
-    ends: list[tuple[int, int]] = []  # (stream offset a packet ends at, its HEP time ns)
-    for rec in _records_of(src):
-        stream += encode_hep3(rec, compress=compress)
-        ends.append((len(stream), (rec.ts_sec * 1_000_000 + rec.ts_usec) * 1000))
-    tcp = {**_fields(EXPORTER), "ip_proto": IPPROTO_TCP, "sport": 40001}
-    isn, delay_ns = 7_000, round(delay_s * 1e9)
-    syn = bytearray(build_packet(HepRecord(**{**tcp, "payload": b""}), tcp_seq=isn))
-    syn[TCP_FLAGS_AT] = TCP_SYN
-    packets = [CapturedPacket(ends[0][1], bytes(syn))]
-    k = 0
-    for n, start in enumerate(range(0, len(stream), mss)):
-        end = min(start + mss, len(stream))
-        while ends[k][0] < end:
-            k += 1
-        seg = build_packet(HepRecord(**{**tcp, "payload": bytes(stream[start:end])}),
-                           tcp_seq=isn + 1 + start)
-        packets += [CapturedPacket(ends[k][1] + delay_ns, seg)] * (2 if n == retransmit else 1)
-    return write_pcap(dst, packets, LINKTYPE_RAW)
-
-
-def _fields(rec: HepRecord) -> dict[str, Any]:
-    return {k: getattr(rec, k) for k in HepRecord.__dataclass_fields__}
-
-
-def _comparable(call: dict[str, Any], dscp: bool) -> dict[str, Any]:
-    """A record without where it was seen (the HEP agent, not the capture) and without
-    DSCP when the HEP did not carry it (v2: rebuilt packets are CS0; v3 carries it here in
-    the IP TOS chunk)."""
-    call = unplaced(call)
-    if dscp:
-        return call
-    call.pop("signalling_dscp", None)
-    call.pop("signalling_dscp_compliance_ratio", None)
-    for part in [call, *call.get("directions", [])]:
-        part.get("stream", {}).pop("dscp", None)
-        part.pop("dscp_compliance_ratio", None)
-        sla = part.get("sla") or {}
-        sla.pop("verdict", None)  # the verdict without its DSCP violations is compared
-        sla["violations"] = [v for v in sla.get("violations", [])
-                             if "dscp" not in v["threshold"]]
-    return call
-
-
-def _close(a: Any, b: Any, path: str = "") -> list[str]:
-    """Differences between two JSON values; jitter fields within 0.05 ms."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = [f"{path}: keys {sorted(set(a) ^ set(b))}"] if set(a) != set(b) else []
-        for k in set(a) & set(b):
-            out += _close(a[k], b[k], f"{path}.{k}")
-        return out
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return [f"{path}: {len(a)} vs {len(b)} items"]
-        return [d for x, y in zip(a, b, strict=True) for d in _close(x, y, path)]
-    if "jitter" in path and isinstance(a, float) and isinstance(b, float):
-        return [] if abs(a - b) <= 0.05 else [f"{path}: {a} vs {b}"]
-    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
-
-
 @pytest.mark.parametrize("mode", ["v3", "zlib", "v2", "tcp", "tcp_zlib"])
 @pytest.mark.parametrize("capture", ["wiki_SIP_CALL_RTP_G711.pcap",
                                      "sipp_sip-tcp_pcma_dtmf.pcap"])
 def test_reencoded_capture_gives_the_same_calls(capture: str, mode: str,
                                                 tmp_path: Path) -> None:
     original = corpus_dir() / "pcaps" / capture
-    hep = _hep_capture(original, tmp_path / "hep.pcap", mode)
+    hep = hep_capture(original, tmp_path / "hep.pcap", mode)
     *want, _ = _analyze(original)
     *got, summary = _analyze(hep)
     assert summary[f"hep_records_{'v2' if mode == 'v2' else 'v3'}"] == \
@@ -305,14 +189,14 @@ def test_reencoded_capture_gives_the_same_calls(capture: str, mode: str,
     if mode.startswith("tcp"):  # one segment twice, none missing, framing never lost
         assert (summary["hep_tcp_retransmitted"], summary["hep_tcp_gaps"],
                 summary["hep_tcp_desynced"]) == (1, 0, 0)
-        assert summary["hep_packets_rebuilt"] == len(_records_of(original))
+        assert summary["hep_packets_rebuilt"] == len(records_of(original))
     assert want and len(got) == len(want)
     assert [c["final_status"] for c in got] == [c["final_status"] for c in want]
     for g, w in zip(got, want, strict=True):
         assert [d["stream"]["lost"] for d in g["directions"]] == \
             [d["stream"]["lost"] for d in w["directions"]]
         assert points_of(g) <= {"hep/7"} and points_of(w) <= {None}, (g, w)
-        diffs = _close(_comparable(g, mode != "v2"), _comparable(w, mode != "v2"))
+        diffs = close(comparable(g, mode != "v2"), comparable(w, mode != "v2"))
         assert not diffs, diffs
 
 
@@ -335,7 +219,7 @@ def test_hep_time_is_the_packet_time_and_batching_does_not_matter(tmp_path: Path
     """Captured 3 s after the HEP time, with the order kept: the records carry the HEP
     times, and batches of 1, 7 and 1000 packets give the whole-file records."""
     original = corpus_dir() / "pcaps" / "wiki_SIP_CALL_RTP_G711.pcap"
-    hep = _hep_capture(original, tmp_path / "late.pcap", "v3", delay_s=3.0)
+    hep = hep_capture(original, tmp_path / "late.pcap", "v3", delay_s=3.0)
     *want, _ = _analyze(original)
     whole = _engine_records(hep, 1 << 30)
     assert [c["invite_ts"] for c in whole] == [c["invite_ts"] for c in want]
@@ -352,7 +236,7 @@ def test_reordered_hep_times_take_effect_at_their_own_time() -> None:
                         src=bytes([198, 18, 1, 1]), dst=bytes([198, 18, 1, 2]), sport=4000,
                         dport=4002, ts_sec=1000, ts_usec=ts_us, proto_type=4,
                         capture_id=1, payload=payload)
-        return build_packet(HepRecord(**{**_fields(EXPORTER), "payload": encode_hep3(rec)}))
+        return build_packet(HepRecord(**{**fields(EXPORTER), "payload": encode_hep3(rec)}))
     order = [(s, s * 20_000) for s in range(20)]
     order[5], order[6] = order[6], order[5]
     unwrap = HepUnwrapper()
@@ -384,7 +268,7 @@ SAMPLE = HepRecord(version=3, ip_version=6, ip_proto=IPPROTO_TCP, src=bytes(rang
 
 def test_v2_and_v1_round_trip() -> None:
     assert parse_hep(encode_hep2(SAMPLE)) == HepRecord(
-        **{**_fields(SAMPLE), "version": 2, "proto_type": 0, "correlation_id": b"",
+        **{**fields(SAMPLE), "version": 2, "proto_type": 0, "correlation_id": b"",
            "tos": None})
     v1 = parse_hep(encode_hep2(SAMPLE, version=1))
     assert (v1.version, v1.ts_sec, v1.ts_usec, v1.capture_id) == (1, 0, 0, 0)
@@ -394,7 +278,7 @@ def test_v2_and_v1_round_trip() -> None:
 def test_v3_round_trip_and_rebuilt_packet() -> None:
     assert parse_hep(encode_hep3(SAMPLE)) == SAMPLE
     assert parse_hep(encode_hep3(SAMPLE, compress=True)) == HepRecord(
-        **{**_fields(SAMPLE), "compressed": True})
+        **{**fields(SAMPLE), "compressed": True})
     f = Decoder().decode(Batch.from_packets([build_packet(SAMPLE, tcp_seq=77)], [1.0],
                                             LinkType.RAW))
     assert len(f) == 1
@@ -407,7 +291,7 @@ def test_v3_round_trip_and_rebuilt_packet() -> None:
 
 def test_decompression_bomb_is_an_error() -> None:
     bomb = zlib.compress(bytes(50 << 20))  # 50 MB of zeros in ~50 kB
-    rec = encode_hep3(HepRecord(**{**_fields(SAMPLE), "payload": b""}))
+    rec = encode_hep3(HepRecord(**{**fields(SAMPLE), "payload": b""}))
     body = rec[6:-6]  # without the empty payload chunk
     chunk = struct.pack("!HHH", 0, 16, 6 + len(bomb[:60000])) + bomb[:60000]
     packet = b"HEP3" + struct.pack("!H", 6 + len(body) + len(chunk)) + body + chunk
@@ -445,7 +329,7 @@ def test_mutated_packets_raise_only_hep_error(base: bytes, flips: list[tuple[int
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=120), st.sampled_from(VALID)), max_size=8))
 def test_unwrapper_never_raises_and_counts_every_hep_packet(payloads: list[bytes]) -> None:
-    packets = [build_packet(HepRecord(**{**_fields(EXPORTER), "payload": p})) for p in payloads]
+    packets = [build_packet(HepRecord(**{**fields(EXPORTER), "payload": p})) for p in payloads]
     unwrap = HepUnwrapper()
     out = unwrap.unwrap(Batch.from_packets(packets, np.arange(len(packets), dtype=float),
                                            LinkType.RAW))
@@ -479,7 +363,7 @@ def test_hep_mirrored_inside_vxlan_is_unwrapped() -> None:
 
     options = (b"OPTIONS sip:b@198.18.8.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.7.1\r\n"
                b"Call-ID: x\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:b>\r\n\r\n")
-    sip = HepRecord(**{**_fields(SAMPLE), "ip_version": 4, "ip_proto": IPPROTO_UDP,
+    sip = HepRecord(**{**fields(SAMPLE), "ip_version": 4, "ip_proto": IPPROTO_UDP,
                        "src": bytes([198, 18, 7, 1]), "dst": bytes([198, 18, 8, 2]),
                        "payload": options})
     inner = Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / UDP(sport=40000, dport=9060) \

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 from corpus_oracle import corpus_dir
+from hepbuild import EXPORTER, close, comparable, fields, records_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synth import LINKTYPE_RAW, CapturedPacket, write_pcap
-from test_hep import EXPORTER, _analyze, _close, _comparable, _fields, _records_of
+from test_hep import _analyze
 
 from agent.capture.batch import Batch, LinkType
 from agent.capture.pcapfile import open_capture
@@ -204,7 +205,7 @@ def _hep_rtcp(payload: bytes, ts: float = 10.0, sport: int = 0) -> bytes:
                     dst=bytes([198, 18, 5, 2]), sport=sport, dport=sport, ts_sec=int(ts),
                     ts_usec=round(ts % 1 * 1e6), proto_type=PROTO_RTCP, capture_id=9,
                     payload=payload)
-    return build_packet(HepRecord(**{**_fields(EXPORTER), "payload": encode_hep3(rec)}))
+    return build_packet(HepRecord(**{**fields(EXPORTER), "payload": encode_hep3(rec)}))
 
 
 def test_unwrapper_rebuilds_json_as_binary_rtcp_and_counts_the_rest() -> None:
@@ -278,13 +279,13 @@ def _is_rtcp(rec: HepRecord) -> bool:
     return rec.ip_proto == 17 and len(p) >= 8 and p[0] >> 6 == 2 and 200 <= p[1] <= 207
 
 
-def _hep_capture(dst: Path, transform: Callable[[HepRecord], list[HepRecord]]) -> Path:
+def hep_capture(dst: Path, transform: Callable[[HepRecord], list[HepRecord]]) -> Path:
     """The corpus call, each packet one HEP3 datagram (2 ms after it was captured), the
     RTCP records replaced by what ``transform`` makes of them."""
     packets = []
-    for rec in _records_of(corpus_dir() / "pcaps" / WIKI):
+    for rec in records_of(corpus_dir() / "pcaps" / WIKI):
         for r in transform(rec) if _is_rtcp(rec) else [rec]:
-            outer = build_packet(HepRecord(**{**_fields(EXPORTER), "payload": encode_hep3(r)}))
+            outer = build_packet(HepRecord(**{**fields(EXPORTER), "payload": encode_hep3(r)}))
             packets.append(CapturedPacket((r.ts_sec * 10**6 + r.ts_usec) * 1000 + 2_000_000,
                                           outer))
     return write_pcap(dst, packets, LINKTYPE_RAW)
@@ -294,12 +295,12 @@ def test_rtcp_resent_as_rtpengine_json_gives_the_binary_rtcp_records(tmp_path: P
     """Every SR/RR of the Wireshark sample call as one rtpengine JSON report (type 5):
     the records, ``rtcp`` blocks and round trip included, equal those of the capture."""
     def as_json(rec: HepRecord) -> list[HepRecord]:
-        return [HepRecord(**{**_fields(rec), "proto_type": PROTO_RTCP,
+        return [HepRecord(**{**fields(rec), "proto_type": PROTO_RTCP,
                              "payload": json.dumps(o).encode()})
                 for o in _rtpengine_objects(rec.payload)]
 
     *want, _ = _analyze(corpus_dir() / "pcaps" / WIKI)
-    *got, summary = _analyze(_hep_capture(tmp_path / "json.pcap", as_json))
+    *got, summary = _analyze(hep_capture(tmp_path / "json.pcap", as_json))
     assert summary["hep_rtcp_json"] == 44  # 28 SR + 16 RR in 28 compounds (SDES dropped)
     assert summary["hep_rtcp_json_errors"] == 0
     assert summary["rtcp_sender_reports"] == 28 and summary["rtcp_receiver_reports"] == 16
@@ -309,7 +310,7 @@ def test_rtcp_resent_as_rtpengine_json_gives_the_binary_rtcp_records(tmp_path: P
     for g, w in zip(got, want, strict=True):
         assert [d["rtcp"] for d in g["directions"]] == [d["rtcp"] for d in w["directions"]]
         assert (g["rtt_ms"], g["rtt_source"]) == (w["rtt_ms"], w["rtt_source"])
-        diffs = _close(_comparable(g, True), _comparable(w, True))
+        diffs = close(comparable(g, True), comparable(w, True))
         assert not diffs, diffs
 
 
@@ -335,11 +336,11 @@ def test_json_reports_show_in_the_rtcp_block_of_their_direction(tmp_path: Path) 
         about_y["ssrc"] = about_y["sdes_ssrc"] = SSRC_X
         about_y["report_blocks"][0].update(source_ssrc=SSRC_Y, fraction_lost=32,
                                            packets_lost=(1 << 24) - 2, ia_jitter=160)
-        return [HepRecord(**{**_fields(rec), "proto_type": PROTO_RTCP, "payload": p.encode(),
+        return [HepRecord(**{**fields(rec), "proto_type": PROTO_RTCP, "payload": p.encode(),
                              "sport": port, "dport": port})
                 for p, port in ((about_x, rec.sport), (json.dumps(about_y), 0))]
 
-    *calls, summary = _analyze(_hep_capture(tmp_path / "two.pcap", replace))
+    *calls, summary = _analyze(hep_capture(tmp_path / "two.pcap", replace))
     assert (summary["hep_rtcp_json"], summary["rtcp_packets"]) == (2, 2)
     seen = {d["stream"]["ssrc"]: d["rtcp"] for c in calls for d in c["directions"]}
     assert {k: seen[k] for k in (SSRC_X, SSRC_Y)} == {

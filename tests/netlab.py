@@ -381,7 +381,8 @@ class Lab:
         return proc
 
     def start_capture(self, capture: Path, interface: str = "rb",
-                      ns: str | None = None) -> subprocess.Popen[bytes]:
+                      ns: str | None = None, bpf: Sequence[str] = ()
+                      ) -> subprocess.Popen[bytes]:
         """tcpdump on R's interface toward B (or ``interface``, e.g. ``ra`` toward A, where
         A->B packets are seen before the forward chain and B->A after it; or an interface
         of namespace ``ns``); returns once it is listening.
@@ -389,11 +390,11 @@ class Lab:
         ``--immediate-mode``: without it libpcap hands packets over in blocks (up to 1 s
         late) and the packets of the last block are lost when tcpdump is stopped.
         ``-Z root``: tcpdump would otherwise drop to its own user, who cannot write into a
-        root-only temporary directory."""
+        root-only temporary directory. ``bpf``: a tcpdump filter expression's words."""
         proc = self._spawn(
             ns or self.ns_r,
             ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root",
-             "-w", str(capture)],
+             "-w", str(capture), *bpf],
             self.workdir / f"tcpdump-{capture.stem}.log", stderr_pipe=True,
         )
         assert proc.stderr is not None

@@ -18,10 +18,12 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import hepbuild
 import netlab
 import pytest
 from corpus_oracle import corpus_dir
@@ -37,6 +39,7 @@ from tshark_table import parse_rtp_streams
 
 from agent.config import Config
 from agent.decode import TunnelPorts
+from agent.decode.hep import encode_hep3
 from agent.engine import Engine
 
 CAPTURES = ["sipp_sip-tcp_pcma_dtmf.pcap", "wiki_SIP_CALL_RTP_G711.pcap"]
@@ -225,63 +228,327 @@ def _direction_figures(record: dict[str, Any]) -> list[tuple[object, ...]]:
     return sorted(out, key=repr)
 
 
-def test_kernel_vxlan_mirror_gives_the_on_path_records(tmp_path: Path) -> None:
+@dataclass
+class MirrorLabRun:
+    """What the mirroring lab produced (`mirror_lab`)."""
+
+    run: netlab.CallRun  # run.capture: the capture on the path (R's interface toward B)
+    mirrored: Path  # the probe's capture of the kernel's VXLAN mirror
+    call_log: Path  # the live agent's on the kernel mirror
+    agent_log: Path
+    replayed: Path  # P's capture of every other method at once (HEP aside)
+    replay_log: Path  # its agent's call log (ring: ERSPAN I/II/III, GRETAP, NVGRE;
+    replay_agent_log: Path  # TZSP and VXLAN listeners)
+    hep: Path  # P's capture of the HEP sent to it
+    hep_log: Path  # the HEP listeners' agent's call log (HEP3 UDP/TCP, plain/zlib)
+    hep_agent_log: Path
+
+
+#: The methods replayed onto the probe's wire (kept whole by its kernel filter) and the
+#: ones sent to its listener sockets (dropped by the kernel filter, taken by a listener).
+RING_METHODS = ("erspan_i", "erspan_ii", "erspan_iii", "gretap", "nvgre")
+LISTENER_METHODS = ("tzsp", "vxlan")
+#: HEP3 capture agent id -> (transport, compressed), sent by one process at the pace
+#: the packets were captured.
+HEP_SENDS = {201: ("udp", False), 202: ("udp", True), 203: ("tcp", False),
+             204: ("tcp", True)}
+
+# Sends HEP packets to ADDR:9060, each at its offset from the start: UDP datagrams, and
+# one TCP connection per capture id (the HEP3 stream). Reads (offset, id, transport,
+# bytes) records framed by !dIBH.
+HEP_SENDER = r"""
+import socket, struct, sys, time
+rec = struct.Struct("!dIBH")
+data = open(sys.argv[1], "rb").read()
+addr = (sys.argv[2], 9060)
+out, pos = [], 0
+while pos < len(data):
+    at, cid, tcp, n = rec.unpack_from(data, pos)
+    pos += rec.size
+    out.append((at, cid, tcp, data[pos:pos + n]))
+    pos += n
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+conns = {}
+for _, cid, tcp, _ in out:
+    if tcp and cid not in conns:
+        conns[cid] = socket.create_connection(addr, timeout=10)
+start = time.monotonic() + 0.2
+for at, cid, tcp, d in out:
+    left = start + at - time.monotonic()
+    if left > 0:
+        time.sleep(left)
+    if tcp:
+        conns[cid].sendall(d)
+    else:
+        udp.sendto(d, addr)
+for c in conns.values():
+    c.close()
+"""
+
+
+def _mac(ns: str, dev: str) -> str:
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", dev], capture_output=True,
+                         text=True, check=True, timeout=10).stdout
+    return str(json.loads(out)[0]["address"])
+
+
+def _replay_capture(frames: list[tuple[bytes, int, int]], out: Path, src_mac: str,
+                    dst_mac: str) -> None:
+    """Every frame of the on-path capture, at its time, once per ring and listener method,
+    from R's address on its link to the probe to the probe's (P's MAC: delivered)."""
+    link = Ether(src=src_mac, dst=dst_mac)
+    outer = IP(src=netlab.R_ADDR_P, dst=netlab.P_ADDR)
+    rows = []
+    for n, (data, sec, usec) in enumerate(frames):
+        for method in (*RING_METHODS, *LISTENER_METHODS):
+            pkt = WRAPPERS[method](n)  # Ether / IP(OUTER) / ...: re-addressed here
+            rows.append((bytes(link / outer / pkt[IP].payload / Raw(data)), sec, usec))
+    _write(out, rows)
+
+
+def _hep_sends(capture: Path, out: Path) -> None:
+    """The on-path capture's packets as HEP3, once per `HEP_SENDS` entry, framed for
+    `HEP_SENDER` at their offsets from the first packet."""
+    recs = hepbuild.records_of(capture)
+    t0 = recs[0].ts
+    rows = []
+    for rec in recs:
+        for cid, (transport, zlib_) in HEP_SENDS.items():
+            hep = encode_hep3(replace(rec, capture_id=cid), compress=zlib_)
+            rows.append(struct.pack("!dIBH", rec.ts - t0, cid, transport == "tcp", len(hep))
+                        + hep)
+    out.write_bytes(b"".join(rows))
+
+
+@pytest.fixture(scope="module")
+def mirror_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorLabRun]:
     """Three sipp calls with 5 % media loss in the gateway's forward chain; R's kernel
-    mirrors its interface toward B over VXLAN to a probe off the path. `analyze` of the
-    probe's capture (VXLAN datagrams only) gives the records of a capture on the path."""
+    mirrors its interface toward B over VXLAN to a probe P off the path, where a live
+    agent and tcpdump take it. Then R replays the on-path capture to P in every other
+    method at once, as routers would mirror it: ERSPAN I/II/III, GRETAP and NVGRE on
+    P's wire to an agent's ring, TZSP and VXLAN to that agent's listeners, and HEP3
+    (UDP, TCP, plain and zlib) to a second agent's HEP listeners, each at the pace the
+    packets were captured."""
     netlab.require_lab()
-    rules = (f"{netlab.MEDIA} numgen random mod 100 < 5 drop",)
+    if shutil.which("tcpreplay") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tcpreplay missing in CI (scripts/test.sh installs it)")
+        pytest.skip("tcpreplay not installed")
     from test_e2e_agent import _http, _log_tail, _wait_for
 
-    config = tmp_path / "agent.yaml"
-    state = tmp_path / "state"
-    state.mkdir()
-    config.write_text(f"state_dir: {state}\nprivacy: clear\n"
-                      "calls:\n  media_idle_timeout_s: 3.0\n", encoding="utf-8")
-    call_log, agent_log = tmp_path / "calls.jsonl", tmp_path / "agent.log"
-    with netlab.Lab("v", tmp_path, gateway_rules=rules) as lab:
+    tmp = tmp_path_factory.mktemp("mirrorlab")
+    rules = (f"{netlab.MEDIA} numgen random mod 100 < 5 drop",)
+    logs = {k: tmp / f"{k}.jsonl" for k in ("calls", "replay", "hep")}
+    with netlab.Lab("v", tmp, gateway_rules=rules) as lab:
         ns_p = lab.mirror_over_vxlan("rb")
-        mirrored = tmp_path / "mirrored.pcap"
+
+        def agent(name: str, capture: dict[str, Any], iface: str, port: int
+                  ) -> tuple[subprocess.Popen[bytes], Path]:
+            state = tmp / f"state-{name}"
+            state.mkdir()
+            config = tmp / f"{name}.yaml"
+            config.write_text(json.dumps({
+                "state_dir": str(state), "privacy": "clear", "capture": capture,
+                "calls": {"media_idle_timeout_s": 3.0}}), encoding="utf-8")
+            log = tmp / f"agent-{name}.log"
+            proc = lab._spawn(ns_p, [sys.executable, "-m", "agent.cli", "run", "--config",
+                                     str(config), "-i", iface, "--listen",
+                                     f"127.0.0.1:{port}", "--call-log", str(logs[name])],
+                              log, cwd=REPO)
+
+            def healthy() -> bool:
+                assert proc.poll() is None, _log_tail(log)
+                return _http(ns_p, f"http://127.0.0.1:{port}/health")[0] == 200
+
+            _wait_for(f"the {name} agent's /health", healthy, 20.0)
+            return proc, log
+
+        mirrored = tmp / "mirrored.pcap"
         probe = lab.start_capture(mirrored, "p0", ns=ns_p)
         # the live agent off the path too: the kernel filter must keep VXLAN whole
-        agent = lab._spawn(ns_p, [sys.executable, "-m", "agent.cli", "run", "--config",
-                                  str(config), "-i", "p0", "--listen", "127.0.0.1:9957",
-                                  "--call-log", str(call_log)], agent_log, cwd=REPO)
-
-        def healthy() -> bool:
-            assert agent.poll() is None, _log_tail(agent_log)
-            return _http(ns_p, "http://127.0.0.1:9957/health")[0] == 200
-
-        _wait_for("the agent's /health", healthy, 20.0)
+        first, agent_log = agent("calls", {}, "p0", 9957)
         run = lab.run_calls(3)
         time.sleep(0.5)
         netlab.stop_process(probe)
-        netlab.stop_process(agent)  # SIGTERM: every call flushed to the call log
-    assert run.uac_returncode == 0, run.uac_log.read_text(errors="replace")[-2000:]
-    on_path = [r for r in _analyze(run.capture) if r["kind"] == "call" and r["call_id"]]
-    got = [r for r in _analyze(mirrored) if r["kind"] == "call" and r["call_id"]]
+        netlab.stop_process(first)  # SIGTERM: every call flushed to the call log
+
+        # -- the same calls replayed in every other mirroring method -----------------
+        for ns, dev in ((lab.ns_r, "rp"), (ns_p, "p0")):  # room for the outer headers
+            netlab._run(["ip", "-n", ns, "link", "set", dev, "mtu", "9000"])
+        replay = tmp / "replay.pcap"
+        with RawPcapReader(str(run.capture)) as reader:
+            frames = [(d, m.sec, m.usec) for d, m in reader]
+        _replay_capture(frames, replay, _mac(lab.ns_r, "rp"), _mac(ns_p, "p0"))
+        hep_sends = tmp / "hep.sends"
+        _hep_sends(run.capture, hep_sends)
+        senders = [f"{netlab.R_ADDR_P}/32"]
+        ring, replay_agent_log = agent("replay", {
+            "hep_ports": [],  # HEP is the other agent's (its times are the calls' own)
+            "tzsp_listeners": [{"address": netlab.P_ADDR, "allowed_senders": senders}],
+            "vxlan_listeners": [{"address": netlab.P_ADDR, "allowed_senders": senders}],
+        }, "p0", 9958)
+        hep, hep_agent_log = agent("hep", {"hep_listeners": [
+            {"address": netlab.P_ADDR, "transport": t, "allowed_senders": senders}
+            for t in ("udp", "tcp")]}, "lo", 9959)
+        replayed, hep_capture = tmp / "replayed.pcap", tmp / "hep.pcap"
+        captures = [lab.start_capture(replayed, "p0", ns=ns_p, bpf=["not", "port", "9060"]),
+                    lab.start_capture(hep_capture, "p0", ns=ns_p, bpf=["port", "9060"])]
+        sender = lab._spawn(lab.ns_r, [sys.executable, "-c", HEP_SENDER, str(hep_sends),
+                                       netlab.P_ADDR], tmp / "hep-sender.log")
+        sent = subprocess.run(["ip", "netns", "exec", lab.ns_r, "tcpreplay", "-q", "-i",
+                                   "rp", str(replay)], capture_output=True, text=True,
+                                  timeout=run.seconds + 60, check=False)
+        assert sender.wait(timeout=60) == 0, (tmp / "hep-sender.log").read_text()
+        time.sleep(1.0)
+        for proc in captures:
+            netlab.stop_process(proc)
+        netlab.stop_process(ring)
+        netlab.stop_process(hep)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+    yield MirrorLabRun(run, mirrored, logs["calls"], agent_log, replayed, logs["replay"],
+                       replay_agent_log, hep_capture, logs["hep"], hep_agent_log)
+
+
+def _live_calls(path: Path) -> list[dict[str, Any]]:
+    return _calls([json.loads(line) for line in path.read_text().splitlines()
+                   if line.strip()])
+
+
+def _calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for r in rows if r.get("kind") == "call" and r.get("call_id")),
+                  key=lambda r: r["invite_ts"])
+
+
+def _on_path(lab: MirrorLabRun) -> list[dict[str, Any]]:
+    calls = [r for r in _analyze(lab.run.capture) if r["kind"] == "call" and r["call_id"]]
+    assert lab.run.uac_returncode == 0, lab.run.uac_log.read_text(errors="replace")[-2000:]
+    assert len(calls) == 3
+    assert sum(d["stream"]["lost"] for r in calls for d in r["directions"]) > 0  # impaired
+    return calls
+
+
+def _same_calls(want: list[dict[str, Any]], have: list[dict[str, Any]], why: str,
+                jitter_ref: list[dict[str, Any]] | None = None) -> None:
+    """Statuses, per-direction packets and loss exact as ``want``'s, jitter within
+    `JITTER_TOL_MS` of ``jitter_ref``'s (default ``want``'s)."""
+    assert [r["call_id"] for r in have] == [r["call_id"] for r in want], why
+    jitter = _jitters(jitter_ref or want)
+    for w, h in zip(want, have, strict=True):
+        for key in ("final_status", "end_reason", "codec", "media_seen", "signalling_dscp"):
+            assert h[key] == w[key], key
+        assert _direction_figures(h) == _direction_figures(w)
+        for d in h["directions"]:
+            s = d["stream"]
+            ref = jitter[(h["call_id"], s["src"], s["ssrc"], None)]
+            assert abs(s["jitter_ms"] - ref) <= JITTER_TOL_MS, (why, s["jitter_ms"], ref)
+
+
+def _jitters(calls: list[dict[str, Any]]) -> dict[tuple[str, str, int, str | None], float]:
+    """(call, stream source, SSRC, point or None for the judged one) -> jitter (ms)."""
+    out = {}
+    for r in calls:
+        for d in r["directions"]:
+            s = d["stream"]
+            out[(r["call_id"], s["src"], s["ssrc"], None)] = s["jitter_ms"]
+            for p in d["points"]:
+                out[(r["call_id"], s["src"], s["ssrc"], p["point"])] = p["jitter_ms"]
+    return out
+
+
+def test_kernel_vxlan_mirror_gives_the_on_path_records(mirror_lab: MirrorLabRun) -> None:
+    """`analyze` of the probe's capture (VXLAN datagrams only) and the live agent beside
+    it give the records of a capture on the path."""
+    from test_e2e_agent import _log_tail
+
+    on_path = _on_path(mirror_lab)
+    got = [r for r in _analyze(mirror_lab.mirrored) if r["kind"] == "call" and r["call_id"]]
     summary = json.loads(subprocess.run(
-        [sys.executable, "-m", "agent.cli", "analyze", "--json", str(mirrored)],
+        [sys.executable, "-m", "agent.cli", "analyze", "--json", str(mirror_lab.mirrored)],
         capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()[-1])
     # every UDP/TCP row came out of a tunnel (the rest is mirrored ARP, ICMPv6, ...)
     assert summary["decode_tunnels_decapsulated"] >= summary["decode_frames"] > 0
-    assert len(on_path) == 3 and [r["call_id"] for r in got] == [r["call_id"] for r in on_path]
-    lost = 0
-    for want, have in zip(on_path, got, strict=True):
-        for key in ("final_status", "end_reason", "codec", "media_seen", "signalling_dscp"):
-            assert have[key] == want[key], key
-        assert _direction_figures(have) == _direction_figures(want)
-        jitter = {(d["stream"]["src"], d["stream"]["ssrc"]): d["stream"]["jitter_ms"]
-                  for d in want["directions"]}
-        for d in have["directions"]:
-            s = d["stream"]
-            assert abs(s["jitter_ms"] - jitter[(s["src"], s["ssrc"])]) <= JITTER_TOL_MS
-            lost += s["lost"]
-    assert lost > 0  # the impairment is there to be measured
-    live = [json.loads(line) for line in call_log.read_text().splitlines() if line.strip()]
-    live = sorted((r for r in live if r.get("kind") == "call" and r.get("call_id")),
-                  key=lambda r: r["invite_ts"])
-    assert [r["call_id"] for r in live] == [r["call_id"] for r in on_path], _log_tail(agent_log)
-    for want, have in zip(on_path, live, strict=True):
-        assert have["final_status"] == want["final_status"]
-        assert _direction_figures(have) == _direction_figures(want)
+    _same_calls(on_path, got, "analyze")
+    _same_calls(on_path, _live_calls(mirror_lab.call_log), _log_tail(mirror_lab.agent_log))
+
+
+def _wrapped_capture(capture: Path, method: str, out: Path) -> Path:
+    if method.startswith("hep3"):
+        return hepbuild.hep_capture(capture, out, method.removeprefix("hep3_"))
+    with RawPcapReader(str(capture)) as reader:
+        frames = [(d, m.sec, m.usec) for d, m in reader]
+    _wrapped(frames, method, out)
+    return out
+
+
+@pytest.mark.parametrize("method", [*sorted(WRAPPERS), "hep3_v3", "hep3_zlib", "hep3_tcp",
+                                    "hep3_tcp_zlib"])
+def test_sipp_calls_in_every_method_analyze_like_on_path(
+    method: str, mirror_lab: MirrorLabRun, tmp_path: Path
+) -> None:
+    """The lab's on-path capture wrapped in each method (HEP: over UDP or as a TCP stream
+    cut across packets) as a router or PBX would send it: `analyze` gives the on-path
+    records, all but where they were seen."""
+    want = [r for r in _analyze(mirror_lab.run.capture, "--streams")]
+    got = _analyze(_wrapped_capture(mirror_lab.run.capture, method, tmp_path / "m.pcap"),
+                   "--streams")
+    if method.startswith("hep3"):
+        calls = [hepbuild.comparable(r, True) for r in got if r["kind"] == "call"]
+        diffs = hepbuild.close(calls, [hepbuild.comparable(r, True) for r in want
+                                       if r["kind"] == "call"])
+        assert len(calls) == 3 and not diffs, diffs
+        return
+    assert {r["point"] for r in got if r["kind"] == "stream"} == {POINTS[method]}
+    assert [_unplaced(r) for r in got] == [_unplaced(r) for r in want]
+
+
+def _points_like_on_path(want: list[dict[str, Any]], have: list[dict[str, Any]],
+                         points: set[str], why: str,
+                         jitter_ref: list[dict[str, Any]] | None = None) -> None:
+    """Each direction was seen at every one of ``points`` with the on-path (``want``)
+    packets, loss and duplicates, and nothing was lost between them; jitter at each point
+    within `JITTER_TOL_MS` of ``jitter_ref``'s at that point (default: ``want``'s)."""
+    _same_calls(want, have, why, jitter_ref)
+    jitter = _jitters(jitter_ref or want)
+    for w, h in zip(want, have, strict=True):
+        by_src = {(d["stream"]["src"], d["stream"]["ssrc"]): d["stream"]
+                  for d in w["directions"]}
+        for d in h["directions"]:
+            s = by_src[(d["stream"]["src"], d["stream"]["ssrc"])]
+            assert {p["point"] for p in d["points"]} == points, why
+            for p in d["points"]:
+                assert (p["packets"], p["lost"], p["duplicates"]) == \
+                    (s["packets"], s["lost"], s["duplicates"]), p["point"]
+                ref = jitter[(h["call_id"], s["src"], s["ssrc"],
+                              p["point"] if jitter_ref else None)]
+                assert abs(p["jitter_ms"] - ref) <= JITTER_TOL_MS, (why, p, ref)
+            assert {x["lost"] for x in d["loss_between_points"]} == {0}
+            assert len(d["loss_between_points"]) == len(points) - 1
+
+
+def test_sipp_calls_replayed_in_every_method_live_like_on_path(
+    mirror_lab: MirrorLabRun
+) -> None:
+    """The live agents: the ring (ERSPAN I/II/III, GRETAP, NVGRE kept whole by the kernel
+    filter) with the TZSP and VXLAN listeners in one, HEP3 over UDP and TCP, plain and
+    compressed, in the other. Every method is an observation point of each direction,
+    each with the on-path packets and loss; SIP seen at every point is one message.
+
+    Jitter: HEP carries the capture times, so HEP jitter is the on-path jitter. The
+    replayed mirrors are measured at their arrival at the probe, and tcpreplay on a busy
+    machine is now and then a millisecond late, which any network between a router and
+    its probe may be too: their jitter is held to `analyze` of the probe's own capture
+    of them (the same arrival times), and that capture's packets and loss to on-path."""
+    from test_e2e_agent import _log_tail
+
+    on_path = _on_path(mirror_lab)
+    src = netlab.R_ADDR_P
+    mirrors = {f"erspan/{src}", f"erspan/{src}/s7", f"erspan/{src}/s9", f"gretap/{src}",
+               f"gretap/{src}/k{(5001 << 8) | 1}", f"tzsp/{src}", f"vxlan/{src}/vni5001"}
+    heps = {f"hep/{cid}" for cid in HEP_SENDS}
+    arrived = _calls(_analyze(mirror_lab.replayed))
+    _points_like_on_path(on_path, arrived, mirrors, "analyze", jitter_ref=arrived)
+    _points_like_on_path(on_path, _live_calls(mirror_lab.replay_log), mirrors,
+                         _log_tail(mirror_lab.replay_agent_log), jitter_ref=arrived)
+    _points_like_on_path(on_path, _live_calls(mirror_lab.hep_log), heps,
+                         _log_tail(mirror_lab.hep_agent_log))
+    _points_like_on_path(on_path, _calls(_analyze(mirror_lab.hep)), heps, "analyze HEP")

@@ -12,8 +12,11 @@ probe beside one): per direction it follows the TCP sequence numbers, so a
 retransmitted segment is not framed twice, and a gap (a segment the capture
 missed) loses the framing until a segment starts with ``HEP3`` again: the
 packets in the gap are absent, never misread. A flow first seen mid-stream
-starts at its first segment that begins with ``HEP3``; until then its segments
-are not claimed (they may not be HEP at all) and pass on as ordinary TCP.
+starts at its first segment that begins with ``HEP3``; what comes before is
+counted (``skipped``). TCP to or from a HEP port is HEP transport: its
+handshake, acknowledgements and unframable bytes are consumed, never measured
+(a collector's ACK at the capture time would otherwise move the engine's packet
+clock past the HEP times it is measuring).
 
 Bounded: a framer holds at most one unfinished frame (< 64 KiB) plus one
 segment; `HepTcpFlows` follows at most ``max_flows`` directions, the least
@@ -66,10 +69,11 @@ class HepFramer:
 
 @dataclass(slots=True)
 class HepTcpCounters:
-    segments: int = 0  # TCP segments with payload claimed as HEP
-    retransmitted: int = 0  # segments (or parts) already framed, skipped
+    segments: int = 0  # TCP segments with payload framed (or buffered) as HEP
+    retransmitted: int = 0  # segments already framed, skipped
     gaps: int = 0  # sequence gaps: framing lost until the next HEP3 start
     desynced: int = 0  # no HEP3 header where a frame had to start
+    skipped: int = 0  # segments with payload while there was no framing (mid-stream start)
     evicted: int = 0  # flows forgotten for room
 
     def as_dict(self) -> dict[str, int]:
@@ -78,9 +82,8 @@ class HepTcpCounters:
 
 @dataclass(slots=True)
 class _Flow:
-    next_seq: int | None  # None: framing lost, waiting for a segment starting "HEP3"
+    next_seq: int | None  # None: no framing, waiting for a segment starting "HEP3"
     framer: HepFramer
-    claimed: bool = False  # a segment of it started with HEP3: it is a HEP stream
 
 
 FlowKey = tuple[int, int, int, int, int, int]  # src hi/lo, dst hi/lo, sport, dport
@@ -94,25 +97,23 @@ class HepTcpFlows:
         self.counters = HepTcpCounters()
         self._flows: OrderedDict[FlowKey, _Flow] = OrderedDict()
 
-    def feed(self, key: FlowKey, seq: int, flags: int, payload: bytes) -> list[bytes] | None:
-        """The HEP packets this segment completes, or None when the segment is not
-        part of a HEP stream (its flow never started with HEP3): it passes on as it is."""
+    def feed(self, key: FlowKey, seq: int, flags: int, payload: bytes) -> list[bytes]:
+        """The HEP packets this segment (toward the collector) completes."""
         flow = self._flows.get(key)
         if flags & _SYN:
             flow = self._open(key, (seq + 1) & 0xFFFFFFFF)
         elif flow is not None:
             self._flows.move_to_end(key)
         try:
-            if flow is None or not flow.claimed:
+            if not payload:
+                return []
+            if flow is None or flow.next_seq is None:
                 if not payload.startswith(MAGIC):
-                    return None
+                    self.counters.skipped += 1
+                    return []
                 flow = flow or self._open(key, seq)
-                flow.claimed = True
-            if flow.next_seq is None:
-                if not payload.startswith(MAGIC):
-                    return []  # a HEP stream's bytes that cannot be framed
                 flow.next_seq = seq
-            return self._take(flow, seq, payload) if payload else []
+            return self._take(flow, seq, payload)
         finally:
             if flags & (_FIN | _RST):
                 self._flows.pop(key, None)

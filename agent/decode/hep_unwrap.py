@@ -13,9 +13,10 @@ and then measures the calls inside them as if it had seen the original packets:
 - each such packet is *replaced in place* by a rebuilt raw IPv4/IPv6 + UDP/TCP
   packet (`LinkType.RAW`) from the HEP addresses, ports and payload, with the
   HEP capture time as its packet time (v1 has none: the outer capture time stays);
-- TCP segments to a HEP port that belong to a HEP3 stream (its first segment
-  seen began with ``HEP3``) are replaced by the HEP packets they complete
-  (`agent.decode.hep_stream`: followed by sequence number, each packet once);
+- TCP segments to a HEP port are a HEP3 stream: each is replaced by the HEP
+  packets it completes (`agent.decode.hep_stream`: followed by sequence number,
+  each packet once); the rest of that TCP (handshake, the collector's ACKs) is
+  dropped;
 - packets that are not HEP pass through untouched.
 
 Order. The rebuilt packets keep the capture order of their HEP datagrams; only
@@ -173,19 +174,18 @@ class HepUnwrapper:
             return batch
         f = self._decoder.decode(batch)
         to_hep = np.isin(f.dport, self.ports)
+        tcp = f.proto == IPPROTO_TCP
         rows = np.flatnonzero(((f.proto == IPPROTO_UDP) & to_hep & (f.payload_len >= 8))
-                              | ((f.proto == IPPROTO_TCP) & to_hep))
+                              | (tcp & (to_hep | np.isin(f.sport, self.ports))))
         inner: dict[int, list[tuple[bytes, float, int]]] = {}
         for i in rows.tolist():
             payload = f.payload(i)
             pkt = int(f.pkt[i])
-            if int(f.proto[i]) == IPPROTO_TCP:
+            if int(f.proto[i]) == IPPROTO_TCP:  # HEP transport: never passed on
                 frames = self.tcp.feed(
                     (int(f.src_hi[i]), int(f.src_lo[i]), int(f.dst_hi[i]), int(f.dst_lo[i]),
                      int(f.sport[i]), int(f.dport[i])),
-                    int(f.tcp_seq[i]), int(f.tcp_flags[i]), payload)
-                if frames is None:
-                    continue  # not a HEP stream: passed on as it is
+                    int(f.tcp_seq[i]), int(f.tcp_flags[i]), payload) if to_hep[i] else []
             elif hep_version(payload) == 0:
                 continue  # not HEP: some other UDP on the port, passed on as it is
             else:

@@ -145,8 +145,9 @@ def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],
     yield dropped
     framing = fam("hep_tcp_unframed_segments", "Sniffed segments of HEP-over-TCP streams "
                   "not framed into HEP packets, by reason (a gap loses the framing until "
-                  "the next HEP3 start).", ("reason",))
-    for reason in ("retransmitted", "gaps", "desynced"):
+                  "the next HEP3 start; skipped: bytes before a first HEP3 start).",
+                  ("reason",))
+    for reason in ("retransmitted", "gaps", "desynced", "skipped"):
         framing.add_metric([site, reason], c.get(f"hep_tcp_{reason}", 0))
     yield framing
 

@@ -50,7 +50,7 @@ def _segments(mss: int) -> list[tuple[int, bytes]]:
 
 def test_followed_stream_with_retransmissions_frames_each_packet_once() -> None:
     flows = HepTcpFlows()
-    assert flows.feed(KEY, 1000, SYN, b"") is None  # not claimed yet: passed on
+    assert flows.feed(KEY, 1000, SYN, b"") == []
     got = []
     segs = _segments(333)
     for n, (seq, data) in enumerate(segs):
@@ -64,7 +64,8 @@ def test_followed_stream_with_retransmissions_frames_each_packet_once() -> None:
     assert (flows.counters.retransmitted, flows.counters.gaps, flows.counters.desynced) == \
         (1, 0, 0)
     assert flows.feed(KEY, segs[-1][0] + len(segs[-1][1]), FIN, b"") == []
-    assert flows.feed(KEY, 5, PSH_ACK, b"not hep") is None  # closed: forgotten
+    assert flows.feed(KEY, 5, PSH_ACK, b"not hep") == []  # closed: forgotten, no framing
+    assert flows.counters.skipped == 1
 
 
 def test_a_missing_segment_loses_only_the_packets_it_touched() -> None:
@@ -103,26 +104,29 @@ def test_after_a_gap_mid_frame_it_waits_for_a_segment_starting_a_frame() -> None
 def test_a_flow_first_seen_mid_stream_starts_at_a_frame_start() -> None:
     flows = HepTcpFlows()
     tail = FRAMES[0][10:]
-    assert flows.feed(KEY, 50, PSH_ACK, tail) is None  # not claimed: passes on untouched
+    assert flows.feed(KEY, 50, PSH_ACK, tail) == []  # no frame start yet: skipped
     seq = 50 + len(tail)
     assert flows.feed(KEY, seq, PSH_ACK, FRAMES[1] + FRAMES[2][:20]) == [FRAMES[1]]
     assert flows.feed(KEY, seq + len(FRAMES[1]) + 20, PSH_ACK, FRAMES[2][20:]) == [FRAMES[2]]
+    assert flows.counters.skipped == 1
 
 
-def test_other_tcp_on_the_port_is_never_claimed() -> None:
+def test_other_bytes_on_the_port_are_consumed_and_counted() -> None:
     flows = HepTcpFlows()
     flows.feed(KEY, 1000, SYN, b"")
-    assert flows.feed(KEY, 1001, PSH_ACK, b"GET / HTTP/1.1\r\n\r\n") is None
-    assert flows.feed(KEY, 1019, PSH_ACK, b"more") is None
+    assert flows.feed(KEY, 1001, PSH_ACK, b"GET / HTTP/1.1\r\n\r\n") == []
+    assert flows.counters.desynced == 1  # the SYN said where the first frame starts
+    assert flows.feed(KEY, 1019, PSH_ACK, b"more") == []
+    assert flows.counters.skipped == 1
 
 
-def test_a_desynced_claimed_stream_is_consumed_not_passed_on() -> None:
+def test_a_desynced_stream_resumes_at_the_next_frame_start() -> None:
     flows = HepTcpFlows()
     assert flows.feed(KEY, 1, PSH_ACK, FRAMES[0]) == [FRAMES[0]]
     n = 1 + len(FRAMES[0])
     assert flows.feed(KEY, n, PSH_ACK, b"garbage!") == []
     assert flows.counters.desynced == 1
-    assert flows.feed(KEY, n + 8, PSH_ACK, b"more garbage") == []  # still its bytes
+    assert flows.feed(KEY, n + 8, PSH_ACK, b"more garbage") == []
     assert flows.feed(KEY, n + 20, PSH_ACK, FRAMES[1]) == [FRAMES[1]]
 
 

@@ -20,7 +20,7 @@ from agent.capture.pcapfile import open_capture
 from agent.cli import bundled_sample
 from agent.config import Config, ConfigError, load_config
 from agent.daemon import Daemon, PacketClock
-from agent.export.calllog import CallLog
+from agent.export.calllog import CallLog, CallLogStats
 from agent.export.metrics import ProbeMetrics
 
 # -- sd_notify ----------------------------------------------------------------------------
@@ -138,8 +138,19 @@ class MemoryLog:
     def write(self, record: CallRecord) -> None:
         self.records.append(record)
 
+    def retry(self) -> None:
+        pass
+
     def reopen(self) -> None:
         self.reopened += 1
+
+    def take_over(self, old: object) -> None:
+        assert isinstance(old, MemoryLog)
+        self.records[:0] = old.records
+        old.close()
+
+    def stats(self) -> CallLogStats:
+        return CallLogStats(records_written=len(self.records))
 
     def close(self) -> None:
         self.closed = True

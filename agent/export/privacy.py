@@ -115,8 +115,8 @@ def load_or_create_key(state_dir: Path) -> bytes:
     path = Path(state_dir) / KEY_FILE
     try:
         return _read_key(path)
-    except FileNotFoundError:
-        pass
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # absent (a path under a file cannot hold one either): create it
     key = os.urandom(KEY_BYTES)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -141,10 +141,11 @@ def load_or_create_key(state_dir: Path) -> bytes:
 
 
 def _read_key(path: Path) -> bytes:
-    """The key file's bytes; `FileNotFoundError` when absent, else `PrivacyError`."""
+    """The key file's bytes; `FileNotFoundError` (`NotADirectoryError`) when absent,
+    else `PrivacyError`."""
     try:
         key = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise
     except OSError as exc:
         raise PrivacyError(f"{path}: cannot read the privacy key: "

@@ -25,12 +25,13 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import callgen
 import pytest
 from prometheus_client import CollectorRegistry
-from test_daemon import Clock, FakeSource, ended
+from test_daemon import Clock, FakeSource, ended, serve_with_signals
 
 from agent.capture.batch import Batch
 from agent.cli import main
@@ -139,11 +140,6 @@ def logged_ids(path: Path) -> list[str]:
     return [json.loads(line)["call_id"] for line in path.read_text().splitlines()]
 
 
-@pytest.fixture
-def clear_config(tmp_path: Path) -> Path:
-    return tmp_path / "config.yaml"
-
-
 # -- a full filesystem under the call log -------------------------------------------------
 
 
@@ -243,19 +239,39 @@ def test_call_log_removed_while_running_is_recreated(
 # -- reloads to unusable paths ------------------------------------------------------------
 
 
-def refused_reload(d: Daemon, registry: CollectorRegistry, cfg: Path, text: str,
-                   capsys: pytest.CaptureFixture[str]) -> str:
-    """Reload to ``text``: refused, old config kept, metric 0; the stderr line."""
-    old = d.config
-    good = cfg.read_text()
-    cfg.write_text(text)
-    assert d.reload() is False
-    assert d.config is old and d.engine.config.config is old
-    assert reload_ok(registry) == 0
-    cfg.write_text(good)
-    (line,) = [x for x in capsys.readouterr().err.splitlines() if "reload" in x]
-    assert line.startswith("voipprobe: reload refused, keeping the running configuration: ")
-    return line
+@dataclass
+class Running:
+    """A daemon running on a config of a call log and a state directory in ``tmp``."""
+
+    tmp: Path
+    log: Path
+    state: Path
+    cfg: Path
+    d: Daemon
+    registry: CollectorRegistry
+
+    def refuse(self, capsys: pytest.CaptureFixture[str], *, log: Path | None = None,
+               state: Path | None = None) -> str:
+        """SIGHUP's reload to the config with ``log``/``state`` instead: refused, the old
+        config kept, metric 0; the stderr line that says why."""
+        old, good = self.d.config, self.cfg.read_text()
+        write_config(self.cfg, self.tmp, log=log or self.log, state=state or self.state)
+        assert self.d.reload() is False
+        assert self.d.config is old and self.d.engine.config.config is old
+        assert reload_ok(self.registry) == 0
+        self.cfg.write_text(good)
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if "reload" in x]
+        assert line.startswith("voipprobe: reload refused, keeping the running configuration: ")
+        return line
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    log, state = tmp_path / "calls.jsonl", tmp_path / "state"
+    cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=state)
+    d, registry = real_daemon(cfg, FakeSource([]))
+    yield Running(tmp_path, log, state, cfg, d, registry)
+    d.shutdown()
 
 
 def test_sighup_to_a_read_only_state_directory_is_refused_and_capture_goes_on(
@@ -269,7 +285,6 @@ def test_sighup_to_a_read_only_state_directory_is_refused_and_capture_goes_on(
     cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=state)
     with tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
         bad = write_config(tmp_path / "bad.yaml", tmp_path, log=log, state=ro).read_text()
-        saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
         source = FakeSource(batches[: len(batches) // 2])
         d, registry = real_daemon(cfg, source)
         polls = [0]
@@ -285,12 +300,7 @@ def test_sighup_to_a_read_only_state_directory_is_refused_and_capture_goes_on(
                 os.kill(os.getpid(), signal.SIGTERM)
 
         source.on_empty = on_empty
-        try:
-            d.install_signal_handlers()
-            d.serve()
-        finally:
-            for s, h in saved.items():
-                signal.signal(s, h)
+        serve_with_signals(d)
     assert reload_ok(registry) == 0
     assert d.config.state_dir == state
     assert value(registry, "voipprobe_packets_total") == packet_count(batches)
@@ -305,67 +315,46 @@ def test_sighup_to_a_read_only_state_directory_is_refused_and_capture_goes_on(
 
 
 def test_reload_to_a_state_directory_under_a_file_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log, state = tmp_path / "calls.jsonl", tmp_path / "state"
-    cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=state)
-    d, registry = real_daemon(cfg, FakeSource([]))
-    (tmp_path / "file").write_text("x")
-    bad_state = tmp_path / "file" / "state"
-    line = refused_reload(d, registry, cfg, write_config(
-        tmp_path / "bad.yaml", tmp_path, log=log, state=bad_state).read_text(), capsys)
-    assert f"{bad_state}/privacy.key: cannot create the privacy key" in line
-    assert line.endswith("Not a directory")
-    assert d.reload() is True  # the good file again
-    assert reload_ok(registry) == 1
-    d.shutdown()
+    (running.tmp / "file").write_text("x")
+    bad_state = running.tmp / "file" / "state"
+    line = running.refuse(capsys, state=bad_state)
+    assert line.endswith(f"{bad_state}/privacy.key: cannot create the privacy key (state_dir "
+                         f"{bad_state}): Not a directory")
+    assert running.d.reload() is True  # the good file again
+    assert reload_ok(running.registry) == 1
 
 
 def test_reload_to_a_corrupt_key_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log, state = tmp_path / "calls.jsonl", tmp_path / "state"
-    cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=state)
-    d, registry = real_daemon(cfg, FakeSource([]))
-    other = tmp_path / "other"
+    other = running.tmp / "other"
     other.mkdir()
     (other / "privacy.key").write_bytes(b"12345")
-    line = refused_reload(d, registry, cfg, write_config(
-        tmp_path / "bad.yaml", tmp_path, log=log, state=other).read_text(), capsys)
+    line = running.refuse(capsys, state=other)
     assert line.endswith(f"{other}/privacy.key: corrupt privacy key: 5 bytes, expected 32. "
                          "Restore it from a backup, or remove it to have a new one created "
                          "(pseudonyms then change)")
-    d.shutdown()
 
 
 def test_reload_to_an_unusable_call_log_directory_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log, state = tmp_path / "calls.jsonl", tmp_path / "state"
-    cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=state)
-    d, registry = real_daemon(cfg, FakeSource([]))
-    (tmp_path / "file").write_text("x")
-    line = refused_reload(d, registry, cfg, write_config(
-        tmp_path / "bad.yaml", tmp_path, log=tmp_path / "file" / "calls.jsonl",
-        state=state).read_text(), capsys)
-    assert str(tmp_path / "file") in line
-    assert d.call_log.stats().reopens == {}  # the running log was not touched
-    d.shutdown()
+    (running.tmp / "file").write_text("x")
+    line = running.refuse(capsys, log=running.tmp / "file" / "calls.jsonl")
+    assert line.endswith(f"call log {running.tmp}/file/calls.jsonl: cannot create its "
+                         f"directory {running.tmp}/file: File exists")
+    assert running.d.call_log.stats().reopens == {}  # the running log was not touched
 
 
 def test_reload_to_a_read_only_call_log_directory_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
     require_root("a read-only call log directory")
-    log, state = tmp_path / "calls.jsonl", tmp_path / "state"
-    cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=state)
-    d, registry = real_daemon(cfg, FakeSource([]))
-    with tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
-        line = refused_reload(d, registry, cfg, write_config(
-            tmp_path / "bad.yaml", tmp_path, log=ro / "calls.jsonl", state=state).read_text(),
-            capsys)
-    assert line.endswith(f"[Errno 30] Read-only file system: '{ro}/calls.jsonl'")
-    d.shutdown()
+    with tmpfs(running.tmp / "ro", "64k", read_only=True) as ro:
+        line = running.refuse(capsys, log=ro / "calls.jsonl")
+    assert line.endswith(f"call log {ro}/calls.jsonl: cannot open it: Read-only file system")
 
 
 # -- a corrupt key at start-up ------------------------------------------------------------

@@ -102,6 +102,13 @@ class _Episode:
     dropped: int = 0
 
 
+class CallLogError(OSError):
+    """The call log file cannot be opened: ``call log PATH: why``."""
+
+    def __str__(self) -> str:
+        return f"call log {self.filename}: {self.strerror}"
+
+
 def errno_name(exc: OSError) -> str:
     """``ENOSPC`` for an OSError with that errno; ``other`` without one."""
     return errno.errorcode.get(exc.errno, "other") if exc.errno else "other"
@@ -129,7 +136,7 @@ class CallLog:
     """Writes call records to stdout or a file; thread-safe, never raises on a write
     fault (see the theory of operation), `reopen` for logrotate.
 
-    Opening the file at construction may raise `OSError` (directory not creatable,
+    Opening the file at construction may raise `CallLogError` (directory not creatable,
     permission denied): the agent refuses to start, or a reload is refused."""
 
     def __init__(self, target: str | Path = STDOUT, fmt: CallLogFormat = "json",
@@ -166,8 +173,16 @@ class CallLog:
         if not self._is_file:
             return
         path = Path(self.target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, _OPEN_FLAGS, 0o666)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CallLogError(exc.errno, f"cannot create its directory {path.parent}: "
+                               f"{exc.strerror}", self.target) from None
+        try:
+            fd = os.open(path, _OPEN_FLAGS, 0o666)
+        except OSError as exc:
+            raise CallLogError(exc.errno, f"cannot open it: {exc.strerror}",
+                               self.target) from None
         st = os.fstat(fd)
         self._fd, self._inode = fd, (st.st_dev, st.st_ino)
         self._torn = st.st_size > 0 and not _ends_in_newline(path, st.st_size)

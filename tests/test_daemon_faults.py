@@ -375,3 +375,15 @@ def test_a_corrupt_key_at_start_up_exits_2_naming_the_file(
     assert err == (f"voipprobe: error: {state}/privacy.key: corrupt privacy key: 5 bytes, "
                    "expected 32. Restore it from a backup, or remove it to have a new one "
                    "created (pseudonyms then change)\n")
+
+
+def test_an_unusable_call_log_at_start_up_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("x")
+    log = tmp_path / "file" / "calls.jsonl"
+    cfg = write_config(tmp_path / "config.yaml", tmp_path, log=log, state=tmp_path / "st")
+    cfg.write_text(cfg.read_text() + "capture:\n  interfaces: [vp-absent0]\n")
+    assert main(["run", "--config", str(cfg), "--listen", "127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == (f"voipprobe: error: call log {log}: cannot create its "
+                                       f"directory {tmp_path}/file: File exists\n")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -272,3 +274,30 @@ def test_write_fault_metrics(tmp_path: Path, fake_os: FaultyOs, base: CallRecord
     assert value("records_dropped_total") == 0
     assert value("reopens_total", reason="missing") == 0
     log.close()
+
+
+def test_stdout_closed_by_its_reader_is_a_write_fault_not_an_exit(tmp_path: Path) -> None:
+    """``call_log.target: -`` and the reader of stdout goes away (EPIPE): the writer
+    goes on, holding the records, instead of dying of BrokenPipeError."""
+    script = (
+        "import sys, time\n"
+        "from exportbuild import record\n"
+        "from agent.export.calllog import CallLog\n"
+        "time.sleep(0.5)  # the reader has closed its end by now\n"
+        "log = CallLog('-', 'json')\n"
+        "for _ in range(3):\n"
+        "    log.write(record())\n"
+        "st = log.stats()\n"
+        "print('stats', st.records_written, st.records_pending, dict(st.write_errors),\n"
+        "      file=sys.stderr, flush=True)\n"
+    )
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stats 0 3 {'EPIPE': 1}" in err
+    assert err.count("cannot write (EPIPE: Broken pipe)") == 1

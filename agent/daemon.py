@@ -23,8 +23,9 @@ Signals only set flags; the loop acts on them between polls, so no handler
 runs engine code re-entrantly. SIGHUP reloads the configuration (`reload`):
 an invalid file, or one whose paths are unusable (the call log cannot be
 opened, the privacy key in ``state_dir`` cannot be read or created), keeps the
-running configuration. The call log never stops the loop: a write fault holds
-records in its queue, and each tick retries them (`CallLog.retry`). SIGTERM/SIGINT stop
+running configuration. The call log never stops the loop: a write fault
+holds records in its queue, each tick retries them (`CallLog.retry`), and
+what overflows is counted, as is what is still queued at exit. SIGTERM/SIGINT stop
 (`shutdown`): every active call ends with end reason ``shutdown`` and is
 written before the process exits, well within systemd's stop timeout
 (a poll returns within `POLL_TIMEOUT_S`; finishing is bounded by the tables'

@@ -279,9 +279,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voipprobe: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from agent.export.privacy import PrivacyError
+
     try:
         return run(config, config_path=path, overrides=overrides)
-    except OSError as exc:
+    except (OSError, PrivacyError) as exc:
         print(f"voipprobe: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

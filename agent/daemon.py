@@ -21,7 +21,11 @@ timestamps and the monotonic clock agree to well under the idle timeouts
 
 Signals only set flags; the loop acts on them between polls, so no handler
 runs engine code re-entrantly. SIGHUP reloads the configuration (`reload`):
-an invalid file keeps the running configuration. SIGTERM/SIGINT stop
+an invalid file, or one whose paths are unusable (the call log cannot be
+opened, the privacy key in ``state_dir`` cannot be read or created), keeps the
+running configuration. The call log never stops the loop: a write fault
+holds records in its queue, each tick retries them (`CallLog.retry`), and
+what overflows is counted, as is what is still queued at exit. SIGTERM/SIGINT stop
 (`shutdown`): every active call ends with end reason ``shutdown`` and is
 written before the process exits, well within systemd's stop timeout
 (a poll returns within `POLL_TIMEOUT_S`; finishing is bounded by the tables'
@@ -49,10 +53,10 @@ from agent.capture.batch import Batch
 from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
-from agent.export.calllog import CallLog
+from agent.export.calllog import CallLog, CallLogStats
 from agent.export.http import HealthCheck, MetricsServer
 from agent.export.metrics import ProbeMetrics
-from agent.export.privacy import Pseudonymiser, load_or_create_key
+from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
 
 POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
 TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
@@ -86,13 +90,21 @@ class MetricsSink(Protocol):
 
     def config_reloaded(self, ok: bool, ts: float | None = None) -> None: ...
 
+    def update_call_log(self, stats: CallLogStats) -> None: ...
+
 
 class CallSink(Protocol):
     """The call log (`agent.export.calllog.CallLog`)."""
 
     def write(self, record: CallRecord) -> None: ...
 
+    def retry(self) -> None: ...
+
     def reopen(self) -> None: ...
+
+    def take_over(self, old: object) -> None: ...
+
+    def stats(self) -> CallLogStats: ...
 
     def close(self) -> None: ...
 
@@ -222,11 +234,13 @@ class Daemon:
         if now is not None:
             lag = self.config.capture.block_timeout_ms / 1000.0 + TICK_LAG_S
             self._emit(self.engine.tick(now - lag))
+        self.call_log.retry()
         self._update_metrics()
 
     def _update_metrics(self) -> None:
         self.metrics.update(self.engine.counters(), self.source.stats(),
                             self.engine.decoder.sequence_gaps())
+        self.metrics.update_call_log(self.call_log.stats())
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -238,13 +252,15 @@ class Daemon:
     # -- reload -----------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Re-read the configuration (SIGHUP). Invalid: keep the running one, say why on
-        stderr, reload metric 0. Valid: apply it without losing running calls, reopen
-        the call log (logrotate), reload metric 1."""
+        """Re-read the configuration (SIGHUP). Invalid, or its paths unusable (a new call
+        log that cannot be opened, a privacy key that cannot be read or created): keep
+        the running one, say why on stderr, reload metric 0. Valid: apply it without
+        losing running calls, reopen the call log (logrotate), reload metric 1."""
         try:
             new = self._load()
-        except ConfigError as exc:
-            self._log(f"reload failed, keeping the running configuration: {exc}")
+            call_log = self._new_call_log(new)
+        except (ConfigError, PrivacyError, OSError) as exc:
+            self._log(f"reload refused, keeping the running configuration: {exc}")
             self.metrics.config_reloaded(False)
             return False
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -256,17 +272,25 @@ class Daemon:
             self._log("reload: exporter settings changed; they apply after a restart")
         if new.capture != old.capture:
             self._reopen_source(new.capture)
-        if self._open_call_log is not None and (
-            new.call_log != old.call_log or new.privacy != old.privacy
-            or new.state_dir != old.state_dir
-        ):
-            self.call_log.close()
-            self.call_log = self._open_call_log(new)
+        if call_log is not None:
+            call_log.take_over(self.call_log)  # its queue and counts go on in the new one
+            self.call_log = call_log
         else:
             self.call_log.reopen()
         self.metrics.config_reloaded(True, time.time())
         self._notify("READY=1")
         return True
+
+    def _new_call_log(self, new: Config) -> CallSink | None:
+        """The call log ``new`` asks for, opened before anything is applied (so unusable
+        paths refuse the reload); None when it is the running one's."""
+        old = self.config
+        if self._open_call_log is None or (
+            new.call_log == old.call_log and new.privacy == old.privacy
+            and new.state_dir == old.state_dir
+        ):
+            return None
+        return self._open_call_log(new)
 
     def _reopen_source(self, capture: CaptureConfig) -> None:
         if self._open_source is None:
@@ -371,7 +395,8 @@ def open_ring(capture: CaptureConfig) -> PacketSource:
 
 def open_call_log(config: Config) -> CallSink:
     """The configured call log, pseudonymising as ``privacy`` says (the key is created
-    once in ``state_dir``; ``clear`` needs none)."""
+    once in ``state_dir``; ``clear`` needs none). Raise `PrivacyError` for a key that
+    cannot be read or created, `OSError` for a call log that cannot be opened."""
     key = b"" if config.privacy == "clear" else load_or_create_key(config.state_dir)
     return CallLog(config.call_log.target, config.call_log.format,
                    Pseudonymiser(config.privacy, key))
@@ -418,7 +443,12 @@ def run(
             return config_from_mapping({}, "<defaults>", overrides)
         return load_config(config_path, overrides)
 
-    source = open_source(config.capture)
+    call_log = open_call_log(config)  # a bad key or log path stops us before capture starts
+    try:
+        source = open_source(config.capture)
+    except OSError:
+        call_log.close()
+        raise
     daemon_ref: list[Daemon] = []
 
     def healthy() -> tuple[bool, Mapping[str, Any]]:
@@ -431,9 +461,10 @@ def run(
         exporter = start_exporter(config, healthy)
     except OSError:
         source.close()
+        call_log.close()
         raise
     daemon = Daemon(
-        config, source=source, metrics=exporter.metrics, call_log=open_call_log(config),
+        config, source=source, metrics=exporter.metrics, call_log=call_log,
         load=load, open_call_log=open_call_log, open_source=open_source,
         watchdog_s=sdnotify.watchdog_interval_s(),
     )

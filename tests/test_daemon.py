@@ -20,7 +20,7 @@ from agent.capture.pcapfile import open_capture
 from agent.cli import bundled_sample
 from agent.config import Config, ConfigError, load_config
 from agent.daemon import Daemon, PacketClock
-from agent.export.calllog import CallLog
+from agent.export.calllog import CallLog, CallLogStats
 from agent.export.metrics import ProbeMetrics
 
 # -- sd_notify ----------------------------------------------------------------------------
@@ -138,8 +138,19 @@ class MemoryLog:
     def write(self, record: CallRecord) -> None:
         self.records.append(record)
 
+    def retry(self) -> None:
+        pass
+
     def reopen(self) -> None:
         self.reopened += 1
+
+    def take_over(self, old: object) -> None:
+        assert isinstance(old, MemoryLog)
+        self.records[:0] = old.records
+        old.close()
+
+    def stats(self) -> CallLogStats:
+        return CallLogStats(records_written=len(self.records))
 
     def close(self) -> None:
         self.closed = True
@@ -293,8 +304,18 @@ def test_serve_notifies_ready_and_stopping_on_a_real_socket(
     assert isinstance(log, MemoryLog) and len(log.records) == 1
 
 
-def test_signals_set_flags_the_loop_acts_on(config_file: Path) -> None:
+def serve_with_signals(d: Daemon) -> None:
+    """``d.serve()`` with the daemon's signal handlers, the test process's restored after."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        d.install_signal_handlers()
+        d.serve()
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+def test_signals_set_flags_the_loop_acts_on(config_file: Path) -> None:
     polls: list[int] = []
 
     def on_empty() -> None:
@@ -307,12 +328,7 @@ def test_signals_set_flags_the_loop_acts_on(config_file: Path) -> None:
     batches = sample_batches()
     source = FakeSource(batches[: len(batches) // 2], on_empty=on_empty)
     d, registry = make_daemon(source, config_file)
-    try:
-        d.install_signal_handlers()
-        d.serve()
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
+    serve_with_signals(d)
     log = d.call_log
     assert isinstance(log, MemoryLog)
     assert log.reopened == 1  # SIGHUP: reloaded, call log reopened

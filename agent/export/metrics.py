@@ -46,6 +46,7 @@ from agent.calls.record import CallRecord, DirectionRecord
 from agent.capture.mirror_listener import MirrorStats
 from agent.config import Config
 from agent.decode.sequence import SequenceGaps
+from agent.export.calllog import REOPEN_REASONS, CallLogStats
 from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.events import EndReason
@@ -318,6 +319,60 @@ class _CountersCollector(Collector):
         yield cap_drops
 
 
+# errno names of call-log write failures that get their own series (a bounded set: the
+# faults a log file meets); any other errno is counted as ``other``.
+CALLLOG_ERRNOS = ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EACCES", "EPERM", "ENOENT",
+                  "ENOTDIR", "EPIPE")
+_CALLLOG_ERRNO_SET = frozenset(CALLLOG_ERRNOS)
+
+
+class _CallLogCollector(Collector):
+    """The call log's totals (`CallLogStats`, replaced as a whole by each update)."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.stats = CallLogStats()
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        st, site = self.stats, self.site
+
+        def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+            fam = CounterMetricFamily(f"{NAMESPACE}_calllog_{name}", doc, labels=("site",))
+            fam.add_metric([site], value)
+            return fam
+
+        yield counter("records_written", "Call records written to the call log.",
+                      st.records_written)
+        yield counter("records_dropped", "Call records never written: the queue of records "
+                      "waiting out a write fault overflowed (the oldest go), or records were "
+                      "still waiting when the agent stopped.", st.records_dropped)
+        pending = GaugeMetricFamily(f"{NAMESPACE}_calllog_records_pending", "Call records "
+                                    "waiting in memory for the call log to take them.",
+                                    labels=("site",))
+        pending.add_metric([site], st.records_pending)
+        yield pending
+        errors = CounterMetricFamily(
+            f"{NAMESPACE}_calllog_write_errors", "Failed attempts to write the call log "
+            "(about one a second while a fault lasts), by errno.", labels=("site", "errno"))
+        by_errno = dict.fromkeys((*CALLLOG_ERRNOS, OTHER), 0)
+        for name, n in st.write_errors.items():
+            label = _pick(name, _CALLLOG_ERRNO_SET)
+            by_errno[label] += n
+        for name, n in by_errno.items():
+            errors.add_metric([site, name], n)
+        yield errors
+        reopens = CounterMetricFamily(
+            f"{NAMESPACE}_calllog_reopens", "Call log file reopened: on SIGHUP (signal), or "
+            "before a write, found removed or renamed (missing) or another file at its path "
+            "(replaced).", labels=("site", "reason"))
+        for reason in REOPEN_REASONS:
+            reopens.add_metric([site, reason], st.reopens.get(reason, 0))
+        yield reopens
+
+
 class ProbeMetrics:
     """Every metric family of the probe, registered in ``registry``.
 
@@ -335,8 +390,10 @@ class ProbeMetrics:
         self._streams: dict[StreamKey, tuple[int, int]] = {}
         self._interfaces: frozenset[str] | None = None
         self._counters = _CountersCollector(self.site)
+        self._call_log = _CallLogCollector(self.site)
         r = self.registry
         r.register(self._counters)
+        r.register(self._call_log)
         q = ("site", "peer", "direction", "codec")
         qp = (*q, "point")  # what a stream at one observation point measured
 
@@ -455,6 +512,10 @@ class ProbeMetrics:
                 had = by_label.get(label, SequenceGaps())
                 by_label[label] = SequenceGaps(had.lost + gaps.lost, had.resets + gaps.resets)
             self._counters.sequences = by_label
+
+    def update_call_log(self, stats: CallLogStats) -> None:
+        """The call log's latest totals (`CallLog.stats()`)."""
+        self._call_log.stats = stats
 
     def observe(self, event: Event) -> None:
         """Account one engine event."""

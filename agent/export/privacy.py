@@ -18,11 +18,14 @@ in ``hash`` and ``drop`` modes they are replaced by a token of the whole value,
 so records of one call still correlate.
 
 The key is 32 random bytes in ``<state dir>/privacy.key`` (`load_or_create_key`),
-created once with mode 0600 and reused, so tokens stay stable across restarts.
+created once with mode 0600 and reused, so tokens stay stable across restarts. A key
+file that cannot be read or holds anything but 32 bytes is a `PrivacyError` naming it:
+the agent does not start, a reload is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -104,28 +107,51 @@ class Pseudonymiser:
 
 def load_or_create_key(state_dir: Path) -> bytes:
     """The pseudonymisation key in ``state_dir/privacy.key``: read it, or create it
-    (32 random bytes, mode 0600, exclusive create so two starting agents agree)."""
+    (32 random bytes, mode 0600, exclusive create so two starting agents agree).
+
+    Raise `PrivacyError` naming the file when it cannot be read or created, or does not
+    hold exactly 32 bytes (a truncated or foreign file: tokens made with it would not
+    match the earlier ones, so it is refused rather than used)."""
     path = Path(state_dir) / KEY_FILE
     try:
         return _read_key(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # absent (a path under a file cannot hold one either): create it
     key = os.urandom(KEY_BYTES)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return _read_key(path)  # another process won the race: use its key
+    except OSError as exc:
+        raise PrivacyError(f"{path}: cannot create the privacy key (state_dir "
+                           f"{state_dir}): {exc.strerror or exc}") from None
     try:
-        os.write(fd, key)
+        written, reason = os.write(fd, key), "short write"
         os.fsync(fd)
+    except OSError as exc:
+        written, reason = -1, exc.strerror or str(exc)
     finally:
         os.close(fd)
+    if written != KEY_BYTES:
+        with contextlib.suppress(OSError):
+            path.unlink()  # never leave a short key behind for the next start
+        raise PrivacyError(f"{path}: cannot write the privacy key: {reason}")
     return key
 
 
 def _read_key(path: Path) -> bytes:
-    key = path.read_bytes()
-    if len(key) < 16:
-        raise PrivacyError(f"{path}: key file holds {len(key)} bytes, expected {KEY_BYTES}")
+    """The key file's bytes; `FileNotFoundError` (`NotADirectoryError`) when absent,
+    else `PrivacyError`."""
+    try:
+        key = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as exc:
+        raise PrivacyError(f"{path}: cannot read the privacy key: "
+                           f"{exc.strerror or exc}") from None
+    if len(key) != KEY_BYTES:
+        raise PrivacyError(f"{path}: corrupt privacy key: {len(key)} bytes, expected "
+                           f"{KEY_BYTES}. Restore it from a backup, or remove it to have a "
+                           "new one created (pseudonyms then change)")
     return key

@@ -98,17 +98,37 @@ def test_key_created_once_0600_and_reused(tmp_path: Path) -> None:
         load_or_create_key(state)
 
 
-def test_reopen_after_rename_writes_to_the_new_file(tmp_path: Path, rec: CallRecord) -> None:
+def test_rename_is_noticed_before_the_next_write_and_hup_reopens(
+    tmp_path: Path, rec: CallRecord, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """logrotate renames, then sends SIGHUP: a record between the two already goes to a
+    new file at the path (the inode of the path is not the open file's any more)."""
     path = tmp_path / "calls.log"
     log = CallLog(path, "json", Pseudonymiser("hash", KEY1))
     log.write(rec)
     path.rename(tmp_path / "calls.log.1")  # logrotate
-    log.write(rec)  # before the HUP: still the old (renamed) file
-    log.reopen()
+    log.write(rec)  # before the HUP: noticed, the path is reopened
+    log.reopen()  # the HUP
     log.write(rec)
     log.close()
-    assert len(lines(tmp_path / "calls.log.1")) == 2
-    assert len(lines(path)) == 1
+    assert len(lines(tmp_path / "calls.log.1")) == 1
+    assert len(lines(path)) == 2
+    assert log.stats().reopens == {"missing": 1, "signal": 1}
+    err = capsys.readouterr().err
+    assert err.count("the file was removed or renamed without a SIGHUP") == 1
+
+
+def test_a_new_file_put_at_the_path_is_written_to(tmp_path: Path, rec: CallRecord) -> None:
+    """logrotate's ``create``: rename, then a new empty file at the path."""
+    path = tmp_path / "calls.log"
+    log = CallLog(path, "json")
+    log.write(rec)
+    path.rename(tmp_path / "calls.log.1")
+    path.touch()
+    log.write(rec)
+    log.close()
+    assert len(lines(tmp_path / "calls.log.1")) == 1 and len(lines(path)) == 1
+    assert log.stats().reopens == {"replaced": 1}
 
 
 def test_line_format(tmp_path: Path, rec: CallRecord) -> None:

@@ -35,6 +35,7 @@ when the callback fails).
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import logging
 import socket
@@ -108,6 +109,23 @@ class _Routes:
 
 def _page(status: int, content_type: str, body: bytes) -> Response:
     return Response(status, content_type, body, (("Cache-Control", "no-store"),))
+
+
+def exposure_warning(host: str, web: WebSettings) -> str | None:
+    """What to warn about when ``host`` may be reachable from beyond the LAN (every
+    address, or a public one) without TLS and basic auth or client certificates."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name: where it points is the admin's business
+        return None
+    if not (address.is_unspecified or address.is_global):
+        return None
+    guarded = web.tls and (web.auth is not None or web.client_certificates)
+    if guarded:
+        return None
+    where = "every address" if address.is_unspecified else f"public address {host}"
+    return (f"metrics are served on {where} without TLS and authentication; set "
+            "exporter.listen to the LAN address, or use a web config (README: Exporter)")
 
 
 class MetricsServer:

@@ -257,6 +257,11 @@ class WebSettings:
     def tls(self) -> bool:
         return self.ssl_context is not None
 
+    @property
+    def client_certificates(self) -> bool:
+        """Every connection needs a client certificate the CA signed."""
+        return self.ssl_context is not None and self.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
 
 PLAIN = WebSettings()  # no web config: plain HTTP, no authentication
 

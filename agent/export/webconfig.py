@@ -348,6 +348,14 @@ def _ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLContex
     ctx.minimum_version = TLS_VERSIONS[tls.min_version]
     ctx.maximum_version = TLS_VERSIONS[tls.max_version]
     ctx.set_alpn_protocols(["http/1.1"])
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        file = getattr(tls, name)
+        if file is not None:
+            try:
+                (base / file).open("rb").close()
+            except OSError as err:
+                raise ConfigError(f"{source}: {field}.{name}: cannot read {base / file}: "
+                                  f"{err.strerror}") from None
     try:
         if tls.cert_file is not None and tls.key_file is not None:
             ctx.load_cert_chain(base / tls.cert_file, base / tls.key_file)

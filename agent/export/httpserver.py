@@ -28,6 +28,14 @@ every slot loses them to newcomers, so a scraper still gets in), and when none i
 waiting the newcomer is closed. Heads are capped in bytes and header count (431),
 bodies refused (413), methods other than GET/HEAD refused (405).
 
+CPU budget. The capture loop and this one share the interpreter lock. A thread
+that keeps the lock busy (a flood of connections, each accepted, evicted, closed)
+would not just take its share: every time the capture thread waits for the lock
+(after each poll, each numpy call that released it) it waits out the switch
+interval (5 ms), so capture would crawl. The loop therefore sleeps after each
+burst of work in proportion to it (`ServerLimits.max_cpu_share`): under a flood it
+serves less, later, and capture keeps the interpreter.
+
 The web config (`agent.export.webconfig.WebSettings`) is swapped atomically by
 `set_settings`: a reload applies to the next connection (TLS) and the next request
 (authentication, headers, rate limit). Basic-auth credentials seen before are
@@ -59,6 +67,7 @@ from agent.export.webconfig import PLAIN, WebSettings
 log = logging.getLogger(__name__)
 
 SWEEP_S = 0.25  # how often deadlines are checked
+BUSY_MIN_S = 0.001  # bursts shorter than this do not pay the CPU budget's sleep
 ACCEPT_BATCH = 64  # connections accepted per readiness event
 RECV_SIZE = 16384
 SEND_SIZE = 65536
@@ -79,6 +88,10 @@ class ServerLimits:
     write_timeout_s: float = 30.0
     workers: int = 2
     max_auth_pending: int = 16  # bcrypt checks queued before 503
+    # The share of wall time the loop may keep the interpreter busy: after handling a
+    # burst of events for t seconds it sleeps t * (1 - share) / share, so a flood of
+    # connections leaves the GIL to the capture loop (see "CPU budget").
+    max_cpu_share: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +221,13 @@ class HttpServer:
         self._sel.register(self._listener, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         next_sweep = time.monotonic() + SWEEP_S
+        share = self.limits.max_cpu_share
         try:
             while not self._stopping:
                 timeout = max(0.0, next_sweep - time.monotonic())
-                for key, mask in self._sel.select(timeout):
+                events = self._sel.select(timeout)
+                busy_from = time.perf_counter()
+                for key, mask in events:
                     if key.data == "listen":
                         self._accept()
                     elif key.data == "wake":
@@ -223,6 +239,9 @@ class HttpServer:
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_S
                     self._sweep(now)
+                busy = time.perf_counter() - busy_from
+                if busy > BUSY_MIN_S and share < 1.0:
+                    time.sleep(busy * (1.0 - share) / share)
         finally:
             self._close_all()
 

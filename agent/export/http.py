@@ -47,7 +47,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from agent import __version__
-from agent.export.httpserver import HttpServer, Request, Response, ServerLimits
+from agent.export.httphead import Request, Response
+from agent.export.httpserver import HttpServer, ServerLimits, ServerStats
 from agent.export.webconfig import PLAIN, WebSettings
 
 DEFAULT_PORT = 9957
@@ -162,6 +163,13 @@ class MetricsServer:
         if self._server is None:
             raise RuntimeError("metrics server not started")
         return self._port
+
+    @property
+    def stats(self) -> ServerStats:
+        """What the server refused, cut or evicted since `start`."""
+        if self._server is None:
+            raise RuntimeError("metrics server not started")
+        return self._server.stats
 
     @property
     def web(self) -> WebSettings:

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from agent.export.basicauth import parse_basic
+from agent.export.httphead import Request, Response, parse_head
 from agent.export.webconfig import PLAIN, WebSettings
 
 log = logging.getLogger(__name__)
@@ -92,24 +93,6 @@ class ServerLimits:
     # burst of events for t seconds it sleeps t * (1 - share) / share, so a flood of
     # connections leaves the GIL to the capture loop (see "CPU budget").
     max_cpu_share: float = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str  # GET or HEAD
-    path: str  # without the query
-    query: str
-    headers: Mapping[str, str]  # lower-case names
-    peer: str
-    keep_alive: bool = True  # HTTP/1.1 without "Connection: close"
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 App = Callable[[Request], Response]
@@ -356,8 +339,12 @@ class HttpServer:
         context = conn.settings.ssl_context
         assert context is not None
         if first[0] != TLS_HANDSHAKE_RECORD:
-            # What Go's net/http answers too: the client learns why, in words.
+            # What Go's net/http answers too: the client learns why, in words. The
+            # request is read first: closing on unread data would send a reset that can
+            # overtake the answer.
             self.stats.plain_on_tls += 1
+            with contextlib.suppress(BlockingIOError):
+                conn.sock.recv(self.limits.max_head_bytes)
             self._respond(conn, Response(400, "text/plain; charset=utf-8",
                                          b"Client sent an HTTP request to an HTTPS server.\n"),
                           keep_alive=False, head_only=False)
@@ -418,7 +405,7 @@ class HttpServer:
             return
         head = bytes(conn.buf[:end])
         del conn.buf[:end + 4]
-        parsed = _parse_head(head, self.limits.max_headers, conn.peer)
+        parsed = parse_head(head, self.limits.max_headers, conn.peer)
         if isinstance(parsed, tuple):
             self.stats.bad_requests += 1
             self._error(conn, *parsed)
@@ -564,41 +551,3 @@ def _sans(cert: Mapping[str, object] | None) -> frozenset[str]:
     entries = cert.get("subjectAltName", ())
     assert isinstance(entries, tuple)
     return frozenset(str(value).rstrip("\n") for _kind, value in entries)
-
-
-TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
-                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # RFC 9110 tchar
-
-
-def _parse_head(head: bytes, max_headers: int,
-                peer: str) -> Request | tuple[int, str]:
-    """A request head (without its blank line) -> its Request, or (status,
-    reason) for a head the server refuses (RFC 9112 §3, §5)."""
-    text = head.decode("latin-1")
-    request_line, *header_lines = text.split("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[0] or not set(parts[0]) <= TOKEN_CHARS:
-        return 400, "malformed request line"
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        return 505, "HTTP/1.1 only"
-    if not target.startswith("/"):
-        return 400, "request target must be a path"
-    if len(header_lines) > max_headers:
-        return 431, "too many header fields"
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if not sep or not name or not set(name) <= TOKEN_CHARS:  # also obs-fold (§5.2)
-            return 400, "malformed header field"
-        key = name.lower()
-        value = value.strip(" \t")
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
-        return 413, "request bodies are not accepted"
-    if method not in ("GET", "HEAD"):
-        return 405, "only GET and HEAD"
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    keep_alive = version == "HTTP/1.1" and "close" not in tokens
-    path, _, query = target.partition("?")
-    return Request(method, path, query, headers, peer, keep_alive)

@@ -230,6 +230,8 @@ def flag_overrides(args: argparse.Namespace) -> list[Override]:
         out.append(Override("exporter.listen", args.listen, "--listen"))
     if args.call_log is not None:
         out.append(Override("call_log.target", args.call_log, "--call-log"))
+    if args.web_config_file is not None:
+        out.append(Override("exporter.web_config", args.web_config_file, "--web.config.file"))
     return out
 
 
@@ -259,11 +261,18 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="Prometheus exporter address; overrides exporter.listen")
     p.add_argument("--call-log", metavar="PATH|-",
                    help="call log file, or - for stdout; overrides call_log.target")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                   help="Prometheus exporter-toolkit web config (TLS, basic auth); "
+                   "overrides exporter.web_config")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config, _path, _overrides = effective_config(args, sys.stderr)
+        if config.exporter.web_config is not None:
+            from agent.export.webconfig import load_web_config
+
+            load_web_config(config.exporter.web_config)
     except ConfigError as exc:
         print(f"voipprobe: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -283,7 +292,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         return run(config, config_path=path, overrides=overrides)
-    except (OSError, PrivacyError) as exc:
+    except (ConfigError, OSError, PrivacyError) as exc:  # ConfigError: the web config
         print(f"voipprobe: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -256,9 +256,14 @@ class ExporterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    listen: str = Field(default_factory=lambda: f"0.0.0.0:{default_exporter_port()}")
+    # The loopback by default: nothing is served beyond the gateway until the admin
+    # names the (LAN) address Prometheus reaches; README "Exporter address".
+    listen: str = Field(default_factory=lambda: f"127.0.0.1:{default_exporter_port()}")
     # The ``site`` label on every metric: one name per agent (bounded by the config).
     site: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Prometheus exporter-toolkit web config (TLS, basic auth, headers):
+    # agent/export/webconfig.py; re-read on SIGHUP. None: plain HTTP, no authentication.
+    web_config: Path | None = None
 
     @field_validator("listen")
     @classmethod

@@ -54,9 +54,10 @@ from agent.config import CaptureConfig, Config, ConfigError, Override, load_conf
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
-from agent.export.http import HealthCheck, MetricsServer
+from agent.export.http import HealthCheck, MetricsServer, exposure_warning
 from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
+from agent.export.webconfig import PLAIN, WebSettings, load_web_config
 
 POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
 TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
@@ -146,6 +147,7 @@ class Daemon:
         load: Callable[[], Config],
         open_call_log: Callable[[Config], CallSink] | None = None,
         open_source: Callable[[CaptureConfig], PacketSource] | None = None,
+        reload_exporter: Callable[[Config], None] | None = None,
         notify: Callable[[str], object] = sdnotify.notify,
         watchdog_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -160,6 +162,7 @@ class Daemon:
         self._load = load
         self._open_call_log = open_call_log
         self._open_source = open_source
+        self._reload_exporter = reload_exporter
         self._notify = notify
         self._watchdog = sdnotify.Watchdog(watchdog_s, notify, clock)
         self._clock = clock
@@ -263,12 +266,22 @@ class Daemon:
             self._log(f"reload refused, keeping the running configuration: {exc}")
             self.metrics.config_reloaded(False)
             return False
+        try:
+            if self._reload_exporter is not None:  # the web config file: TLS, basic auth
+                self._reload_exporter(new)
+        except ConfigError as exc:
+            if call_log is not None:
+                call_log.close()
+            self._log(f"reload refused, keeping the running configuration: {exc}")
+            self.metrics.config_reloaded(False)
+            return False
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old, self.config = self.config, new
         self.metrics.set_config(new)
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
-        if new.exporter != old.exporter:
+        if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \
+                != old.exporter:
             self._log("reload: exporter settings changed; they apply after a restart")
         if new.capture != old.capture:
             self._reopen_source(new.capture)
@@ -402,6 +415,17 @@ def open_call_log(config: Config) -> CallSink:
                    Pseudonymiser(config.privacy, key))
 
 
+def load_web(config: Config, err: IO[str] | None = None) -> WebSettings:
+    """The web config ``exporter.web_config`` names (none: plain HTTP, no
+    authentication); its warnings go to ``err``. Raises `ConfigError`."""
+    if config.exporter.web_config is None:
+        return PLAIN
+    web = load_web_config(config.exporter.web_config)
+    for note in web.notes:
+        print(f"voipprobe: warning: {web.source}: {note}", file=err or sys.stderr)
+    return web
+
+
 @dataclass(slots=True)
 class Exporter:
     """The metrics collector and the HTTP server serving it."""
@@ -409,19 +433,27 @@ class Exporter:
     metrics: ProbeMetrics
     server: MetricsServer
 
+    def reload(self, config: Config) -> None:
+        """Re-read the web config (SIGHUP); a bad one raises `ConfigError` and the
+        running one keeps serving."""
+        self.server.set_web(load_web(config))
+
     def close(self) -> None:
         self.server.stop()
 
 
-def start_exporter(config: Config, health: HealthCheck) -> Exporter:
-    """ProbeMetrics on the default registry, served on ``exporter.listen``."""
+def start_exporter(config: Config, health: HealthCheck, web: WebSettings = PLAIN) -> Exporter:
+    """ProbeMetrics on the default registry, served on ``exporter.listen`` with ``web``."""
     from prometheus_client import REGISTRY
 
     metrics = ProbeMetrics(REGISTRY, site=config.exporter.site, config=config)
     metrics.set_interfaces(source_names(config.capture))
     metrics.config_reloaded(True, time.time())
-    server = MetricsServer(REGISTRY, health)
+    server = MetricsServer(REGISTRY, health, web)
     server.start(config.exporter.host, config.exporter.port)
+    warning = exposure_warning(config.exporter.host, web)
+    if warning is not None:
+        print(f"voipprobe: warning: {warning}", file=sys.stderr)
     return Exporter(metrics, server)
 
 
@@ -443,6 +475,7 @@ def run(
             return config_from_mapping({}, "<defaults>", overrides)
         return load_config(config_path, overrides)
 
+    web = load_web(config)  # before the capture opens: a bad file fails at once
     call_log = open_call_log(config)  # a bad key or log path stops us before capture starts
     try:
         source = open_source(config.capture)
@@ -458,7 +491,7 @@ def run(
         return not d.stopping, {"packets": d.engine.packets, "calls_written": d.records_written}
 
     try:
-        exporter = start_exporter(config, healthy)
+        exporter = start_exporter(config, healthy, web)
     except OSError:
         source.close()
         call_log.close()
@@ -466,6 +499,7 @@ def run(
     daemon = Daemon(
         config, source=source, metrics=exporter.metrics, call_log=call_log,
         load=load, open_call_log=open_call_log, open_source=open_source,
+        reload_exporter=exporter.reload,
         watchdog_s=sdnotify.watchdog_interval_s(),
     )
     daemon_ref.append(daemon)

@@ -87,7 +87,7 @@ def test_check_config_prints_the_effective_config_as_yaml(
     assert main(["check-config", str(config_file), "-i", "eth3"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["capture"]["interfaces"] == ["eth3"]
-    assert printed["exporter"] == {"listen": "10.0.0.1:9100", "site": "hq"}
+    assert printed["exporter"] == {"listen": "10.0.0.1:9100", "site": "hq", "web_config": None}
     # The printed document is itself a valid config giving the same settings.
     assert config_from_mapping(printed) == load_config(config_file).model_copy(
         update={"capture": load_config(config_file).capture.model_copy(
@@ -124,7 +124,8 @@ def test_no_default_file_means_built_in_defaults_with_a_note(
 def test_built_in_defaults_are_what_the_issue_asks() -> None:
     cfg = Config()
     assert cfg.capture.interfaces == ["any"] and cfg.call_log.target == "-"
-    assert 9100 <= cfg.exporter.port <= 9999 and cfg.exporter.host == "0.0.0.0"
+    # issue 10: never every address by default (a gateway's WAN side); the loopback
+    assert 9100 <= cfg.exporter.port <= 9999 and cfg.exporter.host == "127.0.0.1"
     assert cfg.state_dir == Path("/var/lib/voipprobe") and cfg.privacy == "hash"
 
 

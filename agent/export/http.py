@@ -10,37 +10,49 @@ the list, far from every exporter commonly found on a Linux gateway: node
 (9100), HAProxy (9101), StatsD (9102), MySQL (9104), nginx (9113),
 Elasticsearch (9114), blackbox (9115), SNMP (9116), Apache (9117), BIND (9119),
 Redis (9121), PostgreSQL (9187), Windows (9182), process (9256), and
-Prometheus' own 9090-9094. It is configurable (``--listen HOST:PORT``).
+Prometheus' own 9090-9094. It is configurable (``--listen HOST:PORT``, ``exporter.listen``).
+
+Default address
+---------------
+`DEFAULT_HOST` is the loopback: a fresh install serves nobody but the gateway itself
+until the admin names the address Prometheus should reach (the LAN side, usually).
+A gateway has a WAN side, and "every address" would publish call volumes, peers and
+SLA verdicts there; an admin who wants that writes ``0.0.0.0`` (or ``[::]``) himself.
 
 Server
 ------
-stdlib `ThreadingHTTPServer` in a daemon thread: one scrape never waits for
-another, and the process exits without joining it. The body of ``/metrics``
-comes from prometheus_client's encoders (text format 0.0.4, or OpenMetrics
-when the scraper asks for it in ``Accept``). ``/health`` calls the daemon's
-``health()`` callback: ``(ok, details)``; 200 with ``{"status": "ok", ...}``
-when the capture loop is alive, 503 with ``{"status": "stalled", ...}`` when
-not (or when the callback fails).
+`agent.export.httpserver.HttpServer` in a daemon thread: one selector loop does all
+socket I/O off the capture thread, a fixed pool of workers builds the pages, and
+connections, heads and waits are bounded (see there). The web config
+(`agent.export.webconfig`: TLS, basic auth, headers) applies to every page. The body
+of ``/metrics`` comes from prometheus_client's encoders (text format 0.0.4, or
+OpenMetrics when the scraper asks for it in ``Accept``). ``/health`` calls the
+daemon's ``health()`` callback: ``(ok, details)``; 200 with ``{"status": "ok", ...}``
+when the capture loop is alive, 503 with ``{"status": "stalled", ...}`` when not (or
+when the callback fails).
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from agent import __version__
+from agent.export.httphead import Request, Response
+from agent.export.httpserver import HttpServer, ServerLimits, ServerStats
+from agent.export.webconfig import PLAIN, WebSettings
 
 DEFAULT_PORT = 9957
-DEFAULT_HOST = ""  # every address (IPv4; use "::" for dual stack)
+DEFAULT_HOST = "127.0.0.1"  # the loopback: see "Default address"
 
 HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]
 
@@ -56,52 +68,36 @@ _LANDING = """<!DOCTYPE html>
 """
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Routes:
+    """The pages: ``/metrics``, ``/health``, ``/``; 404 for the rest."""
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
-                 health: HealthCheck | None) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+    def __init__(self, registry: CollectorRegistry, health: HealthCheck | None) -> None:
         self.registry = registry
         self.health = health
-        super().__init__(address, _Handler)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = f"voipprobe/{__version__}"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._metrics()
-        elif path == "/health":
-            self._health()
-        elif path in ("/", "/index.html"):
+    def __call__(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return self._metrics(request)
+        if request.path == "/health":
+            return self._health()
+        if request.path in ("/", "/index.html"):
             body = _LANDING.format(version=html.escape(__version__)).encode()
-            self._send(200, "text/html; charset=utf-8", body)
-        else:
-            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+            return _page(200, "text/html; charset=utf-8", body)
+        return _page(404, "text/plain; charset=utf-8", b"not found\n")
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+    def _metrics(self, request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         try:
-            body = encoder(self.server.registry)
+            body = encoder(self.registry)
         except Exception:  # a collector failed: say so, never kill the server thread
             log.exception("collecting metrics failed")
-            self._send(500, "text/plain; charset=utf-8", b"collecting metrics failed\n")
-            return
-        self._send(200, content_type, body)
+            return _page(500, "text/plain; charset=utf-8", b"collecting metrics failed\n")
+        return _page(200, content_type, body)
 
-    def _health(self) -> None:
+    def _health(self) -> Response:
         ok: bool = True
         details: Mapping[str, Any] = {}
-        check = self.server.health
+        check = self.health
         if check is not None:
             try:
                 ok, details = check()
@@ -109,38 +105,54 @@ class _Handler(BaseHTTPRequestHandler):
                 ok, details = False, {"error": f"{type(err).__name__}: {err}"}
         doc = {"status": "ok" if ok else "stalled", **details}
         body = (json.dumps(doc, default=str) + "\n").encode()
-        self._send(200 if ok else 503, "application/json", body)
+        return _page(200 if ok else 503, "application/json", body)
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+def _page(status: int, content_type: str, body: bytes) -> Response:
+    return Response(status, content_type, body, (("Cache-Control", "no-store"),))
+
+
+def exposure_warning(host: str, web: WebSettings) -> str | None:
+    """What to warn about when ``host`` may be reachable from beyond the LAN (every
+    address, or a public one) without TLS and basic auth or client certificates."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name: where it points is the admin's business
+        return None
+    if not (address.is_unspecified or address.is_global):
+        return None
+    guarded = web.tls and (web.auth is not None or web.client_certificates)
+    if guarded:
+        return None
+    where = "every address" if address.is_unspecified else f"public address {host}"
+    return (f"metrics are served on {where} without TLS and authentication; set "
+            "exporter.listen to the LAN address, or use a web config (README: Exporter)")
 
 
 class MetricsServer:
-    """Serves ``registry`` and the ``health`` callback over HTTP until `stop`."""
+    """Serves ``registry`` and the ``health`` callback over HTTP(S) until `stop`."""
 
-    def __init__(self, registry: CollectorRegistry, health: HealthCheck | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry, health: HealthCheck | None = None,
+                 web: WebSettings = PLAIN, limits: ServerLimits | None = None) -> None:
         self.registry = registry
         self.health = health
-        self._server: _Server | None = None
+        self._web = web
+        self._limits = limits
+        self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
 
-    def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> ThreadingHTTPServer:
+    def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> HttpServer:
         """Bind ``(host, port)`` (port 0: any free port) and serve in a daemon thread.
         Raises `OSError` when the address cannot be bound."""
         if self._server is not None:
             raise RuntimeError("metrics server already started")
-        server = _Server((host, port), self.registry, self.health)
-        thread = threading.Thread(target=server.serve_forever, name="voipprobe-http",
-                                  kwargs={"poll_interval": 0.5}, daemon=True)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
+        self._port = int(listener.getsockname()[1])
+        server = HttpServer(listener, _Routes(self.registry, self.health), self._web,
+                            self._limits, server_name=f"voipprobe/{__version__}")
+        thread = threading.Thread(target=server.serve, name="voipprobe-http", daemon=True)
         thread.start()
         self._server, self._thread = server, thread
         return server
@@ -150,14 +162,31 @@ class MetricsServer:
         """The bound port (useful after ``start(port=0)``)."""
         if self._server is None:
             raise RuntimeError("metrics server not started")
-        return int(self._server.server_address[1])
+        return self._port
+
+    @property
+    def stats(self) -> ServerStats:
+        """What the server refused, cut or evicted since `start`."""
+        if self._server is None:
+            raise RuntimeError("metrics server not started")
+        return self._server.stats
+
+    @property
+    def web(self) -> WebSettings:
+        return self._web
+
+    def set_web(self, web: WebSettings) -> None:
+        """Apply a reloaded web config (TLS from the next connection, the rest from the
+        next request)."""
+        self._web = web
+        if self._server is not None:
+            self._server.set_settings(web)
 
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.stop()
         if thread is not None:
             thread.join(timeout=5.0)

@@ -60,7 +60,14 @@ from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
 from agent.calls.media_seen import media_seen, not_sendrecv, two_way_media
-from agent.calls.paths import Sighted, display, group, losses_between, point_records
+from agent.calls.paths import (
+    Sighted,
+    display,
+    group,
+    judged_where,
+    losses_between,
+    point_records,
+)
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
@@ -426,6 +433,15 @@ class CallTable:
             return d
         return "a_to_b" if toward == Side.CALLEE else "b_to_a"
 
+    def _judged(self, seen: list[Sighted]) -> list[tuple[str, Sighted]]:
+        """Each direction's name (from its last point: the receiver's side, whatever NAT
+        there is between the points) and the point it is judged at (`judged_where`)."""
+        out = []
+        for d in seen:
+            name = self._direction_name(d.main, d.toward)
+            out.append((name, judged_where(d, name)))
+        return out
+
     def _peer(self, addrs: list[str]) -> str:
         for a in addrs:
             p = peer_of(a, self.config.sla.peers)
@@ -450,7 +466,8 @@ class CallTable:
         profile = self.config.sla.profile_for_peer(peer)
         setup = sig.setup_delay_s
         media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
-        seen = group(media)  # one direction per path, judged at its last point
+        named = self._judged(group(media))  # one direction per path
+        seen = [d for _, d in named]
         rtt_s, rtt_source = self._rtt([d.main for d in seen])
         end_ts = sig.end_ts if sig.end_ts is not None else max(
             [s.last_ts for s in streams] or [sig.invite_ts])
@@ -458,12 +475,12 @@ class CallTable:
         counted = two_way.directions if two_way.judged else None
         directions = [
             self._along_path(d, judge_direction(
-                self._direction_name(d.main, d.toward), d.main, profile=profile,
+                name, d.main, profile=profile,
                 cfg=self.config, rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc),
                 setup_delay_s=setup, signalling_dscp=sig.signalling_dscp,
                 mos_min=self._mos_min(d), media_directions=counted,
             ), events.get(_path(d.main), []))
-            for d in seen
+            for name, d in named
         ]
         if call.reports:
             directions = self._endpoint_reports(call, directions, [d.main for d in seen])
@@ -513,13 +530,13 @@ class CallTable:
         sides: list[tuple[Side, StreamStats]] = [
             (Side.CALLEE if (s.key.src, s.key.dst) == (first.key.src, first.key.dst)
              else Side.CALLER, s) for s in streams]
-        seen = group(sides)
-        rtt_s, rtt_source = self._rtt([d.main for d in seen])
+        named = self._judged(group(sides))
+        rtt_s, rtt_source = self._rtt([d.main for _, d in named])
         directions = [self._along_path(d, judge_direction(
-            self._direction_name(d.main, d.toward), d.main, profile=profile, cfg=self.config,
+            name, d.main, profile=profile, cfg=self.config,
             rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc), setup_delay_s=None,
             signalling_dscp=None, mos_min=self._mos_min(d),
-        )) for d in seen]
+        )) for name, d in named]
         return CallRecord(
             call_id=None, from_=None, to=None, peer=peer, transport=None, final_status=None,
             end_reason="unsignalled", invite_ts=None, first_provisional_ts=None,
@@ -535,7 +552,7 @@ class CallTable:
         )
 
     def _mos_min(self, d: Sighted) -> float | None:
-        """The worst interval's MOS-CQ of a direction's stream at its last point (forgets
+        """The worst interval's MOS-CQ of a direction's stream where it is judged (forgets
         the intervals of its every point)."""
         worst = self.intervals.mos_min(d.main.key)
         for s in d.path:

@@ -346,7 +346,7 @@ def _optional(module: str, name: str) -> Any | None:
 def kept_ports(capture: CaptureConfig) -> list[int]:
     """Ports whose UDP (and TCP) the kernel filter keeps whole: SIP, the tunnels that
     carry it (VXLAN, TZSP) and HEP (UDP datagrams or HEP3 over TCP): their headers do not
-    start with a letter, so UDP would be cut to ``media_snaplen`` like RTP."""
+    start with a letter, so UDP would be cut to ``media_snaplen``."""
     return sorted({*capture.sip_ports, *capture.vxlan_ports, *capture.tzsp_ports,
                    *capture.hep_ports})
 

@@ -295,7 +295,8 @@ class StreamTracker:
         # an event's length, for some stream: 4 bytes, or 4 + an SRTP MKI and tag
         evcand = ((h.pt >= DYNAMIC_PT_MIN) & (h.payload_len >= 4)
                   & (h.payload_len <= MAX_EVENT_PAYLOAD_BYTES))
-        plain = evcand & (h.payload_len == 4)  # plain RTP: its event can be read
+        # plain RTP whose event the capture holds (live, the kernel keeps no payload)
+        plain = evcand & (h.payload_len == 4) & (h.payload_captured >= 2)
         if plain.any():
             at = h.payload_at[plain] + 1
             evcand[plain] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero

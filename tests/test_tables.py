@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import floods
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -144,31 +145,22 @@ def test_every_call_of_an_invite_flood_gets_a_record() -> None:
     assert c["sdp_index_adverts_evicted"] > 0  # one endpoint, offered by every INVITE
 
 
-def test_finishing_writes_every_active_call_in_linear_work() -> None:
+@pytest.mark.parametrize(("make", "reason", "directions"), [
+    (lambda n: floods.active_calls(n, media_packets=6), "shutdown", 2),
+    (lambda n: floods.loose_streams(n, packets=6), "unsignalled", 1),
+], ids=["active_calls", "loose_streams"])
+def test_finishing_writes_every_record_in_linear_work(
+        make: Callable[[int], floods.Packets], reason: str, directions: int) -> None:
     lines = {}
     for n in (50, 200):
         e = Engine()
-        feed_all(e, floods.active_calls(n, media_packets=6))
+        feed_all(e, make(n))
         with LineCounter() as counter:
             out = e.finish()
         recs = records(out)
-        assert len(recs) == n and {r["end_reason"] for r in recs} == {"shutdown"}
-        assert all(len(r["directions"]) == 2 for r in recs)
+        assert len(recs) == n and {r["end_reason"] for r in recs} == {reason}
+        assert all(len(r["directions"]) == directions for r in recs)
         assert all(d["stream"]["packets"] == 6 for r in recs for d in r["directions"])
-        lines[n] = counter.lines / n
-    assert lines[200] <= 1.25 * lines[50], lines
-
-
-def test_finishing_writes_every_loose_stream_in_linear_work() -> None:
-    lines = {}
-    for n in (50, 200):
-        e = Engine()
-        feed_all(e, floods.loose_streams(n, packets=6))
-        with LineCounter() as counter:
-            out = e.finish()
-        recs = records(out)
-        assert len(recs) == n and {r["end_reason"] for r in recs} == {"unsignalled"}
-        assert all(r["directions"][0]["stream"]["packets"] == 6 for r in recs)
         lines[n] = counter.lines / n
     assert lines[200] <= 1.25 * lines[50], lines
 

@@ -40,7 +40,6 @@ import re
 from dataclasses import dataclass
 
 from agent.sip.errors import SipParseError
-from agent.sip.limits import DEFAULT_LIMITS, MessageLimits
 from agent.sip.headers import (
     CSeq,
     Headers,
@@ -53,6 +52,7 @@ from agent.sip.headers import (
     parse_params,
     parse_via,
 )
+from agent.sip.limits import DEFAULT_LIMITS, MessageLimits
 
 MAX_HEADER_BYTES = DEFAULT_LIMITS.max_header_bytes  # start line + fields, before the empty line
 MAX_BODY_BYTES = 1024 * 1024  # Content-Length accepted on stream transports
@@ -135,7 +135,7 @@ class SipMessage:
         return tuple(parse_via(v) for v in self.headers.get_all("Via"))
 
 
-def looks_like_sip(payload: bytes) -> bool:
+def looks_like_sip(payload: bytes | bytearray) -> bool:
     """Cheap sniff: does this payload start like a SIP request or response?
 
     Matches `SIP/2.0 NNN` or `METHOD SP Request-URI SP SIP/2.0` on the first
@@ -278,7 +278,7 @@ def parse_header_lines(lines: list[str], limits: MessageLimits = DEFAULT_LIMITS)
     return Headers(tuple((name, value) for name, value in fields))
 
 
-def _skip_crlf(data: bytes, pos: int) -> int:
+def _skip_crlf(data: bytes | bytearray, pos: int) -> int:
     # RFC 3261 §7.5: CRLFs before a start line are ignored on streams.
     size = len(data)
     while pos < size and data[pos] in (0x0D, 0x0A):

@@ -259,8 +259,8 @@ class _CountersCollector(Collector):
                                    "Calls in progress (started, not yet ended).", labels=["site"])
         n = self.active
         if n is None:
-            n = (c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
-                 - c.get("calls_calls_evicted", 0))
+            # an evicted call gets its record too: it is among the ended
+            n = c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
         active.add_metric([site], max(0, n))
         yield active
 
@@ -482,7 +482,7 @@ class ProbeMetrics:
             self.reload_ts.set(ts)
 
     def set_active(self, n: int) -> None:
-        """Override the active-calls gauge (default: started - ended - evicted)."""
+        """Override the active-calls gauge (default: started - ended)."""
         self._counters.active = n
 
     # -- input ------------------------------------------------------------------------

@@ -49,8 +49,8 @@ from agent.decode.sequence import SequenceGaps
 from agent.export.calllog import REOPEN_REASONS, CallLogStats
 from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
+from agent.sip.dialog import KNOWN_METHODS
 from agent.sip.events import EndReason
-from agent.sip.tracker import KNOWN_METHODS
 from agent.sla.config import OTHER_PEER
 from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS, direction_of, peer_of
 

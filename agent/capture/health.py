@@ -92,7 +92,7 @@ class _Track:
     drops: int = 0
     downs: int = 0
     up: bool = False
-    reason: str = ""
+    reason: str = "its counters were not read yet"
     last_packet_ts: float | None = None
     quiet_since: float = 0.0  # silence is counted from here when no packet came since
 
@@ -152,8 +152,8 @@ class SourceMonitor:
         self._sequence_lost = 0
         self._kinds: dict[str, Literal["interface", "listener"]] = {}
         self._tracks: dict[str, _Track] = {}
+        self._statuses: tuple[SourceStatus, ...] = ()
         self.reconfigure(interfaces, listeners, silent_after_s=silent_after_s)
-        self._statuses: tuple[SourceStatus, ...] = self._snapshot(now_ts)
 
     def reconfigure(self, interfaces: Iterable[str], listeners: Iterable[str], *,
                     silent_after_s: float) -> None:
@@ -165,6 +165,7 @@ class SourceMonitor:
         self._tracks = {n: self._tracks.get(n) or _Track(quiet_since=self.last_read_ts)
                         for n in kinds}
         self.silent_after_s = silent_after_s
+        self._statuses = self._snapshot(self.last_read_ts)
 
     def observe(self, stats: Mapping[str, Any] | None, sequence_lost: int,
                 now_ts: float) -> None:
@@ -187,14 +188,15 @@ class SourceMonitor:
         if st is None:
             track.up, track.reason = False, "the capture reports nothing for it"
             return 0
+        first = track.packets is None  # the first read of it: no growth to measure yet
         up = bool(st.up)
-        if up and not track.up:
+        if up and not track.up and not first:
             track.quiet_since = now_ts  # silence counts from when it came up
         track.up = up
         ring = st if isinstance(st, CaptureStats) else None
         track.reason = "" if up else (ring.down_reason if ring else "") or "not capturing"
         packets = int(st.packets)
-        if track.packets is not None and _delta(packets, track.packets) > 0:
+        if not first and _delta(packets, track.packets or 0) > 0:
             track.last_packet_ts = now_ts
         track.packets = packets
         if self._kinds[name] != "interface" or ring is None:
@@ -202,8 +204,7 @@ class SourceMonitor:
             return 0
         drops, downs = ring.drops, ring.downs
         # an interface that went away mid-call lost what it would have captured
-        lost = _delta(drops, track.drops) + (_delta(downs, track.downs)
-                                             if track.packets is not None else 0)
+        lost = _delta(drops, track.drops) + (0 if first else _delta(downs, track.downs))
         track.drops, track.downs = drops, downs
         return lost
 
@@ -232,10 +233,9 @@ class SourceMonitor:
     def health(self, now_ts: float) -> tuple[bool, dict[str, Any]]:
         """(ok, details for ``/health``): not ok while a source is down or silent (as of
         ``now_ts``: a loop that stopped reading does not freeze the silence clock)."""
-        current = self._statuses
-        if now_ts > self.last_read_ts:
-            current = tuple(self._status(s.name, self._tracks[s.name], now_ts)
-                            for s in current if s.name in self._tracks)
+        tracks = self._tracks  # replaced whole by reconfigure, never changed in place
+        current = [self._status(n, t, max(now_ts, self.last_read_ts))
+                   for n, t in tracks.items()]
         bad = [s for s in current if s.state != "ok"]
         details: dict[str, Any] = {"sources": {s.name: s.as_json() for s in current}}
         if bad:

@@ -185,7 +185,8 @@ class Daemon:
                                      silent_after_s=config.capture.silent_after_s,
                                      now_ts=wall())
         self._err = err
-        self._read_sources()  # /health tells a missing interface from the start
+        self._read_sources()  # /health and capture_up tell a missing interface at once
+        metrics.update_sources(self.sources.statuses())
         self._next_tick = clock() + TICK_INTERVAL_S
         self._stop = False
         self._reload = False

@@ -125,6 +125,8 @@ class CaptureStats:
     dropped ones), ``drops`` those lost because the ring was full, ``freeze_q``
     times the ring was frozen.  ``up`` is whether a socket is open now, ``downs``
     how often the interface went away, ``reopens`` how often it was reopened,
+    ``socket_drops`` (a listener's, in ``drops`` too) the datagrams its socket buffer
+    had no room for (0 for an interface: its ring's are ``drops``),
     ``down_reason`` why it is not up (``"no such interface"``, ``"interface is down"``,
     the error that stopped the capture).
     """
@@ -136,6 +138,7 @@ class CaptureStats:
     downs: int = 0
     reopens: int = 0
     down_reason: str = ""
+    socket_drops: int = 0
 
 
 def interface_linktype(name: str) -> LinkType:

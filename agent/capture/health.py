@@ -18,13 +18,14 @@ per configured interface or listener:
 names each one with its reason.
 
 Loss windows. When a read finds that the probe lost packets since the previous read
-(an interface's kernel ring drops, an interface that went away, mirrored copies an
-exporter numbered that never arrived: `agent.decode.sequence`), the span between the
+(an interface's kernel ring drops, an interface that went away, a listener's socket
+buffer overflows, mirrored copies an exporter numbered that never arrived:
+`agent.decode.sequence`), the span between the
 two reads is a loss window. `SourceMonitor.lossy` tells whether a call's lifetime
 overlaps one, so its record is flagged ``capture_lossy`` and a bad MOS the probe
-caused is not blamed on the provider. The listeners' own drops (senders denied,
-datagrams that are not HEP/TZSP/VXLAN) are not loss of traffic and do not count;
-the listeners' socket buffer overflows are not measured yet.
+caused is not blamed on the provider. A listener's datagrams its socket buffer had no
+room for count too (``socket_drops``); its other drops (senders denied, datagrams that
+are not HEP/TZSP/VXLAN) are not loss of traffic and do not.
 
 Clock: the wall clock (``time.time``, CLOCK_REALTIME) of each read. It is the clock
 the kernel stamps captured packets with (TPACKET_V3 ``tp_sec``, SO_TIMESTAMP), and
@@ -64,6 +65,9 @@ class SourceCounts(Protocol):
     def drops(self) -> int: ...
 
     @property
+    def socket_drops(self) -> int: ...
+
+    @property
     def up(self) -> bool: ...
 
 
@@ -90,6 +94,7 @@ class SourceStatus:
 class _Track:
     packets: int | None = None  # at the previous read
     drops: int = 0
+    socket_drops: int = 0
     downs: int = 0
     up: bool = False
     reason: str = "its counters were not read yet"
@@ -199,9 +204,10 @@ class SourceMonitor:
         if not first and _delta(packets, track.packets or 0) > 0:
             track.last_packet_ts = now_ts
         track.packets = packets
-        if self._kinds[name] != "interface" or ring is None:
-            track.drops = int(st.drops)
-            return 0
+        if self._kinds[name] != "interface" or ring is None:  # a listener
+            lost = _delta(int(st.socket_drops), track.socket_drops)
+            track.drops, track.socket_drops = int(st.drops), int(st.socket_drops)
+            return lost
         drops, downs = ring.drops, ring.downs
         # an interface that went away mid-call lost what it would have captured
         lost = _delta(drops, track.drops) + (0 if first else _delta(downs, track.downs))

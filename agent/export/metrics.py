@@ -220,7 +220,8 @@ def _sum_mirror(a: MirrorStats, b: MirrorStats) -> MirrorStats:
     """Two listeners that share a label (``other``: not named by the config)."""
     return replace(a, datagrams=a.datagrams + b.datagrams, bytes=a.bytes + b.bytes,
                    denied=a.denied + b.denied, invalid=a.invalid + b.invalid,
-                   not_ethernet=a.not_ethernet + b.not_ethernet)
+                   not_ethernet=a.not_ethernet + b.not_ethernet,
+                   socket_drops=a.socket_drops + b.socket_drops)
 
 
 def dscp_class(accepted: Iterable[int]) -> str:

@@ -148,6 +148,21 @@ def test_listener_drops_are_not_capture_loss() -> None:
     assert {s.name: s.drops for s in m.statuses()} == {"eth0": 0, "hep:9060": 40, "edge": 27}
 
 
+def test_a_listeners_socket_buffer_overflow_is_capture_loss() -> None:
+    m = SourceMonitor([], ["hep:9060", "edge"], now_ts=T0)
+    m.observe({"hep:9060": CaptureStats(packets=1), "edge": MirrorStats(
+        "tzsp", 1, 100, 0, 0, 0, up=True)}, 0, T0 + 1)
+    m.observe({"hep:9060": CaptureStats(packets=2), "edge": MirrorStats(
+        "tzsp", 2, 200, 0, 0, 0, up=True, socket_drops=4)}, 0, T0 + 2)
+    m.observe({"hep:9060": CaptureStats(packets=3), "edge": MirrorStats(
+        "tzsp", 3, 300, 0, 0, 0, up=True, socket_drops=4)}, 0, T0 + 3)
+    m.observe({"hep:9060": CaptureStats(packets=4, drops=1, socket_drops=1),
+               "edge": MirrorStats("tzsp", 4, 400, 0, 0, 0, up=True, socket_drops=4)},
+              0, T0 + 4)
+    assert m.lossy(T0 + 1.5, T0 + 1.6) and not m.lossy(T0 + 2.5, T0 + 2.6)
+    assert m.lossy(T0 + 3.5, T0 + 3.6) and len(m.windows) == 2
+
+
 def test_reconfigure_keeps_the_history_of_the_sources_kept() -> None:
     m = monitor(silent_after_s=10.0)
     m.observe(ok_stats(packets=1), 0, T0 + 1)

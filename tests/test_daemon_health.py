@@ -32,8 +32,10 @@ class CountedSource(FakeSource):
     def __init__(self, batches: list[Any]) -> None:
         super().__init__(batches)
         self.counters = {"eth0": CaptureStats(packets=0), "eth1": CaptureStats(packets=0)}
+        self.reads = 0
 
     def stats(self) -> dict[str, Any]:
+        self.reads += 1
         return dict(self.counters)
 
 
@@ -121,8 +123,14 @@ def test_a_record_ending_after_the_last_read_reads_the_counters_first(
     wall.t += 31.0
     source.counters = {"eth0": CaptureStats(packets=999, drops=2),
                        "eth1": CaptureStats(packets=999)}
-    assert d._stamp(late).capture_lossy
+    reads = source.reads
+    assert d._stamp(late).capture_lossy and source.reads == reads + 1
     assert not d._stamp(clean).capture_lossy  # long over before those drops
+    # just read: a record ending later does not read again (SIGTERM's thousands of calls)
+    later = clean.model_copy(update={"end_ts": wall.t + 60.0})
+    wall.t += 0.05
+    d._stamp(later)
+    assert source.reads == reads + 1
 
 
 def test_shutdown_reads_the_last_drops_before_finishing_the_calls(config_file: Path) -> None:

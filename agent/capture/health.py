@@ -153,7 +153,6 @@ class SourceMonitor:
         self.silent_after_s = silent_after_s
         self.windows = LossWindows()
         self.last_read_ts = now_ts
-        self._started_ts = now_ts
         self._sequence_lost = 0
         self._kinds: dict[str, Literal["interface", "listener"]] = {}
         self._tracks: dict[str, _Track] = {}

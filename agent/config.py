@@ -236,6 +236,10 @@ class CaptureConfig(BaseModel):
     # named here keeps its own name in records; in metrics an interface's name, a
     # remote exporter only its kind ("vxlan"), never an address.
     point_names: dict[str, str] = Field(default_factory=dict)
+    # /health is not ok while a configured interface or listener has received nothing
+    # for this long (agent/capture/health.py); 0: a source is never called silent.
+    # Applies on SIGHUP without reopening the capture.
+    silent_after_s: float = Field(default=300.0, ge=0)
 
     @field_validator("point_names")
     @classmethod

@@ -208,7 +208,7 @@ def test_interface_deleted_mid_capture_keeps_running(veth: Veth) -> None:
         assert st[veth.cap].packets >= 51  # counted before it went away
         assert st["lo"].up is True
         assert veth.cap not in [n for n in src.interfaces if st[n].up]
-        # it does not exist: retries back off (1 s, 2 s, 4 s ...) without raising
+        # it does not exist: looked for again every second, without raising
         src.poll(0.0, now=t + 1.5)
         src.poll(0.0, now=t + 4.0)
         assert src.stats()[veth.cap].up is False
@@ -246,6 +246,26 @@ def test_missing_interface_at_start_is_retried(root: None) -> None:
         assert st.up is False and st.downs == 1
         assert src.poll(0.0, now=0.5) == []
         assert src.filenos() == [] and src.fileno() == -1
+
+
+def test_missing_interface_is_looked_for_every_second_and_says_why(root: None) -> None:
+    name = f"vph{os.getpid() % 100000}"
+    with AfPacketSource([name], now=0.0) as src:
+        for k in range(1, 120):  # two minutes missing: no backoff grows meanwhile
+            src.poll(0.0, now=float(k))
+        st = src.stats()[name]
+        assert (st.up, st.down_reason) == (False, "no such interface")
+        try:
+            # (a veth pair: not every kernel here has the dummy module)
+            sh("ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p")
+            src.poll(0.0, now=120.0)
+            assert src.stats()[name].down_reason == "interface is down"
+            sh("ip", "link", "set", name, "up")
+            src.poll(0.0, now=121.0)  # found at the next second's look
+            st = src.stats()[name]
+            assert (st.up, st.down_reason, st.reopens) == (True, "", 1)
+        finally:
+            sh("ip", "link", "del", name, check=False)
 
 
 def test_any_interface_sees_loopback(root: None) -> None:

@@ -34,7 +34,9 @@ would not just take its share: every time the capture thread waits for the lock
 (after each poll, each numpy call that released it) it waits out the switch
 interval (5 ms), so capture would crawl. The loop therefore sleeps after each
 burst of work in proportion to it (`ServerLimits.max_cpu_share`): under a flood it
-serves less, later, and capture keeps the interpreter.
+serves less, later, and capture keeps the interpreter. The burst is measured in the
+thread's own CPU time: time spent waiting for the lock (while capture holds it) is
+not work, and counting it made a busy capture loop throttle scrapes for seconds.
 
 The web config (`agent.export.webconfig.WebSettings`) is swapped atomically by
 `set_settings`: a reload applies to the next connection (TLS) and the next request
@@ -209,7 +211,7 @@ class HttpServer:
             while not self._stopping:
                 timeout = max(0.0, next_sweep - time.monotonic())
                 events = self._sel.select(timeout)
-                busy_from = time.perf_counter()
+                busy_from = time.thread_time()  # CPU, not the wait for the lock
                 for key, mask in events:
                     if key.data == "listen":
                         self._accept()
@@ -222,7 +224,7 @@ class HttpServer:
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_S
                     self._sweep(now)
-                busy = time.perf_counter() - busy_from
+                busy = time.thread_time() - busy_from
                 if busy > BUSY_MIN_S and share < 1.0:
                     time.sleep(busy * (1.0 - share) / share)
         finally:

@@ -366,6 +366,9 @@ class Config(BaseModel):
     sip_limits: SipLimitsConfig = Field(default_factory=SipLimitsConfig)
     # How numbers and SIP URIs appear in records: in clear, as a keyed hash, or dropped.
     privacy: Literal["clear", "hash", "drop"] = "hash"
+    # How IP addresses appear in records (stream ends, URI hosts, exporters in point
+    # names) when privacy is not clear: as measured, a keyed hash, or their /24 (/48).
+    addresses: Literal["clear", "hash", "prefix"] = "clear"
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     call_log: CallLogConfig = Field(default_factory=CallLogConfig)

@@ -360,7 +360,7 @@ class Daemon:
         old = self.config
         if self._open_call_log is None or (
             new.call_log == old.call_log and new.privacy == old.privacy
-            and new.state_dir == old.state_dir
+            and new.addresses == old.addresses and new.state_dir == old.state_dir
         ):
             return None
         return self._open_call_log(new)
@@ -492,7 +492,7 @@ def open_call_log(config: Config) -> CallSink:
     cannot be read or created, `OSError` for a call log that cannot be opened."""
     key = b"" if config.privacy == "clear" else load_or_create_key(config.state_dir)
     return CallLog(config.call_log.target, config.call_log.format,
-                   Pseudonymiser(config.privacy, key))
+                   Pseudonymiser(config.privacy, key, config.addresses))
 
 
 def load_web(config: Config, err: IO[str] | None = None) -> WebSettings:

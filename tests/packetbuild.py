@@ -21,10 +21,12 @@ def sdp(addr: str, port: int) -> bytes:
 
 def sip(first: str, cseq: str, to_tag: str = "", body: bytes = b"", *,
         via: str = "198.18.7.10", from_uri: str = "sip:alice@example.org",
-        to_uri: str = "sip:bob@example.org", call_id: str = "idle@test") -> bytes:
+        to_uri: str = "sip:bob@example.org", call_id: str = "idle@test",
+        from_display: str = "", extra: tuple[str, ...] = ()) -> bytes:
+    shown = f'"{from_display}" ' if from_display else ""
     head = [first, f"Via: SIP/2.0/UDP {via}:5060;branch=z9hG4bK" + cseq.replace(" ", ""),
-            f"From: <{from_uri}>;tag=a1", f"To: <{to_uri}>{to_tag}", f"Call-ID: {call_id}",
-            f"CSeq: {cseq}"]
+            f"From: {shown}<{from_uri}>;tag=a1", f"To: <{to_uri}>{to_tag}",
+            f"Call-ID: {call_id}", f"CSeq: {cseq}", *extra]
     if body:
         head.append("Content-Type: application/sdp")
     head.append(f"Content-Length: {len(body)}")

@@ -21,7 +21,16 @@ from typing import Any
 import dashboard_queries
 import netlab
 import pytest
-from test_e2e_agent import _http, _log_tail, _require, _start_agent, _wait_for
+from test_e2e_agent import (
+    AGENT_PORT,
+    PROM_PORT,
+    _http,
+    _log_tail,
+    _require,
+    _start_agent,
+    _start_prometheus,
+    _wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "config" / "prometheus" / "voipprobe.rules.yml"
@@ -29,8 +38,6 @@ RULES = REPO / "config" / "prometheus" / "voipprobe.rules.yml"
 pytestmark = [pytest.mark.slow]
 
 CALLS = 3
-AGENT_PORT = 9957
-PROM_PORT = 9090
 
 
 @pytest.fixture
@@ -75,20 +82,7 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     _start_agent(lab, config, "rb", tmp_path / "calls.jsonl", tmp_path / "agent.log",
                  port=AGENT_PORT)
 
-    prom_dir = tmp_path / "prom"
-    prom_dir.mkdir()
-    prom_cfg = prom_dir / "prometheus.yml"
-    prom_cfg.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files: ['{RULES}']\n"
-        "scrape_configs:\n  - job_name: voipprobe\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{AGENT_PORT}']\n",
-        encoding="utf-8")
-    prom_log = tmp_path / "prometheus.log"
-    prom = lab._spawn(
-        ns, ["prometheus", f"--config.file={prom_cfg}", f"--storage.tsdb.path={prom_dir}/data",
-             f"--web.listen-address=127.0.0.1:{PROM_PORT}"],
-        prom_log, cwd=prom_dir)
+    prom, prom_log = _start_prometheus(lab, tmp_path, (RULES,))
 
     def rules_loaded() -> bool:
         assert prom.poll() is None, f"prometheus exited: {_log_tail(prom_log)}"

@@ -7,7 +7,8 @@ bound to a profile no PCMA call can meet (min MOS-CQ 4.5), so the violation fami
 exist too. A ``prometheus`` in R scrapes the agent every second and loads
 config/prometheus/voipprobe.rules.yml (evaluated every second). After :data:`CALLS`
 sequential calls (one every ~9 s, so each counter steps more than once), each panel's
-query (variables: All) must return a series; a few carry values the lab fixes.
+query must return a series, with the variables at All and at the lab's site and peer
+(whose label_values() queries must find them); a few carry values the lab fixes.
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def _query(ns: str, expr: str) -> list[dict[str, Any]]:
     return result
 
 
+def _label_values(ns: str, label: str, match: str) -> list[str]:
+    url = (f"http://127.0.0.1:{PROM_PORT}/api/v1/label/{label}/values?"
+           + urllib.parse.urlencode({"match[]": match}))
+    status, body = _http(ns, url)
+    assert status == 200, (label, match, status, body)
+    values: list[str] = json.loads(body)["data"]
+    return values
+
+
 def _values(result: list[dict[str, Any]]) -> dict[tuple[str, ...], float]:
     return {tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")):
             float(r["value"][1]) for r in result}
@@ -97,7 +107,13 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     _wait_for(f"{CALLS} ended calls in prometheus", lambda: sum(
         float(r["value"][1]) for r in _query(ns, "voipprobe_calls_ended_total")) >= CALLS, 20.0)
 
-    queries = dashboard_queries.queries()
+    # The variables' own queries, as Grafana runs label_values(): the lab's site and peer.
+    assert _label_values(ns, "site", "voipprobe_packets_total") == ["lab"]
+    assert _label_values(ns, "peer", 'voipprobe_calls_ended_total{site=~".*"}') == ["carrier"]
+
+    # Every panel with "All" selected, and with the lab's site and peer selected.
+    queries = dashboard_queries.queries() + dashboard_queries.queries(
+        values={"$site": "lab", "$peer": "carrier"})
     empty: list[tuple[str, str]] = []
 
     def all_answer() -> bool:

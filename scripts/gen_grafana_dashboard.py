@@ -24,8 +24,9 @@ OUT = Path(__file__).resolve().parent.parent / "config" / "grafana" / "voipprobe
 
 SEL = 'site=~"$site", peer=~"$peer"'  # the variables, on every per-peer series
 SITE = 'site=~"$site"'
-# The reload gauges carry no site label: take it from the same target's packet counter.
-_SITE_OF_TARGET = 'on (instance, job) group_left (site) max by (instance, job, site) ' \
+# The reload gauges carry no site label: take it from the same target's packet counter
+# (`group` is 1 per group, so the product keeps the gauge's value).
+_SITE_OF_TARGET = 'on (instance, job) group_left (site) group by (instance, job, site) ' \
                   f'(voipprobe_packets_total{{{SITE}}})'
 
 

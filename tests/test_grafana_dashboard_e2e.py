@@ -8,12 +8,15 @@ exist too. A ``prometheus`` in R scrapes the agent every second and loads
 config/prometheus/voipprobe.rules.yml (evaluated every second). After :data:`CALLS`
 sequential calls (one every ~9 s, so each counter steps more than once), each panel's
 query must return a series, with the variables at All and at the lab's site and peer
-(whose label_values() queries must find them); a few carry values the lab fixes.
+(whose label_values() queries must find them); a few carry values the lab fixes. Then a
+bad configuration on SIGHUP: the reload panel reads 0 and VoipprobeConfigReloadFailed
+is pending.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +92,7 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
         "    default: {min_mos_cq: 3.6, media_dscp: [46]}\n"
         "    strict: {min_mos_cq: 4.5, media_dscp: [46]}\n",
         encoding="utf-8")
-    _start_agent(lab, config, "rb", tmp_path / "calls.jsonl", tmp_path / "agent.log",
+    agent, _ = _start_agent(lab, config, "rb", tmp_path / "calls.jsonl", tmp_path / "agent.log",
                  port=AGENT_PORT)
 
     prom, prom_log = _start_prometheus(lab, tmp_path, (RULES,))
@@ -138,3 +141,28 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     assert set(loss.values()) == {0.0}, loss
     assert set(_values(_query(ns, "voipprobe:capture_kernel_drops:ratio_5m")).values()) == {0.0}
     assert _values(_query(ns, "voipprobe:calls_judged:increase15m"))[carrier] > 0
+
+    # A rejected reload: the health panel shows 0 for the lab's site (the gauge itself
+    # has no site label; the query joins it from the target), and the alert is pending.
+    reload_panel = next(expr for title, expr in queries if title.startswith("Last config"))
+    assert set(_values(_query(ns, reload_panel)).values()) == {1.0}
+    config.write_text("calls: {interval_s: -1}\n", encoding="utf-8")
+    agent.send_signal(signal.SIGHUP)
+
+    def reload_failed() -> bool:
+        return set(_values(_query(ns, reload_panel)).values()) == {0.0}
+
+    _wait_for("the failed reload in prometheus", reload_failed, 10.0)
+    assert list(_values(_query(ns, reload_panel))) == [
+        (("instance", f"127.0.0.1:{AGENT_PORT}"), ("job", "voipprobe"), ("site", "lab"))]
+    pending: list[dict[str, Any]] = []
+
+    def alert_pending() -> bool:
+        status, body = _http(ns, f"http://127.0.0.1:{PROM_PORT}/api/v1/alerts")
+        pending[:] = [a for a in json.loads(body)["data"]["alerts"]
+                      if a["labels"]["alertname"] == "VoipprobeConfigReloadFailed"]
+        return status == 200 and bool(pending)
+
+    _wait_for("VoipprobeConfigReloadFailed pending", alert_pending, 10.0)
+    assert [(a["state"], a["labels"]["severity"], a["labels"]["instance"]) for a in pending] == [
+        ("pending", "warning", f"127.0.0.1:{AGENT_PORT}")]

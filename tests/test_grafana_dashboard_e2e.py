@@ -141,6 +141,10 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     assert set(loss.values()) == {0.0}, loss
     assert set(_values(_query(ns, "voipprobe:capture_kernel_drops:ratio_5m")).values()) == {0.0}
     assert _values(_query(ns, "voipprobe:calls_judged:increase15m"))[carrier] > 0
+    # sipp's G.711 A-law both ways: toward A (local) inbound, toward B outbound.
+    by_direction = _values(_query(ns, "voipprobe:call_mos_by_direction_codec:p50_15m"))
+    assert {(dict(k)["direction"], dict(k)["codec"]) for k in by_direction} == {
+        ("inbound", "PCMA"), ("outbound", "PCMA")}, by_direction
 
     # A rejected reload: the health panel shows 0 for the lab's site (the gauge itself
     # has no site label; the query joins it from the target), and the alert is pending.

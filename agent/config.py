@@ -64,6 +64,53 @@ class CallsConfig(BaseModel):
     max_calls: int = Field(default=50000, gt=0)
 
 
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class TablesConfig(BaseModel):
+    """Size caps of the tables keyed by what the network sends (DESIGN.md rule 4). A
+    full table evicts its least recently active entry (an INVITE flood evicts its own
+    kind first) and counts it (``voipprobe_table_evictions_total{table}``); every
+    operation stays O(1) amortised, so a flood costs per packet what clean traffic
+    does. The defaults bound the agent's memory (README, "Memory"); the call table's
+    cap is ``calls.max_calls``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rtp_streams: int = Field(default=20_000, gt=0)  # validated RTP streams
+    rtp_candidates: int = Field(default=50_000, gt=0)  # flows on probation (not yet RTP)
+    sip_dialogs: int = Field(default=50_000, gt=0)  # INVITE dialogs, by Call-ID
+    # SDP bodies kept by the dialogs, all together (each dialog keeps its newest ones)
+    sdp_bytes: int = Field(default=32 * MIB, ge=64 * KIB)
+    loose_streams: int = Field(default=20_000, gt=0)  # ended unsignalled streams waiting
+    interval_streams: int = Field(default=40_000, gt=0)  # per-stream interval state
+    sdp_adverts_per_endpoint: int = Field(default=16, gt=0)  # calls advertising one address
+    sdp_endpoints_per_call: int = Field(default=64, gt=0)  # addresses one call advertises
+    tcp_streams: int = Field(default=4096, gt=0)  # SIP-over-TCP directions reassembled
+    tcp_buffer_bytes: int = Field(default=256 * KIB, ge=4 * KIB)  # per direction
+    tcp_total_bytes: int = Field(default=32 * MIB, ge=64 * KIB)  # all directions
+    fragment_sets: int = Field(default=4096, gt=0)  # IP datagrams being reassembled
+    fragment_total_bytes: int = Field(default=16 * MIB, ge=64 * KIB)
+    rtcp_sources: int = Field(default=20_000, gt=0)  # SSRCs with an RTCP report kept
+
+
+class SipLimitsConfig(BaseModel):
+    """Work one SIP message may cost (`agent.sip.limits`); past a limit the message is
+    dropped and counted by limit (``route_sip_over_<limit>``). The defaults are far
+    above what deployed UAs and proxies send (README, "Limits")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_header_bytes: int = Field(default=64 * KIB, ge=1 * KIB, le=1 * MIB)
+    max_headers: int = Field(default=256, ge=8, le=10_000)
+    max_header_line_bytes: int = Field(default=8 * KIB, ge=256, le=1 * MIB)
+    max_content_length: int = Field(default=256 * KIB, ge=1 * KIB, le=16 * MIB)
+    max_multipart_depth: int = Field(default=3, ge=1, le=16)
+    max_sdp_media: int = Field(default=32, ge=1, le=1000)  # m= sections of one SDP
+    max_sdp_bytes: int = Field(default=32 * KIB, ge=1 * KIB, le=1 * MIB)
+
+
 def default_exporter_port() -> int:
     """The exporter's default TCP port: `agent.export.http.DEFAULT_PORT`."""
     # Imported late: agent.export imports this module, and analyze needs no exporter.
@@ -189,6 +236,10 @@ class CaptureConfig(BaseModel):
     # named here keeps its own name in records; in metrics an interface's name, a
     # remote exporter only its kind ("vxlan"), never an address.
     point_names: dict[str, str] = Field(default_factory=dict)
+    # /health is not ok while a configured interface or listener has received nothing
+    # for this long (agent/capture/health.py); 0: a source is never called silent.
+    # Applies on SIGHUP without reopening the capture.
+    silent_after_s: float = Field(default=300.0, ge=0)
 
     @field_validator("point_names")
     @classmethod
@@ -311,6 +362,8 @@ class Config(BaseModel):
     sla: SlaConfig = Field(default_factory=default_sla_config)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
+    tables: TablesConfig = Field(default_factory=TablesConfig)
+    sip_limits: SipLimitsConfig = Field(default_factory=SipLimitsConfig)
     # How numbers and SIP URIs appear in records: in clear, as a keyed hash, or dropped.
     privacy: Literal["clear", "hash", "drop"] = "hash"
     capture: CaptureConfig = Field(default_factory=CaptureConfig)

@@ -32,6 +32,17 @@ written before the process exits, well within systemd's stop timeout
 caps). sd_notify: READY=1 when serving, WATCHDOG=1 from the loop itself (a
 hung loop stops kicking and systemd restarts it), RELOADING=1 / READY=1
 around a reload, STOPPING=1 at shutdown.
+
+Source health and capture loss (`agent.capture.health`): each tick also hands the
+sources' counters to a `SourceMonitor`, with the wall-clock time of the read (the
+clock the kernel stamps packets with), for ``/health`` and the ``capture_up`` and
+last-packet metrics. A record is stamped ``capture_lossy`` here, as it leaves the
+engine: its lifetime, first packet (INVITE or first RTP) to ``end_ts`` in packet
+timestamps, plus the media idle timeout for a call that timed out (its end may have
+been among the lost packets), is compared with the windows between two reads in
+which packets were lost; a record that ends after the latest read makes the daemon
+read the counters first (unless they were read in the last `REREAD_AFTER_S`). The
+engine never sees any of it.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
@@ -50,6 +61,7 @@ from agent import sdnotify
 from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
+from agent.capture.health import SourceMonitor, SourceStatus
 from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
@@ -67,6 +79,9 @@ TICK_LAG_S = 1.5
 
 
 STOP_CHECK_ROWS = 4096  # packets fed between checks for a requested stop
+# A record that ends after the latest read of the sources' counters reads them again
+# first, unless that read is this recent (SIGTERM finishing 50,000 calls reads once).
+REREAD_AFTER_S = 0.1
 
 
 class PacketSource(Protocol):
@@ -92,6 +107,8 @@ class MetricsSink(Protocol):
     def config_reloaded(self, ok: bool, ts: float | None = None) -> None: ...
 
     def update_call_log(self, stats: CallLogStats) -> None: ...
+
+    def update_sources(self, statuses: Sequence[SourceStatus]) -> None: ...
 
 
 class CallSink(Protocol):
@@ -151,6 +168,7 @@ class Daemon:
         notify: Callable[[str], object] = sdnotify.notify,
         watchdog_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         err: IO[str] | None = None,
     ) -> None:
         self.config = config
@@ -166,7 +184,13 @@ class Daemon:
         self._notify = notify
         self._watchdog = sdnotify.Watchdog(watchdog_s, notify, clock)
         self._clock = clock
+        self._wall = wall
+        self.sources = SourceMonitor(config.capture.interfaces, listener_names(config.capture),
+                                     silent_after_s=config.capture.silent_after_s,
+                                     now_ts=wall())
         self._err = err
+        self._read_sources()  # /health and capture_up tell a missing interface at once
+        metrics.update_sources(self.sources.statuses())
         self._next_tick = clock() + TICK_INTERVAL_S
         self._stop = False
         self._reload = False
@@ -241,16 +265,49 @@ class Daemon:
         self._update_metrics()
 
     def _update_metrics(self) -> None:
-        self.metrics.update(self.engine.counters(), self.source.stats(),
-                            self.engine.decoder.sequence_gaps())
+        stats, gaps = self._read_sources()
+        self.metrics.update(self.engine.counters(), stats, gaps)
+        self.metrics.update_sources(self.sources.statuses())
         self.metrics.update_call_log(self.call_log.stats())
+
+    def _read_sources(self) -> tuple[Any, Mapping[str, SequenceGaps]]:
+        """The sources' counters and the mirror sequence gaps, handed to the monitor."""
+        stats = self.source.stats()
+        gaps = self.engine.decoder.sequence_gaps()
+        self.sources.observe(stats if isinstance(stats, Mapping) else None,
+                             sum(g.lost for g in gaps.values()), self._wall())
+        return stats, gaps
 
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
+            if isinstance(event, CallEnded):
+                event = replace(event, record=self._stamp(event.record))
             self.metrics.observe(event)
             if isinstance(event, CallEnded):
                 self.call_log.write(event.record)
                 self.records_written += 1
+
+    def _stamp(self, record: CallRecord) -> CallRecord:
+        """The record, flagged ``capture_lossy`` when its lifetime met a loss window."""
+        start, end = call_lifetime(record, self.config.calls.media_idle_timeout_s)
+        last = self.sources.last_read_ts
+        if end > last and self._wall() - last > REREAD_AFTER_S:  # losses may be unread
+            self._read_sources()
+        if not self.sources.lossy(start, end):
+            return record
+        return record.model_copy(update={"capture_lossy": True})
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/health``: not ok while stopping, or while a configured source is down or
+        silent (``status`` then ``degraded``, ``problems`` naming each source and why)."""
+        ok, details = self.sources.health(self._wall())
+        doc: dict[str, Any] = {}
+        if self.stopping:
+            doc["status"] = "stopping"
+        elif not ok:
+            doc["status"] = "degraded"
+        doc.update(packets=self.engine.packets, calls_written=self.records_written, **details)
+        return ok and not self.stopping, doc
 
     # -- reload -----------------------------------------------------------------------
 
@@ -283,7 +340,10 @@ class Daemon:
         if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \
                 != old.exporter:
             self._log("reload: exporter settings changed; they apply after a restart")
-        if new.capture != old.capture:
+        self.sources.reconfigure(new.capture.interfaces, listener_names(new.capture),
+                                 silent_after_s=new.capture.silent_after_s)
+        if new.capture.model_copy(update={"silent_after_s": old.capture.silent_after_s}) \
+                != old.capture:
             self._reopen_source(new.capture)
         if call_log is not None:
             call_log.take_over(self.call_log)  # its queue and counts go on in the new one
@@ -322,6 +382,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Every active call ends (end reason ``shutdown``) and is written; close all."""
         self._notify("STOPPING=1")
+        self._read_sources()  # losses of the last second flag the calls finished now
         self._emit(self.engine.finish())
         try:
             self._update_metrics()
@@ -346,7 +407,7 @@ def _optional(module: str, name: str) -> Any | None:
 def kept_ports(capture: CaptureConfig) -> list[int]:
     """Ports whose UDP (and TCP) the kernel filter keeps whole: SIP, the tunnels that
     carry it (VXLAN, TZSP) and HEP (UDP datagrams or HEP3 over TCP): their headers do not
-    start with a letter, so UDP would be cut to ``media_snaplen`` like RTP."""
+    start with a letter, so UDP would be cut to ``media_snaplen``."""
     return sorted({*capture.sip_ports, *capture.vxlan_ports, *capture.tzsp_ports,
                    *capture.hep_ports})
 
@@ -376,12 +437,31 @@ def open_source(capture: CaptureConfig) -> PacketSource:
     return MultiSource(sources)
 
 
+def call_lifetime(record: CallRecord, idle_timeout_s: float) -> tuple[float, float]:
+    """(start, end) of a call in packet timestamps: its INVITE or first media packet,
+    to its end; a call that timed out may have lost its end among dropped packets, so
+    it lasts ``idle_timeout_s`` (the media idle timeout) longer."""
+    firsts = [float(ts) for d in record.directions
+              if isinstance(ts := d.stream.get("first_ts"), int | float)]
+    if record.invite_ts is not None:
+        firsts.append(record.invite_ts)
+    end = record.end_ts
+    if record.end_reason == "timed_out":
+        end += idle_timeout_s
+    return (min(firsts) if firsts else record.end_ts), end
+
+
+def listener_names(capture: CaptureConfig) -> list[str]:
+    """The listeners' names (``hep:PORT``, a mirror listener's name, ``tzsp:PORT``)."""
+    return [*(h.label for h in capture.hep_listeners),
+            *(m.label for m in (*capture.tzsp_listeners, *capture.vxlan_listeners))]
+
+
 def source_names(capture: CaptureConfig) -> list[str]:
     """The names the sources' stats carry: interfaces, then the listeners (``hep:PORT``,
     ``hep-tcp:PORT``, a mirror listener's name or ``tzsp:PORT`` / ``vxlan:PORT``): the
     bounded ``interface`` label of the capture metrics, ``listener`` of the mirror ones."""
-    return [*capture.interfaces, *(h.label for h in capture.hep_listeners),
-            *(m.label for m in (*capture.tzsp_listeners, *capture.vxlan_listeners))]
+    return [*capture.interfaces, *listener_names(capture)]
 
 
 def open_ring(capture: CaptureConfig) -> PacketSource:
@@ -487,8 +567,7 @@ def run(
     def healthy() -> tuple[bool, Mapping[str, Any]]:
         if not daemon_ref:
             return False, {"state": "starting"}
-        d = daemon_ref[0]
-        return not d.stopping, {"packets": d.engine.packets, "calls_written": d.records_written}
+        return daemon_ref[0].health()
 
     try:
         exporter = start_exporter(config, healthy, web)

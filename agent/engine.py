@@ -44,6 +44,7 @@ from agent.capture.batch import Batch
 from agent.capture.points import Sightings
 from agent.config import Config
 from agent.decode import Decoder, TunnelPorts
+from agent.decode.counters import DecodeLimits
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
 from agent.decode.hep_unwrap import HepUnwrapper
@@ -51,6 +52,7 @@ from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.tracker import StreamTracker, TrackerConfig
 from agent.sip.errors import SdpParseError, SipParseError
 from agent.sip.events import EndReason
+from agent.sip.limits import MessageLimits
 from agent.sip.message import SipMessage, is_keepalive, looks_like_sip, parse_message
 from agent.sip.sdp import parse_sdp
 from agent.sip.tcpstream import SipTcpReassembler
@@ -70,8 +72,19 @@ class EngineConfig:
         return TunnelPorts.of(vxlan=capture.vxlan_ports, tzsp=capture.tzsp_ports)
 
     def tracker(self) -> TrackerConfig:
-        return TrackerConfig(idle_timeout_s=self.config.calls.media_idle_timeout_s,
+        tables = self.config.tables
+        return TrackerConfig(max_streams=tables.rtp_streams,
+                             max_candidates=tables.rtp_candidates,
+                             idle_timeout_s=self.config.calls.media_idle_timeout_s,
                              jitter_buffer=self.config.quality.jitter_buffer)
+
+    def limits(self) -> MessageLimits:
+        return MessageLimits(**self.config.sip_limits.model_dump())
+
+    def decode_limits(self) -> DecodeLimits:
+        tables = self.config.tables
+        return DecodeLimits(max_fragment_sets=tables.fragment_sets,
+                            max_fragment_total_bytes=tables.fragment_total_bytes)
 
 
 @dataclass(slots=True)
@@ -92,6 +105,14 @@ class RouteCounters:
     rtcp_copies: int = 0
     rtp_candidates: int = 0
     timer_stalls: int = 0  # a timer that did not move on after firing (a bug: counted)
+    # messages dropped past a limit of `agent.sip.limits` (also in sip_parse_errors)
+    sip_over_header_bytes: int = 0
+    sip_over_headers: int = 0
+    sip_over_header_line_bytes: int = 0
+    sip_over_content_length: int = 0
+    sip_over_multipart_depth: int = 0
+    sip_over_sdp_media: int = 0
+    sip_over_sdp_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {k: int(getattr(self, k)) for k in RouteCounters.__dataclass_fields__}
@@ -103,13 +124,19 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         cfg = self.config.config
-        self.decoder = Decoder(tunnel_ports=self.config.tunnel_ports())
+        tables = cfg.tables
+        self.limits = self.config.limits()
+        self.decoder = Decoder(self.config.decode_limits(), tunnel_ports=self.config.tunnel_ports())
         # HEP inside a VXLAN/TZSP mirror is found too: the same tunnel ports
         self.hep = HepUnwrapper(cfg.capture.hep_ports, tunnel_ports=self.config.tunnel_ports())
         self.streams = StreamTracker(self.config.tracker())
-        self.sip = SipTracker(setup_timeout_s=cfg.calls.setup_timeout_s)
-        self.tcp = SipTcpReassembler()
-        self.rtcp = RtcpMonitor()
+        self.sip = SipTracker(max_dialogs=tables.sip_dialogs,
+                              setup_timeout_s=cfg.calls.setup_timeout_s,
+                              max_sdp_bytes=tables.sdp_bytes)
+        self.tcp = SipTcpReassembler(max_streams=tables.tcp_streams,
+                                     max_buffer_bytes=tables.tcp_buffer_bytes,
+                                     max_total_bytes=tables.tcp_total_bytes, limits=self.limits)
+        self.rtcp = RtcpMonitor(max_sources=tables.rtcp_sources)
         self.calls = CallTable(cfg, self.rtcp, streams=self.streams, sip=self.sip)
         self.streams.hints = self.calls.index  # the one SDP index, below it an interface
         self.route = RouteCounters()
@@ -125,9 +152,9 @@ class Engine:
         """Apply a reloaded configuration without losing running calls or streams.
 
         SLA profiles, quality settings and call timeouts are read when a record is
-        made or a timer is re-armed, so they apply at once. Returns the settings only a
-        restart applies: the jitter-buffer model (running streams carry state built with
-        the old one).
+        made or a timer is re-armed, so they apply at once, as do the SIP message
+        limits. Returns the settings only a restart applies: the jitter-buffer model
+        (running streams carry state built with the old one) and the table caps.
         """
         old = self.config.config
         self.config = EngineConfig(config=config)
@@ -135,10 +162,12 @@ class Engine:
         self.calls.intervals.config = config
         self.sip.setup_timeout_s = config.calls.setup_timeout_s
         self.decoder.tunnel_ports = self.config.tunnel_ports()
+        self.limits = self.tcp.limits = self.config.limits()
         self.streams.config = replace(self.streams.config,
                                       idle_timeout_s=config.calls.media_idle_timeout_s)
-        return ["quality.jitter_buffer"] if config.quality.jitter_buffer != \
+        restart = ["quality.jitter_buffer"] if config.quality.jitter_buffer != \
             old.quality.jitter_buffer else []
+        return restart + (["tables"] if config.tables != old.tables else [])
 
     # -- feeding ----------------------------------------------------------------------
 
@@ -313,9 +342,12 @@ class Engine:
 
     def _parse(self, data: bytes, transport: str) -> tuple[SipMessage, str] | None:
         try:
-            msg = parse_message(data)
-        except SipParseError:
+            msg = parse_message(data, self.limits)
+        except SipParseError as err:
             self.route.sip_parse_errors += 1
+            if err.limit is not None:
+                name = f"sip_over_{err.limit}"
+                setattr(self.route, name, getattr(self.route, name) + 1)
             return None
         self.route.sip_messages += 1
         if msg.body_length_lenient:
@@ -389,6 +421,8 @@ class Engine:
             ("sip_tcp", self.tcp.counters.as_dict()),
             ("rtcp", self.rtcp.counters.as_dict()),
             ("calls", self.calls.counters.as_dict()),
+            ("sdp_index", self.calls.index.counters.as_dict()),
+            ("intervals", self.calls.intervals.counters.as_dict()),
         ):
             out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out

@@ -11,6 +11,7 @@ wrapping is the protocol, not our reading of it).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -419,8 +420,15 @@ def _calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                   key=lambda r: r["invite_ts"])
 
 
+@functools.cache
+def _on_path_rows(capture: Path) -> list[dict[str, object]]:
+    """`analyze --json --streams` of the on-path capture (once per module)."""
+    return _analyze(capture, "--streams")
+
+
 def _on_path(lab: MirrorLabRun) -> list[dict[str, Any]]:
-    calls = [r for r in _analyze(lab.run.capture) if r["kind"] == "call" and r["call_id"]]
+    calls = [r for r in _on_path_rows(lab.run.capture)
+             if r["kind"] == "call" and r["call_id"]]
     assert lab.run.uac_returncode == 0, lab.run.uac_log.read_text(errors="replace")[-2000:]
     assert len(calls) == 3
     assert sum(d["stream"]["lost"] for r in calls for d in r["directions"]) > 0  # impaired
@@ -488,7 +496,7 @@ def test_sipp_calls_in_every_method_analyze_like_on_path(
     """The lab's on-path capture wrapped in each method (HEP: over UDP or as a TCP stream
     cut across packets) as a router or PBX would send it: `analyze` gives the on-path
     records, all but where they were seen."""
-    want = [r for r in _analyze(mirror_lab.run.capture, "--streams")]
+    want = _on_path_rows(mirror_lab.run.capture)
     got = _analyze(_wrapped_capture(mirror_lab.run.capture, method, tmp_path / "m.pcap"),
                    "--streams")
     if method.startswith("hep3"):

@@ -19,21 +19,21 @@ The engine feeds packets in time order, so when a stream starts the index holds
 exactly the SDP seen before it: the codec and clock an RTP stream is decoded
 with (`media_for`, the `agent.rtp.hints.MediaHints` interface: payload map,
 transport profile, SRTP trailer bytes) are the ones of the call it joins. A
-newer SDP for the same call and side replaces the description. The index is
-bounded by the call table: entries leave with their call.
+newer SDP for the same call and side replaces the description. Entries leave with
+their call, and the index is bounded per key as well (`MediaIndex`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.decode.endpoint import Endpoint
 from agent.media.description import UDPTL_PT, EndpointMedia, srtp_trailers
 from agent.media.payloads import STATIC_PAYLOAD_TYPES, PayloadInfo, payload_info
 from agent.rtp.model import StreamKey
-from agent.sip.events import CallSignalling, Side
+from agent.sip.events import CallSignalling, MediaSdp, Side
 from agent.sip.sdp import MediaDescription
 
 SDP_RACE_S = 2.0  # media may start this long before the SDP that announces it is seen
@@ -55,12 +55,35 @@ class Match:
     media: EndpointMedia  # what the SDP of the endpoint it matched by announced
 
 
-class MediaIndex:
-    """Endpoint -> the calls whose SDP advertised it (implements `MediaHints`)."""
+MAX_ADVERTS_PER_ENDPOINT = 16  # calls advertising one endpoint at once (port reuse, forks)
+MAX_ENDPOINTS_PER_CALL = 64  # endpoints one call advertises over all its SDPs
 
-    def __init__(self) -> None:
-        self._adverts: dict[Endpoint, list[Advert]] = defaultdict(list)
-        self._by_call: dict[str, set[Endpoint]] = defaultdict(set)
+
+@dataclass(slots=True)
+class IndexCounters:
+    adverts_evicted: int = 0  # an endpoint's oldest advert, dropped for a newer call's
+    endpoints_evicted: int = 0  # a call's oldest endpoint, dropped for a newer one
+
+    def as_dict(self) -> dict[str, int]:
+        return {"adverts_evicted": self.adverts_evicted,
+                "endpoints_evicted": self.endpoints_evicted}
+
+
+class MediaIndex:
+    """Endpoint -> the calls whose SDP advertised it (implements `MediaHints`).
+
+    Bounded per key so every operation costs O(1) whatever the network sends: an
+    endpoint keeps its newest ``max_adverts_per_endpoint`` adverts (a scanner's
+    INVITEs that all offer one address cannot make a list to walk), a call its newest
+    ``max_endpoints_per_call`` endpoints; what is dropped is counted."""
+
+    def __init__(self, max_adverts_per_endpoint: int = MAX_ADVERTS_PER_ENDPOINT,
+                 max_endpoints_per_call: int = MAX_ENDPOINTS_PER_CALL) -> None:
+        self.max_adverts_per_endpoint = max_adverts_per_endpoint
+        self.max_endpoints_per_call = max_endpoints_per_call
+        self.counters = IndexCounters()
+        self._adverts: dict[Endpoint, list[Advert]] = {}  # each list in time order
+        self._by_call: dict[str, dict[Endpoint, None]] = {}  # oldest endpoint first
         self._udptl: dict[Endpoint, int] = {}  # endpoint -> its adverts of T.38 over UDPTL
 
     def udptl_endpoints(self) -> set[Endpoint]:
@@ -80,56 +103,84 @@ class MediaIndex:
     def __len__(self) -> int:
         return len(self._adverts)
 
-    def update(self, call: CallSignalling) -> list[Endpoint]:
-        """Index every endpoint of the call's SDPs (every m-line); returns the newly
-        advertised."""
+    def adverts(self) -> int:
+        """Adverts held over all endpoints (for the table bounds)."""
+        return sum(len(a) for a in self._adverts.values())
+
+    def update(self, call: CallSignalling, sdps: Sequence[MediaSdp] | None = None
+               ) -> list[Endpoint]:
+        """Index every endpoint of ``sdps`` (default: all the call's SDPs; the call
+        layer passes only the ones it has not indexed yet), every m-line; returns the
+        newly advertised."""
         new: list[Endpoint] = []
-        for sdp in call.media:
+        for sdp in call.media if sdps is None else sdps:
             for m in sdp.media:
                 ep = m.rtp_endpoint
                 if ep is None:
                     continue  # rejected stream, hold, or a name the probe cannot match
-                ads = self._adverts[ep]
-                mine = [i for i, a in enumerate(ads)
-                        if a.call_id == call.call_id and a.side == sdp.side]
-                media = describe(m)
-                if mine:
-                    old = ads[mine[0]]
-                    if old.media != media and sdp.ts >= old.ts:
-                        ads[mine[0]] = Advert(old.call_id, old.side, old.ts, media)
-                        self._count_udptl(ep, old.media, -1)
-                        self._count_udptl(ep, media, +1)
-                    continue
-                ads.append(Advert(call.call_id, sdp.side, sdp.ts, media))
-                self._count_udptl(ep, media, +1)
-                ads.sort(key=lambda a: a.ts)
-                self._by_call[call.call_id].add(ep)
-                new.append(ep)
+                if self._advertise(ep, Advert(call.call_id, sdp.side, sdp.ts, describe(m))):
+                    new.append(ep)
         return new
 
+    def _advertise(self, ep: Endpoint, ad: Advert) -> bool:
+        """Add or refresh one advert (O(max_adverts_per_endpoint)); True when new."""
+        ads = self._adverts.setdefault(ep, [])
+        for i, old in enumerate(ads):
+            if old.call_id == ad.call_id and old.side == ad.side:
+                if old.media != ad.media and ad.ts >= old.ts:
+                    ads[i] = Advert(old.call_id, old.side, old.ts, ad.media)
+                    self._count_udptl(ep, old.media, -1)
+                    self._count_udptl(ep, ad.media, +1)
+                return False
+        at = len(ads)
+        while at and ads[at - 1].ts > ad.ts:  # in time order (a stable insertion)
+            at -= 1
+        ads.insert(at, ad)
+        self._count_udptl(ep, ad.media, +1)
+        mine = self._by_call.setdefault(ad.call_id, {})
+        mine[ep] = None
+        if len(ads) > self.max_adverts_per_endpoint:
+            self.counters.adverts_evicted += 1
+            self._drop(ep, ads[0].call_id)
+        if len(mine) > self.max_endpoints_per_call:
+            self.counters.endpoints_evicted += 1
+            self._drop(next(iter(mine)), ad.call_id)
+        return ep in self._adverts and any(a is ad for a in self._adverts[ep])
+
+    def _drop(self, ep: Endpoint, call_id: str) -> None:
+        """Forget ``call_id``'s adverts of ``ep``."""
+        ads = self._adverts.get(ep, [])
+        for a in ads:
+            if a.call_id == call_id:
+                self._count_udptl(ep, a.media, -1)
+        kept = [a for a in ads if a.call_id != call_id]
+        if kept:
+            self._adverts[ep] = kept
+        else:
+            self._adverts.pop(ep, None)
+        mine = self._by_call.get(call_id)
+        if mine is not None:
+            mine.pop(ep, None)
+            if not mine:
+                del self._by_call[call_id]
+
     def remove(self, call_id: str) -> None:
-        for ep in self._by_call.pop(call_id, set()):
-            for a in self._adverts.get(ep, []):
-                if a.call_id == call_id:
-                    self._count_udptl(ep, a.media, -1)
-            ads = [a for a in self._adverts.get(ep, []) if a.call_id != call_id]
-            if ads:
-                self._adverts[ep] = ads
-            else:
-                self._adverts.pop(ep, None)
+        for ep in list(self._by_call.get(call_id, ())):
+            self._drop(ep, call_id)
+        self._by_call.pop(call_id, None)
 
     def endpoints(self, call_id: str) -> set[Endpoint]:
-        return set(self._by_call.get(call_id, set()))
+        return set(self._by_call.get(call_id, ()))
 
     def match(self, src: Endpoint, dst: Endpoint, first_ts: float) -> Match | None:
         """The call a stream from ``src`` to ``dst`` starting at ``first_ts`` belongs to."""
-        senders = {(a.call_id, a.side) for a in self._adverts.get(src, [])}
-        both = [a for a in self._adverts.get(dst, [])
-                if (a.call_id, _other(a.side)) in senders]
+        senders = {(a.call_id, a.side) for a in self._adverts.get(src, ())}
+        to_dst = self._adverts.get(dst, [])
+        both = [a for a in to_dst if (a.call_id, _other(a.side)) in senders]
         a = _latest_before(both, first_ts)
         if a is not None:
             return Match(a.call_id, a.side, "both", a.media)
-        a = _latest_before(self._adverts.get(dst, []), first_ts)
+        a = _latest_before(to_dst, first_ts)
         if a is not None:
             return Match(a.call_id, a.side, "destination", a.media)
         a = _latest_before(self._adverts.get(src, []), first_ts)

@@ -6,12 +6,15 @@ discards) is one interval, rated with the same E-model as the whole call. The
 lowest interval MOS-CQ of a stream is its ``mos_min``. An interval with fewer
 than ``min_expected`` packets (a stream's tail) is not rated: a handful of
 packets says nothing about a minute. State is per running stream and leaves
-with it.
+with its record; the table is capped (``tables.interval_streams``, least recently
+observed evicted and counted), so a stream whose record is never built (its
+call evicted, its state lost) cannot pin it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 from agent.calls.judge import quality_of
 from agent.config import Config
@@ -21,11 +24,20 @@ from agent.rtp.model import StreamKey, StreamStats
 MIN_EXPECTED = 100  # ~2 s of 20 ms packets
 
 
+@dataclass(slots=True)
+class IntervalCounters:
+    evicted: int = 0  # streams whose interval state was dropped (table full)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"streams_evicted": self.evicted}
+
+
 class IntervalQuality:
     def __init__(self, config: Config, min_expected: int = MIN_EXPECTED) -> None:
         self.config = config
         self.min_expected = min_expected
-        self._last: dict[StreamKey, StreamStats] = {}
+        self.counters = IntervalCounters()
+        self._last: OrderedDict[StreamKey, StreamStats] = OrderedDict()  # LRU first
         self._min: dict[StreamKey, float] = {}
 
     def __len__(self) -> int:
@@ -39,6 +51,11 @@ class IntervalQuality:
         the interval is too short to rate, or the stream is not audio)."""
         prev = self._last.get(s.key)
         self._last[s.key] = s
+        self._last.move_to_end(s.key)
+        if len(self._last) > self.config.tables.interval_streams:
+            gone, _ = self._last.popitem(last=False)
+            self._min.pop(gone, None)
+            self.counters.evicted += 1
         delta = _difference(s, prev)
         if delta.expected < self.min_expected or not s.rated:
             return delta, None  # too short to rate, or not audio (video, T.38, events)

@@ -12,8 +12,10 @@ Path order. A packet can only be lost downstream of a point that saw it, so the
 point that received more distinct packets is upstream; equal counts are ordered by
 the first packet's time (the upstream point sees it first), then by name. The
 direction's figures (`CallRecord` stream, quality, SLA) are those at the *last*
-point: what the receiver gets, as far as the probe can see, which is what a probe
-on that link alone would report. The record also lists every point's figures and,
+point (what the receiver gets, as far as the probe can see, which is what a probe
+on that link alone would report), except for inbound media, judged at its *first*
+point, the one nearest the provider (`judged_where`): a provider's SLA verdict
+never counts what the gateway or the LAN lost. The record also lists every point's figures and,
 for each pair of consecutive points, the packets lost between them (distinct
 packets the upstream point saw that the downstream one did not): the WAN side
 clean and the LAN side 10 % lost says the gateway dropped them, not the provider.
@@ -22,7 +24,7 @@ clean and the LAN side 10 % lost says the gateway dropped them, not the provider
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.calls.record import LossBetweenRecord, PointRecord
 from agent.rtp.model import StreamStats
@@ -33,15 +35,26 @@ OVERLAP_SLACK_S = 2.0  # streams at two points this far apart in time are still 
 
 @dataclass(frozen=True, slots=True)
 class Sighted:
-    """A direction: its stream at each point, upstream first (``path[-1]`` is the one
-    the direction is judged on)."""
+    """A direction: its stream at each point, upstream first; ``main`` is the one the
+    direction is judged on (``path[at]``: the last point unless `judged_where` says)."""
 
     toward: Side
     path: tuple[StreamStats, ...]
+    at: int = -1
 
     @property
     def main(self) -> StreamStats:
-        return self.path[-1]
+        return self.path[self.at]
+
+
+def judged_where(d: Sighted, direction: str) -> Sighted:
+    """Where a direction is judged against its provider's SLA. Inbound media (from the
+    provider toward the local networks, `agent.sla.policy.direction_of`) at its *first*
+    point, the one nearest the provider: what was lost after it was lost on this side
+    (the gateway, the LAN), and a verdict against the provider must not count it; the
+    record still shows every point and the loss between them. Every other direction at
+    its last point: what is handed on toward the receiver, as far as the probe sees."""
+    return replace(d, at=0) if direction == "inbound" else d
 
 
 def distinct(s: StreamStats) -> int:

@@ -177,6 +177,11 @@ class CallRecord(_Frozen):
     signalling_dscp_compliance_ratio: float | None
     directions: list[DirectionRecord]
     sla: SlaRecord  # the call: violated when any direction is, or the setup delay is
+    # The live agent lost packets while the call was alive (kernel ring drops, a capture
+    # interface gone, mirrored copies missing): its loss and MOS may be the probe's own
+    # doing, not the network's. Set by the daemon (agent/capture/health.py), never by
+    # the engine; always false in ``analyze``.
+    capture_lossy: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = self.model_dump(mode="json")

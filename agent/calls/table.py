@@ -39,11 +39,16 @@ direction of the record then shows the block that describes it
 emitted is counted ``reports_late``, one for a call the probe never saw
 ``reports_unjoined``; neither is kept (a record, once emitted, is final).
 
-Every table is bounded (``max_calls``; evictions counted).
+Every table is bounded, at O(1) amortised per event: ``calls.max_calls`` calls (a full
+table makes one call's record early, `_evict`: every call gets a record, a live one
+with end reason ``evicted``), ``tables.loose_streams`` unsignalled streams waiting
+for their reverse (the oldest becomes its pseudo-call early), the media index per key
+(`MediaIndex`) and the interval state (`IntervalQuality`); evictions are counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -60,10 +65,18 @@ from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
 from agent.calls.media_seen import media_seen, not_sendrecv, two_way_media
-from agent.calls.paths import Sighted, display, group, losses_between, point_records
+from agent.calls.paths import (
+    Sighted,
+    display,
+    group,
+    judged_where,
+    losses_between,
+    point_records,
+)
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
+from agent.lazyheap import LazyHeap
 from agent.media.payloads import TELEPHONE_EVENT, MediaKind, media_kind
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamKey, StreamStats
@@ -72,6 +85,7 @@ from agent.sip.events import (
     CallSignalling,
     DialogEnded,
     EndReason,
+    MediaSdp,
     QualityReported,
     Side,
     SipEvent,
@@ -91,6 +105,20 @@ class _Call:
     last_media_ts: float = -math.inf  # of the ended streams
     live_serial: int = -1  # the serial of its current liveness entry (-1: none)
     reports: list[QualityReported] = field(default_factory=list)  # RFC 6035, newest last
+    indexed: MediaSdp | None = None  # the newest of its SDPs in the media index
+    evict_serial: int = -1  # its current entry in the eviction heap
+    evict_rank: int = -1  # 0 ended (lingering), 1 not answered, 2 answered
+
+    def unindexed(self) -> tuple[MediaSdp, ...]:
+        """The call's SDPs newer than the last one indexed (an event brings at most one:
+        O(1), however many SDPs the dialog keeps); marks them indexed."""
+        media = self.signalling.media
+        k = len(media)
+        while k and media[k - 1] is not self.indexed:
+            k -= 1
+        if media:
+            self.indexed = media[-1]
+        return media[k:] if k else media
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +131,8 @@ class _Running:
 class CallCounters:
     calls_started: int = 0
     calls_ended: int = 0
-    calls_evicted: int = 0
+    calls_evicted: int = 0  # table full: a record made early (end reason evicted if live)
+    loose_evicted: int = 0  # unsignalled streams made pseudo-calls early (loose table full)
     calls_timed_out: int = 0  # ended by the liveness timer (no BYE)
     unsignalled_calls: int = 0
     streams_matched: int = 0
@@ -134,7 +163,8 @@ class CallTable:
         self.streams = streams if streams is not None else StreamTracker()
         self.sip = sip if sip is not None else SipTracker()
         self.linger_s = linger_s
-        self.index = MediaIndex()
+        self.index = MediaIndex(config.tables.sdp_adverts_per_endpoint,
+                                config.tables.sdp_endpoints_per_call)
         self.counters = CallCounters()
         self.intervals = IntervalQuality(config)
         self._calls: dict[str, _Call] = {}
@@ -149,6 +179,9 @@ class CallTable:
         self._serial = itertools.count()
         self._interval_k: int | None = None  # next interval boundary: k * interval_s
         self._closed: dict[str, None] = {}  # Call-IDs of emitted records, oldest first
+        # the eviction order: ((rank, invite time), serial, call id), one live entry a call
+        self._victims: LazyHeap[tuple[int, float], str] = LazyHeap(self._victim_entry,
+                                                                   self._serial)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -162,13 +195,14 @@ class CallTable:
             return []
         sig = event.call
         call = self._calls.get(sig.call_id)
+        out: list[Event] = []
         if call is None:
-            if len(self._calls) >= self.config.calls.max_calls:
-                self._evict()
+            while len(self._calls) >= self.config.calls.max_calls:
+                out.extend(self._evict(sig.last_ts))
             call = self._calls[sig.call_id] = _Call(sig)
             self.counters.calls_started += 1
         call.signalling = sig
-        out: list[Event] = []
+        self._rank(call, isinstance(event, DialogEnded) or call.ended)
         if isinstance(event, DialogEnded) and not call.ended:
             call.ended = True
             end = sig.end_ts if sig.end_ts is not None else sig.last_ts
@@ -176,7 +210,7 @@ class CallTable:
             heapq.heappush(self._linger, (due, next(self._serial), sig.call_id))
         elif sig.answer_ts is not None and not call.ended:
             self._arm(call)  # a message can bring the deadline nearer (a session timer)
-        for ep in self.index.update(sig):
+        for ep in self.index.update(sig, call.unindexed()):
             out.extend(self._readvertised(ep, sig.call_id, sig.last_ts))
         return out
 
@@ -238,6 +272,12 @@ class CallTable:
             entry = (s.key, next(self._serial))
             self._loose[entry] = (s, now + self.linger_s)
             self._loose_pairs.setdefault(_pair(s.key), []).append(entry)
+            out: list[Event] = [StreamEnded(s)]
+            if len(self._loose) > self.config.tables.loose_streams:
+                # full: the oldest waits no longer for its reverse (a record, never lost)
+                self.counters.loose_evicted += 1
+                out.extend(self._pseudo_call(next(iter(self._loose))[0]))
+            return out
         else:
             self.counters.streams_matched += 1
             call.streams.append((call.running.pop(s.key, side), s))
@@ -287,6 +327,18 @@ class CallTable:
         if self._running:
             cands.append(self._next_interval())
         return min(cands) if cands else None
+
+    def _rank(self, call: _Call, ended: bool) -> None:
+        """File the call in the eviction order when its class changed."""
+        rank = 0 if ended else 1 if call.signalling.answer_ts is None else 2
+        if rank != call.evict_rank:
+            call.evict_rank = rank
+            call.evict_serial = self._victims.push((rank, call.signalling.invite_ts),
+                                                   call.signalling.call_id, len(self._calls))
+
+    def _victim_entry(self, entry: tuple[tuple[int, float], int, str]) -> bool:
+        call = self._calls.get(entry[2])
+        return call is not None and call.evict_serial == entry[1]
 
     def _lingering(self, entry: tuple[float, int, str]) -> bool:
         call = self._calls.get(entry[2])
@@ -385,11 +437,14 @@ class CallTable:
             (key, _), (_, ready) = next(iter(self._loose.items()))
             if now is not None and ready > now:
                 break
-            pair = _pair(key)
-            group = [self._loose.pop(k)[0] for k in self._loose_pairs.pop(pair)]
-            self.counters.unsignalled_calls += 1
-            out.append(CallEnded(self._pseudo(sorted(group, key=lambda s: (s.first_ts, s.key)))))
+            out.extend(self._pseudo_call(key))
         return out
+
+    def _pseudo_call(self, key: StreamKey) -> list[Event]:
+        """The ended unsignalled streams of ``key``'s address pair become one pseudo-call."""
+        group = [self._loose.pop(k)[0] for k in self._loose_pairs.pop(_pair(key))]
+        self.counters.unsignalled_calls += 1
+        return [CallEnded(self._pseudo(sorted(group, key=lambda s: (s.first_ts, s.key))))]
 
     # -- output -----------------------------------------------------------------------
 
@@ -426,6 +481,15 @@ class CallTable:
             return d
         return "a_to_b" if toward == Side.CALLEE else "b_to_a"
 
+    def _judged(self, seen: list[Sighted]) -> list[tuple[str, Sighted]]:
+        """Each direction's name (from its last point: the receiver's side, whatever NAT
+        there is between the points) and the point it is judged at (`judged_where`)."""
+        out = []
+        for d in seen:
+            name = self._direction_name(d.main, d.toward)
+            out.append((name, judged_where(d, name)))
+        return out
+
     def _peer(self, addrs: list[str]) -> str:
         for a in addrs:
             p = peer_of(a, self.config.sla.peers)
@@ -450,7 +514,8 @@ class CallTable:
         profile = self.config.sla.profile_for_peer(peer)
         setup = sig.setup_delay_s
         media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
-        seen = group(media)  # one direction per path, judged at its last point
+        named = self._judged(group(media))  # one direction per path
+        seen = [d for _, d in named]
         rtt_s, rtt_source = self._rtt([d.main for d in seen])
         end_ts = sig.end_ts if sig.end_ts is not None else max(
             [s.last_ts for s in streams] or [sig.invite_ts])
@@ -458,12 +523,12 @@ class CallTable:
         counted = two_way.directions if two_way.judged else None
         directions = [
             self._along_path(d, judge_direction(
-                self._direction_name(d.main, d.toward), d.main, profile=profile,
+                name, d.main, profile=profile,
                 cfg=self.config, rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc),
                 setup_delay_s=setup, signalling_dscp=sig.signalling_dscp,
                 mos_min=self._mos_min(d), media_directions=counted,
             ), events.get(_path(d.main), []))
-            for d in seen
+            for name, d in named
         ]
         if call.reports:
             directions = self._endpoint_reports(call, directions, [d.main for d in seen])
@@ -513,13 +578,13 @@ class CallTable:
         sides: list[tuple[Side, StreamStats]] = [
             (Side.CALLEE if (s.key.src, s.key.dst) == (first.key.src, first.key.dst)
              else Side.CALLER, s) for s in streams]
-        seen = group(sides)
-        rtt_s, rtt_source = self._rtt([d.main for d in seen])
+        named = self._judged(group(sides))
+        rtt_s, rtt_source = self._rtt([d.main for _, d in named])
         directions = [self._along_path(d, judge_direction(
-            self._direction_name(d.main, d.toward), d.main, profile=profile, cfg=self.config,
+            name, d.main, profile=profile, cfg=self.config,
             rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc), setup_delay_s=None,
             signalling_dscp=None, mos_min=self._mos_min(d),
-        )) for d in seen]
+        )) for name, d in named]
         return CallRecord(
             call_id=None, from_=None, to=None, peer=peer, transport=None, final_status=None,
             end_reason="unsignalled", invite_ts=None, first_provisional_ts=None,
@@ -535,7 +600,7 @@ class CallTable:
         )
 
     def _mos_min(self, d: Sighted) -> float | None:
-        """The worst interval's MOS-CQ of a direction's stream at its last point (forgets
+        """The worst interval's MOS-CQ of a direction's stream where it is judged (forgets
         the intervals of its every point)."""
         worst = self.intervals.mos_min(d.main.key)
         for s in d.path:
@@ -556,12 +621,21 @@ class CallTable:
             update["event_streams"] = events
         return rec.model_copy(update=update)
 
-    def _evict(self) -> None:
-        """The table is full: the oldest call that has not been answered goes first."""
-        victim = min(self._calls.values(),
-                     key=lambda c: (c.signalling.answer_ts is not None, c.signalling.invite_ts))
-        self._forget(victim.signalling.call_id)
+    def _evict(self, now: float) -> list[Event]:
+        """The table is full: a call's record is made now. Ended calls (lingering for late
+        media and reports) go first, then the oldest call not answered, then the oldest
+        answered one (a flood of INVITEs evicts its own kind); a live call ends with end
+        reason ``evicted`` and its dialog with it, so its later messages open nothing."""
+        top = self._victims.pop()
+        assert top is not None  # every call in the table has a live entry
+        call = self._calls[top[2]]
         self.counters.calls_evicted += 1
+        if not call.ended:
+            ended = self.sip.end(top[2], EndReason.EVICTED, now, end_ts=call.signalling.last_ts)
+            call.signalling = ended[0].call if ended else dataclasses.replace(
+                call.signalling, end_reason=EndReason.EVICTED, end_ts=call.signalling.last_ts)
+            call.ended = True
+        return self._close(top[2], now)
 
 
 def _pair(key: StreamKey) -> tuple[Endpoint, Endpoint]:

@@ -19,9 +19,12 @@ reports one (``TP_STATUS_VLAN_VALID``) the tag is put back into the frame (caple
 and wirelen grow by 4), so decode sees VLAN id and PCP.
 
 An interface that goes down or disappears (``POLLERR`` with ENETDOWN, ENODEV,
-ENXIO...) is drained, closed and counted; it is reopened with exponential backoff
-(1 s doubling to 60 s; time from the ``now`` argument or `time.monotonic`) once it
-exists again and is up, while the other interfaces keep capturing.  Kernel
+ENXIO...) is drained, closed and counted, and so is one missing or down at the
+start; while it is missing or down it is looked for every second (an ioctl and a
+sysfs read), so capture resumes within about a second of it appearing (plugged in,
+created, set up); an open that fails although it exists and is up is retried with
+exponential backoff (1 s doubling to 60 s). Time from the ``now`` argument or
+`time.monotonic`; the other interfaces keep capturing meanwhile.  Kernel
 counters (``PACKET_STATISTICS``, reset by every read) are accumulated per
 interface, across reopenings, in `stats`.
 
@@ -121,7 +124,11 @@ class CaptureStats:
     ``packets`` counts packets that passed the filter (the kernel includes the
     dropped ones), ``drops`` those lost because the ring was full, ``freeze_q``
     times the ring was frozen.  ``up`` is whether a socket is open now, ``downs``
-    how often the interface went away, ``reopens`` how often it was reopened.
+    how often the interface went away, ``reopens`` how often it was reopened,
+    ``socket_drops`` (a listener's, in ``drops`` too) the datagrams its socket buffer
+    had no room for (0 for an interface: its ring's are ``drops``),
+    ``down_reason`` why it is not up (``"no such interface"``, ``"interface is down"``,
+    the error that stopped the capture).
     """
 
     packets: int = 0
@@ -130,6 +137,8 @@ class CaptureStats:
     up: bool = True
     downs: int = 0
     reopens: int = 0
+    down_reason: str = ""
+    socket_drops: int = 0
 
 
 def interface_linktype(name: str) -> LinkType:
@@ -344,6 +353,8 @@ class _Iface:
     reopens: int = 0
     backoff: float = BACKOFF_MIN_S
     retry_at: float = 0.0
+    reason: str = ""  # why it is not open
+    absent: bool = False  # not open because missing or down (cheap to check again)
 
 
 class AfPacketSource:
@@ -420,11 +431,9 @@ class AfPacketSource:
             try:
                 ifindex = socket.if_nametoindex(name)
             except OSError:
-                log.warning("interface %s does not exist; retrying", name)
-                return False
+                return self._absent(iface, "no such interface")
             if not _is_up(name):
-                log.warning("interface %s is down; retrying", name)
-                return False
+                return self._absent(iface, "interface is down")
         try:
             ring = _Ring(name, ifindex, program=self._programs[name], **self._opts)  # type: ignore[arg-type]
         except PermissionError:
@@ -433,11 +442,21 @@ class AfPacketSource:
             if e.errno not in _ERRS_DOWN:
                 raise
             log.warning("cannot open %s: %s; retrying", name, e)
+            iface.reason, iface.absent = f"cannot open: {e}", False
             return False
+        iface.reason, iface.absent = "", False
         iface.ring = ring
         self._by_fd[ring.fileno()] = iface
         self._poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
         return True
+
+    def _absent(self, iface: _Iface, why: str) -> bool:
+        """Not open: the interface is missing or down. Said once per change, not at
+        every retry."""
+        if iface.reason != why:
+            log.warning("capture on %s waits: %s", iface.name, why)
+        iface.reason, iface.absent = why, True
+        return False
 
     def _take_down(self, iface: _Iface, t: float, why: str) -> Batch | None:
         ring = iface.ring
@@ -455,6 +474,7 @@ class AfPacketSource:
         iface.downs += 1
         iface.backoff = BACKOFF_MIN_S
         iface.retry_at = t + iface.backoff
+        iface.reason = f"capture stopped: {why}"
         log.warning("capture on %s stopped (%s); reopening with backoff", iface.name, why)
         return batch
 
@@ -476,7 +496,10 @@ class AfPacketSource:
                     iface.reopens += 1
                     iface.backoff = BACKOFF_MIN_S
                     log.warning("capture on %s reopened", iface.name)
-                else:
+                elif iface.absent:  # checking for it again costs an ioctl: every second
+                    iface.backoff = BACKOFF_MIN_S
+                    iface.retry_at = t + BACKOFF_MIN_S
+                else:  # it exists and is up, yet opening failed: back off
                     iface.backoff = min(iface.backoff * 2, BACKOFF_MAX_S)
                     iface.retry_at = t + iface.backoff
 
@@ -550,6 +573,7 @@ class AfPacketSource:
                 up=iface.ring is not None,
                 downs=iface.downs,
                 reopens=iface.reopens,
+                down_reason="" if iface.ring is not None else iface.reason,
             )
         return out
 

@@ -14,11 +14,16 @@ UDP whose payload starts with 'A'..'Z'          ``snaplen`` (SIP on any port)
 UDP from/to a ``sip_ports`` entry the daemon    ``snaplen`` (VXLAN, TZSP, HEP:
 adds for mirrors and exporters                  tunnels carry SIP)
 UDP, RTP version 2, second byte 200..207 (RTCP)  ``snaplen``
-UDP, anything else (RTP media, DNS, STUN ...)   ``media_snaplen`` (128)
+UDP, RTP version 2 otherwise (media), on any    up to the end of its RTP
+port (RTP sent to a SIP port too)               header: 12 + 4 x CC bytes, plus
+                                                the header extension when X is
+                                                set; no payload byte
+UDP, anything else (DNS, STUN, UDPTL ...)       ``media_snaplen`` (128)
 IPv4 non-first fragment, IPv6 fragment of UDP   ``snaplen`` (SIP reassembly)
 TCP from/to a SIP or ``sip_ports`` port        ``snaplen`` (SIP, HEP3 streams)
-GRE (IP protocol 47: ERSPAN I/II/III, GRETAP,   ``snaplen`` (mirrored traffic:
-NVGRE) when ``keep_gre`` (the default)          SIP inside must stay whole)
+GRE (IP protocol 47: ERSPAN I/II/III, GRETAP,   ``snaplen`` (mirrored or
+NVGRE), IP in IP (4), IPv6 in IPv4 (41), when   tunnelled traffic: SIP
+``keep_gre`` (the default)                      inside must stay whole)
 UDP to a ``skip_udp_ports`` entry (the agent's  0: a listener socket of the
 own HEP/TZSP/VXLAN listeners), checked first    agent takes them, once
 everything else (ARP, ICMP, other TCP, ...)     0: dropped in the kernel
@@ -28,10 +33,19 @@ IPv4 and IPv6 are understood, also behind one 802.1Q / 802.1ad tag in the frame.
 (On receive Linux moves a VLAN tag out of the frame into metadata before the
 filter runs, so the filter sees the untagged frame; `agent.capture.afpacket` puts
 the tag back into the copy it hands on.)  An IPv6 packet whose first next-header is
-an extension header other than a fragment header is dropped.  ``media_snaplen``
-counts from the start of the frame: 128 bytes keep Ethernet + VLAN + IPv6 + UDP +
-the RTP header with CSRCs or a short header extension, so audio payload never
-reaches user space.
+an extension header other than a fragment header is dropped.  Media is cut where
+its RTP header ends, computed per packet from the link header (VLAN tag
+included), the IPv4 IHL or the IPv6 header, UDP, the CSRC count and the header
+extension's own length: no audio byte reaches user space, and the probe takes the
+payload length from the UDP header (`Frames.payload_sent`). An extension that
+claims to run past the frame drops the packet. ``media_snaplen`` counts from the
+start of the frame and applies only to UDP that is not RTP.
+
+What still reaches user space whole: IPv4 non-first fragments and IPv6 fragments
+of UDP (SIP reassembly needs them; no UDP header to tell media from SIP; media is
+rarely fragmented, and a fragmented RTP datagram's first fragment is cut at its
+RTP header, so it cannot be reassembled: its other fragments expire unread), and
+tunnels (GRE, IP in IP), whose inner packets the kernel cannot see into.
 
 A user expression (``capture.bpf`` in the config, libpcap syntax) is compiled with
 libpcap through scapy (`compile_expression`) and ANDed in front of the built-in
@@ -280,7 +294,8 @@ def builtin_program(
     a.op(LD | B | IND, 9)
     a.jump(JEQ, 17, "ip4udp")
     if keep_gre:
-        a.jump(JEQ, 47, "full")
+        for tunnel in (47, 4, 41):  # GRE, IP in IP, IPv6 in IPv4
+            a.jump(JEQ, tunnel, "full")
     a.jump(JEQ, 6, "ip4tcp", "drop")
     a.label("ip4udp")
     a.op(LD | B | IND, 0)
@@ -304,7 +319,8 @@ def builtin_program(
     a.op(LD | B | IND, 6)
     a.jump(JEQ, 17, "ip6udp")
     if keep_gre:
-        a.jump(JEQ, 47, "full")
+        for tunnel in (47, 4, 41):
+            a.jump(JEQ, tunnel, "full")
     a.jump(JEQ, 6, "ip6tcp")
     a.jump(JEQ, 44, "ip6frag", "drop")
     a.label("ip6udp")
@@ -326,19 +342,51 @@ def builtin_program(
         a.op(LD | H | IND, 2)
         _port_test(a, skip, "drop", "skip")
     a.op(LD | H | IND, 0)
-    _port_test(a, ranges, "full", "usp")
+    _port_test(a, ranges, "kept", "usp")
     a.op(LD | H | IND, 2)
-    _port_test(a, ranges, "full", "udp")
+    _port_test(a, ranges, "kept", "udp")
     a.op(LD | B | IND, 8)  # first payload byte (none: the load fails, the packet drops)
     if ascii_is_sip:
         a.jump(JGE, ord("A"), None, "notascii")
         a.jump(JGT, ord("Z"), "notascii", "full")
         a.label("notascii")
     a.op(ALU | AND | K, 0xC0)
-    a.jump(JEQ, 0x80, None, "media")
+    a.jump(JEQ, 0x80, None, "media")  # not RTP version 2: not media the probe reads
     a.op(LD | B | IND, 9)  # RTCP packet types SR..XR = 200..207 (RFC 5761 section 4)
-    a.jump(JGE, 200, None, "media")
-    a.jump(JGT, 207, "media", "full")
+    a.jump(JGE, 200, None, "rtp")
+    a.jump(JGT, 207, "rtp", "full")
+    # A SIP/tunnel/HEP port: whole, unless the datagram is RTP (RTP sent to a SIP port
+    # is media like any other). SIP starts with a letter or CR/LF, VXLAN with 0x08,
+    # TZSP with 0x01, HEP with 'H' or 0x01/0x02: never RTP version 2.
+    a.label("kept")
+    a.op(LD | B | IND, 8)
+    a.op(ALU | AND | K, 0xC0)
+    a.jump(JEQ, 0x80, None, "full")
+    a.op(LD | B | IND, 9)
+    a.jump(JGE, 200, None, "rtp")
+    a.jump(JGT, 207, "rtp", "full")
+    # RTP (X = UDP header offset): keep exactly up to the end of the RTP header, the
+    # 12 fixed bytes, 4 per CSRC and the header extension when X is set (RFC 3550
+    # 5.1, 5.3.1): no payload byte reaches the ring.
+    a.label("rtp")
+    a.op(LD | B | IND, 8)
+    a.op(ALU | AND | K, 0x0F)
+    a.op(ALU | LSH | K, 2)
+    a.op(ALU | ADD | K, 8 + 12)
+    a.op(ALU | ADD | X)  # A = frame offset where the CSRC list ends
+    a.op(ST, 0)
+    a.op(LD | B | IND, 8)
+    a.jump(JSET, 0x10, None, "rtpend")
+    a.op(LDX | MEM, 0)  # X = the extension header: 16-bit profile, 16-bit length
+    a.op(LD | H | IND, 2)  # in 32-bit words (beyond the frame: the load fails, drop)
+    a.op(ALU | LSH | K, 2)
+    a.op(ALU | ADD | K, 4)
+    a.op(ALU | ADD | X)
+    a.jump(JGT, snaplen, "full")
+    a.op(RET | RET_A)
+    a.label("rtpend")
+    a.op(LD | MEM, 0)
+    a.op(RET | RET_A)
     # TCP (X = TCP header offset): only SIP ports.
     a.label("tcp")
     a.op(LD | H | IND, 0)

@@ -22,8 +22,9 @@ the framing is lost. HEP v1/v2 carry no total length and cannot be framed on a
 stream. Bounded: ``max_connections`` (further ones are refused), at most one
 65535-byte frame buffered per connection.
 
-What is not yet here: the kernel's own UDP drop count (SO_RXQ_OVFL), TLS, and
-the daemon merging these sources with the ring in time order.
+Drops in ``stats``: denied senders, datagrams that are not HEP or do not decode, and
+(UDP) the datagrams the socket buffer had no room for (`agent.capture.listen`), also
+on their own as ``socket_drops``. What is not yet here: TLS.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from agent.capture.listen import (
     bind_socket,
     enable_timestamps,
     read_datagrams,
+    socket_drops,
 )
 from agent.decode.hep_stream import HepFramer, HepStreamError
 from agent.decode.hep_unwrap import HEP_PORT, HepCounters, HepUnwrapper
@@ -136,11 +138,14 @@ class HepListener(_HepSocket):
         return [Batch.from_packets(packets, times, LinkType.RAW, point=points)]
 
     def stats(self) -> dict[str, CaptureStats]:
-        """Per listener: datagrams received, and those dropped (denied, not HEP, errors)."""
+        """Per listener: datagrams received, and those dropped (denied, not HEP, errors,
+        no room in the socket buffer)."""
         c = self._hep.counters
-        drops = (self.counters.denied + c.not_hep + c.errors_v1 + c.errors_v2 + c.errors_v3)
+        lost = 0 if self._closed else socket_drops(self._sock)
+        drops = (self.counters.denied + c.not_hep + c.errors_v1 + c.errors_v2 + c.errors_v3
+                 + lost)
         return {f"hep:{self.port}": CaptureStats(packets=self.counters.datagrams, drops=drops,
-                                                 up=not self._closed)}
+                                                 up=not self._closed, socket_drops=lost)}
 
 
 class HepTcpListener(_HepSocket):

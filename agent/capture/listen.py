@@ -12,6 +12,10 @@ after it, so read times would bunch a second of packets together; the kernel's t
 is the arrival at the probe. Where the kernel gives none, ``clock()`` at the read.
 (Linux turns timestamping on a moment after the first socket asks, net_enable_timestamp
 deferring it: the datagrams of that moment are stamped at the read.)
+
+Socket drops: datagrams the kernel had no room for in the receive buffer (``rcvbuf``),
+read with SO_MEMINFO (the socket's ``sk_drops``, Linux 4.7+) whenever the stats are:
+packets of the mirror or HEP stream the probe never got (`socket_drops`).
 """
 
 from __future__ import annotations
@@ -101,6 +105,26 @@ def enable_timestamps(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+# SO_MEMINFO (asm-generic/socket.h): u32 SK_MEMINFO_* values; SK_MEMINFO_DROPS is the 9th.
+_SO_MEMINFO = 55
+_MEMINFO_DROPS = 8
+_MEMINFO = struct.Struct("@9I")
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped on ``sock`` for want of buffer room, since it was
+    opened (0 where the kernel does not say, or once the socket is closed)."""
+    if not sys.platform.startswith("linux") or sock.fileno() < 0:
+        return 0
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        return 0
+    if len(raw) < _MEMINFO.size:
+        return 0
+    return int(_MEMINFO.unpack(raw)[_MEMINFO_DROPS])
 
 
 def read_datagrams(sock: socket.socket, buf: bytearray, timeout_s: float, *, max_batch: int,

@@ -25,7 +25,8 @@ the END tag alone.
 Drops, counted per listener: a denied sender; an invalid header (TZSP version,
 type or tag list wrong or cut; VXLAN's I flag clear or the header cut: what
 `agent.decode.tunnels` refuses); a valid TZSP header carrying something other than
-Ethernet (802.11, ...).
+Ethernet (802.11, ...); a datagram the socket buffer had no room for
+(``socket_drops``: `agent.capture.listen`).
 
 Bounded: one ``poll`` reads at most ``max_batch`` datagrams (or ``max_bytes``, denied
 ones included); the rest wait in the socket buffer (``rcvbuf``), where the kernel
@@ -47,6 +48,7 @@ from agent.capture.listen import (
     bind_socket,
     enable_timestamps,
     read_datagrams,
+    socket_drops,
 )
 from agent.capture.points import exporter_point
 from agent.decode import tunnels
@@ -79,6 +81,7 @@ class MirrorStats:
     invalid: int
     not_ethernet: int
     up: bool
+    socket_drops: int = 0  # no room in the socket buffer: never received
 
     @property
     def packets(self) -> int:
@@ -86,7 +89,7 @@ class MirrorStats:
 
     @property
     def drops(self) -> int:
-        return self.denied + self.invalid + self.not_ethernet
+        return self.denied + self.invalid + self.not_ethernet + self.socket_drops
 
 
 def listener_label(protocol: MirrorProtocol, port: int, name: str | None = None) -> str:
@@ -168,8 +171,10 @@ class MirrorListener:
     def stats(self) -> dict[str, MirrorStats]:
         """Per listener: datagrams and bytes received, and the drops by reason."""
         c = self.counters
+        lost = 0 if self._closed else socket_drops(self._sock)
         return {self.label: MirrorStats(self.protocol, c.datagrams, c.bytes, c.denied,
-                                        c.invalid, c.not_ethernet, up=not self._closed)}
+                                        c.invalid, c.not_ethernet, up=not self._closed,
+                                        socket_drops=lost)}
 
     def close(self) -> None:
         if not self._closed:

@@ -29,7 +29,7 @@ _LOW64 = (1 << 64) - 1
 _ROW_COLUMNS: tuple[tuple[str, int], ...] = (
     ("pkt", 0), ("ip_version", 1), ("sport", 4), ("dport", 5), ("proto", 6), ("dscp", 7),
     ("ecn", 8), ("vlan", 9), ("pcp", 10), ("payload_off", 11), ("payload_len", 12),
-    ("tcp_seq", 13), ("tcp_flags", 14), ("point", 15),
+    ("tcp_seq", 13), ("tcp_flags", 14), ("point", 15), ("payload_sent", 16),
 )
 
 

@@ -285,5 +285,6 @@ def _transport(
         .astype(np.int32),
         "tcp_seq": np.where(tcp, g.be32(tpos, 4), 0).astype(np.uint32),
         "tcp_flags": np.where(tcp, g.u8(tpos, 13), 0).astype(np.uint8),
+        "payload_sent": np.where(udp, ulen - 8, end - l4 - thlen).astype(np.int32),
     }
     return pkt, cols

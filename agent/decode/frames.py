@@ -43,6 +43,9 @@ class Frames:
     - ``tcp_seq``/``tcp_flags``: TCP sequence number and flags (0 for UDP), kept for SIP/TCP
     - ``point``: the observation point it was seen at (`agent.capture.points`): the
       batch's, or a mirror's exporter for a packet that came out of a tunnel
+    - ``payload_sent``: the L4 payload length as sent (UDP: its length field less 8;
+      TCP: what the IP length leaves), at least ``payload_len``'s when the capture was
+      cut: the kernel filter keeps media only up to the end of its RTP header
     """
 
     data: npt.NDArray[np.uint8]
@@ -66,6 +69,7 @@ class Frames:
     tcp_seq: npt.NDArray[np.uint32]
     tcp_flags: npt.NDArray[np.uint8]
     point: npt.NDArray[np.uint16]
+    payload_sent: npt.NDArray[np.int32]
 
     def __len__(self) -> int:
         return int(self.pkt.shape[0])
@@ -96,6 +100,7 @@ COLUMN_DTYPES: dict[str, type[np.generic]] = {
     "tcp_seq": np.uint32,
     "tcp_flags": np.uint8,
     "point": np.uint16,
+    "payload_sent": np.int32,
 }
 
 

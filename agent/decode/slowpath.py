@@ -40,8 +40,8 @@ MAX_TUNNEL_DEPTH = 4  # encapsulations peeled per packet; more is an attack or a
 V4_MAPPED = 0xFFFF << 32
 
 # pkt, ip_version, src, dst, sport, dport, proto, dscp, ecn, vlan, pcp,
-# payload_off, payload_len, tcp_seq, tcp_flags, point
-Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
+# payload_off, payload_len, tcp_seq, tcp_flags, point, payload_sent
+Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
 
 
 class _Drop(Exception):  # internal control flow, never escapes decode
@@ -368,7 +368,8 @@ class SlowPath:
                 return self._inner(buf, inner, ctx, dgram_end)
         avail = min(length, end - pos, len(buf) - pos) - L.UDP_HDR.size
         return (ctx.pkt, ip.version, ip.src, ip.dst, sport, dport, L.IPPROTO_UDP, ip.dscp,
-                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + 8, avail, 0, 0, ctx.point)
+                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + 8, avail, 0, 0, ctx.point,
+                length - L.UDP_HDR.size)
 
     def _tcp(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row:
         if pos + L.TCP_HDR.size > end:
@@ -381,7 +382,8 @@ class SlowPath:
         _need(buf, pos + hlen)
         avail = min(end, len(buf)) - pos - hlen
         return (ctx.pkt, ip.version, ip.src, ip.dst, sport, dport, L.IPPROTO_TCP, ip.dscp,
-                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + hlen, avail, seq, flags, ctx.point)
+                ip.ecn, ctx.vlan, ctx.pcp, ctx.base + pos + hlen, avail, seq, flags, ctx.point,
+                end - pos - hlen)
 
     def _gre(self, buf: bytes, pos: int, end: int, ip: _Ip, ctx: _Ctx) -> Row | None:
         """GRE (RFC 2784/2890, PPTP's enhanced GRE RFC 2637 §4.1) and what it carries.

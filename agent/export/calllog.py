@@ -38,7 +38,8 @@ Formats:
     loss=0.00% jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq)
     profile=gold
 
-  with ``one_way=a_to_b`` after ``media=a_to_b`` for a judged one-way call.
+  with ``one_way=a_to_b`` after ``media=a_to_b`` for a judged one-way call, and
+  ``capture=lossy`` after it when the probe lost packets during the call.
 
 Audio never reaches a record, so none can reach the log (DESIGN.md rule 7).
 """
@@ -430,6 +431,8 @@ def format_line(rec: dict[str, Any]) -> str:
     ]
     if rec.get("one_way_media"):
         parts.append(f"one_way={rec['one_way_media']}")
+    if rec.get("capture_lossy"):
+        parts.append("capture=lossy")
     if rec.get("rtt_ms") is not None:
         parts.append(f"rtt={_num(rec.get('rtt_ms'), '.0f', unit='ms')}")
     for d in rec.get("directions", []):

@@ -28,8 +28,9 @@ connections, heads and waits are bounded (see there). The web config
 of ``/metrics`` comes from prometheus_client's encoders (text format 0.0.4, or
 OpenMetrics when the scraper asks for it in ``Accept``). ``/health`` calls the
 daemon's ``health()`` callback: ``(ok, details)``; 200 with ``{"status": "ok", ...}``
-when the capture loop is alive, 503 with ``{"status": "stalled", ...}`` when not (or
-when the callback fails).
+when the capture loop is alive and every source captures, 503 when not (or when the
+callback fails) with ``{"status": "stalled", ...}``, or the ``status`` the details
+name (the daemon's ``degraded``: a source down or silent, listed in ``problems``).
 """
 
 from __future__ import annotations

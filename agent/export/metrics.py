@@ -43,14 +43,15 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.record import CallRecord, DirectionRecord
+from agent.capture.health import SourceStatus
 from agent.capture.mirror_listener import MirrorStats
 from agent.config import Config
 from agent.decode.sequence import SequenceGaps
 from agent.export.calllog import REOPEN_REASONS, CallLogStats
 from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
+from agent.sip.dialog import KNOWN_METHODS
 from agent.sip.events import EndReason
-from agent.sip.tracker import KNOWN_METHODS
 from agent.sla.config import OTHER_PEER
 from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS, direction_of, peer_of
 
@@ -187,6 +188,24 @@ def _mirror_families(fam: Callable[..., CounterMetricFamily],
     yield from (lost, resets)
 
 
+def _source_families(sources: Mapping[str, SourceStatus], site: str) -> Iterator[Metric]:
+    """Per configured interface or listener (`agent.capture.health`): is it capturing,
+    and when did it last receive a packet."""
+    up = GaugeMetricFamily(f"{NAMESPACE}_capture_up", "1 while the interface or listener "
+                           "is capturing; 0 while it is missing, down or closed.",
+                           labels=("site", "interface"))
+    last = GaugeMetricFamily(f"{NAMESPACE}_capture_last_packet_timestamp_seconds",
+                             "Unix time the interface or listener last received a packet "
+                             "(to the second; absent before its first).",
+                             labels=("site", "interface"))
+    for name, st in sorted(sources.items()):
+        up.add_metric([site, name], 1 if st.up else 0)
+        if st.last_packet_ts is not None:
+            last.add_metric([site, name], st.last_packet_ts)
+    yield up
+    yield last
+
+
 class CaptureCounts(Protocol):
     """What a capture source reports per interface (totals since it opened)."""
 
@@ -201,7 +220,8 @@ def _sum_mirror(a: MirrorStats, b: MirrorStats) -> MirrorStats:
     """Two listeners that share a label (``other``: not named by the config)."""
     return replace(a, datagrams=a.datagrams + b.datagrams, bytes=a.bytes + b.bytes,
                    denied=a.denied + b.denied, invalid=a.invalid + b.invalid,
-                   not_ethernet=a.not_ethernet + b.not_ethernet)
+                   not_ethernet=a.not_ethernet + b.not_ethernet,
+                   socket_drops=a.socket_drops + b.socket_drops)
 
 
 def dscp_class(accepted: Iterable[int]) -> str:
@@ -236,6 +256,7 @@ class _CountersCollector(Collector):
         self.capture: Mapping[str, tuple[int, int]] = {}
         self.mirrors: Mapping[tuple[str, str], MirrorStats] = {}
         self.sequences: Mapping[str, SequenceGaps] = {}
+        self.sources: Mapping[str, SourceStatus] = {}
         self.active: int | None = None
 
     def describe(self) -> list[Metric]:
@@ -259,8 +280,8 @@ class _CountersCollector(Collector):
                                    "Calls in progress (started, not yet ended).", labels=["site"])
         n = self.active
         if n is None:
-            n = (c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
-                 - c.get("calls_calls_evicted", 0))
+            # an evicted call gets its record too: it is among the ended
+            n = c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
         active.add_metric([site], max(0, n))
         yield active
 
@@ -317,6 +338,7 @@ class _CountersCollector(Collector):
             cap_drops.add_metric([site, iface], dr)
         yield cap_packets
         yield cap_drops
+        yield from _source_families(self.sources, site)
 
 
 # errno names of call-log write failures that get their own series (a bounded set: the
@@ -406,6 +428,11 @@ class ProbeMetrics:
         self.sla_violations = Counter(
             "sla_violations", "Ended calls that crossed an SLA threshold (once per call).",
             ["site", "peer", "profile", "threshold"], namespace=NAMESPACE, registry=r)
+        self.calls_lossy = Counter(
+            "calls_capture_lossy", "Ended calls during which the probe itself lost "
+            "packets (kernel ring drops, a capture interface gone, mirrored copies "
+            "missing): their record says capture_lossy, their figures may be the probe's "
+            "fault.", ["site", "peer"], namespace=NAMESPACE, registry=r)
         self.calls_one_way = Counter(
             "calls_one_way_media", "Answered calls whose media passed the probe in one "
             "direction only (a_to_b: caller to callee), once they lasted the profile's "
@@ -482,7 +509,7 @@ class ProbeMetrics:
             self.reload_ts.set(ts)
 
     def set_active(self, n: int) -> None:
-        """Override the active-calls gauge (default: started - ended - evicted)."""
+        """Override the active-calls gauge (default: started - ended)."""
         self._counters.active = n
 
     # -- input ------------------------------------------------------------------------
@@ -512,6 +539,15 @@ class ProbeMetrics:
                 had = by_label.get(label, SequenceGaps())
                 by_label[label] = SequenceGaps(had.lost + gaps.lost, had.resets + gaps.resets)
             self._counters.sequences = by_label
+
+    def update_sources(self, statuses: Iterable[SourceStatus]) -> None:
+        """The configured sources' latest state (`SourceMonitor.statuses`)."""
+        by_label: dict[str, SourceStatus] = {}
+        for st in statuses:
+            label = self._interface(st.name)
+            if label not in by_label or not st.up:  # two under ``other``: any down is down
+                by_label[label] = st
+        self._counters.sources = by_label
 
     def update_call_log(self, stats: CallLogStats) -> None:
         """The call log's latest totals (`CallLog.stats()`)."""
@@ -587,6 +623,9 @@ class ProbeMetrics:
         for threshold in sorted(crossed):
             self.sla_violations.labels(site, peer, profile,
                                        _pick(threshold, THRESHOLD_NAMES)).inc()
+        lossy = self.calls_lossy.labels(site, peer)  # the zero series exists too
+        if rec.capture_lossy:
+            lossy.inc()
         for direction in ONE_WAY_DIRECTIONS:  # both series exist, so rate() works at once
             child = self.calls_one_way.labels(site, peer, direction)
             if rec.one_way_media == direction:

@@ -31,8 +31,11 @@ class RtpHeaders:
     seq: I64
     ts: I64
     ssrc: I64
-    payload_len: I64  # RTP payload bytes after header, extension and padding
+    payload_len: I64  # RTP payload bytes after header, extension and padding, as sent
     payload_at: I64  # offset in ``frames.data`` of the RTP payload
+    # of those, how many the capture holds: the kernel filter keeps media only up to
+    # the end of its RTP header (`agent.capture.bpf`), so live this is 0
+    payload_captured: I64
 
 
 def _u(data: npt.NDArray[np.uint8], at: I64) -> I64:
@@ -55,10 +58,12 @@ def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:
     if ei.size:  # RFC 3550 5.3.1: 16-bit profile field, 16-bit length in 32-bit words
         at = off[ei] + hlen[ei] + 2
         hlen[ei] += 4 + 4 * ((_u(data, at) << 8) | _u(data, at + 1))
-    pad = np.zeros(rows.shape[0], np.int64)
-    pi = np.flatnonzero(ok & ((b0 & 0x20) != 0) & (plen > hlen))
+    # the payload as sent (the capture may end at the RTP header)
+    sent = np.maximum(frames.payload_sent[rows].astype(np.int64), plen)
+    pad = np.zeros(rows.shape[0], np.int64)  # padding is known only when captured
+    pi = np.flatnonzero(ok & ((b0 & 0x20) != 0) & (plen > hlen) & (sent == plen))
     pad[pi] = _u(data, off[pi] + plen[pi] - 1)
-    body = plen - hlen - pad
+    body = sent - hlen - pad
     ok &= body >= 0
     k = np.flatnonzero(ok)
     h = hdr[k]
@@ -71,6 +76,7 @@ def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:
         ssrc=h[:, 8:12].copy().view(">u4")[:, 0].astype(np.int64),
         payload_len=body[k],
         payload_at=off[k] + hlen[k],
+        payload_captured=np.minimum(plen[k] - hlen[k], body[k]),
     )
 
 
@@ -87,7 +93,7 @@ def parse_udptl(frames: Frames, rows: I64) -> RtpHeaders:
         rows=rows, marker=np.zeros(n, bool), pt=np.full(n, UDPTL_PT, np.int64),
         seq=(_u(data, off) << 8) | _u(data, off + 1), ts=np.zeros(n, np.int64),
         ssrc=np.zeros(n, np.int64), payload_len=frames.payload_len[rows].astype(np.int64) - 2,
-        payload_at=off + 2,
+        payload_at=off + 2, payload_captured=frames.payload_len[rows].astype(np.int64) - 2,
     )
 
 

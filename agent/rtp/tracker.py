@@ -46,7 +46,9 @@ packet; a lazy heap, re-armed when a stream turned out to be busy), `expire`
 ends what is due. A candidate idle longer than the timeout is forgotten when
 its next packet arrives (and swept by `expire`), so what a packet does never
 depends on when a sweep ran. Tables keyed by the network (candidates, streams)
-are capped; the least recently seen entry is evicted and counted. `close` ends
+are capped; the least recently seen entry is evicted and counted, found in O(log n)
+(the candidates' insertion order, the streams' idle heap); idle candidates are found
+by a heap of their last packet times (`agent.lazyheap`): nothing scans a table. `close` ends
 streams on demand (their call ended), `snapshot` reads one without ending it.
 """
 
@@ -65,6 +67,7 @@ import numpy.typing as npt
 from agent.capture.points import point_id, point_name
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_UDP, Frames
+from agent.lazyheap import LazyHeap
 from agent.media.description import MAX_EVENT_PAYLOAD_BYTES, UNSIGNALLED_EVENT_PAYLOAD_BYTES
 from agent.media.payloads import (
     DYNAMIC_PT_MIN,
@@ -146,6 +149,7 @@ class _Candidate:
     last_seen: float
     announced: EndpointMedia | None  # what the SDP said: no probation
     valid: bool = False  # a stream: held only until its clock can be judged
+    serial: int = -1  # its live entry in the candidates' idle heap
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,8 @@ class StreamTracker:
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
         self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()  # + point
         self._cands: dict[Key, _Candidate] = {}  # least recently fed first
+        # (last seen, serial, key): finds idle candidates without a scan
+        self._cand_idle: LazyHeap[float, Key] = LazyHeap(self._cand_entry)
         # Lazy idle timers: (deadline, serial, key); re-armed when the stream was busy.
         self._idle: list[tuple[float, int, Key]] = []
         self._serial = itertools.count()
@@ -295,7 +301,8 @@ class StreamTracker:
         # an event's length, for some stream: 4 bytes, or 4 + an SRTP MKI and tag
         evcand = ((h.pt >= DYNAMIC_PT_MIN) & (h.payload_len >= 4)
                   & (h.payload_len <= MAX_EVENT_PAYLOAD_BYTES))
-        plain = evcand & (h.payload_len == 4)  # plain RTP: its event can be read
+        # plain RTP whose event the capture holds (live, the kernel keeps no payload)
+        plain = evcand & (h.payload_len == 4) & (h.payload_captured >= 2)
         if plain.any():
             at = h.payload_at[plain] + 1
             evcand[plain] = (frames.data[at] & 0x40) == 0  # RFC 4733 §2.3: R bit is zero
@@ -392,7 +399,9 @@ class StreamTracker:
                 decided = max(decided, window)
                 return _Opening(key, cols, announced, window, decided,
                                 min(max(decided - 1 - held, 0), len(rows) - 1))
-        self._cands[key] = _Candidate(cols, float(cols.arrival_s[-1]), announced, valid)
+        last = float(cols.arrival_s[-1])
+        self._cands[key] = cand = _Candidate(cols, last, announced, valid)
+        cand.serial = self._cand_idle.push(last, key, len(self._cands))
         if len(self._cands) > self.config.max_candidates:
             del self._cands[next(iter(self._cands))]  # least recently fed
             self.counters.candidates_evicted += 1
@@ -486,8 +495,9 @@ class StreamTracker:
                   out: FeedResult, window: int | None = None, decided: int | None = None
                   ) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
-            victim = min(self._sid.values(), key=lambda s: float(self.stats.s["last_ts"][s]))
-            out.ended.append(self._close(victim))
+            # the least recently seen: the idle heap's front, once refreshed (O(log n))
+            self.next_deadline()
+            out.ended.append(self._close(self._sid[self._idle[0][2]]))
             self.counters.streams_evicted += 1
         described = announced
         if described is None:  # an answer may have come while the candidate was held
@@ -586,7 +596,10 @@ class StreamTracker:
             out.append(self._close(self._sid[key]))
             self.counters.streams_expired += 1
         limit = now - self.config.idle_timeout_s
-        idle = [k for k, c in self._cands.items() if c.last_seen < limit]
+        idle: list[Key] = []
+        while (top := self._cand_idle.peek()) is not None and top[0] < limit:
+            self._cand_idle.pop()
+            idle.append(top[2])
         for key in sorted(idle, key=self._held_since):  # not the table's order: batching
             if self._cands[key].valid:  # a stream (SDP said so, or probation): never dropped
                 out.extend(self._flush(key))
@@ -594,6 +607,10 @@ class StreamTracker:
                 del self._cands[key]
                 self.counters.candidates_expired += 1
         return out
+
+    def _cand_entry(self, entry: tuple[float, int, Key]) -> bool:
+        cand = self._cands.get(entry[2])
+        return cand is not None and cand.serial == entry[1]
 
     def _held_since(self, key: Key) -> tuple[float, Key]:
         return float(self._cands[key].cols.arrival_s[0]), key
@@ -648,6 +665,7 @@ class StreamTracker:
         out.extend(self._close(sid) for sid in list(self._sid.values()))
         self.counters.candidates_unvalidated += len(self._cands)
         self._cands.clear()
+        self._cand_idle.clear()
         self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
 

@@ -52,6 +52,15 @@ from agent.sip.sdp import parse_sdp
 
 MAX_DEDUP_KEYS = 256  # per dialog; a call's distinct transactions rarely exceed a few dozen
 MAX_MEDIA = 64  # SDP bodies kept per dialog (the newest); bounds a re-INVITE loop
+MAX_MEDIA_BYTES = 64 * 1024  # ... and their bytes (the newest one is always kept)
+# Methods counted by name; anything else is "OTHER" so counter keys stay bounded
+# (DESIGN.md rule 6: the network does not choose label values or keys).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
+        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
 MAX_EARLY_TAGS = 32  # distinct To-tags remembered for forking
 
 
@@ -156,6 +165,7 @@ class Dialog:
         "_dedup",
         "_early_tags",
         "_invite_cseq",
+        "_media_sizes",
         "answer_ts",
         "bye_side",
         "bye_ts",
@@ -175,6 +185,7 @@ class Dialog:
         "invite_ts",
         "last_ts",
         "media",
+        "media_bytes",
         "media_dropped",
         "requests",
         "responses",
@@ -211,6 +222,8 @@ class Dialog:
         self.end_reason: EndReason | None = None
         self.media: list[MediaSdp] = []
         self.media_dropped = 0
+        self.media_bytes = 0  # SDP bytes of `media`
+        self._media_sizes: list[int] = []  # per entry of `media`
         self.dscp: dict[int, int] = {}
         self.requests: dict[str, int] = {}
         self.responses: dict[int, int] = {}
@@ -356,14 +369,23 @@ class Dialog:
             self.sdp_errors += 1
             return False
         self.media.append(MediaSdp(ts, self._side(msg), desc.media, src, msg.status_code))
-        if len(self.media) > MAX_MEDIA:
-            del self.media[0]
-            self.media_dropped += 1
+        self._media_sizes.append(len(msg.sdp))
+        self.media_bytes += len(msg.sdp)
+        while len(self.media) > MAX_MEDIA or (self.media_bytes > MAX_MEDIA_BYTES
+                                              and len(self.media) > 1):
+            self.drop_oldest_media()
         return True
+
+    def drop_oldest_media(self) -> None:
+        """Forget the oldest SDP kept (the tracker's byte budget, or the caps above)."""
+        del self.media[0]
+        self.media_bytes -= self._media_sizes.pop(0)
+        self.media_dropped += 1
 
     def _count(self, msg: SipMessage) -> None:
         if msg.is_request:
-            self.requests[msg.method] = self.requests.get(msg.method, 0) + 1
+            method = msg.method if msg.method in KNOWN_METHODS else "OTHER"
+            self.requests[method] = self.requests.get(method, 0) + 1
         elif msg.status_code is not None:
             self.responses[msg.status_code] = self.responses.get(msg.status_code, 0) + 1
 

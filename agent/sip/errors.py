@@ -8,8 +8,18 @@ from __future__ import annotations
 
 
 class SipParseError(ValueError):
-    """A SIP message (RFC 3261 §7) or its stream framing is malformed."""
+    """A SIP message (RFC 3261 §7) or its stream framing is malformed, or exceeds a
+    limit of `agent.sip.limits` (then ``limit`` names it: ``headers``, ...)."""
+
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class SdpParseError(ValueError):
-    """A session description (RFC 4566 §5) is malformed."""
+    """A session description (RFC 4566 §5) is malformed, or exceeds a limit of
+    `agent.sip.limits` (then ``limit`` names it: ``sdp_media`` or ``sdp_bytes``)."""
+
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit

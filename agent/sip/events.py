@@ -26,6 +26,7 @@ class EndReason(StrEnum):
     SESSION_EXPIRED = "session_expired"  # RFC 4028 session timer ran out with no refresh
     SHUTDOWN = "shutdown"  # the probe stopped (SIGTERM) mid-call
     CAPTURE_END = "capture_end"  # `analyze`: the capture ended mid-call (truncated, not ended)
+    EVICTED = "evicted"  # a full table (dialogs or calls) ended it early: its record is made
 
 
 class Side(StrEnum):

@@ -28,6 +28,10 @@ Framing of stream transports is by Content-Length (§18.3, mandatory there);
 the buffer they consumed, and refuses headers longer than `MAX_HEADER_BYTES`
 or bodies longer than `MAX_BODY_BYTES` so a lying peer cannot make the
 reassembler buffer without bound.
+
+Work per message is bounded (`agent.sip.limits`): header section size, header
+count and field length, Content-Length, multipart nesting and the SDP's size and
+m= sections; past one the message is refused with `SipParseError.limit` naming it.
 """
 
 from __future__ import annotations
@@ -48,10 +52,10 @@ from agent.sip.headers import (
     parse_params,
     parse_via,
 )
+from agent.sip.limits import DEFAULT_LIMITS, MessageLimits
 
-MAX_HEADER_BYTES = 64 * 1024  # start line + header fields, before the empty line
+MAX_HEADER_BYTES = DEFAULT_LIMITS.max_header_bytes  # start line + fields, before the empty line
 MAX_BODY_BYTES = 1024 * 1024  # Content-Length accepted on stream transports
-_MAX_MULTIPART_DEPTH = 3
 
 _HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE_RE = re.compile(r"SIP/2\.0[ \t]+([1-6][0-9][0-9])(?:[ \t]+(.*))?\Z", re.IGNORECASE)
@@ -131,7 +135,7 @@ class SipMessage:
         return tuple(parse_via(v) for v in self.headers.get_all("Via"))
 
 
-def looks_like_sip(payload: bytes) -> bool:
+def looks_like_sip(payload: bytes | bytearray) -> bool:
     """Cheap sniff: does this payload start like a SIP request or response?
 
     Matches `SIP/2.0 NNN` or `METHOD SP Request-URI SP SIP/2.0` on the first
@@ -149,7 +153,7 @@ def is_keepalive(payload: bytes) -> bool:
     return bool(payload) and (payload.strip(b"\r\n") == b"" or payload.strip(b"\x00") == b"")
 
 
-def parse_message(data: bytes) -> SipMessage:
+def parse_message(data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> SipMessage:
     """Parse one complete SIP message (a datagram or a range from `split_stream`).
 
     Without Content-Length the body is the rest of the datagram (RFC 3261
@@ -160,17 +164,23 @@ def parse_message(data: bytes) -> SipMessage:
     start = _skip_crlf(data, 0)
     if start >= len(data):
         raise SipParseError("empty message")
-    match = _HEADER_END_RE.search(data, start, start + MAX_HEADER_BYTES + 4)
+    cap = limits.max_header_bytes
+    match = _HEADER_END_RE.search(data, start, start + cap + 4)
+    if match is not None and match.start() - start > cap:
+        match = None
     if match is not None:
         head_end, body_start = match.start(), match.end()
-    elif len(data) - start > MAX_HEADER_BYTES:
-        raise SipParseError("header section exceeds MAX_HEADER_BYTES")
+    elif len(data) - start > cap:
+        raise SipParseError("header section exceeds max_header_bytes", "header_bytes")
     else:  # body-less datagram without the final empty line
         head_end = body_start = len(data)
     lines = _split_lines(data[start:head_end].decode("utf-8", errors="replace"))
     is_request, method, uri, code, reason = _parse_start_line(lines[0])
-    headers = parse_header_lines(lines[1:])
+    headers = parse_header_lines(lines[1:], limits)
     content_length = _content_length(headers)
+    if content_length is not None and content_length > limits.max_content_length:
+        raise SipParseError(f"Content-Length {content_length} exceeds max_content_length",
+                            "content_length")
     lenient = False
     if content_length is None:
         body = data[body_start:]
@@ -181,7 +191,7 @@ def parse_message(data: bytes) -> SipMessage:
                 raise SipParseError(f"body truncated: {len(body)} of {content_length} bytes")
             lenient = True
     return _build(is_request, method, uri, code, reason, headers, body, content_length,
-                  lenient)
+                  lenient, limits)
 
 
 def split_stream(
@@ -199,31 +209,50 @@ def split_stream(
     bad or over-large Content-Length: the stream cannot be resynchronised and
     the caller should drop it.
     """
+    ranges, consumed, _ = split_stream_from(buffer, 0, max_header_bytes, max_body_bytes)
+    return ranges, consumed
+
+
+def split_stream_from(
+    buffer: bytes | bytearray,
+    scanned: int,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> tuple[list[tuple[int, int]], int, int]:
+    """`split_stream` for a buffer that grows: the first ``scanned`` bytes were searched
+    for the end of the pending message's header before and are not again, so a
+    stream that delivers a header in many segments costs time linear in its bytes.
+    Returns (ranges, consumed, scanned): the new ``scanned`` for the next call, relative
+    to the buffer after ``consumed`` bytes are dropped."""
     ranges: list[tuple[int, int]] = []
     pos = 0
     size = len(buffer)
     while True:
         pos = _skip_crlf(buffer, pos)
         if pos >= size:
-            return ranges, pos
-        match = _HEADER_END_RE.search(buffer, pos, min(size, pos + max_header_bytes + 4))
+            return ranges, pos, 0
+        begin = max(pos, scanned - 3) if not ranges else pos  # "\r\n\r\n" may straddle
+        match = _HEADER_END_RE.search(buffer, begin, min(size, pos + max_header_bytes + 4))
         if match is None:
             if size - pos > max_header_bytes:
-                raise SipParseError("header section exceeds the stream cap")
-            return ranges, pos
-        length = _framing_content_length(buffer[pos : match.start()])
+                raise SipParseError("header section exceeds the stream cap", "header_bytes")
+            return ranges, pos, size - pos
+        length = _framing_content_length(bytes(buffer[pos : match.start()]))
         if length > max_body_bytes:
-            raise SipParseError(f"Content-Length {length} exceeds the stream cap")
+            raise SipParseError(f"Content-Length {length} exceeds the stream cap",
+                                "content_length")
         end = match.end() + length
         if end > size:
-            return ranges, pos
+            return ranges, pos, match.start() - pos
         ranges.append((pos, end))
         pos = end
 
 
-def parse_header_lines(lines: list[str]) -> Headers:
+def parse_header_lines(lines: list[str], limits: MessageLimits = DEFAULT_LIMITS) -> Headers:
     """Header field lines (no start line) -> `Headers`; unfolds continuation lines
-    (RFC 3261 §7.3.1: a line starting with SP or HT continues the previous one)."""
+    (RFC 3261 §7.3.1: a line starting with SP or HT continues the previous one).
+    More than ``limits.max_headers`` fields, or one longer than
+    ``limits.max_header_line_bytes``, is refused."""
     fields: list[list[str]] = []
     for line in lines:
         if not line:
@@ -232,7 +261,15 @@ def parse_header_lines(lines: list[str]) -> Headers:
             if not fields:
                 raise SipParseError("continuation line before the first header")
             fields[-1][1] = f"{fields[-1][1]} {line.strip()}".strip()
+            if len(fields[-1][1]) > limits.max_header_line_bytes:
+                raise SipParseError("header field exceeds max_header_line_bytes",
+                                    "header_line_bytes")
             continue
+        if len(line) > limits.max_header_line_bytes:
+            raise SipParseError("header field exceeds max_header_line_bytes",
+                                "header_line_bytes")
+        if len(fields) >= limits.max_headers:
+            raise SipParseError("more header fields than max_headers", "headers")
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not is_token(name):
@@ -241,7 +278,7 @@ def parse_header_lines(lines: list[str]) -> Headers:
     return Headers(tuple((name, value) for name, value in fields))
 
 
-def _skip_crlf(data: bytes, pos: int) -> int:
+def _skip_crlf(data: bytes | bytearray, pos: int) -> int:
     # RFC 3261 §7.5: CRLFs before a start line are ignored on streams.
     size = len(data)
     while pos < size and data[pos] in (0x0D, 0x0A):
@@ -313,9 +350,13 @@ def _build(
     body: bytes,
     content_length: int | None,
     body_length_lenient: bool = False,
+    limits: MessageLimits = DEFAULT_LIMITS,
 ) -> SipMessage:
     cseq = parse_cseq(_required(headers, "CSeq"))
     top = headers.get("Via")
+    sdp = _sdp_part(headers.get("Content-Type"), body, 0, limits) if body else None
+    if sdp is not None:
+        _check_sdp(sdp, limits)
     return SipMessage(
         is_request=is_request,
         method=method if is_request else cseq.method,
@@ -330,7 +371,7 @@ def _build(
         to_addr=parse_name_addr(_required(headers, "To")),
         top_via=parse_via(top) if top is not None else None,
         content_length=content_length,
-        sdp=find_sdp(headers.get("Content-Type"), body) if body else None,
+        sdp=sdp,
         body_length_lenient=body_length_lenient,
     )
 
@@ -342,24 +383,51 @@ def _media_type(content_type: str | None) -> str | None:
     return media or None
 
 
-def find_sdp(content_type: str | None, body: bytes, depth: int = 0) -> bytes | None:
+def find_sdp(content_type: str | None, body: bytes) -> bytes | None:
     """The application/sdp body, directly or inside multipart/* (RFC 2046 §5.1,
     RFC 5621). Malformed multipart yields None rather than an error: the
-    message itself is still valid signalling."""
+    message itself is still valid signalling; so does multipart nested deeper than
+    the default limit (`parse_message` refuses such a message)."""
+    try:
+        return _sdp_part(content_type, body, 0, DEFAULT_LIMITS)
+    except SipParseError:
+        return None
+
+
+def _sdp_part(content_type: str | None, body: bytes, depth: int, limits: MessageLimits
+              ) -> bytes | None:
+    """`find_sdp`, raising `SipParseError` (limit ``multipart_depth``) for multipart
+    nested deeper than ``limits.max_multipart_depth``."""
     media = _media_type(content_type)
     if media == "application/sdp":
         return body
-    if media is None or not media.startswith("multipart/") or depth >= _MAX_MULTIPART_DEPTH:
+    if media is None or not media.startswith("multipart/"):
         return None
+    if depth >= limits.max_multipart_depth:
+        raise SipParseError("multipart nested deeper than max_multipart_depth",
+                            "multipart_depth")
     boundary = _boundary(content_type or "")
     if boundary is None:
         return None
     for part in _multipart_parts(body, boundary):
         part_type, part_body = _split_part(part)
-        found = find_sdp(part_type, part_body, depth + 1)
+        found = _sdp_part(part_type, part_body, depth + 1, limits)
         if found is not None:
             return found
     return None
+
+
+def _check_sdp(sdp: bytes, limits: MessageLimits) -> None:
+    """Refuse an SDP body beyond the size or m= section limits (counted, not parsed)."""
+    if len(sdp) > limits.max_sdp_bytes:
+        raise SipParseError("SDP exceeds max_sdp_bytes", "sdp_bytes")
+    if sdp_media_sections(sdp) > limits.max_sdp_media:
+        raise SipParseError("SDP has more m= sections than max_sdp_media", "sdp_media")
+
+
+def sdp_media_sections(sdp: bytes) -> int:
+    """m= lines of an SDP body (RFC 4566 §5.14), counted without parsing it."""
+    return sdp.count(b"\nm=") + sdp.startswith(b"m=")
 
 
 def _boundary(content_type: str) -> bytes | None:

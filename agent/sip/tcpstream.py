@@ -43,7 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.sip.errors import SipParseError
-from agent.sip.message import looks_like_sip, split_stream
+from agent.sip.limits import DEFAULT_LIMITS, MessageLimits
+from agent.sip.message import looks_like_sip, split_stream_from
 
 StreamKey = tuple[int, ...]  # src_hi, src_lo, sport, dst_hi, dst_lo, dport[, observation point]
 
@@ -81,13 +82,15 @@ class _Stream:
         "next_seq",
         "not_sip",
         "pending",
+        "scanned",
         "skipped",
         "sniffed",
     )
 
     def __init__(self, next_seq: int, ts: float, need_sync: bool) -> None:
         self.next_seq = next_seq
-        self.buf = b""  # bytes after the last complete message, in sequence order
+        self.buf = bytearray()  # bytes after the last complete message, in sequence order
+        self.scanned = 0  # of them, searched for the pending header's end already
         self.pending: dict[int, bytes] = {}  # out-of-order segments by sequence number
         self.last_ts = ts
         self.sniffed = False  # the first bytes were checked to look like SIP
@@ -117,7 +120,9 @@ class SipTcpReassembler:
         idle_timeout_s: float = 300.0,
         max_pending_segments: int = 32,
         max_sync_segments: int = 64,
+        limits: MessageLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         self.max_streams = max_streams
         self.max_buffer_bytes = max_buffer_bytes
         self.max_total_bytes = max_total_bytes
@@ -252,14 +257,16 @@ class SipTcpReassembler:
         if not stream.sniffed and not self._sniff(stream):
             return []
         try:
-            ranges, consumed = split_stream(stream.buf, max_body_bytes=self.max_buffer_bytes)
+            ranges, consumed, stream.scanned = split_stream_from(
+                stream.buf, stream.scanned, self.limits.max_header_bytes,
+                min(self.max_buffer_bytes, self.limits.max_content_length))
         except SipParseError:
             self.counters.oversize += 1  # header or Content-Length beyond the caps
             self._resync(stream)
             return []
-        out = [stream.buf[start:end] for start, end in ranges]
+        out = [bytes(stream.buf[start:end]) for start, end in ranges]
         if consumed:
-            stream.buf = stream.buf[consumed:]
+            del stream.buf[:consumed]
             self._bytes -= consumed
         self.counters.messages += len(out)
         return out
@@ -283,7 +290,7 @@ class SipTcpReassembler:
         head = stream.buf.lstrip(b"\r\n")
         if len(head) < len(stream.buf):  # keep-alives before the first message: drop them
             self._bytes -= len(stream.buf) - len(head)
-            stream.buf = head
+            stream.buf = bytearray(head)
         if not head or (b"\n" not in head[:_SNIFF_BYTES] and len(head) < _SNIFF_BYTES):
             return False  # keep-alives only, or the first line is not complete yet
         if looks_like_sip(head):
@@ -301,7 +308,8 @@ class SipTcpReassembler:
 
     def _drop_data(self, stream: _Stream) -> None:
         self._bytes -= stream.held
-        stream.buf = b""
+        stream.buf = bytearray()
+        stream.scanned = 0
         stream.pending.clear()
 
     def _close(self, key: StreamKey) -> int:

@@ -36,9 +36,10 @@ flows, and it calls `end`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
-from agent.sip.dialog import Dialog, State
+from agent.sip.dialog import KNOWN_METHODS, Dialog, State
 from agent.sip.events import (
     CallSignalling,
     DialogEnded,
@@ -52,14 +53,6 @@ from agent.sip.events import (
 from agent.sip.message import SipMessage
 from agent.sip.vqreport import VqReportError, is_vq_report, parse_report
 
-# Methods counted by name; anything else is "OTHER" so counter keys stay bounded
-# (DESIGN.md rule 6: the network does not choose label values).
-KNOWN_METHODS = frozenset(
-    {
-        "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
-        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
-    }
-)  # fmt: skip
 # Methods that only exist inside an INVITE dialog: without one they are orphans.
 _CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO"})
 # RFC 6035 §3: reports travel in PUBLISH (to a collector) or NOTIFY (to a subscriber)
@@ -78,7 +71,8 @@ class SipTrackerCounters:
     dialogs_started: int = 0
     dialogs_ended: int = 0
     dialogs_timed_out: int = 0  # no final response (setup timeout)
-    dialogs_evicted: int = 0  # table full: a live dialog was ended early
+    dialogs_evicted: int = 0  # table full (count or SDP bytes): a live dialog ended early
+    sdp_dropped: int = 0  # old SDPs a dialog forgot (per-dialog caps or the byte budget)
     retransmissions: int = 0  # inside dialogs (requests and responses)
     orphan_requests: int = 0  # call-only requests (BYE, ACK, re-INVITE ...) of no known dialog
     orphan_responses: int = 0  # responses to call-only methods of no known dialog
@@ -104,10 +98,13 @@ class SipTracker:
         max_dialogs: int = 50_000,
         setup_timeout_s: float = 180.0,
         ended_linger_s: float = 32.0,
+        max_sdp_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         if max_dialogs < 1:
             raise ValueError("max_dialogs must be positive")
         self.max_dialogs = max_dialogs
+        self.max_sdp_bytes = max_sdp_bytes
+        self._sdp_bytes = 0  # SDP bytes the dialogs keep, all together
         self.setup_timeout_s = setup_timeout_s
         self.ended_linger_s = ended_linger_s
         self.counters = SipTrackerCounters()
@@ -122,6 +119,11 @@ class SipTracker:
 
     def __len__(self) -> int:
         return len(self._dialogs)
+
+    @property
+    def sdp_bytes(self) -> int:
+        """SDP bytes the dialogs keep (at most ``max_sdp_bytes`` after every feed)."""
+        return self._sdp_bytes
 
     # -- input ---------------------------------------------------------------
 
@@ -142,7 +144,10 @@ class SipTracker:
         if dialog is None:
             return self._start(msg, src, dst, ts, dscp, transport)
         before = (dialog.state, dialog.unexpected, dialog.sdp_errors)
+        held, dropped = dialog.media_bytes, dialog.media_dropped
         outcome = dialog.handle(msg, src, ts, dscp)
+        self._sdp_bytes += dialog.media_bytes - held
+        self.counters.sdp_dropped += dialog.media_dropped - dropped
         if outcome.duplicate:
             self.counters.retransmissions += 1
             return []
@@ -150,7 +155,7 @@ class SipTracker:
         self.counters.sdp_errors += dialog.sdp_errors - before[2]
         if dialog.state is not State.ENDED:
             self._place(dialog, before[0])
-        events: list[SipEvent | QualityReported] = []
+        events: list[SipEvent | QualityReported] = [*self._shed_sdp(dialog)]
         if outcome.new_media or outcome.ended:
             call = dialog.snapshot()
             if outcome.new_media:
@@ -198,7 +203,7 @@ class SipTracker:
             if ended_at + self.ended_linger_s > now:
                 break
             del self._ended[call_id]
-            del self._dialogs[call_id]
+            self._remove(call_id)
         return events
 
     def end(
@@ -280,29 +285,58 @@ class SipTracker:
         self.counters.sdp_errors += dialog.sdp_errors
         self._dialogs[msg.call_id] = dialog
         self._setup[msg.call_id] = None
+        self._sdp_bytes += dialog.media_bytes
         self.counters.dialogs_started += 1
+        events.extend(self._shed_sdp(dialog))
         events.append(DialogStarted(dialog.snapshot()))
         return events
 
+    def _shed_sdp(self, keep: Dialog) -> list[SipEvent]:
+        """Keep the dialogs' SDP under ``max_sdp_bytes``: other dialogs go in eviction
+        order (`_evict_one`); then ``keep`` forgets its own oldest SDPs."""
+        events: list[SipEvent] = []
+        while self._sdp_bytes > self.max_sdp_bytes and len(self._dialogs) > 1:
+            events.extend(self._evict_one(skip=keep.call_id))
+        while self._sdp_bytes > self.max_sdp_bytes and len(keep.media) > 1:
+            size = keep.media_bytes
+            keep.drop_oldest_media()
+            self._sdp_bytes -= size - keep.media_bytes
+            self.counters.sdp_dropped += 1
+        return events
+
+    def _remove(self, call_id: str) -> Dialog:
+        dialog = self._dialogs.pop(call_id)
+        self._sdp_bytes -= dialog.media_bytes
+        return dialog
+
     def _make_room(self, now: float) -> list[SipEvent]:
-        """Evict until a new dialog fits: finished ones, then stalled set-ups,
-        then challenged/terminating, then (last resort) the stalest confirmed call."""
+        """Evict until a new dialog fits (`_evict_one`)."""
         events: list[SipEvent] = []
         while len(self._dialogs) >= self.max_dialogs:
-            if self._ended:
-                call_id = next(iter(self._ended))
-                del self._ended[call_id]
-                del self._dialogs[call_id]
-                continue
-            bucket = self._setup or self._closing or self._confirmed
-            call_id = next(iter(bucket))
-            dialog = self._dialogs.pop(call_id)
-            del bucket[call_id]
-            dialog.end(EndReason.TIMED_OUT, dialog.last_ts)
-            self.counters.dialogs_evicted += 1
-            self.counters.dialogs_ended += 1
-            events.append(DialogEnded(dialog.snapshot()))
+            events.extend(self._evict_one())
         return events
+
+    def _evict_one(self, skip: str | None = None) -> list[SipEvent]:
+        """Forget one dialog, O(1): a finished one, else the stalest stalled set-up, then
+        challenged/terminating, then (last resort) the stalest confirmed call; never
+        ``skip``. A live one ends with reason ``evicted`` (`DialogEnded`, counted)."""
+        ended = [c for c in itertools.islice(self._ended, 2) if c != skip]
+        if ended:
+            del self._ended[ended[0]]
+            self._remove(ended[0])
+            return []
+        for bucket in (self._setup, self._closing, self._confirmed):
+            call_id = next((c for c in itertools.islice(bucket, 2) if c != skip), None)
+            if call_id is not None:
+                break
+        else:
+            raise AssertionError("no dialog to evict")  # the callers check the sizes
+        dialog = self._remove(call_id)
+        del bucket[call_id]
+        dialog.end(EndReason.EVICTED, dialog.last_ts)
+        self.counters.dialogs_evicted += 1
+        self.counters.dialogs_ended += 1
+        return [DialogEnded(dialog.snapshot())]
 
     def _ended_event(
         self, dialog: Dialog, before: State, now: float, call: CallSignalling

@@ -9,6 +9,7 @@ from agent.calls.table import CallTable
 from agent.config import Config, config_from_mapping
 from agent.quality.model import DirectionInput, compute_quality
 from agent.rtcp.monitor import RtcpMonitor
+from agent.rtp.model import StreamStats
 from agent.sip.events import DialogEnded, DialogStarted
 
 CALLER, CALLEE = ("198.18.7.1", 16000), ("198.19.8.2", 20000)
@@ -124,3 +125,36 @@ def test_event_only_stream_rides_with_the_media_of_its_five_tuple() -> None:
     assert len(r.directions) == 2
     a, b = r.directions
     assert [e["ssrc"] for e in a.event_streams] == [3] and b.event_streams == []
+
+
+def test_inbound_media_is_judged_at_the_point_nearest_the_provider() -> None:
+    """The gateway seen on both sides: the provider's media arrives clean on the WAN
+    point and the gateway drops 10 % before the LAN point. The provider's SLA verdict
+    counts only what the provider delivered; the LAN loss is in the record, between the
+    points. Outbound media lost inside the gateway is still judged where it leaves."""
+    from dataclasses import replace
+
+    cfg = config_from_mapping({"sla": {
+        "local_networks": ["198.18.0.0/16"],
+        "profiles": {"default": {"max_loss_ratio": 0.01}}, "default_profile": "default"}})
+
+    def at(s: StreamStats, point: str, dt: float, lost: int) -> StreamStats:
+        return replace(s, key=replace(s.key, point=point), packets=s.packets - lost,
+                       lost=lost, first_ts=s.first_ts + dt, last_ts=s.last_ts + dt)
+
+    t = table(cfg)
+    t.on_sip(DialogEnded(call()))
+    inbound, outbound = stream(CALLEE, CALLER, 2), stream(CALLER, CALLEE, 1)
+    t.stream_ended(at(inbound, "wan", 0.0, 0), T0)
+    t.stream_ended(at(inbound, "lan", 0.0002, 150), T0)
+    t.stream_ended(at(outbound, "lan", 0.0, 0), T0)
+    t.stream_ended(at(outbound, "wan", 0.0002, 150), T0)
+    r = t.take("c1@test")
+    by = {d.direction: d for d in r.directions}
+    assert set(by) == {"inbound", "outbound"}
+    assert (by["inbound"].point, by["inbound"].stream["lost"]) == ("wan", 0)
+    assert by["inbound"].sla.verdict == "met"
+    assert [(h.upstream, h.downstream, h.lost) for h in by["inbound"].loss_between_points] \
+        == [("wan", "lan", 150)]
+    assert (by["outbound"].point, by["outbound"].stream["lost"]) == ("wan", 150)
+    assert {v.threshold for v in by["outbound"].sla.violations} == {"max_loss_ratio"}

@@ -169,8 +169,8 @@ def test_capture_burst_truncates_media_keeps_sip(veth: Veth) -> None:
     assert len(rtp_caplen) == N_RTP
     assert len(sip_frames) == N_SIP
     # caplen counts from the first byte of the Ethernet header: the kernel filter
-    # returned 128 for media, so 14 + 20 + 8 + 86 bytes of RTP survive (header + 74).
-    assert set(rtp_caplen) == {128}
+    # keeps media up to the end of its RTP header (12 bytes, no CSRC): no audio byte.
+    assert set(rtp_caplen) == {ETH + IP4 + UDP + 12}
     assert set(rtp_wirelen) == {ETH + IP4 + UDP + RTP_PAYLOAD}
     for caplen, wirelen, frame in sip_frames:
         assert caplen == wirelen == ETH + IP4 + UDP + SIP_PAYLOAD
@@ -208,7 +208,7 @@ def test_interface_deleted_mid_capture_keeps_running(veth: Veth) -> None:
         assert st[veth.cap].packets >= 51  # counted before it went away
         assert st["lo"].up is True
         assert veth.cap not in [n for n in src.interfaces if st[n].up]
-        # it does not exist: retries back off (1 s, 2 s, 4 s ...) without raising
+        # it does not exist: looked for again every second, without raising
         src.poll(0.0, now=t + 1.5)
         src.poll(0.0, now=t + 4.0)
         assert src.stats()[veth.cap].up is False
@@ -248,6 +248,26 @@ def test_missing_interface_at_start_is_retried(root: None) -> None:
         assert src.filenos() == [] and src.fileno() == -1
 
 
+def test_missing_interface_is_looked_for_every_second_and_says_why(root: None) -> None:
+    name = f"vph{os.getpid() % 100000}"
+    with AfPacketSource([name], now=0.0) as src:
+        for k in range(1, 120):  # two minutes missing: no backoff grows meanwhile
+            src.poll(0.0, now=float(k))
+        st = src.stats()[name]
+        assert (st.up, st.down_reason) == (False, "no such interface")
+        try:
+            # (a veth pair: not every kernel here has the dummy module)
+            sh("ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p")
+            src.poll(0.0, now=120.0)
+            assert src.stats()[name].down_reason == "interface is down"
+            sh("ip", "link", "set", name, "up")
+            src.poll(0.0, now=121.0)  # found at the next second's look
+            st = src.stats()[name]
+            assert (st.up, st.down_reason, st.reopens) == (True, "", 1)
+        finally:
+            sh("ip", "link", "del", name, check=False)
+
+
 def test_any_interface_sees_loopback(root: None) -> None:
     import socket
 
@@ -278,6 +298,24 @@ INJECT = textwrap.dedent(
 )
 
 
+def _inject(veth: Veth, frames: list[bytes], expect: int,
+            min_wire: int = 0) -> list[tuple[bytes, int]]:
+    """``frames`` injected on the peer: what the ring holds of them, (bytes, wire length),
+    once ``expect`` of at least ``min_wire`` bytes arrived (or after 3 s)."""
+    with AfPacketSource([veth.cap]) as src:
+        subprocess.run(
+            ["ip", "netns", "exec", veth.ns, sys.executable, "-c", INJECT, veth.peer],
+            input="\n".join(f.hex() for f in frames), text=True, check=True, timeout=30,
+        )
+        end = time.monotonic() + 3
+        seen: list[tuple[bytes, int]] = []
+        while time.monotonic() < end and len(seen) < expect:
+            for b in src.poll(0.2):
+                seen += [(b.packet(i), int(b.wirelen[i])) for i in range(len(b))
+                         if int(b.wirelen[i]) >= min_wire]
+    return seen
+
+
 def test_kernel_filter_agrees_with_interpreter(veth: Veth) -> None:
     """Every crafted frame of test_bpf, injected on the peer: the ring holds exactly the
     prefix the interpreter predicts (VLAN tags, taken out of the frame by the kernel on
@@ -286,26 +324,61 @@ def test_kernel_filter_agrees_with_interpreter(veth: Veth) -> None:
     from test_bpf import CASES, PROG, kept
 
     frames = [bytes(pkt) for _, pkt, _ in CASES]
-    want = {f: kept(PROG, f) for f in frames}
-    with AfPacketSource([veth.cap]) as src:
-        subprocess.run(
-            ["ip", "netns", "exec", veth.ns, sys.executable, "-c", INJECT, veth.peer],
-            input="\n".join(f.hex() for f in frames), text=True, check=True, timeout=30,
-        )
-        end = time.monotonic() + 3
-        seen: list[tuple[bytes, int]] = []
-        expect = sum(1 for f in frames if want[f])
-        while time.monotonic() < end and len(seen) < expect:
-            for b in src.poll(0.2):
-                seen += [(b.packet(i), int(b.wirelen[i])) for i in range(len(b))]
+
+    def vlan(f: bytes) -> bool:
+        return f[12:14] in (b"\x81\x00", b"\x88\xa8")
+
+    # the kernel runs the filter on the frame without its (outer) tag
+    want = {f: kept(PROG, f[:12] + f[16:] if vlan(f) else f) for f in frames}
+    seen = _inject(veth, frames, sum(1 for f in frames if want[f]))
     for (name, _, _), f in zip(CASES, frames, strict=True):
         hits = [(p, w) for p, w in seen if w == len(f) and f.startswith(p)]
         if want[f]:
             assert len(hits) == 1, name
-            vlan = f[12:14] in (b"\x81\x00", b"\x88\xa8")
-            assert len(hits[0][0]) == want[f] + (4 if vlan and want[f] < len(f) else 0), name
+            # the tag is put back into what the filter kept
+            assert len(hits[0][0]) == (min(want[f] + 4, len(f)) if vlan(f) else want[f]), name
         else:
             assert not [p for p, w in hits if len(p) > 14], name
+
+
+def test_media_reaches_the_ring_up_to_the_end_of_its_rtp_header(veth: Veth) -> None:
+    """RTP with 0, 1 and 15 CSRCs, with no header extension, an empty one and one of
+    3 words, over IPv4, IPv6 and behind a VLAN tag, injected on the peer: every frame
+    in the ring ends exactly where its RTP header ends (no payload byte reaches user
+    space); SIP and RTCP arrive whole."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet import UDP as UDPLayer
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q, Ether
+    from scapy.packet import Raw
+    from test_bpf import INVITE, RTCP_SR, rtp_header
+
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    nets = {"ipv4": (eth, IP(src=SEND_ADDR, dst=CAP_ADDR), ETH + IP4),
+            "ipv6": (eth, IPv6(src="::1", dst="::1"), ETH + 40),  # loopback addresses only
+            "vlan": (eth / Dot1Q(vlan=42, prio=5), IP(src=SEND_ADDR, dst=CAP_ADDR),
+                     ETH + 4 + IP4)}
+    frames: dict[bytes, tuple[str, int]] = {}  # frame -> (what, bytes the ring must hold)
+    for net, (link, ip, l3_end) in nets.items():
+        for cc in (0, 1, 15):
+            for ext in (None, 0, 3):
+                head = rtp_header(cc=cc, ext_words=ext)
+                f = bytes(link / ip / UDPLayer(sport=40002, dport=40000)
+                          / Raw(head + b"\xd5" * 160))
+                frames[f] = (f"{net} cc={cc} ext={ext}", l3_end + UDP + len(head))
+        for what, l4 in (("sip", UDPLayer(sport=5061, dport=5060) / Raw(INVITE)),
+                         ("rtcp", UDPLayer(sport=40003, dport=40001)
+                          / Raw(RTCP_SR + bytes(64)))):
+            f = bytes(link / ip / l4)
+            frames[f] = (f"{net} {what}", len(f))
+    seen = [(p, w) for p, w in _inject(veth, list(frames), len(frames), min_wire=61)]
+    got = {}
+    for f, (what, _) in frames.items():
+        hits = [p for p, w in seen if w == len(f) and f.startswith(p) and len(p) > 14]
+        assert len(hits) == 1, what
+        got[what] = len(hits[0])
+    assert got == {what: n for what, n in frames.values()}
+    assert all(n < len(f) for f, (what, n) in frames.items() if "cc=" in what)
 
 
 def test_batch_from_scapy_packets() -> None:
@@ -333,7 +406,7 @@ def test_open_live_source_builtin_and_user_filter(veth: Veth) -> None:
         batches = collect(src, 32)
         caps = sorted(int(b.caplen[i]) for b in batches for i in range(len(b))
                       if udp_dport(b, i) in (RTP_PORT, SIP_PORT))
-        assert caps == [128] * 30 + [ETH + IP4 + UDP + SIP_PAYLOAD] * 2
+        assert caps == [ETH + IP4 + UDP + 12] * 30 + [ETH + IP4 + UDP + SIP_PAYLOAD] * 2
     finally:
         src.close()
 

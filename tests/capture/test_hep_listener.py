@@ -189,3 +189,18 @@ def test_tcp_sender_outside_the_allowed_cidrs_is_closed() -> None:
         conn.close()
     finally:
         listener.close()
+
+
+def test_udp_datagrams_the_socket_buffer_had_no_room_for_are_socket_drops() -> None:
+    listener = HepListener("127.0.0.1", 0, ["127.0.0.1/32"], rcvbuf=4096)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for _ in range(300):  # not HEP, and most find the buffer full
+                tx.sendto(b"\0" * 200, ("127.0.0.1", listener.port))
+        while listener.poll(0.05) or listener.counters.datagrams < 1:
+            pass
+        st = listener.stats()[f"hep:{listener.port}"]
+        assert st.socket_drops > 0 and st.packets + st.socket_drops == 300
+        assert st.drops == 300  # the ones received are not HEP; the rest never arrived
+    finally:
+        listener.close()

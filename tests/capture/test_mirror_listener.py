@@ -119,6 +119,21 @@ def test_senders_outside_the_allowed_cidrs_are_dropped_and_counted(
             listener.close()
 
 
+def test_datagrams_the_socket_buffer_had_no_room_for_are_socket_drops(
+        sender: socket.socket) -> None:
+    listener = MirrorListener("tzsp", LOCAL, 0, [LOCAL], rcvbuf=4096)
+    try:
+        for _ in range(300):  # nobody reads meanwhile: most find the buffer full
+            sender.sendto(TZSP_DGRAM, (LOCAL, listener.port))
+        while listener.poll(0.05):
+            pass
+        st = listener.stats()[listener.label]
+        assert st.socket_drops > 0 and st.datagrams + st.socket_drops == 300
+        assert st.drops == st.socket_drops  # nothing else went wrong
+    finally:
+        listener.close()
+
+
 def test_bad_headers_and_other_encapsulations_are_counted_drops(
         sender: socket.socket) -> None:
     tzsp = MirrorListener("tzsp", LOCAL, 0, [LOCAL])

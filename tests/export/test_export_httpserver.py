@@ -222,7 +222,9 @@ def test_500_connections_and_slowloris_do_not_stall_a_scrape_or_another_thread()
         for s in crowd:
             s.close()
         server.stop()
-    assert len(latencies) >= 5 and max(latencies) < 2.0, latencies
+    # generous: a loaded CI machine; a stalled server would not answer for 10 s (the head
+    # deadline) or at all
+    assert len(latencies) >= 5 and max(latencies) < 5.0, latencies
     assert min(progress) > 0, progress
     # the server held at most max_connections: the crowd was evicted, oldest first
     assert stats.evicted >= 500 - ServerLimits().max_connections, stats

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""µs per packet of the engine on issue 12's crafted floods, against a clean capture's.
+
+    .venv/bin/python bench/flood_tables.py                  # the issue's sizes
+    .venv/bin/python bench/flood_tables.py --scale 0.1      # a tenth of each
+    .venv/bin/python bench/flood_tables.py --only invites --json
+
+Each scenario is built in memory from tests/floods.py (raw IPv4 packets), fed to a
+fresh `Engine` in batches of 4096 (as `analyze` does) and finished; it runs in its own
+process so peak RSS (ru_maxrss) is its own. Printed per scenario: packets, µs/packet
+of feeding, seconds to finish, the ratio to the clean capture's µs/packet, peak RSS,
+and the eviction/drop counters that moved. Timings are never asserted in the suite
+(tests/test_tables.py counts operations instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import floods  # noqa: E402
+
+from agent.capture.batch import Batch, LinkType  # noqa: E402
+from agent.engine import Engine  # noqa: E402
+from agent.sip.events import EndReason  # noqa: E402
+
+SCENARIOS = {
+    # name: (builder, issue-size argument)
+    "clean": (lambda n: floods.active_calls(max(1, n // 1000), media_packets=500), 200_000),
+    "rtp_flows": (lambda n: floods.rtp_flows(n), 200_000),
+    "invites": (lambda n: floods.invite_flood(n), 200_000),
+    "big_sdp": (lambda n: floods.big_sdp_reinvites(n, 64), 5_000),
+    "tcp_headers": (lambda n: floods.endless_headers(n, segments=62), 2_000),
+    "finish_calls": (lambda n: floods.active_calls(n), 50_000),
+    "finish_loose": (lambda n: floods.loose_streams(n, packets=5), 8_000),
+}
+
+
+def run(name: str, scale: float) -> dict[str, Any]:
+    make, size = SCENARIOS[name]
+    data, ts = make(max(1, int(size * scale)))
+    engine = Engine()
+    t0 = time.perf_counter()
+    for a in range(0, len(data), 4096):
+        engine.feed(Batch.from_packets(data[a:a + 4096], ts[a:a + 4096], LinkType.RAW))
+    t1 = time.perf_counter()
+    events = engine.finish(EndReason.SHUTDOWN)
+    t2 = time.perf_counter()
+    moved = {k: v for k, v in engine.counters().items() if v and (
+        k.endswith("_evicted") or "_over_" in k or k.endswith("parse_errors")
+        or k.endswith("_expired") or k.endswith("oversize"))}
+    return {"scenario": name, "packets": len(data), "us_per_packet": 1e6 * (t1 - t0) / len(data),
+            "finish_s": t2 - t1, "records": sum(type(e).__name__ == "CallEnded" for e in events),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "counters": moved}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the issue's sizes")
+    p.add_argument("--only", action="append", choices=sorted(SCENARIOS))
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    names = ["clean", *[n for n in (args.only or SCENARIOS) if n != "clean"]]
+    ctx = multiprocessing.get_context("spawn")  # each scenario's RSS is its own
+    results = []
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for name in names:
+            results.append(pool.apply(run, (name, args.scale)))
+    clean = results[0]["us_per_packet"]
+    for r in results:
+        r["vs_clean"] = r["us_per_packet"] / clean
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"{r['scenario']:13s} {r['packets']:>9,} pkts {r['us_per_packet']:8.1f} µs/pkt "
+                  f"({r['vs_clean']:5.1f}x clean)  finish {r['finish_s']:6.2f} s "
+                  f"({r['records']:,} records)  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+                  f"{r['counters']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -95,6 +95,13 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Packets delivered by interface", "pps",
               f"voipprobe:capture_packets:rate5m{{{SITE}}}", "{{site}} {{instance}} {{interface}}",
               "Zero for 10 min fires VoipprobeCaptureSilent (the probe is blind)."),
+        Panel("Capture sources up", "bool_yes_no", f"voipprobe_capture_up{{{SITE}}}",
+              "{{site}} {{instance}} {{interface}}", "0: the interface or listener is "
+              "missing, down or closed (alert VoipprobeCaptureDown).", kind="stat"),
+        Panel("Calls the probe itself lost packets of", "cpm",
+              f"60 * sum by (site, peer) (rate(voipprobe_calls_capture_lossy_total{{{SITE}}}"
+              "[$__rate_interval]))", "{{site}} {{peer}}",
+              "Their figures may be the probe's fault, not the provider's."),
         Panel("Kernel drop ratio by interface", "percentunit",
               f"voipprobe:capture_kernel_drops:ratio_5m{{{SITE}}}",
               "{{site}} {{instance}} {{interface}}",

@@ -82,8 +82,13 @@ def _wrapper_labels(metrics: ProbeMetrics) -> dict[str, tuple[str, ...]]:
 
 
 def _labels(fam: Metric, declared: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The wrapper's label names, else the family's own (`CounterMetricFamily(...,
+    labels=...)` keeps them), else those its samples carry."""
     if fam.name in declared:
         return declared[fam.name]
+    own = getattr(fam, "_labelnames", None)
+    if own is not None:
+        return tuple(own)
     seen: dict[str, None] = {}
     for sample in fam.samples:
         for name in sample.labels:

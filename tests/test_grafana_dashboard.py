@@ -41,7 +41,7 @@ def test_variables_and_panels() -> None:
     rows = [p["title"] for p in panels if p["type"] == "row"]
     assert rows == ["Peers", "Directions", "Codecs", "Probe health"]
     graphs = [p for p in panels if p["type"] != "row"]
-    assert len(graphs) == 21
+    assert len(graphs) == 23
     for p in graphs:
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         assert len(p["targets"]) == 1, p["title"]

@@ -148,6 +148,29 @@ def _start_agent(lab: netlab.Lab, config: Path, iface: str, call_log: Path,
     return agent, base
 
 
+def _start_prometheus(lab: netlab.Lab, workdir: Path, rule_files: tuple[Path, ...] = (),
+                      ) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real ``prometheus`` in R on ``PROM_PORT``, scraping the agent every second (job
+    ``voipprobe``) and evaluating ``rule_files`` every second: (the process, its log)."""
+    prom_dir = workdir / "prom"
+    prom_dir.mkdir()
+    prom_cfg = prom_dir / "prometheus.yml"
+    rules = "".join(f"  - '{path}'\n" for path in rule_files)
+    prom_cfg.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        + (f"rule_files:\n{rules}" if rules else "")
+        + "scrape_configs:\n  - job_name: voipprobe\n    scrape_interval: 1s\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{AGENT_PORT}']\n",
+        encoding="utf-8")
+    prom_log = workdir / "prometheus.log"
+    prom = lab._spawn(
+        lab.ns_r, ["prometheus", f"--config.file={prom_cfg}",
+                   f"--storage.tsdb.path={prom_dir}/data",
+                   f"--web.listen-address=127.0.0.1:{PROM_PORT}"],
+        prom_log, cwd=prom_dir)
+    return prom, prom_log
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[netlab.Lab]:
     _require()
@@ -170,19 +193,7 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     agent, base = _start_agent(lab, config, IFACE, call_log, agent_log)
 
     # A real Prometheus in R, scraping the agent every second while the calls run.
-    prom_dir = tmp_path / "prom"
-    prom_dir.mkdir()
-    prom_cfg = prom_dir / "prometheus.yml"
-    prom_cfg.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: voipprobe\n    scrape_interval: 1s\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{AGENT_PORT}']\n",
-        encoding="utf-8")
-    prom_log = tmp_path / "prometheus.log"
-    prom = lab._spawn(
-        ns, ["prometheus", f"--config.file={prom_cfg}", f"--storage.tsdb.path={prom_dir}/data",
-             f"--web.listen-address=127.0.0.1:{PROM_PORT}"],
-        prom_log, cwd=prom_dir)
+    prom, prom_log = _start_prometheus(lab, tmp_path)
 
     run = lab.run_calls(CALLS)
     assert run.uac_returncode == 0, _log_tail(run.uac_log)

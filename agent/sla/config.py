@@ -29,9 +29,24 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config_text import did_you_mean, yaml_error
+
 DEFAULT_PROFILE = "default"
 OTHER_PEER = "other"  # the peer name of an address no configured peer covers
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # names become metric labels
+
+
+# The built-in ``default`` profile: the shipped default, and what an ``sla`` section
+# that names no profiles judges against.
+DEFAULT_THRESHOLDS: dict[str, Any] = {
+    "min_mos_cq": 3.6,  # G.107 Annex B "some users dissatisfied" floor
+    "max_jitter_ms": 30.0,
+    "max_loss_ratio": 0.01,
+    "max_one_way_delay_ms": 150.0,  # ITU-T G.114 planning limit
+    "media_dscp": [46],  # EF (RFC 4594)
+    "signalling_dscp": [24, 26, 40],  # CS3, AF31, CS5
+    "min_dscp_compliance_ratio": 0.95,
+}
 
 
 class SlaConfigError(ValueError):
@@ -111,7 +126,10 @@ class SlaConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _name_profiles(cls, data: Any) -> Any:
-        """A profile's name is its key under ``profiles``."""
+        """A profile's name is its key under ``profiles``; a section that names no
+        profiles (``sla: {local_networks: [...]}``) keeps the built-in default one."""
+        if isinstance(data, dict) and data.get("profiles") is None:
+            data = {**data, "profiles": {DEFAULT_PROFILE: DEFAULT_THRESHOLDS}}
         if isinstance(data, dict) and isinstance(data.get("profiles"), dict):
             profiles = {
                 key: ({"name": key, **value} if isinstance(value, dict) else value)
@@ -166,17 +184,7 @@ def default_sla_config() -> SlaConfig:
             "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
             "peers": [],
             "default_profile": DEFAULT_PROFILE,
-            "profiles": {
-                DEFAULT_PROFILE: {
-                    "min_mos_cq": 3.6,  # G.107 Annex B "some users dissatisfied" floor
-                    "max_jitter_ms": 30.0,
-                    "max_loss_ratio": 0.01,
-                    "max_one_way_delay_ms": 150.0,  # ITU-T G.114 planning limit
-                    "media_dscp": [46],  # EF (RFC 4594)
-                    "signalling_dscp": [24, 26, 40],  # CS3, AF31, CS5
-                    "min_dscp_compliance_ratio": 0.95,
-                }
-            },
+            "profiles": {DEFAULT_PROFILE: DEFAULT_THRESHOLDS},
         }
     )
 
@@ -189,6 +197,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(msg)
             continue
         path = ".".join(str(part) for part in e["loc"])
+        if e["type"] == "extra_forbidden":
+            hint = did_you_mean(SlaConfig, e["loc"])
+            msg = "unknown setting" + (f"; {hint}" if hint else "")
         lines.append(f"{path}: {msg} (got {e['input']!r})")
     return f"{source}: invalid SLA configuration:\n  " + "\n  ".join(lines)
 
@@ -210,7 +221,7 @@ def parse_sla_config(text: str, source: str = "<string>") -> SlaConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SlaConfigError(f"{source}: not valid YAML: {err}") from None
+        raise SlaConfigError(yaml_error(err, source)) from None
     return sla_config_from_mapping(data, source)
 
 

@@ -96,4 +96,5 @@ def test_bundled_sample_table() -> None:
     proc = run("analyze")
     assert proc.returncode == 0, proc.stderr
     assert "5f1c7e2a9b@198.18.7.10" in proc.stdout and "1 calls" in proc.stdout
-    assert "violated: max_loss_ratio" in proc.stdout
+    assert ("violated: loss_ratio: 0.015 (max 0.01), media_dscp_compliance: 0.91 (min 0.95)"
+            in proc.stdout)

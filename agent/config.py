@@ -296,6 +296,11 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def join_listen(host: str, port: int) -> str:
+    """(host, port) -> ``"HOST:PORT"`` or ``"[V6]:PORT"`` (the inverse of `split_listen`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class CallLogConfig(BaseModel):
     """One record per ended call: to stdout (journald) or a file (reopened on SIGHUP)."""
 

@@ -66,6 +66,7 @@ from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
 from agent.export.webconfig import PLAIN, WebSettings, load_web_config
 from agent.os_errors import StartupError, capture_error, listen_error
+from agent.startup import startup_line
 
 POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
 TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
@@ -525,6 +526,7 @@ def run(
     )
     daemon_ref.append(daemon)
     daemon.install_signal_handlers()
+    print(f"voipprobe: {startup_line(config, web, config_path)}", file=sys.stderr, flush=True)
     try:
         daemon.serve()
     finally:

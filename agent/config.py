@@ -356,16 +356,28 @@ def _format(err: ValidationError, source: str, overrides: Sequence[Override] = (
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
         path = ".".join(str(p) for p in e["loc"])
+        origin = _origin_of(e["loc"], overrides)
+        tail = "" if origin is None else f" [from {origin}]"
+        if e["type"] == "value_error" and isinstance(e["input"], dict) and path:
+            # A section's own cross-field check: its lines name fields inside it.
+            lines.extend(_within(path, problem) + tail for problem in msg.split("\n"))
+            continue
         if e["type"] == "extra_forbidden":
             msg = "unknown setting"
             hint = did_you_mean(Config, e["loc"])
             msg += f"; {hint}" if hint else ""
         line = f"{path}: {msg}" + ("" if "\n" in msg else f" (got {e['input']!r})")
-        origin = _origin_of(e["loc"], overrides)
-        if origin is not None:
-            line += f" [from {origin}]"
-        lines.append(line)
+        lines.append(line + tail)
     return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_RELATIVE_FIELD = re.compile(r"^[a-z_][a-z0-9_.\[\]]*: ")
+
+
+def _within(section: str, problem: str) -> str:
+    """``sla`` + ``default_profile: ...`` -> ``sla.default_profile: ...``."""
+    problem = problem.strip()
+    return f"{section}.{problem}" if _RELATIVE_FIELD.match(problem) else f"{section}: {problem}"
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:

@@ -81,6 +81,23 @@ def test_a_mistyped_key_gets_did_you_mean_with_its_dotted_path(
     assert str(err.value).splitlines()[1:] == ["  " + line]
 
 
+@pytest.mark.parametrize(("data", "line"), [
+    ({"sla": {"default_profile": "gld", "profiles": {"gold": {}}}},
+     "sla.default_profile: 'gld' is not among profiles ['gold']; did you mean 'gold'?"),
+    ({"sla": {"peers": [{"name": "a", "networks": ["1.0.0.0/8"], "profile": "defualt"}]}},
+     "sla.peers.0.profile: 'defualt' is not among profiles ['default']; "
+     "did you mean 'default'?"),
+    ({"capture": {"hep_listeners": [{"port": 9000, "allowed_senders": ["1.1.1.1/32"]}],
+                  "tzsp_listeners": [{"port": 9000, "allowed_senders": ["1.1.1.1/32"]}]}},
+     "capture: hep_listeners[0] and tzsp_listeners[0] both listen on UDP port 9000"),
+])
+def test_a_section_check_names_the_dotted_field_without_dumping_the_section(
+        data: dict[str, object], line: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(data, "test.yaml")
+    assert str(err.value).splitlines()[1:] == ["  " + line]
+
+
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("sla:\n  local_networks: [10.0.0.0/8\n  peers: []\n")

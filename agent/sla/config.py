@@ -13,6 +13,7 @@ not judged.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -151,17 +152,19 @@ class SlaConfig(BaseModel):
     @model_validator(mode="after")
     def _references(self) -> SlaConfig:
         known = sorted(self.profiles)
+
+        def unknown(field: str, name: str) -> str:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"{field}: {name!r} is not among profiles {known}{hint}"
+
         problems = []
         if self.default_profile not in self.profiles:
-            problems.append(
-                f"default_profile: {self.default_profile!r} is not among profiles {known}"
-            )
+            problems.append(unknown("default_profile", self.default_profile))
         names: set[str] = set()
         for i, peer in enumerate(self.peers):
             if peer.profile not in self.profiles:
-                problems.append(
-                    f"peers.{i}.profile: {peer.profile!r} is not among profiles {known}"
-                )
+                problems.append(unknown(f"peers.{i}.profile", peer.profile))
             if peer.name in names:
                 problems.append(f"peers.{i}.name: duplicate peer name {peer.name!r}")
             names.add(peer.name)

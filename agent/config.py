@@ -352,7 +352,7 @@ def _origin_of(loc: Sequence[int | str], overrides: Sequence[Override]) -> str |
 
 
 def _format(err: ValidationError, source: str, overrides: Sequence[Override] = ()) -> str:
-    lines = []
+    lines: list[str] = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
         path = ".".join(str(p) for p in e["loc"])

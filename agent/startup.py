@@ -5,16 +5,28 @@ journal after ``systemctl start`` sees the probe's reach without opening the con
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import Config, join_listen
 from agent.export.webconfig import WebSettings
 
 
-def capture_text(config: Config) -> str:
-    """``capturing on eth0, eth1 (promiscuous); HEP on 0.0.0.0:9060/udp``."""
+def interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def capture_text(config: Config, exists: Callable[[str], bool] = interface_exists) -> str:
+    """``capturing on eth0, eth1 (promiscuous); HEP on 0.0.0.0:9060/udp``; an interface
+    that does not exist (yet) is ``eth9 (absent, waiting for it)``: the ring retries."""
     c = config.capture
-    ifaces = "every interface (any)" if c.interfaces == ["any"] else ", ".join(c.interfaces)
+    ifaces = "every interface (any)" if c.interfaces == ["any"] else ", ".join(
+        n if exists(n) else f"{n} (absent, waiting for it)" for n in c.interfaces)
     parts = [f"capturing on {ifaces}" + (" (promiscuous)" if c.promisc else "")]
     listeners = [
         *(f"HEP on {join_listen(h.address, h.port)}/{h.transport}" for h in c.hep_listeners),
@@ -33,10 +45,11 @@ def metrics_text(config: Config, web: WebSettings) -> str:
             f"({', '.join(how) if how else 'plain HTTP, no authentication'})")
 
 
-def startup_line(config: Config, web: WebSettings, config_path: str | Path | None) -> str:
+def startup_line(config: Config, web: WebSettings, config_path: str | Path | None,
+                 exists: Callable[[str], bool] = interface_exists) -> str:
     """The whole start-up line (without the ``voipprobe:`` prefix)."""
     target = config.call_log.target
     log = "stdout" if target == "-" else target
     source = config_path if config_path is not None else "built-in defaults"
-    return (f"started: {capture_text(config)}; {metrics_text(config, web)}; "
+    return (f"started: {capture_text(config, exists)}; {metrics_text(config, web)}; "
             f"call records ({config.call_log.format}) to {log}; config {source}")

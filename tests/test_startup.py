@@ -45,13 +45,23 @@ def test_interfaces_listeners_and_tls() -> None:
     ctx.verify_mode = ssl.CERT_REQUIRED
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
     web = WebSettings(source="web.yml", ssl_context=ctx, auth=BasicAuth({"prom": hashed}))
-    assert startup_line(cfg, web, "/etc/voipprobe/config.yaml") == (
+    assert startup_line(cfg, web, "/etc/voipprobe/config.yaml", lambda _n: True) == (
         "started: capturing on eth0, eth1 (promiscuous); HEP on 0.0.0.0:9060/udp; "
         "HEP on [::]:9061/tcp; TZSP on 0.0.0.0:37008/udp; VXLAN on 192.0.2.1:4789/udp; "
         "metrics on https://[2001:db8::1]:9957/metrics "
         "(TLS, client certificates, basic auth); "
         "call records (line) to /var/log/voipprobe/calls.log; "
         "config /etc/voipprobe/config.yaml")
+
+
+def test_an_absent_interface_is_said_so() -> None:
+    cfg = config_from_mapping({"capture": {"interfaces": ["eth0", "eth9"]}})
+    line = startup_line(cfg, PLAIN, None, lambda name: name == "eth0")
+    assert line.startswith("started: capturing on eth0, eth9 (absent, waiting for it); ")
+    # the real check: lo exists on every Linux host, this name nowhere
+    real = config_from_mapping({"capture": {"interfaces": ["lo", "vp-absent0"]}})
+    assert startup_line(real, PLAIN, None).startswith(
+        "started: capturing on lo, vp-absent0 (absent, waiting for it); ")
 
 
 def test_tls_without_client_certificates() -> None:
@@ -74,7 +84,7 @@ def test_run_logs_the_line_once_it_serves(
                    f"call_log: {{target: {tmp_path}/calls.jsonl}}\n")
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
-        code = main(["run", "--config", str(cfg), "-i", "eth7",
+        code = main(["run", "--config", str(cfg), "-i", "vp-absent7",
                      "--listen", f"127.0.0.1:{port}"])
     finally:
         for sig, handler in saved.items():
@@ -82,6 +92,6 @@ def test_run_logs_the_line_once_it_serves(
     assert code == 0
     started = [ln for ln in capsys.readouterr().err.splitlines() if "started:" in ln]
     assert started == [
-        f"voipprobe: started: capturing on eth7; metrics on http://127.0.0.1:{port}/metrics "
-        f"(plain HTTP, no authentication); call records (json) to {tmp_path}/calls.jsonl; "
-        f"config {cfg}"]
+        "voipprobe: started: capturing on vp-absent7 (absent, waiting for it); "
+        f"metrics on http://127.0.0.1:{port}/metrics (plain HTTP, no authentication); "
+        f"call records (json) to {tmp_path}/calls.jsonl; config {cfg}"]

@@ -529,6 +529,8 @@ def run(
     print(f"voipprobe: {startup_line(config, web, config_path)}", file=sys.stderr, flush=True)
     try:
         daemon.serve()
+    except PermissionError as exc:  # an interface that appeared after start, no CAP_NET_RAW
+        raise capture_error(exc, daemon.config.capture.interfaces) from exc
     finally:
         exporter.close()
     return 0

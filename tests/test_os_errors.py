@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 from test_daemon import FakeSource
 
 from agent.cli import main
@@ -17,6 +19,12 @@ from agent.os_errors import StartupError, capture_error, listen_error, reason
 
 NEEDS_CAP = ('capturing on eth0 needs CAP_NET_RAW (run as root or give the unit '
              'AmbientCapabilities=CAP_NET_RAW), see README "Running the agent"')
+
+
+@pytest.fixture(autouse=True)
+def private_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`start_exporter` registers on prometheus_client's default registry: one per test."""
+    monkeypatch.setattr("prometheus_client.REGISTRY", CollectorRegistry())
 
 
 def test_reason_drops_errno_and_file_name() -> None:
@@ -98,6 +106,33 @@ def test_run_without_cap_net_raw_says_what_to_grant(
                  "--listen", "127.0.0.1:9"])
     assert code == 2
     assert capsys.readouterr().err == f"voipprobe: error: {NEEDS_CAP}\n"
+
+
+class DeniedLater(FakeSource):
+    """The ring of an interface absent at start, opened once it appears: refused."""
+
+    def poll(self, timeout_s: float) -> list[object]:  # type: ignore[override]
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+
+def test_a_capture_refused_after_start_says_what_to_grant(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    source = DeniedLater([])
+    monkeypatch.setattr("agent.daemon.open_source", lambda _capture: source)
+    monkeypatch.setattr("agent.daemon.sdnotify.watchdog_interval_s", lambda: None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = main(["run", "--config", str(_config(tmp_path)), "-i", "eth0",
+                     "--listen", f"127.0.0.1:{port}"])
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"voipprobe: error: {NEEDS_CAP}"
 
 
 def test_a_hep_listener_on_a_port_in_use_is_named(

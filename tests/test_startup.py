@@ -11,6 +11,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from prometheus_client import CollectorRegistry
 from test_daemon import FakeSource
 
 from agent.cli import main
@@ -27,6 +28,12 @@ LISTENERS = {
     "tzsp_listeners": [{"allowed_senders": ["198.18.9.1/32"]}],
     "vxlan_listeners": [{"address": "192.0.2.1", "allowed_senders": ["198.18.9.1/32"]}],
 }
+
+
+@pytest.fixture(autouse=True)
+def private_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`start_exporter` registers on prometheus_client's default registry: one per test."""
+    monkeypatch.setattr("prometheus_client.REGISTRY", CollectorRegistry())
 
 
 def test_plain_defaults() -> None:

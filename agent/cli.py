@@ -32,6 +32,7 @@ from agent.config import (
     load_config,
 )
 from agent.engine import Engine, EngineConfig
+from agent.os_errors import reason
 from agent.rtp.model import StreamStats
 from agent.sip.events import EndReason
 
@@ -111,9 +112,13 @@ def analyze_files(
                 for warning in reader.warnings:
                     progress.clear()
                     print(f"voipprobe: warning: {path}: {warning}", file=err)
-        except (CaptureFormatError, OSError) as exc:
+        except CaptureFormatError as exc:  # its message names the file
             progress.clear()
-            print(f"voipprobe: error: {path}: {exc}", file=err)
+            print(f"voipprobe: error: {exc}", file=err)
+            result.code = EXIT_BAD_INPUT
+        except OSError as exc:
+            progress.clear()
+            print(f"voipprobe: error: {path}: {reason(exc)}", file=err)
             result.code = EXIT_BAD_INPUT
     for event in engine.finish(EndReason.CAPTURE_END):
         emit(event)
@@ -121,6 +126,11 @@ def analyze_files(
     result.streams.sort(key=lambda s: (s.first_ts, s.key))
     result.calls.sort(key=lambda c: (c.invite_ts if c.invite_ts is not None else c.end_ts))
     return result
+
+
+def _nothing_read(a: Analysis) -> bool:
+    """Every file failed before a packet was read."""
+    return a.code != EXIT_OK and (a.engine is None or a.engine.packets == 0)
 
 
 def _fmt_ms(v: float) -> str:
@@ -194,7 +204,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         assert a.engine is not None
         if a.streams:
             out.write(stream_table(a.streams) + "\n")
-        out.write(f"\n{a.engine.packets:,} packets, {len(a.streams)} RTP streams\n")
+        if not _nothing_read(a):
+            out.write(f"\n{a.engine.packets:,} packets, {len(a.streams)} RTP streams\n")
         return a.code
     # The calls table keeps only each call's text rows, not its record.
     rows: list[tuple[float, list[tuple[str, ...]]]] = []
@@ -213,6 +224,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: r[0])
     if rows:
         out.write(format_rows(row for _, rs in rows for row in rs) + "\n")
+    if _nothing_read(a):  # the error said it all; "0 packets" would add nothing
+        return a.code
     out.write(f"\n{a.engine.packets:,} packets, {counts['signalled']} calls, "
               f"{counts['unsignalled']} unsignalled media, {counts['streams']} RTP streams\n")
     return a.code

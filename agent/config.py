@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config_text import did_you_mean, unwrap, yaml_error
 from agent.quality.model import QualityConfig
 from agent.sla.config import SlaConfig, default_sla_config
 
@@ -347,6 +347,11 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def join_listen(host: str, port: int) -> str:
+    """(host, port) -> ``"HOST:PORT"`` or ``"[V6]:PORT"`` (the inverse of `split_listen`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class CallLogConfig(BaseModel):
     """One record per ended call: to stdout (journald) or a file (reopened on SIGHUP)."""
 
@@ -403,16 +408,32 @@ def _origin_of(loc: Sequence[int | str], overrides: Sequence[Override]) -> str |
 
 
 def _format(err: ValidationError, source: str, overrides: Sequence[Override] = ()) -> str:
-    lines = []
+    lines: list[str] = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
         path = ".".join(str(p) for p in e["loc"])
-        line = f"{path}: {msg}" + ("" if "\n" in msg else f" (got {e['input']!r})")
         origin = _origin_of(e["loc"], overrides)
-        if origin is not None:
-            line += f" [from {origin}]"
-        lines.append(line)
+        tail = "" if origin is None else f" [from {origin}]"
+        if e["type"] == "value_error" and isinstance(e["input"], dict) and path:
+            # A section's own cross-field check: its lines name fields inside it.
+            lines.extend(_within(path, problem) + tail for problem in msg.split("\n"))
+            continue
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting"
+            hint = did_you_mean(Config, e["loc"])
+            msg += f"; {hint}" if hint else ""
+        line = f"{path}: {msg}" + ("" if "\n" in msg else f" (got {e['input']!r})")
+        lines.append(line + tail)
     return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_RELATIVE_FIELD = re.compile(r"^[a-z_][a-z0-9_.\[\]]*: ")
+
+
+def _within(section: str, problem: str) -> str:
+    """``sla`` + ``default_profile: ...`` -> ``sla.default_profile: ...``."""
+    problem = problem.strip()
+    return f"{section}.{problem}" if _RELATIVE_FIELD.match(problem) else f"{section}: {problem}"
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
@@ -454,7 +475,7 @@ def read_config_file(path: str | Path) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(yaml_error(err, path)) from None
 
 
 def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> Config:
@@ -465,28 +486,13 @@ def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> Config:
 # -- environment ------------------------------------------------------------------------
 
 
-def _unwrap(annotation: Any) -> Any:
-    """``X | None`` -> X; ``Annotated[X, ...]`` -> X."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation
-
-
 def _field_type(path: Sequence[str]) -> Any:
     """The annotation at a dotted path of `Config` (None when it is not a known field).
 
     A mapping field (``sla.profiles``) consumes one path element as its key."""
     annotation: Any = Config
     for key in path:
-        annotation = _unwrap(annotation)
+        annotation = unwrap(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             info = annotation.model_fields.get(key)
             if info is None:
@@ -496,7 +502,7 @@ def _field_type(path: Sequence[str]) -> Any:
             annotation = typing.get_args(annotation)[1]
         else:
             return None
-    return _unwrap(annotation)
+    return unwrap(annotation)
 
 
 def _env_value(raw: str, annotation: Any) -> Any:

@@ -62,7 +62,14 @@ from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
 from agent.capture.health import SourceMonitor, SourceStatus
-from agent.config import CaptureConfig, Config, ConfigError, Override, load_config
+from agent.config import (
+    CaptureConfig,
+    Config,
+    ConfigError,
+    Override,
+    join_listen,
+    load_config,
+)
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
@@ -70,6 +77,8 @@ from agent.export.http import HealthCheck, MetricsServer, exposure_warning
 from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
 from agent.export.webconfig import PLAIN, WebSettings, load_web_config
+from agent.os_errors import StartupError, capture_error, listen_error
+from agent.startup import startup_line
 
 POLL_TIMEOUT_S = 0.25  # bounds the reaction to a signal
 TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
@@ -415,7 +424,12 @@ def kept_ports(capture: CaptureConfig) -> list[int]:
 def open_source(capture: CaptureConfig) -> PacketSource:
     """The live capture (AF_PACKET ring on Linux, the scapy fallback elsewhere), with
     the configured HEP, TZSP and VXLAN listeners beside it."""
-    ring = open_ring(capture)
+    try:
+        ring = open_ring(capture)
+    except StartupError:
+        raise
+    except OSError as exc:
+        raise capture_error(exc, capture.interfaces) from exc
     if not (capture.hep_listeners or capture.tzsp_listeners or capture.vxlan_listeners):
         return ring
     from agent.capture.hep_listener import HepListener, HepTcpListener
@@ -423,17 +437,22 @@ def open_source(capture: CaptureConfig) -> PacketSource:
     from agent.capture.multisource import MultiSource
 
     sources: list[PacketSource] = [ring]
+    setting, address = "", ""  # the listener being opened, for the error
     try:
-        for h in capture.hep_listeners:
+        for i, h in enumerate(capture.hep_listeners):
+            setting, address = f"capture.hep_listeners[{i}]", join_listen(h.address, h.port)
             kind = HepListener if h.transport == "udp" else HepTcpListener
             sources.append(kind(h.address, h.port, h.allowed_senders))
-        for m in (*capture.tzsp_listeners, *capture.vxlan_listeners):
-            sources.append(MirrorListener(m.protocol, m.address, m.port, m.allowed_senders,
-                                          name=m.name))
-    except OSError:
+        for field, mirrors in (("tzsp_listeners", capture.tzsp_listeners),
+                               ("vxlan_listeners", capture.vxlan_listeners)):
+            for i, m in enumerate(mirrors):
+                setting, address = f"capture.{field}[{i}]", join_listen(m.address, m.port)
+                sources.append(MirrorListener(m.protocol, m.address, m.port,
+                                              m.allowed_senders, name=m.name))
+    except OSError as exc:
         for s in sources:
             s.close()
-        raise
+        raise listen_error(exc, setting, address) from exc
     return MultiSource(sources)
 
 
@@ -530,7 +549,10 @@ def start_exporter(config: Config, health: HealthCheck, web: WebSettings = PLAIN
     metrics.set_interfaces(source_names(config.capture))
     metrics.config_reloaded(True, time.time())
     server = MetricsServer(REGISTRY, health, web)
-    server.start(config.exporter.host, config.exporter.port)
+    try:
+        server.start(config.exporter.host, config.exporter.port)
+    except OSError as exc:
+        raise listen_error(exc, "exporter.listen", config.exporter.listen) from exc
     warning = exposure_warning(config.exporter.host, web)
     if warning is not None:
         print(f"voipprobe: warning: {warning}", file=sys.stderr)
@@ -583,8 +605,11 @@ def run(
     )
     daemon_ref.append(daemon)
     daemon.install_signal_handlers()
+    print(f"voipprobe: {startup_line(config, web, config_path)}", file=sys.stderr, flush=True)
     try:
         daemon.serve()
+    except PermissionError as exc:  # an interface that appeared after start, no CAP_NET_RAW
+        raise capture_error(exc, daemon.config.capture.interfaces) from exc
     finally:
         exporter.close()
     return 0

@@ -22,13 +22,26 @@ def test_not_a_capture_exits_2_with_a_message(tmp_path: Path) -> None:
     f.write_text("hello, this is not a pcap\n" * 10)
     proc = run("analyze", str(f))
     assert proc.returncode == 2
-    assert "notes.txt" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr == (f"voipprobe: error: {f}: file is not a pcap or pcapng capture "
+                           "(starts with 68 65 6c 6c)\n")  # the name once
+    assert proc.stdout == ""  # no "0 packets, 0 calls" after the error
 
 
 def test_missing_file_exits_2(tmp_path: Path) -> None:
     proc = run("analyze", str(tmp_path / "nope.pcap"))
     assert proc.returncode == 2
-    assert "nope.pcap" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr == f"voipprobe: error: {tmp_path}/nope.pcap: no such file or directory\n"
+    assert proc.stdout == ""
+    streams = run("analyze", "--streams", str(tmp_path / "nope.pcap"))
+    assert streams.returncode == 2 and streams.stdout == ""
+
+
+def test_one_bad_file_of_several_keeps_the_summary(tmp_path: Path) -> None:
+    from agent.cli import bundled_sample
+
+    proc = run("analyze", str(tmp_path / "nope.pcap"), str(bundled_sample()))
+    assert proc.returncode == 2
+    assert "1,994 packets, 1 calls" in proc.stdout
 
 
 def test_truncated_capture_warns_and_keeps_the_packets_before_the_cut(tmp_path: Path) -> None:
@@ -96,4 +109,5 @@ def test_bundled_sample_table() -> None:
     proc = run("analyze")
     assert proc.returncode == 0, proc.stderr
     assert "5f1c7e2a9b@198.18.7.10" in proc.stdout and "1 calls" in proc.stdout
-    assert "violated: max_loss_ratio" in proc.stdout
+    assert ("violated: loss_ratio: 0.015 (max 0.01), media_dscp_compliance: 0.91 (min 0.95)"
+            in proc.stdout)

@@ -75,6 +75,15 @@ def test_errors_name_the_field_the_value_and_the_variable(
     assert field in text and bad in text and next(iter(env)) in text
 
 
+def test_a_mistyped_variable_gets_did_you_mean_and_its_origin() -> None:
+    env = {"VOIPPROBE_EXPORTER__LISTN": "127.0.0.1:1"}
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping({}, "t.yaml", env_overrides(env))
+    assert str(err.value).splitlines()[1] == (
+        "  exporter.listn: unknown setting; did you mean 'exporter.listen'? "
+        "(got '127.0.0.1:1') [from environment VOIPPROBE_EXPORTER__LISTN]")
+
+
 def test_a_bad_flag_is_named(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(config_file), "--listen", "0.0.0.0:70000"]) == 2
     err = capsys.readouterr().err

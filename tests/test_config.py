@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from agent.config import ConfigError, config_from_mapping, load_config
+from agent.sla import default_sla_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +31,81 @@ def test_report_linger_defaults_to_5_s_and_may_be_0() -> None:
     assert config_from_mapping({"calls": {"report_linger_s": 30}}).calls.report_linger_s == 30
 
 
-def test_shipped_sla_default_loads_as_the_sla_section(tmp_path: Path) -> None:
+def test_shipped_sla_default_loads_as_a_config_and_is_the_built_in() -> None:
+    shipped = load_config(ROOT / "config" / "sla-default.yaml").sla
+    assert shipped == default_sla_config()
+    p = shipped.profiles["default"]
+    assert (p.min_mos_cq, p.max_jitter_ms, p.max_loss_ratio, p.max_one_way_delay_ms) == (
+        3.6, 30.0, 0.01, 150.0)
+    assert p.media_dscp == (46,) and p.signalling_dscp == (24, 26, 40)
+    assert p.max_rtt_ms is None and p.max_setup_delay_s is None
+
+
+def test_analyze_accepts_the_shipped_sla_default() -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "analyze", "--no-progress",
+                           "--config", str(ROOT / "config" / "sla-default.yaml")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 calls" in proc.stdout
+
+
+def test_an_sla_section_naming_no_profiles_keeps_the_built_in_default() -> None:
+    sla = config_from_mapping({"sla": {"local_networks": ["10.1.0.0/16"]}}).sla
+    assert [str(n) for n in sla.local_networks] == ["10.1.0.0/16"]
+    assert sla.profiles == default_sla_config().profiles
+    assert sla.profile_for_peer("other").max_jitter_ms == 30.0
+    # A peer may name the built-in profile without restating it.
+    peers = {"sla": {"peers": [{"name": "c", "networks": ["203.0.113.0/24"]}]}}
+    assert config_from_mapping(peers).sla.profile_for_peer("c").min_mos_cq == 3.6
+    # Profiles written out replace it.
+    own = {"sla": {"profiles": {"gold": {"max_jitter_ms": 10}}, "default_profile": "gold"}}
+    assert list(config_from_mapping(own).sla.profiles) == ["gold"]
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    ({"sla": {"profiles": {"default": {"max_jiter_ms": 3}}}},
+     "sla.profiles.default.max_jiter_ms: unknown setting; "
+     "did you mean 'sla.profiles.default.max_jitter_ms'? (got 3)"),
+    ({"capture": {"hep_listeners": [{"allowed_senders": ["1.2.3.4/32"], "adress": "::"}]}},
+     "capture.hep_listeners.0.adress: unknown setting; "
+     "did you mean 'capture.hep_listeners.0.address'? (got '::')"),
+    ({"exportr": {}}, "exportr: unknown setting; did you mean 'exporter'? (got {})"),
+    ({"quality": {"jitter_bufer": {}}},
+     "quality.jitter_bufer: unknown setting; did you mean 'quality.jitter_buffer'? (got {})"),
+    ({"colour": "blue"}, "colour: unknown setting (got 'blue')"),
+])
+def test_a_mistyped_key_gets_did_you_mean_with_its_dotted_path(
+        data: dict[str, object], line: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(data, "test.yaml")
+    assert str(err.value).splitlines()[1:] == ["  " + line]
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    ({"sla": {"default_profile": "gld", "profiles": {"gold": {}}}},
+     "sla.default_profile: 'gld' is not among profiles ['gold']; did you mean 'gold'?"),
+    ({"sla": {"peers": [{"name": "a", "networks": ["1.0.0.0/8"], "profile": "defualt"}]}},
+     "sla.peers.0.profile: 'defualt' is not among profiles ['default']; "
+     "did you mean 'default'?"),
+    ({"capture": {"hep_listeners": [{"port": 9000, "allowed_senders": ["1.1.1.1/32"]}],
+                  "tzsp_listeners": [{"port": 9000, "allowed_senders": ["1.1.1.1/32"]}]}},
+     "capture: hep_listeners[0] and tzsp_listeners[0] both listen on UDP port 9000"),
+])
+def test_a_section_check_names_the_dotted_field_without_dumping_the_section(
+        data: dict[str, object], line: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(data, "test.yaml")
+    assert str(err.value).splitlines()[1:] == ["  " + line]
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    sla = yaml.safe_load((ROOT / "config" / "sla-default.yaml").read_text())
-    f.write_text(yaml.safe_dump({"sla": sla}))
-    assert load_config(f).sla.profiles["default"].min_mos_cq == 3.6
+    f.write_text("sla:\n  local_networks: [10.0.0.0/8\n  peers: []\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}:3:8: not valid YAML: while parsing a flow sequence")
+    assert "<unicode string>" not in msg and msg.count(str(f)) == 1
 
 
 @pytest.mark.parametrize(("data", "field", "bad"), [

@@ -96,7 +96,7 @@ def sla_record(v: Verdict) -> SlaRecord:
         verdict=v.verdict, profile=v.profile, not_judged=list(v.not_judged),
         violations=[
             ViolationRecord(threshold=x.threshold, limit=x.limit, value=round(x.value, 6),
-                            accepted=list(x.accepted) or None)
+                            accepted=list(x.accepted) or None, reason=x.reason)
             for x in v.violations
         ],
     )

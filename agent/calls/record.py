@@ -22,6 +22,8 @@ class ViolationRecord(_Frozen):
     limit: float
     value: float
     accepted: list[int] | None = None  # DSCP checks: the accepted values
+    # For people: "media_dscp_compliance: 0.00 (min 0.95)" (agent.sla.policy.violation_reason).
+    reason: str = ""
 
 
 class SlaRecord(_Frozen):

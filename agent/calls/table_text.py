@@ -30,7 +30,7 @@ def _sla(sla: SlaRecord | None) -> str:
         return "not judged"
     if sla.verdict == "met":
         return "met"
-    return "violated: " + ", ".join(f"{v.threshold} {v.value:.3g}" for v in sla.violations)
+    return "violated: " + ", ".join(v.reason for v in sla.violations)
 
 
 def _direction_row(d: DirectionRecord) -> tuple[str, ...]:

@@ -31,12 +31,13 @@ Formats:
 
 - ``json``: ``CallRecord.to_json()`` after pseudonymisation, one object a line;
 - ``line``: time, call, parties, outcome, codec, per direction MOS/loss/jitter,
-  the SLA verdict and the thresholds crossed, e.g. ::
+  the SLA verdict and the thresholds crossed as ``quantity: value (min|max limit)``,
+  e.g. ::
 
     2023-11-14T22:13:20.000Z call=h:1c2d3e4f5a6b sip:h:..@example.org -> sip:h:..@example.org
     peer=other 200 normal dur=3.2s setup=0.050s codec=PCMA media=both a_to_b[mos=4.38
-    loss=0.00% jitter=0.0ms dscp=100%] b_to_a[...] sla=violated(max_jitter_ms,min_mos_cq)
-    profile=gold
+    loss=0.00% jitter=0.0ms dscp=100%] b_to_a[...] sla=violated[jitter_ms: 41.27 (max 30),
+    mos_cq: 3.41 (min 3.6)] profile=gold
 
   with ``one_way=a_to_b`` after ``media=a_to_b`` for a judged one-way call, and
   ``capture=lossy`` after it when the probe lost packets during the call.
@@ -63,6 +64,7 @@ from typing import Any, Literal
 
 from agent.calls.record import CallRecord
 from agent.export.privacy import Pseudonymiser
+from agent.sla.policy import violation_reason
 
 CallLogFormat = Literal["json", "line"]
 STDOUT = "-"
@@ -447,11 +449,11 @@ def format_line(rec: dict[str, Any]) -> str:
             f"{_endpoint(d.get('endpoint_report'))}]"
         )
     sla = rec.get("sla", {})
-    crossed = sorted({v["threshold"] for v in sla.get("violations", [])}
-                     | {v["threshold"] for d in rec.get("directions", [])
-                        for v in (d.get("sla") or {}).get("violations", [])})
+    # The call's violations hold every direction's (agent/calls/judge.py).
+    crossed = sorted({v.get("reason") or violation_reason(v["threshold"], v["value"], v["limit"])
+                      for v in sla.get("violations", [])})
     verdict = str(sla.get("verdict", "-"))
-    parts.append(f"sla={verdict}" + (f"({','.join(crossed)})" if crossed else ""))
+    parts.append(f"sla={verdict}" + (f"[{', '.join(crossed)}]" if crossed else ""))
     parts.append(f"profile={sla.get('profile', '-')}")
     return " ".join(parts)
 

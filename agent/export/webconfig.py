@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.config import ConfigError
+from agent.config_text import yaml_error
 from agent.export.basicauth import BasicAuth
 
 ClientAuth = Literal["NoClientCert", "RequestClientCert", "RequireAnyClientCert",
@@ -316,7 +317,7 @@ def load_web_config(path: str | Path) -> WebSettings:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: web config is not valid YAML: {err}") from None
+        raise ConfigError(yaml_error(err, path, "web config is")) from None
     return settings_from(parse_web_config(data, str(path)), path.parent, str(path))
 
 

@@ -13,6 +13,7 @@ not judged.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,9 +30,24 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config_text import did_you_mean, yaml_error
+
 DEFAULT_PROFILE = "default"
 OTHER_PEER = "other"  # the peer name of an address no configured peer covers
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # names become metric labels
+
+
+# The built-in ``default`` profile: the shipped default, and what an ``sla`` section
+# that names no profiles judges against.
+DEFAULT_THRESHOLDS: dict[str, Any] = {
+    "min_mos_cq": 3.6,  # G.107 Annex B "some users dissatisfied" floor
+    "max_jitter_ms": 30.0,
+    "max_loss_ratio": 0.01,
+    "max_one_way_delay_ms": 150.0,  # ITU-T G.114 planning limit
+    "media_dscp": [46],  # EF (RFC 4594)
+    "signalling_dscp": [24, 26, 40],  # CS3, AF31, CS5
+    "min_dscp_compliance_ratio": 0.95,
+}
 
 
 class SlaConfigError(ValueError):
@@ -111,7 +127,10 @@ class SlaConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _name_profiles(cls, data: Any) -> Any:
-        """A profile's name is its key under ``profiles``."""
+        """A profile's name is its key under ``profiles``; a section that names no
+        profiles (``sla: {local_networks: [...]}``) keeps the built-in default one."""
+        if isinstance(data, dict) and data.get("profiles") is None:
+            data = {**data, "profiles": {DEFAULT_PROFILE: DEFAULT_THRESHOLDS}}
         if isinstance(data, dict) and isinstance(data.get("profiles"), dict):
             profiles = {
                 key: ({"name": key, **value} if isinstance(value, dict) else value)
@@ -133,17 +152,19 @@ class SlaConfig(BaseModel):
     @model_validator(mode="after")
     def _references(self) -> SlaConfig:
         known = sorted(self.profiles)
+
+        def unknown(field: str, name: str) -> str:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"{field}: {name!r} is not among profiles {known}{hint}"
+
         problems = []
         if self.default_profile not in self.profiles:
-            problems.append(
-                f"default_profile: {self.default_profile!r} is not among profiles {known}"
-            )
+            problems.append(unknown("default_profile", self.default_profile))
         names: set[str] = set()
         for i, peer in enumerate(self.peers):
             if peer.profile not in self.profiles:
-                problems.append(
-                    f"peers.{i}.profile: {peer.profile!r} is not among profiles {known}"
-                )
+                problems.append(unknown(f"peers.{i}.profile", peer.profile))
             if peer.name in names:
                 problems.append(f"peers.{i}.name: duplicate peer name {peer.name!r}")
             names.add(peer.name)
@@ -166,17 +187,7 @@ def default_sla_config() -> SlaConfig:
             "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
             "peers": [],
             "default_profile": DEFAULT_PROFILE,
-            "profiles": {
-                DEFAULT_PROFILE: {
-                    "min_mos_cq": 3.6,  # G.107 Annex B "some users dissatisfied" floor
-                    "max_jitter_ms": 30.0,
-                    "max_loss_ratio": 0.01,
-                    "max_one_way_delay_ms": 150.0,  # ITU-T G.114 planning limit
-                    "media_dscp": [46],  # EF (RFC 4594)
-                    "signalling_dscp": [24, 26, 40],  # CS3, AF31, CS5
-                    "min_dscp_compliance_ratio": 0.95,
-                }
-            },
+            "profiles": {DEFAULT_PROFILE: DEFAULT_THRESHOLDS},
         }
     )
 
@@ -189,6 +200,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(msg)
             continue
         path = ".".join(str(part) for part in e["loc"])
+        if e["type"] == "extra_forbidden":
+            hint = did_you_mean(SlaConfig, e["loc"])
+            msg = "unknown setting" + (f"; {hint}" if hint else "")
         lines.append(f"{path}: {msg} (got {e['input']!r})")
     return f"{source}: invalid SLA configuration:\n  " + "\n  ".join(lines)
 
@@ -210,7 +224,7 @@ def parse_sla_config(text: str, source: str = "<string>") -> SlaConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SlaConfigError(f"{source}: not valid YAML: {err}") from None
+        raise SlaConfigError(yaml_error(err, source)) from None
     return sla_config_from_mapping(data, source)
 
 

@@ -71,6 +71,11 @@ class Violation:
             out["accepted"] = list(self.accepted)
         return out
 
+    @property
+    def reason(self) -> str:
+        """``quantity: value (min|max limit)`` (`violation_reason`)."""
+        return violation_reason(self.threshold, self.value, self.limit)
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -117,6 +122,31 @@ REQUIREMENTS: tuple[tuple[str, str, int], ...] = (
 assert {m for _, m, _ in THRESHOLDS} | {m for _, m in DSCP_CHECKS} | {
     m for _, m, _ in REQUIREMENTS
 } == {f.name for f in fields(Measured)}
+
+
+#: profile field -> (the measured quantity a reason names, "min" or "max")
+REASON_NAMES: dict[str, tuple[str, Literal["min", "max"]]] = {
+    **{t: (m, kind) for t, m, kind in THRESHOLDS},
+    **{t: (f"{t}_compliance", "min") for t, _ in DSCP_CHECKS},
+    **{t: (m, "min") for t, m, _ in REQUIREMENTS},
+}
+
+
+def violation_reason(threshold: str, value: float, limit: float) -> str:
+    """A crossed threshold as people read it: ``quantity: value (min|max limit)``,
+    e.g. ``media_dscp_compliance: 0.00 (min 0.95)``, ``jitter_ms: 41.27 (max 30)``.
+
+    The value gets two decimals, more (up to six) while it would print as the limit,
+    so ``loss_ratio: 0.015 (max 0.01)`` never reads ``0.01 (max 0.01)``."""
+    name, kind = REASON_NAMES.get(threshold, (threshold, "max"))
+    shown = f"{limit:g}"
+    if threshold in {t for t, _, _ in REQUIREMENTS}:  # a count: "media_directions: 1 (min 2)"
+        return f"{name}: {value:g} ({kind} {shown})"
+    for places in range(2, 7):
+        text = f"{value:.{places}f}"
+        if float(text) != float(shown):
+            break
+    return f"{name}: {text} ({kind} {shown})"
 
 
 def dscp_compliance_ratio(packets: Mapping[int, int], accepted: Iterable[int]) -> float | None:

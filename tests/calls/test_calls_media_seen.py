@@ -232,7 +232,7 @@ def test_call_log_line_names_the_media_directions(
     recs = _records(_events(path, REQUIRED))
     line = format_line(recs["caller_only"].to_json())
     assert " media=a_to_b one_way=a_to_b " in line
-    assert "sla=violated(require_two_way_media)" in line
+    assert "sla=violated[media_directions: 1 (min 2)]" in line
     short = format_line(recs["short_one_way"].to_json())
     assert " media=a_to_b " in short and "one_way=" not in short
     assert " media=none " in format_line(recs["no_rtp"].to_json())

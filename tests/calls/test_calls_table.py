@@ -60,6 +60,10 @@ def test_loss_and_dscp_violations_name_threshold_and_value() -> None:
     assert a.quality.mos_cq < b.quality.mos_cq
     assert [x.threshold for x in b.sla.violations] == ["media_dscp"]
     assert b.dscp_compliance_ratio == 0.0 and b.sla.violations[0].accepted == [46]
+    assert b.sla.violations[0].reason == "media_dscp_compliance: 0.00 (min 0.95)"
+    assert v["max_loss_ratio"].reason == "loss_ratio: 0.05 (max 0.01)"
+    assert r.to_json()["sla"]["violations"][0]["reason"] in {
+        "loss_ratio: 0.05 (max 0.01)", "media_dscp_compliance: 0.00 (min 0.95)"}
     assert r.sla.verdict == "violated"
     assert {x.threshold for x in r.sla.violations} == {"max_loss_ratio", "media_dscp"}
 

@@ -141,7 +141,9 @@ def test_line_format(tmp_path: Path, rec: CallRecord) -> None:
     assert " 200 normal " in line and "codec=PCMA" in line and "setup=0.250s" in line
     assert "outbound[mos=4.38 loss=0.00%" in line
     assert "inbound[mos=3.39 loss=9.77%" in line and "dscp=0%]" in line
-    assert line.endswith("sla=violated(max_loss_ratio,media_dscp,min_mos_cq) profile=gold")
+    assert line.endswith("sla=violated[loss_ratio: 0.10 (max 0.01), "
+                         "media_dscp_compliance: 0.00 (min 0.95), mos_cq: 3.39 (min 4)] "
+                         "profile=gold")
 
 
 def test_stdout_one_flushed_line_per_call(capsys: pytest.CaptureFixture[str],

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.sla import SlaConfigError, default_sla_config, load_sla_config, parse_sla_config
 from agent.sla.config import SlaConfig
@@ -37,19 +38,32 @@ profiles:
 """
 
 
-def test_shipped_yaml_equals_default() -> None:
-    shipped = load_sla_config(DEFAULT_YAML)
+def test_shipped_yaml_sla_section_equals_default() -> None:
+    section = yaml.safe_load(DEFAULT_YAML.read_text())["sla"]
+    shipped = SlaConfig.model_validate(section)
     assert shipped == default_sla_config()
     p = shipped.profiles["default"]
-    assert (p.min_mos_cq, p.max_jitter_ms, p.max_loss_ratio, p.max_one_way_delay_ms) == (
-        3.6,
-        30.0,
-        0.01,
-        150.0,
-    )
-    assert p.media_dscp == (46,) and p.signalling_dscp == (24, 26, 40)
     assert p.min_dscp_compliance_ratio == 0.95
-    assert p.max_rtt_ms is None and p.max_setup_delay_s is None
+    assert p.require_two_way_media is False and p.two_way_media_after_s == 5.0
+
+
+def test_no_profiles_means_the_built_in_default_profile() -> None:
+    c = parse_sla_config("local_networks: [192.168.1.0/24]")
+    assert c.profiles == default_sla_config().profiles
+    assert c.profile_for_peer("other").max_loss_ratio == 0.01
+
+
+def test_mistyped_key_suggests_the_field() -> None:
+    msg = bad("profiles: {default: {min_dscp_compliance: 0.9}}")
+    assert msg.splitlines()[1] == (
+        "  profiles.default.min_dscp_compliance: unknown setting; "
+        "did you mean 'profiles.default.min_dscp_compliance_ratio'? (got 0.9)")
+
+
+def test_yaml_error_names_source_line_and_column() -> None:
+    assert bad("peers: []\nprofiles: {default: [") == (
+        "test.yaml:2:22: not valid YAML: while parsing a flow node, "
+        "expected the node content, but found '<stream end>'")
 
 
 def test_good_config() -> None:

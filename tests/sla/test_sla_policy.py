@@ -9,7 +9,15 @@ import pytest
 
 from agent.sla import Measured, default_sla_config, direction_of, evaluate, peer_of
 from agent.sla.config import Peer, SlaProfile
-from agent.sla.policy import THRESHOLDS, Violation, dscp_compliance_ratio
+from agent.sla.policy import (
+    DSCP_CHECKS,
+    REASON_NAMES,
+    REQUIREMENTS,
+    THRESHOLDS,
+    Violation,
+    dscp_compliance_ratio,
+    violation_reason,
+)
 
 DEFAULT = default_sla_config().profiles["default"]
 FULL = SlaProfile(
@@ -91,6 +99,28 @@ def test_several_violations_all_listed() -> None:
     v = evaluate(DEFAULT, Measured(mos_cq=3.0, jitter_ms=45.0, loss_ratio=0.05))
     assert [x.threshold for x in v.violations] == ["min_mos_cq", "max_jitter_ms", "max_loss_ratio"]
     assert v.profile == "default"
+
+
+@pytest.mark.parametrize(("threshold", "value", "limit", "text"), [
+    ("media_dscp", 0.0, 0.95, "media_dscp_compliance: 0.00 (min 0.95)"),
+    ("signalling_dscp", 1 / 6, 0.95, "signalling_dscp_compliance: 0.17 (min 0.95)"),
+    ("max_jitter_ms", 41.2749, 30.0, "jitter_ms: 41.27 (max 30)"),
+    ("min_mos_cq", 3.412, 3.6, "mos_cq: 3.41 (min 3.6)"),
+    # two decimals would print the limit itself: more are shown
+    ("max_loss_ratio", 0.0149, 0.01, "loss_ratio: 0.015 (max 0.01)"),
+    ("max_loss_ratio", 0.01004, 0.01, "loss_ratio: 0.01004 (max 0.01)"),
+    ("max_setup_delay_s", 3.5, 3.0, "setup_delay_s: 3.50 (max 3)"),
+    ("require_two_way_media", 1, 2, "media_directions: 1 (min 2)"),
+])
+def test_violation_reason_reads_quantity_value_and_limit(
+        threshold: str, value: float, limit: float, text: str) -> None:
+    assert violation_reason(threshold, value, limit) == text
+    assert Violation(threshold, limit, value).reason == text
+
+
+def test_every_profile_threshold_has_a_reason_name() -> None:
+    assert set(REASON_NAMES) == ({t for t, _, _ in THRESHOLDS} | {t for t, _ in DSCP_CHECKS}
+                                 | {t for t, _, _ in REQUIREMENTS})
 
 
 def test_media_dscp_violation() -> None:

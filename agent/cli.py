@@ -293,6 +293,33 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """The pseudonyms the call log shows for clear Call-IDs, numbers, URIs or addresses,
+    made with the agent's own key (read from ``state_dir``, never created here)."""
+    from agent.export.privacy import KEY_FILE, PrivacyError, Pseudonymiser, read_key
+
+    try:
+        config, _path, _overrides = effective_config(args, sys.stderr)
+        if config.privacy == "clear":
+            print("voipprobe: privacy is clear: the call log shows values as they are",
+                  file=sys.stderr)
+            key = b""
+        else:
+            key = read_key(config.state_dir)
+        p = Pseudonymiser(config.privacy, key, config.addresses)
+    except FileNotFoundError:
+        print(f"voipprobe: error: no {KEY_FILE} in {config.state_dir} (state_dir): the "
+              "agent has not pseudonymised anything with this config", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ConfigError, PrivacyError) as exc:
+        print(f"voipprobe: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for value in args.values:
+        shown = {"call-id": p.call_id, "address": p.address}.get(args.kind, p.uri)(value)
+        print(f"{value}\t{shown}")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import run  # the live agent's imports are not needed by analyze
 
@@ -337,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the file to check (default {DEFAULT_CONFIG})")
     _add_config_flags(c)
     c.set_defaults(func=cmd_check_config)
+    lk = sub.add_parser("lookup", help="print the pseudonym the call log shows for a "
+                        "clear Call-ID, number, URI or address")
+    lk.add_argument("values", nargs="+", metavar="VALUE")
+    lk.add_argument("--kind", choices=("call-id", "party", "address"), default="party",
+                    help="what VALUE is (default party: a number or a SIP/tel URI)")
+    lk.add_argument("--config", metavar="PATH",
+                    help=f"YAML config (default {DEFAULT_CONFIG}): privacy, state_dir")
+    lk.set_defaults(func=cmd_lookup, interface=None, listen=None, call_log=None,
+                    web_config_file=None)
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=lambda _a: print(f"voipprobe {__version__}") or EXIT_OK)
     return parser

@@ -230,6 +230,12 @@ def load_or_create_key(state_dir: Path) -> bytes:
     return key
 
 
+def read_key(state_dir: Path) -> bytes:
+    """The key in ``state_dir`` (never created): `FileNotFoundError` when absent,
+    `PrivacyError` when unreadable or corrupt."""
+    return _read_key(Path(state_dir) / KEY_FILE)
+
+
 def _read_key(path: Path) -> bytes:
     """The key file's bytes; `FileNotFoundError` (`NotADirectoryError`) when absent,
     else `PrivacyError`."""

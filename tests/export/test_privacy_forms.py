@@ -135,3 +135,41 @@ def test_every_form_of_one_party_gets_one_pseudonym() -> None:
     assert prefix.address("198.18.7.10:16000") == "198.18.7.0/24:16000"
     with pytest.raises(PrivacyError, match="addresses"):
         Pseudonymiser("hash", bytes(32), "scramble")  # type: ignore[arg-type]
+
+
+def test_lookup_prints_the_pseudonyms_the_call_log_shows(tmp_path: Path) -> None:
+    """`voipprobe lookup` with the agent's key finds a PBX's Call-ID, a number and an
+    address in the call log; without a key it says so and exits 2."""
+    import subprocess
+    import sys
+
+    from agent.export.privacy import load_or_create_key
+
+    state = tmp_path / "state"
+    key = load_or_create_key(state)
+    cfg = tmp_path / "lookup.yaml"
+    cfg.write_text(json.dumps({"privacy": "hash", "addresses": "hash",
+                               "state_dir": str(state)}))
+    log_path = tmp_path / "calls.jsonl"
+    log = CallLog(str(log_path), "json", Pseudonymiser("hash", key, "hash"))
+    d, _ = make_daemon(FakeSource(_batches()), cfg, call_log=log)
+    for _ in range(40):
+        d.step()
+    d.shutdown()
+    recs = [json.loads(line) for line in log_path.read_text().splitlines()]
+
+    def lookup(*args: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "agent.cli", "lookup", "--config",
+                              str(cfg), *args], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        return [line.split("\t")[1] for line in out.splitlines()]
+
+    (cid,) = lookup("--kind", "call-id", f"call1@{CALLER}")
+    (rec,) = [r for r in recs if r["call_id"] == cid]
+    assert lookup("tel:+1-555-123-0003;phone-context=example.org") == [rec["to"]]
+    (src,) = lookup("--kind", "address", f"{CALLER}:16010")
+    assert src in {d["stream"]["src"] for d in rec["directions"]}
+    cfg.write_text(json.dumps({"privacy": "hash", "state_dir": str(tmp_path / "none")}))
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "lookup", "--config", str(cfg),
+                           "x"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "no privacy.key in" in proc.stderr

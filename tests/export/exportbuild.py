@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import packetbuild
 from packetbuild import rtp, sdp, udp
+from prometheus_client import CollectorRegistry
 
 from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch, LinkType
 from agent.config import Config, config_from_mapping
 from agent.engine import Engine, EngineConfig
+from agent.export.metrics import ProbeMetrics
 
 T0 = 1_700_000_000.0
 A, B = "10.1.2.3", "198.19.8.20"
@@ -85,3 +87,14 @@ def record(cfg: Config | None = None, **kw: int) -> CallRecord:
     events, _ = run(cfg, **kw)
     (rec,) = [e.record for e in events if isinstance(e, CallEnded)]
     return rec
+
+
+def sample_metrics(cfg: Config | None = None) -> tuple[CollectorRegistry, ProbeMetrics]:
+    """A private registry whose `ProbeMetrics` saw the sample call (site ``hq``)."""
+    cfg = cfg or config()
+    reg = CollectorRegistry()
+    m = ProbeMetrics(reg, site="hq", config=cfg)
+    events, counters = run(cfg)
+    m.observe_all(events)
+    m.update(counters)
+    return reg, m

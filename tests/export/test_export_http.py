@@ -9,11 +9,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from exportbuild import config, run
-from prometheus_client import CollectorRegistry
+from exportbuild import sample_metrics
 
 from agent.export.http import DEFAULT_PORT, MetricsServer
-from agent.export.metrics import ProbeMetrics
 
 
 class Health:
@@ -29,12 +27,7 @@ class Health:
 
 @pytest.fixture
 def served() -> Iterator[tuple[str, Health, MetricsServer]]:
-    cfg = config()
-    reg = CollectorRegistry()
-    m = ProbeMetrics(reg, site="hq", config=cfg)
-    events, counters = run(cfg)
-    m.observe_all(events)
-    m.update(counters)
+    reg, _ = sample_metrics()
     health = Health()
     server = MetricsServer(reg, health)
     server.start("127.0.0.1", 0)

@@ -17,13 +17,12 @@ from pathlib import Path
 import bcrypt
 import pytest
 import yaml
-from exportbuild import config, run
+from exportbuild import sample_metrics
 from prometheus_client import CollectorRegistry
 from tlscerts import Certs, make_certs
 
 from agent.config import ConfigError
 from agent.export.http import MetricsServer, exposure_warning
-from agent.export.metrics import ProbeMetrics
 from agent.export.webconfig import PLAIN, WebSettings, load_web_config
 
 PASSWORD = "s3cret-scrape"
@@ -40,12 +39,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture(scope="module")
 def registry() -> CollectorRegistry:
-    cfg = config()
-    reg = CollectorRegistry()
-    m = ProbeMetrics(reg, site="hq", config=cfg)
-    events, counters = run(cfg)
-    m.observe_all(events)
-    m.update(counters)
+    reg, _ = sample_metrics()
     return reg
 
 

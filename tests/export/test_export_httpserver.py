@@ -168,8 +168,8 @@ def test_stop_closes_every_connection(small: MetricsServer) -> None:
 
 def test_500_connections_and_slowloris_do_not_stall_a_scrape_or_another_thread() -> None:
     """Default limits. 500 connections that never send, plus 20 slowloris clients
-    trickling a header byte every 0.3 s (reconnecting when cut), for 6 s: every scrape
-    of a well-behaved client answers within 2 s, and a busy thread (the capture loop's
+    trickling a header byte every 0.3 s (reconnecting when cut), for six scrapes a
+    second apart: every scrape of a well-behaved client answers within a few seconds, and a busy thread (the capture loop's
     stand-in, sharing the interpreter) keeps counting every second."""
     server = start()
     stop = threading.Event()
@@ -205,8 +205,7 @@ def test_500_connections_and_slowloris_do_not_stall_a_scrape_or_another_thread()
         for _ in range(500):
             crowd.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
         latencies, progress = [], []
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
+        for _ in range(6):  # one scrape a second, while the crowd and slowloris go on
             before, t0 = work[0], time.monotonic()
             with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics",
                                         timeout=5) as r:
@@ -224,7 +223,7 @@ def test_500_connections_and_slowloris_do_not_stall_a_scrape_or_another_thread()
         server.stop()
     # generous: a loaded CI machine; a stalled server would not answer for 10 s (the head
     # deadline) or at all
-    assert len(latencies) >= 5 and max(latencies) < 5.0, latencies
+    assert len(latencies) == 6 and max(latencies) < 5.0, latencies
     assert min(progress) > 0, progress
     # the server held at most max_connections: the crowd was evicted, oldest first
     assert stats.evicted >= 500 - ServerLimits().max_connections, stats

@@ -28,12 +28,10 @@ from typing import Any
 import bcrypt
 import pytest
 import yaml
-from exportbuild import config, run
-from prometheus_client import CollectorRegistry
+from exportbuild import sample_metrics
 from tlscerts import Certs, make_certs
 
 from agent.export.http import MetricsServer
-from agent.export.metrics import ProbeMetrics
 from agent.export.webconfig import load_web_config
 
 pytestmark = [pytest.mark.slow]
@@ -78,12 +76,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> None:
 @pytest.fixture
 def exporters(tmp_path: Path) -> Iterator[tuple[Certs, int, int]]:
     certs = make_certs(tmp_path / "certs")
-    cfg = config()
-    reg = CollectorRegistry()
-    m = ProbeMetrics(reg, site="hq", config=cfg)
-    events, counters = run(cfg)
-    m.observe_all(events)
-    m.update(counters)
+    reg, _ = sample_metrics()
     users = {"prometheus": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()}
     tls = {"cert_file": str(certs.server_crt), "key_file": str(certs.server_key)}
     docs = {

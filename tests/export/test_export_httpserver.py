@@ -169,8 +169,9 @@ def test_stop_closes_every_connection(small: MetricsServer) -> None:
 def test_500_connections_and_slowloris_do_not_stall_a_scrape_or_another_thread() -> None:
     """Default limits. 500 connections that never send, plus 20 slowloris clients
     trickling a header byte every 0.3 s (reconnecting when cut), for six scrapes a
-    second apart: every scrape of a well-behaved client answers within a few seconds, and a busy thread (the capture loop's
-    stand-in, sharing the interpreter) keeps counting every second."""
+    second apart: every scrape of a well-behaved client answers within a few seconds,
+    and a busy thread (the capture loop's stand-in, sharing the interpreter) keeps
+    counting every second."""
     server = start()
     stop = threading.Event()
     work = [0]

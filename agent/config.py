@@ -73,7 +73,7 @@ class TablesConfig(BaseModel):
     full table evicts its least recently active entry (an INVITE flood evicts its own
     kind first) and counts it (``voipprobe_table_evictions_total{table}``); every
     operation stays O(1) amortised, so a flood costs per packet what clean traffic
-    does. The defaults bound the agent's memory (README, "Memory"); the call table's
+    does. The defaults bound the agent's memory (docs/floods.md); the call table's
     cap is ``calls.max_calls``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -98,7 +98,7 @@ class TablesConfig(BaseModel):
 class SipLimitsConfig(BaseModel):
     """Work one SIP message may cost (`agent.sip.limits`); past a limit the message is
     dropped and counted by limit (``route_sip_over_<limit>``). The defaults are far
-    above what deployed UAs and proxies send (README, "Limits")."""
+    above what deployed UAs and proxies send (docs/floods.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -308,7 +308,7 @@ class ExporterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # The loopback by default: nothing is served beyond the gateway until the admin
-    # names the (LAN) address Prometheus reaches; README "Exporter address".
+    # names the (LAN) address Prometheus reaches; README "Metrics and the exporter".
     listen: str = Field(default_factory=lambda: f"127.0.0.1:{default_exporter_port()}")
     # The ``site`` label on every metric: one name per agent (bounded by the config).
     site: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -26,3 +26,23 @@ def test_the_section_the_capture_error_points_at_says_how_to_grant_cap_net_raw()
     body = README.split(f"\n## {section.group(1)}\n", 1)[1].split("\n## ", 1)[0]
     assert "AmbientCapabilities=CAP_NET_RAW" in body
     assert "exporter.listen 127.0.0.1:9957: address already in use" in body
+
+
+def test_every_relative_link_of_the_readme_and_docs_names_a_file_that_exists() -> None:
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    broken = [f"{page.name}: {target}"
+              for page in pages
+              for target in re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", page.read_text())
+              if not (page.parent / target).exists()]
+    assert broken == []
+    assert len(pages) >= 8   # README and the reference pages it links to
+
+
+@pytest.mark.parametrize("section", [
+    "Quick start", "Install on a gateway", "Where to capture", "Running the agent",
+    "Configuration", "Metrics and the exporter", "Dashboard and alerts", "Privacy",
+    "Troubleshooting", "Performance",
+])
+def test_the_readme_has_the_sections_an_admin_looks_for(section: str) -> None:
+    assert f"\n## {section}\n" in README

@@ -127,7 +127,8 @@ def exposure_warning(host: str, web: WebSettings) -> str | None:
         return None
     where = "every address" if address.is_unspecified else f"public address {host}"
     return (f"metrics are served on {where} without TLS and authentication; set "
-            "exporter.listen to the LAN address, or use a web config (README: Exporter)")
+            "exporter.listen to the LAN address, or use a web config "
+            "(README: Metrics and the exporter)")
 
 
 class MetricsServer:

@@ -47,7 +47,6 @@ engine never sees any of it.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import time
@@ -60,7 +59,9 @@ from typing import IO, Any, Protocol
 from agent import sdnotify
 from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
+from agent.capture.afpacket import AfPacketSource
 from agent.capture.batch import Batch
+from agent.capture.fallback import ScapySource
 from agent.capture.health import SourceMonitor, SourceStatus
 from agent.config import (
     CaptureConfig,
@@ -401,16 +402,6 @@ class Daemon:
 
 
 # -- the real sources and sinks -------------------------------------------------------
-#
-# The capture ring is imported late, by name: it is written alongside this module and
-# the agent still starts (with the scapy fallback) where it is missing.
-
-
-def _optional(module: str, name: str) -> Any | None:
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
 
 
 def kept_ports(capture: CaptureConfig) -> list[int]:
@@ -492,16 +483,11 @@ def open_ring(capture: CaptureConfig) -> PacketSource:
         "skip_udp_ports": capture.listener_udp_ports(),
     }
     if sys.platform.startswith("linux"):
-        ring = _optional("agent.capture.afpacket", "AfPacketSource")
-        if ring is not None:
-            source: PacketSource = ring(capture.interfaces, **kwargs)
-            return source
-    fallback = _optional("agent.capture.fallback", "ScapySource")
-    if fallback is None:
-        raise OSError("no packet capture available (agent.capture.afpacket missing)")
+        source: PacketSource = AfPacketSource(capture.interfaces, **kwargs)
+        return source
     print("voipprobe: warning: AF_PACKET unavailable; capturing with scapy (slower)",
           file=sys.stderr)
-    source = fallback(capture.interfaces, **kwargs)
+    source = ScapySource(capture.interfaces, **kwargs)
     return source
 
 

@@ -71,6 +71,7 @@ from agent.config import (
     join_listen,
     load_config,
 )
+from agent.counters import CounterSnapshot
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
@@ -109,7 +110,7 @@ class MetricsSink(Protocol):
 
     def observe(self, event: Event) -> None: ...
 
-    def update(self, counters: Mapping[str, int], capture: Any = None,
+    def update(self, counters: CounterSnapshot, capture: Any = None,
                sequences: Mapping[str, SequenceGaps] | None = None) -> None: ...
 
     def set_config(self, config: Config) -> None: ...
@@ -276,7 +277,7 @@ class Daemon:
 
     def _update_metrics(self) -> None:
         stats, gaps = self._read_sources()
-        self.metrics.update(self.engine.counters(), stats, gaps)
+        self.metrics.update(self.engine.snapshot(), stats, gaps)
         self.metrics.update_sources(self.sources.statuses())
         self.metrics.update_call_log(self.call_log.stats())
 

@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 `ProbeMetrics` is a sink (DESIGN.md "Data flow"): the daemon hands it every
-engine event (`observe`) and, every batch or so, the engine's flat counter
-dict and the capture statistics (`update`). Two kinds of state feed the
-exposition, as client_python intends:
+engine event (`observe`) and, every batch or so, the engine's typed counter
+snapshot (`agent.counters`) and the capture statistics (`update`). Two kinds of
+state feed the exposition, as client_python intends:
 
 - things that *happen* (a call ends, an interval is rated, a stream ends) are
   counted and observed into ordinary `Counter`/`Histogram` children;
-- things the pipeline already *counts* (`Engine.counters()`, kernel drops) are
+- things the pipeline already *counts* (`Engine.snapshot()`, kernel drops) are
   absolute totals: `_CountersCollector` keeps the latest snapshot and yields
   `CounterMetricFamily`s with those values at scrape time, so nothing is
   ``inc()``'d twice and a restart of the engine is a counter reset, as it
@@ -46,6 +46,16 @@ from agent.calls.record import CallRecord, DirectionRecord
 from agent.capture.health import SourceStatus
 from agent.capture.mirror_listener import MirrorStats
 from agent.config import Config
+from agent.counters import (
+    DECODE_DROP_REASONS,
+    HEP_DROP_REASONS,
+    HEP_TCP_UNFRAMED_REASONS,
+    HEP_VERSIONS,
+    PARSE_ERROR_PROTOCOLS,
+    REPORT_OUTCOMES,
+    CounterSnapshot,
+    HepCounts,
+)
 from agent.decode.sequence import SequenceGaps
 from agent.export.calllog import REOPEN_REASONS, CallLogStats
 from agent.media.codecs import lookup_codec
@@ -95,62 +105,33 @@ DSCP_NAMES: dict[int, str] = {
 # own stream cap is far below this.
 _MAX_TRACKED_STREAMS = 200_000
 
-# Engine counter -> (family, label value): bounded by the code, not the network.
-_PARSE_ERRORS = {
-    "route_sip_parse_errors": "sip",
-    "sip_sdp_errors": "sdp",
-    "rtcp_parse_errors": "rtcp",
-    "sip_vq_report_errors": "vq-rtcpxr",
-}
-# RFC 6035 reports: engine counter -> outcome label (agent/sip/tracker.py, calls/table.py)
-_REPORT_OUTCOMES = {
-    "sip_vq_reports": "received",
-    "sip_vq_report_errors": "malformed",
-    "calls_reports_joined": "joined",
-    "calls_reports_late": "late",
-    "calls_reports_unjoined": "unknown_call",
-    "calls_reports_unmatched": "unmatched",
-}
-_TABLE_NAMES = {"calls_calls": "calls"}  # engine prefix + the table's own counter name
-_DECODE_ERRORS = (
-    "decode_unsupported_linktype", "decode_not_ip", "decode_truncated",
-    "decode_bad_ip_header", "decode_bad_l4_header", "decode_tunnel_too_deep",
-    "decode_tunnel_unsupported", "decode_fragments_bad",
-)  # fmt: skip
-
-
-_HEP_VERSIONS = ("1", "2", "3")
-_HEP_DROPS = {"duplicates": "duplicate", "skipped_json": "json_report",
-              "skipped_other": "other_type", "rtcp_json_errors": "rtcp_json_malformed"}
-
-
-def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],
+def _hep_families(fam: Callable[..., CounterMetricFamily], hep: HepCounts,
                   site: str) -> Iterator[Metric]:
     """HEP datagrams sniffed on the HEP ports (`agent.decode.hep_unwrap`)."""
     packets = fam("hep_packets", "UDP datagrams to a HEP port that start like HEP.")
-    packets.add_metric([site], c.get("hep_packets", 0))
+    packets.add_metric([site], hep.packets)
     yield packets
     size = fam("hep_bytes", "UDP payload bytes of those HEP datagrams.")
-    size.add_metric([site], c.get("hep_bytes", 0))
+    size.add_metric([site], hep.bytes)
     yield size
     records = fam("hep_records", "HEP packets decoded, by HEP version.", ("version",))
     errors = fam("hep_decode_errors", "HEP packets that did not decode, by HEP version.",
                  ("version",))
-    for ver in _HEP_VERSIONS:
-        records.add_metric([site, ver], c.get(f"hep_records_v{ver}", 0))
-        errors.add_metric([site, ver], c.get(f"hep_errors_v{ver}", 0))
+    for ver in HEP_VERSIONS:
+        records.add_metric([site, ver], hep.records_by_version.get(ver, 0))
+        errors.add_metric([site, ver], hep.errors_by_version.get(ver, 0))
     yield records
     yield errors
     dropped = fam("hep_dropped", "Decoded HEP packets not measured, by reason.", ("reason",))
-    for key, reason in _HEP_DROPS.items():
-        dropped.add_metric([site, reason], c.get(f"hep_{key}", 0))
+    for reason in HEP_DROP_REASONS:
+        dropped.add_metric([site, reason], hep.dropped_by_reason.get(reason, 0))
     yield dropped
     framing = fam("hep_tcp_unframed_segments", "Sniffed segments of HEP-over-TCP streams "
                   "not framed into HEP packets, by reason (a gap loses the framing until "
                   "the next HEP3 start; skipped: bytes before a first HEP3 start).",
                   ("reason",))
-    for reason in ("retransmitted", "gaps", "desynced", "skipped"):
-        framing.add_metric([site, reason], c.get(f"hep_tcp_{reason}", 0))
+    for reason in HEP_TCP_UNFRAMED_REASONS:
+        framing.add_metric([site, reason], hep.tcp_unframed_by_reason.get(reason, 0))
     yield framing
 
 
@@ -252,7 +233,9 @@ class _CountersCollector(Collector):
 
     def __init__(self, site: str) -> None:
         self.site = site
-        self.counters: Mapping[str, int] = {}
+        self.counters = CounterSnapshot()
+        # the bounded peer label of a name (ProbeMetrics._peer: configured, else other)
+        self.peer: Callable[[str], str] = lambda name: OTHER_PEER
         self.capture: Mapping[str, tuple[int, int]] = {}
         self.mirrors: Mapping[tuple[str, str], MirrorStats] = {}
         self.sequences: Mapping[str, SequenceGaps] = {}
@@ -269,64 +252,63 @@ class _CountersCollector(Collector):
             return CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=("site", *labels))
 
         packets = fam("packets", "Packets handed to the engine by every capture source.")
-        packets.add_metric([site], c.get("packets", 0))
+        packets.add_metric([site], c.packets)
         yield packets
 
         started = fam("calls_started", "Calls whose first INVITE was seen.")
-        started.add_metric([site], c.get("calls_calls_started", 0))
+        started.add_metric([site], c.calls_started)
         yield started
 
         active = GaugeMetricFamily(f"{NAMESPACE}_calls_active",
                                    "Calls in progress (started, not yet ended).", labels=["site"])
         n = self.active
         if n is None:
-            # an evicted call gets its record too: it is among the ended
-            n = c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
+            n = c.calls_started - c.calls_ended  # an evicted call gets its record too
         active.add_metric([site], max(0, n))
         yield active
 
-        requests = fam("sip_requests", "SIP requests seen (retransmissions included).",
-                       ("method",))
+        requests = fam("sip_requests", "SIP requests seen (retransmissions included), by "
+                       "peer (the destination's, else the source's) and method.",
+                       ("peer", "method"))
+        by_peer: dict[tuple[str, str], int] = {}
+        for (peer, method), value in c.sip_requests.items():
+            key = (self.peer(peer), _pick(method, METHODS, "OTHER"))
+            by_peer[key] = by_peer.get(key, 0) + value
+        for (peer, method), value in sorted(by_peer.items()):
+            requests.add_metric([site, peer, method], value)
+        yield requests
         responses = fam("sip_responses", "SIP responses seen, by status class.",
                         ("status_class",))
-        for key, value in sorted(c.items()):
-            if key.startswith("sip_requests_"):
-                method = key.removeprefix("sip_requests_").upper()
-                requests.add_metric([site, _pick(method, METHODS, "OTHER")], value)
-            elif key.startswith("sip_responses_"):
-                cls = key.removeprefix("sip_responses_")
-                if cls in STATUS_CLASSES:
-                    responses.add_metric([site, cls], value)
-        yield requests
+        for cls, value in sorted(c.sip_responses.items()):
+            if cls in STATUS_CLASSES:
+                responses.add_metric([site, cls], value)
         yield responses
 
         parse = fam("parse_errors", "Messages dropped as malformed, by protocol.", ("protocol",))
-        for key, proto in _PARSE_ERRORS.items():
-            parse.add_metric([site, proto], c.get(key, 0))
+        for proto in PARSE_ERROR_PROTOCOLS:
+            parse.add_metric([site, proto], c.parse_errors.get(proto, 0))
         yield parse
 
         reports = fam("endpoint_reports", "RFC 6035 vq-rtcpxr reports from endpoints, by "
                       "outcome: received (parsed), malformed, joined to their call, late "
                       "(after the call's record), unknown_call, unmatched (joined, but "
                       "describing none of the call's streams).", ("outcome",))
-        for key, outcome in _REPORT_OUTCOMES.items():
-            reports.add_metric([site, outcome], c.get(key, 0))
+        for outcome in REPORT_OUTCOMES:
+            reports.add_metric([site, outcome], c.endpoint_reports.get(outcome, 0))
         yield reports
 
         decode = fam("decode_errors", "Frames the decoder dropped, by reason.", ("reason",))
-        for key in _DECODE_ERRORS:
-            decode.add_metric([site, key.removeprefix("decode_")], c.get(key, 0))
+        for reason in DECODE_DROP_REASONS:
+            decode.add_metric([site, reason], c.decode_drops.get(reason, 0))
         yield decode
 
-        yield from _hep_families(fam, c, site)
+        yield from _hep_families(fam, c.hep, site)
         yield from _mirror_families(fam, self.mirrors, self.sequences, site)
 
         evictions = fam("table_evictions", "Entries evicted from a full table (size cap).",
                         ("table",))
-        for key, value in sorted(c.items()):
-            if key.endswith("_evicted"):
-                table = key.removesuffix("_evicted")
-                evictions.add_metric([site, _TABLE_NAMES.get(table, table)], value)
+        for table, value in sorted(c.table_evictions.items()):
+            evictions.add_metric([site, table], value)
         yield evictions
 
         cap_packets = fam("capture_packets", "Packets the kernel delivered, by interface.",
@@ -412,6 +394,7 @@ class ProbeMetrics:
         self._streams: dict[StreamKey, tuple[int, int]] = {}
         self._interfaces: frozenset[str] | None = None
         self._counters = _CountersCollector(self.site)
+        self._counters.peer = self._peer
         self._call_log = _CallLogCollector(self.site)
         r = self.registry
         r.register(self._counters)
@@ -514,12 +497,12 @@ class ProbeMetrics:
 
     # -- input ------------------------------------------------------------------------
 
-    def update(self, counters: Mapping[str, int],
+    def update(self, counters: CounterSnapshot,
                capture: Mapping[str, CaptureCounts] | None = None,
                sequences: Mapping[str, SequenceGaps] | None = None) -> None:
-        """Latest absolute totals: ``Engine.counters()``, per-interface (and listener)
+        """Latest absolute totals: ``Engine.snapshot()``, per-interface (and listener)
         capture stats, and the GRE sequence gaps by point (``Decoder.sequence_gaps()``)."""
-        self._counters.counters = dict(counters)
+        self._counters.counters = counters
         if capture is not None:
             merged: dict[str, tuple[int, int]] = {}
             mirrors: dict[tuple[str, str], MirrorStats] = {}

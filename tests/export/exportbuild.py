@@ -14,6 +14,7 @@ from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch, LinkType
 from agent.config import Config, config_from_mapping
+from agent.counters import CounterSnapshot
 from agent.engine import Engine, EngineConfig
 from agent.export.metrics import ProbeMetrics
 
@@ -71,7 +72,7 @@ def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400) -> tuple[list[b
 
 
 def run(cfg: Config | None = None, *, lose_every: int = 0, dscp_b: int = 46,
-        batch: int = 50) -> tuple[list[Event], dict[str, int]]:
+        batch: int = 50) -> tuple[list[Event], CounterSnapshot]:
     """Feed the call in batches of ``batch`` packets (so intervals fire); finish."""
     frames, ts = packets(lose_every, dscp_b)
     engine = Engine(EngineConfig(config=cfg or config()))
@@ -80,7 +81,7 @@ def run(cfg: Config | None = None, *, lose_every: int = 0, dscp_b: int = 46,
         events += engine.feed(Batch.from_packets(frames[i:i + batch], ts[i:i + batch],
                                                  LinkType.RAW))
     events += engine.finish()
-    return events, engine.counters()
+    return events, engine.snapshot()
 
 
 def record(cfg: Config | None = None, **kw: int) -> CallRecord:

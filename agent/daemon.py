@@ -452,8 +452,7 @@ def call_lifetime(record: CallRecord, idle_timeout_s: float) -> tuple[float, flo
     """(start, end) of a call in packet timestamps: its INVITE or first media packet,
     to its end; a call that timed out may have lost its end among dropped packets, so
     it lasts ``idle_timeout_s`` (the media idle timeout) longer."""
-    firsts = [float(ts) for d in record.directions
-              if isinstance(ts := d.stream.get("first_ts"), int | float)]
+    firsts = [d.stream.first_ts for d in record.directions]
     if record.invite_ts is not None:
         firsts.append(record.invite_ts)
     end = record.end_ts

@@ -73,7 +73,7 @@ from agent.calls.paths import (
     losses_between,
     point_records,
 )
-from agent.calls.record import CallRecord, DirectionRecord
+from agent.calls.record import CallRecord, DirectionRecord, StreamRecord, stream_record
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
 from agent.lazyheap import LazyHeap
@@ -608,7 +608,7 @@ class CallTable:
         return worst
 
     def _along_path(self, d: Sighted, rec: DirectionRecord,
-                    events: list[dict[str, object]] | None = None) -> DirectionRecord:
+                    events: list[StreamRecord] | None = None) -> DirectionRecord:
         """The direction's record with where it was measured, and its path when it was
         seen at several points (agent/calls/paths.py)."""
         names = self.config.capture.point_names
@@ -656,15 +656,15 @@ def _path(s: StreamStats) -> tuple[str, str, str]:
 
 def _split_events(
     streams: list[tuple[Side, StreamStats]],
-) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str, str], list[dict[str, object]]]]:
+) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str, str], list[StreamRecord]]]:
     """Event-only streams ride along with the media stream of their 5-tuple; one that
     has no media companion stays a direction of its own."""
     paths = {_path(s) for _, s in streams if s.codec != TELEPHONE_EVENT_NAME}
     media: list[tuple[Side, StreamStats]] = []
-    events: dict[tuple[str, str, str], list[dict[str, object]]] = {}
+    events: dict[tuple[str, str, str], list[StreamRecord]] = {}
     for toward, s in streams:
         if s.codec == TELEPHONE_EVENT_NAME and _path(s) in paths:
-            events.setdefault(_path(s), []).append(s.to_json())
+            events.setdefault(_path(s), []).append(stream_record(s))
         else:
             media.append((toward, s))
     return media, events

@@ -626,19 +626,15 @@ class ProbeMetrics:
         self._dscp(rec, peer, profile)
 
     def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
-        codec = codec_label(d.stream.get("codec") or rec.codec)
+        codec = codec_label(d.stream.codec or rec.codec)
         labels = (self.site, peer, _pick(d.direction, DIRECTIONS), codec)
         if d.quality is not None:  # audio only: video, T.38, events alone get no MOS
             self.call_mos.labels(*labels).observe(d.quality.mos_cq)
         rep = d.endpoint_report
         if rep is not None and rep.mos_cq_difference is not None:
             self.endpoint_mos_difference.labels(*labels[:3]).observe(rep.mos_cq_difference)
-        jitter = d.stream.get("jitter_ms")
-        if isinstance(jitter, int | float):
-            self.call_jitter.labels(*labels).observe(jitter / 1000.0)
-        loss = d.stream.get("loss_ratio")
-        if isinstance(loss, int | float):
-            self.call_loss.labels(*labels).observe(float(loss))
+        self.call_jitter.labels(*labels).observe(d.stream.jitter_ms / 1000.0)
+        self.call_loss.labels(*labels).observe(d.stream.loss_ratio)
 
     def _dscp(self, rec: CallRecord, peer: str, profile_name: str) -> None:
         profile = self._config.sla.profiles.get(profile_name)
@@ -646,7 +642,7 @@ class ProbeMetrics:
             return
         checks: list[tuple[str, tuple[int, ...] | None, Mapping[str, int] | Mapping[int, int]]]
         checks = [("signalling", profile.signalling_dscp, rec.signalling_dscp)]
-        checks += [("media", profile.media_dscp, d.stream.get("dscp") or {})
+        checks += [("media", profile.media_dscp, d.stream.dscp_packets())
                    for d in rec.directions if d.sla is not None]  # voice marking: audio
         for traffic, accepted, packets in checks:
             if accepted is None:

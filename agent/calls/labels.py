@@ -47,6 +47,9 @@ class StreamLabels:
     codec: str = UNKNOWN
 
 
+UNLABELLED = StreamLabels()  # an event built without the table (tests, tools)
+
+
 def codec_label(name: str | None) -> str:
     """The registry's name for a codec with figures ('pcma' -> 'PCMA'),
     ``telephone-event`` for RFC 4733 events, ``other`` for any other, ``unknown``

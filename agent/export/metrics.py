@@ -17,7 +17,8 @@ state feed the exposition, as client_python intends:
 
 Labels come only from bounded sets (DESIGN.md rule 6): ``site`` and
 ``interface``/``listener`` from the config, ``peer`` (configured names or ``other``),
-``direction``, ``codec`` (the quality codec table, else ``other``), SLA
+``direction``, ``codec`` (the quality codec table, ``telephone-event``, else
+``other``; peer, direction and codec are the core's, `agent.calls.labels`), SLA
 ``profile`` and ``threshold`` names, SIP ``method`` (`KNOWN_METHODS` +
 ``OTHER``) and ``status_class``, ``end_reason``, DSCP ``expected`` class,
 RFC 6035 report ``outcome`` (a fixed set).
@@ -42,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
+from agent.calls.labels import DIRECTIONS, StreamLabels, codec_label
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.capture.health import SourceStatus
 from agent.capture.mirror_listener import MirrorStats
@@ -58,12 +60,11 @@ from agent.counters import (
 )
 from agent.decode.sequence import SequenceGaps
 from agent.export.calllog import REOPEN_REASONS, CallLogStats
-from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.dialog import KNOWN_METHODS
 from agent.sip.events import EndReason
 from agent.sla.config import OTHER_PEER
-from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS, direction_of, peer_of
+from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS
 
 NAMESPACE = "voipprobe"
 OTHER = "other"
@@ -80,7 +81,6 @@ SETUP_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30
 # different codec impairment or jitter-buffer behaviour, 1+ a different call experience.
 MOS_DIFFERENCE_BUCKETS = (-2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
-DIRECTIONS = frozenset({"inbound", "outbound", "a_to_b", "b_to_a"})
 END_REASONS = frozenset({*(str(r) for r in EndReason), "unsignalled"})
 STATUS_CLASSES = frozenset(f"{n}xx" for n in range(1, 7))
 METHODS = frozenset({*KNOWN_METHODS, "OTHER"})
@@ -208,14 +208,6 @@ def _sum_mirror(a: MirrorStats, b: MirrorStats) -> MirrorStats:
 def dscp_class(accepted: Iterable[int]) -> str:
     """'EF' for (46,), 'CS3+AF31+CS5' for (24, 26, 40): a bounded label from config."""
     return "+".join(DSCP_NAMES.get(v, f"DSCP{v}") for v in sorted(set(accepted))) or "none"
-
-
-def codec_label(name: str | None) -> str:
-    """The registry's name for a codec with figures ('pcma' -> 'PCMA'), else ``other``."""
-    if not name:
-        return UNKNOWN
-    row = lookup_codec(name)
-    return row.name if row.known else OTHER
 
 
 def status_class(status: int | None) -> str:
@@ -391,7 +383,7 @@ class ProbeMetrics:
         self.site = site if _LABEL_SAFE.match(site) else OTHER
         self._lock = threading.Lock()
         self._config = config or Config()
-        self._streams: dict[StreamKey, tuple[int, int]] = {}
+        self._streams: dict[StreamKey, tuple[int, int, int]] = {}  # packets, lost, DSCP-bad
         self._interfaces: frozenset[str] | None = None
         self._counters = _CountersCollector(self.site)
         self._counters.peer = self._peer
@@ -460,8 +452,10 @@ class ProbeMetrics:
             ["site", "peer", "direction", "upstream", "downstream"],
             namespace=NAMESPACE, registry=r)
         self.dscp_mismatched = Counter(
-            "dscp_mismatched_packets", "Packets of ended calls whose DSCP the profile does "
-            "not accept, by the expected class.", ["site", "peer", "traffic", "expected"],
+            "dscp_mismatched_packets", "Packets whose DSCP the peer's profile does not "
+            "accept, by the expected class: media (audio RTP, counted live like "
+            "voipprobe_rtp_packets_total, so their ratio is the mismatched fraction) and "
+            "signalling (SIP of ended calls).", ["site", "peer", "traffic", "expected"],
             namespace=NAMESPACE, registry=r)
         self.build_info = Gauge("build_info", "Always 1; the probe's version in labels.",
                                 ["version", "python_version"], namespace=NAMESPACE, registry=r)
@@ -544,7 +538,7 @@ class ProbeMetrics:
             elif isinstance(event, CallInterval):
                 self._interval(event)
             elif isinstance(event, StreamEnded):
-                self._stream_ended(event.stats)
+                self._stream_ended(event.stats, event.labels)
 
     def observe_all(self, events: Iterable[Event]) -> None:
         for e in events:
@@ -564,14 +558,10 @@ class ProbeMetrics:
     def _profile(self, name: str) -> str:
         return name if name in self._config.sla.profiles else OTHER
 
-    def _stream_labels(self, s: StreamStats) -> tuple[str, str, str, str, str]:
-        src, dst = s.key.src_endpoint.addr, s.key.dst_endpoint.addr
-        sla = self._config.sla
-        direction = direction_of(src, dst, sla.local_networks) or UNKNOWN
-        peer = peer_of(src, sla.peers)
-        if peer == OTHER_PEER:
-            peer = peer_of(dst, sla.peers)
-        return self.site, peer, direction, codec_label(s.codec), self._point(s.key.point)
+    def _stream_labels(self, s: StreamStats, core: StreamLabels) -> tuple[str, str, str, str, str]:
+        """The labels the core gave the stream (agent/calls/labels.py), bounded here."""
+        return (self.site, self._peer(core.peer), _pick(core.direction, DIRECTIONS, UNKNOWN),
+                core.codec, self._point(s.key.point))
 
     def _point_shown(self, shown: str) -> str:
         """The label of a point as a record shows it (its configured name, or its own)."""
@@ -621,13 +611,14 @@ class ProbeMetrics:
             self._direction(rec, d, peer)
             for hop in d.loss_between_points:
                 self.lost_between_points.labels(
-                    site, peer, _pick(d.direction, DIRECTIONS), self._point_shown(hop.upstream),
+                    site, peer, _pick(d.direction, DIRECTIONS, UNKNOWN),
+                    self._point_shown(hop.upstream),
                     self._point_shown(hop.downstream)).inc(hop.lost)
         self._dscp(rec, peer, profile)
 
     def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
         codec = codec_label(d.stream.codec or rec.codec)
-        labels = (self.site, peer, _pick(d.direction, DIRECTIONS), codec)
+        labels = (self.site, peer, _pick(d.direction, DIRECTIONS, UNKNOWN), codec)
         if d.quality is not None:  # audio only: video, T.38, events alone get no MOS
             self.call_mos.labels(*labels).observe(d.quality.mos_cq)
         rep = d.endpoint_report
@@ -640,20 +631,18 @@ class ProbeMetrics:
         profile = self._config.sla.profiles.get(profile_name)
         if profile is None:
             return
-        checks: list[tuple[str, tuple[int, ...] | None, Mapping[str, int] | Mapping[int, int]]]
-        checks = [("signalling", profile.signalling_dscp, rec.signalling_dscp)]
-        checks += [("media", profile.media_dscp, d.stream.dscp_packets())
-                   for d in rec.directions if d.sla is not None]  # voice marking: audio
-        for traffic, accepted, packets in checks:
-            if accepted is None:
-                continue
-            bad = sum(int(n) for v, n in packets.items() if int(v) not in accepted)
-            child = self.dscp_mismatched.labels(self.site, peer, traffic, dscp_class(accepted))
+        # Media packets are counted as they are seen, with voipprobe_rtp_packets
+        # (`_count_rtp`); signalling when its call ends, with its record.
+        accepted = profile.signalling_dscp
+        if accepted is not None:
+            bad = sum(n for v, n in rec.signalling_dscp.items() if int(v) not in accepted)
+            child = self.dscp_mismatched.labels(self.site, peer, "signalling",
+                                                dscp_class(accepted))
             child.inc(bad)  # also creates the zero series, so rate() works from the start
 
     def _interval(self, e: CallInterval) -> None:
         s = e.delta
-        labels = self._stream_labels(s)
+        labels = self._stream_labels(s, e.labels)
         if e.quality is not None:
             self.interval_mos.labels(*labels).observe(e.quality.mos_cq)
             if e.quality.delay_source == "measured":
@@ -663,23 +652,34 @@ class ProbeMetrics:
             self.interval_jitter.labels(*labels).observe(s.jitter_ms / 1000.0)
             if s.expected > 0:
                 self.interval_loss.labels(*labels).observe(s.loss_ratio)
-        self._count_rtp(s.key, labels, s.packets, s.lost, final=False)
+        self._count_rtp(s, labels, s.packets, s.lost, final=False)
 
-    def _stream_ended(self, s: StreamStats) -> None:
-        done_packets, done_lost = self._streams.pop(s.key, (0, 0))
-        self._count_rtp(s.key, self._stream_labels(s), s.packets - done_packets,
+    def _stream_ended(self, s: StreamStats, core: StreamLabels) -> None:
+        done_packets, done_lost, _ = self._streams.get(s.key, (0, 0, 0))
+        self._count_rtp(s, self._stream_labels(s, core), s.packets - done_packets,
                         s.lost - done_lost, final=True)
 
-    def _count_rtp(self, key: StreamKey, labels: tuple[str, ...], packets: int,
+    def _count_rtp(self, s: StreamStats, labels: tuple[str, ...], packets: int,
                    lost: int, *, final: bool) -> None:
-        """Count RTP live from interval deltas; the stream's end adds the remainder."""
+        """Count RTP live from interval deltas; the stream's end adds the remainder. The
+        DSCP-mismatched packets of an audio stream are counted on the same clock (``s``
+        carries the stream's DSCP counts so far), so the two counters' ratio is the
+        fraction of mismatched packets."""
         packets, lost = max(0, packets), max(0, lost)
         self.rtp_packets.labels(*labels).inc(packets)
         self.rtp_lost.labels(*labels).inc(lost)
+        key = s.key
+        pk, ls, bad = self._streams.pop(key, (0, 0, 0)) if final else \
+            self._streams.get(key, (0, 0, 0))
+        accepted = self._config.sla.profile_for_peer(labels[1]).media_dscp
+        if accepted is not None and s.rated:  # the voice marking: audio, as the SLA judges
+            now_bad = sum(n for v, n in s.dscp.items() if v not in accepted)
+            child = self.dscp_mismatched.labels(self.site, labels[1], "media",
+                                                dscp_class(accepted))
+            child.inc(max(0, now_bad - bad))  # the zero series too, for rate()
+            bad = max(bad, now_bad)
         if final:
             return
         if key not in self._streams and len(self._streams) >= _MAX_TRACKED_STREAMS:
             self._streams.pop(next(iter(self._streams)))  # oldest first (insertion order)
-        pk, ls = self._streams.get(key, (0, 0))
-        self._streams[key] = (pk + packets, ls + lost)
-
+        self._streams[key] = (pk + packets, ls + lost, bad)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from agent.calls.events import CallEnded, CallInterval, StreamEnded
 from agent.calls.labels import codec_label
 from agent.calls.record import StreamRecord
+from agent.capture.batch import Batch, LinkType
 from agent.config import Config, config_from_mapping
 from agent.counters import DECODE_DROP_REASONS, CounterSnapshot
 from agent.engine import Engine
@@ -161,3 +162,16 @@ def test_direction_streams_are_typed_records_with_the_stream_json() -> None:
     shown = rec.to_json()["directions"][rec.directions.index(out)]
     assert shown["stream"] == ended[0xA].to_json()
     assert shown["event_streams"] == [ended[0xE].to_json()]
+
+
+def test_a_reload_names_the_peers_of_later_requests() -> None:
+    """Engine.reconfigure hands the SIP tracker the new peers: requests before the reload
+    stay "other", those after it are the carrier's."""
+    frames, ts = packets()
+    engine = Engine()
+    engine.feed(Batch.from_packets(frames[:1], ts[:1], LinkType.RAW))  # the INVITE
+    engine.reconfigure(config())
+    engine.feed(Batch.from_packets(frames[1:], ts[1:], LinkType.RAW))
+    engine.finish()
+    assert engine.snapshot().sip_requests == {("other", "INVITE"): 1, ("carrier", "ACK"): 1,
+                                              ("carrier", "BYE"): 1}

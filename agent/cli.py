@@ -196,7 +196,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         assert a.engine is not None
         summary = {"kind": "summary", "files": [str(p) for p in paths],
                    "calls": counts["CallEnded"], "streams": counts["StreamEnded"]}
-        summary.update(a.engine.counters())
+        summary.update(a.engine.snapshot().totals)
         out.write(json.dumps(summary, separators=(",", ":")) + "\n")
         return a.code
     if args.streams:

@@ -111,12 +111,10 @@ class SipLimitsConfig(BaseModel):
     max_sdp_bytes: int = Field(default=32 * KIB, ge=1 * KIB, le=1 * MIB)
 
 
-def default_exporter_port() -> int:
-    """The exporter's default TCP port: `agent.export.http.DEFAULT_PORT`."""
-    # Imported late: agent.export imports this module, and analyze needs no exporter.
-    from agent.export.http import DEFAULT_PORT
-
-    return DEFAULT_PORT
+# The exporter's default TCP port (why 9957: agent/export/http.py "Default port"). It
+# lives here, not in agent.export: the config is read by the core and by analyze, which
+# need no exporter, and agent.export imports this module.
+DEFAULT_EXPORTER_PORT = 9957
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -309,7 +307,7 @@ class ExporterConfig(BaseModel):
 
     # The loopback by default: nothing is served beyond the gateway until the admin
     # names the (LAN) address Prometheus reaches; README "Metrics and the exporter".
-    listen: str = Field(default_factory=lambda: f"127.0.0.1:{default_exporter_port()}")
+    listen: str = Field(default_factory=lambda: f"127.0.0.1:{DEFAULT_EXPORTER_PORT}")
     # The ``site`` label on every metric: one name per agent (bounded by the config).
     site: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Prometheus exporter-toolkit web config (TLS, basic auth, headers):

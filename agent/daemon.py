@@ -47,7 +47,6 @@ engine never sees any of it.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import time
@@ -60,7 +59,9 @@ from typing import IO, Any, Protocol
 from agent import sdnotify
 from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
+from agent.capture.afpacket import AfPacketSource
 from agent.capture.batch import Batch
+from agent.capture.fallback import ScapySource
 from agent.capture.health import SourceMonitor, SourceStatus
 from agent.config import (
     CaptureConfig,
@@ -70,6 +71,7 @@ from agent.config import (
     join_listen,
     load_config,
 )
+from agent.counters import CounterSnapshot
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
@@ -108,7 +110,7 @@ class MetricsSink(Protocol):
 
     def observe(self, event: Event) -> None: ...
 
-    def update(self, counters: Mapping[str, int], capture: Any = None,
+    def update(self, counters: CounterSnapshot, capture: Any = None,
                sequences: Mapping[str, SequenceGaps] | None = None) -> None: ...
 
     def set_config(self, config: Config) -> None: ...
@@ -275,7 +277,7 @@ class Daemon:
 
     def _update_metrics(self) -> None:
         stats, gaps = self._read_sources()
-        self.metrics.update(self.engine.counters(), stats, gaps)
+        self.metrics.update(self.engine.snapshot(), stats, gaps)
         self.metrics.update_sources(self.sources.statuses())
         self.metrics.update_call_log(self.call_log.stats())
 
@@ -401,16 +403,6 @@ class Daemon:
 
 
 # -- the real sources and sinks -------------------------------------------------------
-#
-# The capture ring is imported late, by name: it is written alongside this module and
-# the agent still starts (with the scapy fallback) where it is missing.
-
-
-def _optional(module: str, name: str) -> Any | None:
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
 
 
 def kept_ports(capture: CaptureConfig) -> list[int]:
@@ -460,8 +452,7 @@ def call_lifetime(record: CallRecord, idle_timeout_s: float) -> tuple[float, flo
     """(start, end) of a call in packet timestamps: its INVITE or first media packet,
     to its end; a call that timed out may have lost its end among dropped packets, so
     it lasts ``idle_timeout_s`` (the media idle timeout) longer."""
-    firsts = [float(ts) for d in record.directions
-              if isinstance(ts := d.stream.get("first_ts"), int | float)]
+    firsts = [d.stream.first_ts for d in record.directions]
     if record.invite_ts is not None:
         firsts.append(record.invite_ts)
     end = record.end_ts
@@ -492,16 +483,11 @@ def open_ring(capture: CaptureConfig) -> PacketSource:
         "skip_udp_ports": capture.listener_udp_ports(),
     }
     if sys.platform.startswith("linux"):
-        ring = _optional("agent.capture.afpacket", "AfPacketSource")
-        if ring is not None:
-            source: PacketSource = ring(capture.interfaces, **kwargs)
-            return source
-    fallback = _optional("agent.capture.fallback", "ScapySource")
-    if fallback is None:
-        raise OSError("no packet capture available (agent.capture.afpacket missing)")
+        source: PacketSource = AfPacketSource(capture.interfaces, **kwargs)
+        return source
     print("voipprobe: warning: AF_PACKET unavailable; capturing with scapy (slower)",
           file=sys.stderr)
-    source = fallback(capture.interfaces, **kwargs)
+    source = ScapySource(capture.interfaces, **kwargs)
     return source
 
 

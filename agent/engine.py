@@ -39,10 +39,18 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.calls.events import Event
+from agent.calls.labels import message_peer
 from agent.calls.table import CallTable
 from agent.capture.batch import Batch
 from agent.capture.points import Sightings
 from agent.config import Config
+from agent.counters import (
+    DECODE_DROP_REASONS,
+    HEP_TCP_UNFRAMED_REASONS,
+    HEP_VERSIONS,
+    CounterSnapshot,
+    HepCounts,
+)
 from agent.decode import Decoder, TunnelPorts
 from agent.decode.counters import DecodeLimits
 from agent.decode.endpoint import Endpoint
@@ -132,7 +140,8 @@ class Engine:
         self.streams = StreamTracker(self.config.tracker())
         self.sip = SipTracker(max_dialogs=tables.sip_dialogs,
                               setup_timeout_s=cfg.calls.setup_timeout_s,
-                              max_sdp_bytes=tables.sdp_bytes)
+                              max_sdp_bytes=tables.sdp_bytes,
+                              peer_of=message_peer(cfg.sla.peers))
         self.tcp = SipTcpReassembler(max_streams=tables.tcp_streams,
                                      max_buffer_bytes=tables.tcp_buffer_bytes,
                                      max_total_bytes=tables.tcp_total_bytes, limits=self.limits)
@@ -161,6 +170,7 @@ class Engine:
         self.calls.config = config
         self.calls.intervals.config = config
         self.sip.setup_timeout_s = config.calls.setup_timeout_s
+        self.sip.peer_of = message_peer(config.sla.peers)
         self.decoder.tunnel_ports = self.config.tunnel_ports()
         self.limits = self.tcp.limits = self.config.limits()
         self.streams.config = replace(self.streams.config,
@@ -426,6 +436,47 @@ class Engine:
         ):
             out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out
+
+    def snapshot(self) -> CounterSnapshot:
+        """The totals as the sinks read them, typed (`agent.counters`), read from each
+        stage's counters by attribute; ``totals`` is `counters()`."""
+        dec, hep, tcp = self.decoder.counters, self.hep.counters, self.hep.tcp.counters
+        sip, calls = self.sip.counters, self.calls.counters
+        return CounterSnapshot(
+            packets=self.packets,
+            calls_started=calls.calls_started,
+            calls_ended=calls.calls_ended,
+            sip_requests=dict(sip.requests_by_peer),
+            sip_responses=dict(sip.responses_by_class),
+            parse_errors={"sip": self.route.sip_parse_errors, "sdp": sip.sdp_errors,
+                          "rtcp": self.rtcp.counters.parse_errors,
+                          "vq-rtcpxr": sip.vq_report_errors},
+            endpoint_reports={
+                "received": sip.vq_reports, "malformed": sip.vq_report_errors,
+                "joined": calls.reports_joined, "late": calls.reports_late,
+                "unknown_call": calls.reports_unjoined, "unmatched": calls.reports_unmatched},
+            decode_drops={r: int(getattr(dec, r)) for r in DECODE_DROP_REASONS},
+            table_evictions={
+                "decode_fragments": dec.fragments_evicted, "hep_tcp": tcp.evicted,
+                "rtp_candidates": self.streams.counters.candidates_evicted,
+                "rtp_streams": self.streams.counters.streams_evicted,
+                "sip_dialogs": sip.dialogs_evicted, "sip_tcp": self.tcp.counters.evicted,
+                "rtcp_sources": self.rtcp.counters.sources_evicted,
+                "calls": calls.calls_evicted, "calls_loose": calls.loose_evicted,
+                "sdp_index_adverts": self.calls.index.counters.adverts_evicted,
+                "sdp_index_endpoints": self.calls.index.counters.endpoints_evicted,
+                "intervals_streams": self.calls.intervals.counters.evicted},
+            hep=HepCounts(
+                packets=hep.packets, bytes=hep.bytes,
+                records_by_version={v: int(getattr(hep, f"records_v{v}")) for v in HEP_VERSIONS},
+                errors_by_version={v: int(getattr(hep, f"errors_v{v}")) for v in HEP_VERSIONS},
+                dropped_by_reason={"duplicate": hep.duplicates, "json_report": hep.skipped_json,
+                                   "other_type": hep.skipped_other,
+                                   "rtcp_json_malformed": hep.rtcp_json_errors},
+                tcp_unframed_by_reason={r: int(getattr(tcp, r))
+                                        for r in HEP_TCP_UNFRAMED_REASONS}),
+            totals=self.counters(),
+        )
 
 
 @dataclass(frozen=True, slots=True)

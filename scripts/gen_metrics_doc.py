@@ -22,6 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 from agent.capture.mirror_listener import MirrorStats
+from agent.counters import CounterSnapshot
 from agent.decode.sequence import SequenceGaps
 from agent.export.metrics import ProbeMetrics
 
@@ -62,8 +63,8 @@ def sample_metrics() -> ProbeMetrics:
     """`ProbeMetrics` with one sample of every kind of input it takes as totals."""
     metrics = ProbeMetrics(CollectorRegistry(), site="sample")
     metrics.update(
-        {"packets": 1000, "calls_calls_started": 1, "sip_requests_invite": 1,
-         "sip_responses_2xx": 1, "calls_calls_evicted": 0},
+        CounterSnapshot(packets=1000, calls_started=1, sip_requests={("other", "INVITE"): 1},
+                        sip_responses={"2xx": 1}, table_evictions={"calls": 0}),
         {"eth0": _SampleCapture(),
          "tzsp:37008": MirrorStats("tzsp", datagrams=1, bytes=100, denied=0, invalid=0,
                                    not_ethernet=0, up=True)},

@@ -217,6 +217,15 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     assert _total(s, "voipprobe_sla_verdicts_total") >= CALLS, text
     assert _total(s, "voipprobe_rtp_packets_total") > 0, text
     assert _total(s, "voipprobe_sip_requests_total", method="INVITE") == CALLS, text
+    # no peer configured: every request is peer="other" (a bounded label, never an address)
+    assert _total(s, "voipprobe_sip_requests_total", method="INVITE", peer="other") == CALLS
+    # the core's labels, the same on every family: no local networks, so a_to_b/b_to_a
+    # on the RTP and interval series as on the call series, never "unknown"
+    def directions(family: str) -> set[str]:
+        return {lab["direction"] for n, lab, _ in s if n == family}
+    assert directions("voipprobe_call_mos_count") == {"a_to_b", "b_to_a"}, text
+    for family in ("voipprobe_rtp_packets_total", "voipprobe_interval_jitter_seconds_count"):
+        assert directions(family) == {"a_to_b", "b_to_a"}, (family, text)
     assert _total(s, "voipprobe_capture_packets_total", interface=IFACE) > 0, text
     assert _total(s, "voipprobe_capture_kernel_drops_total", interface=IFACE) == 0, text
     assert _total(s, "voipprobe_build_info") == 1, text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.calls.labels import UNLABELLED, StreamLabels
 from agent.calls.record import CallRecord
 from agent.quality.model import Quality
 from agent.rtp.model import StreamStats
@@ -20,6 +21,8 @@ class StreamEnded:
     """An RTP stream finished (idle timeout, its call ended, end of capture)."""
 
     stats: StreamStats
+    # the peer, direction and codec its call's record shows (agent/calls/labels.py)
+    labels: StreamLabels = UNLABELLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +40,14 @@ class CallInterval:
     end); ``call_id`` is the call the stream belongs to (None: unsignalled media);
     ``delta`` holds the interval's counters (packets, expected, lost, discards) on top
     of the stream's identity; ``quality`` is None when the interval held too few
-    packets to rate."""
+    packets to rate; ``labels`` are the stream's peer, direction and codec, the same
+    as its call's record shows (agent/calls/labels.py)."""
 
     ts: float
     call_id: str | None
     delta: StreamStats
     quality: Quality | None
+    labels: StreamLabels = UNLABELLED
 
 
 Event = StreamEnded | CallEnded | CallInterval

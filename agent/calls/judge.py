@@ -24,6 +24,7 @@ from agent.calls.record import (
     RtcpRecord,
     SlaRecord,
     ViolationRecord,
+    stream_record,
 )
 from agent.config import Config
 from agent.quality.loss import burst_ratio_from_counts
@@ -118,7 +119,7 @@ def judge_direction(
 ) -> DirectionRecord:
     """Measure, rate and judge one direction of a call (rate and judge only audio)."""
     if not s.rated:
-        return DirectionRecord(direction=direction, media=s.media, stream=s.to_json(),
+        return DirectionRecord(direction=direction, media=s.media, stream=stream_record(s),
                                rtcp=rtcp_record(remote, s.clock_rate), quality=None,
                                dscp_compliance_ratio=None, sla=None)
     q = quality_of(s, rtt_s, cfg, ptime_ms)
@@ -138,7 +139,7 @@ def judge_direction(
     return DirectionRecord(
         direction=direction,
         media=s.media,
-        stream=s.to_json(),
+        stream=stream_record(s),
         rtcp=rtcp_record(remote, s.clock_rate),
         quality=quality_record(q, mos_min),
         dscp_compliance_ratio=(

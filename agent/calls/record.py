@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.rtp.model import StreamStats
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -122,12 +124,81 @@ class LossBetweenRecord(_Frozen):
     loss_ratio: float  # of what the upstream point saw
 
 
+class JitterBufferRecord(_Frozen):
+    """The jitter-buffer emulation over a stream's media packets (docs/rtp-metrics.md)."""
+
+    model: str  # "fixed" | "adaptive" | "none" (not emulated)
+    nominal_ms: float
+    max_ms: float
+    packets: int
+    discarded: int
+    mean_delay_ms: float
+    max_delay_ms: float
+
+
+class StreamRecord(_Frozen):
+    """One RTP stream as measured: the stream object of `analyze --json --streams`
+    (`StreamStats.to_json`, field for field and in that order, so the JSON is the same)."""
+
+    kind: Literal["stream"] = "stream"
+    src: str  # "ip:port"
+    dst: str
+    ssrc: int
+    point: str  # where it was seen (agent/capture/points.py); "" for none
+    payload_types: list[int]
+    codec: str | None
+    clock_rate: int | None
+    clock_rate_estimated: bool
+    packets: int
+    expected: int
+    lost: int
+    duplicates: int
+    reordered: int
+    loss_ratio: float
+    seq_wraps: int
+    restarts: int
+    loss_bursts: int
+    loss_burst_max: int
+    loss_burst_mean: float
+    max_seq_gap: int
+    jitter_ms: float
+    jitter_mean_ms: float
+    jitter_max_ms: float
+    max_delta_ms: float
+    mean_delta_ms: float
+    markers: int
+    telephone_event_packets: int
+    comfort_noise_packets: int
+    dscp: dict[str, int]  # DSCP value (as a JSON key) -> packets
+    vlan: int | None
+    pcp: int | None
+    first_ts: float
+    last_ts: float
+    duration_s: float
+    previous_ssrc: int | None
+    jitter_buffer: JitterBufferRecord
+    ptime_ms: float | None
+    profile: str | None
+    srtp_trailer_bytes: int | None
+    media: str
+    codec_params: str | None
+
+    def dscp_packets(self) -> dict[int, int]:
+        """``dscp`` keyed by the DSCP value."""
+        return {int(k): n for k, n in self.dscp.items()}
+
+
+def stream_record(s: StreamStats) -> StreamRecord:
+    """The record of a stream's statistics."""
+    return StreamRecord.model_validate(s.to_json())
+
+
 class DirectionRecord(_Frozen):
     direction: str  # inbound/outbound, or a_to_b (caller -> callee) / b_to_a
     # what the stream carries: audio, video, image (T.38), text, application, or
     # telephone-event / comfort-noise alone; "unknown" for unsignalled unnamed RTP
     media: str = "audio"
-    stream: dict[str, Any]  # the stream object of `analyze --json --streams`
+    stream: StreamRecord  # the stream object of `analyze --json --streams`
     rtcp: RtcpRecord | None
     # E-model rating and SLA verdict: audio only (None for video, T.38, events or CN
     # alone: measured, shown, never given a MOS nor judged against a voice SLA)
@@ -136,7 +207,7 @@ class DirectionRecord(_Frozen):
     sla: SlaRecord | None
     # RFC 4733 event-only streams (own SSRC) on this direction's 5-tuple: telephone
     # events, not media; reported, not rated.
-    event_streams: list[dict[str, Any]] = []
+    event_streams: list[StreamRecord] = []
     # the endpoint's own RFC 6035 report about this direction, when one joined the call
     endpoint_report: EndpointReportRecord | None = None
     # Observation points (agent/calls/paths.py): where the figures above were measured

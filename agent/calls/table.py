@@ -64,6 +64,7 @@ from agent.calls.endpoint_report import (
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
+from agent.calls.labels import StreamLabels, codec_label, direction_label, peer_label
 from agent.calls.media_seen import media_seen, not_sendrecv, two_way_media
 from agent.calls.paths import (
     Sighted,
@@ -73,7 +74,7 @@ from agent.calls.paths import (
     losses_between,
     point_records,
 )
-from agent.calls.record import CallRecord, DirectionRecord
+from agent.calls.record import CallRecord, DirectionRecord, StreamRecord, stream_record
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
 from agent.lazyheap import LazyHeap
@@ -91,7 +92,7 @@ from agent.sip.events import (
     SipEvent,
 )
 from agent.sip.tracker import SipTracker
-from agent.sla.policy import direction_of, dscp_compliance_ratio, peer_of
+from agent.sla.policy import dscp_compliance_ratio
 
 TELEPHONE_EVENT_NAME = TELEPHONE_EVENT.name
 
@@ -267,12 +268,13 @@ class CallTable:
             if m is not None:
                 call_id, side = m.call_id, m.toward
         call = self._calls.get(call_id) if call_id is not None else None
+        labels = self._labels(s, call, None if call is None else call.running.get(s.key, side))
         if call is None:
             self.counters.streams_unsignalled += 1
             entry = (s.key, next(self._serial))
             self._loose[entry] = (s, now + self.linger_s)
             self._loose_pairs.setdefault(_pair(s.key), []).append(entry)
-            out: list[Event] = [StreamEnded(s)]
+            out: list[Event] = [StreamEnded(s, labels)]
             if len(self._loose) > self.config.tables.loose_streams:
                 # full: the oldest waits no longer for its reverse (a record, never lost)
                 self.counters.loose_evicted += 1
@@ -282,7 +284,7 @@ class CallTable:
             self.counters.streams_matched += 1
             call.streams.append((call.running.pop(s.key, side), s))
             call.last_media_ts = max(call.last_media_ts, s.last_ts)
-        return [StreamEnded(s)]
+        return [StreamEnded(s, labels)]
 
     def _readvertised(self, ep: Endpoint, call_id: str, ts: float) -> list[Event]:
         """``call_id`` advertised ``ep`` at ``ts``: running streams there that belong to
@@ -418,7 +420,9 @@ class CallTable:
             if snap is None:
                 continue
             delta, q = self.intervals.observe(snap)
-            out.append(CallInterval(ts, run.call_id, delta, q))
+            call = self._calls.get(run.call_id) if run.call_id is not None else None
+            toward = call.running.get(key) if call is not None else None
+            out.append(CallInterval(ts, run.call_id, delta, q, self._labels(snap, call, toward)))
         return out
 
     def _close(self, call_id: str, now: float) -> list[Event]:
@@ -474,12 +478,30 @@ class CallTable:
 
     # -- records ------------------------------------------------------------------------
 
-    def _direction_name(self, s: StreamStats, toward: Side) -> str:
-        d = direction_of(s.key.src_endpoint.addr, s.key.dst_endpoint.addr,
-                         self.config.sla.local_networks)
-        if d is not None:
-            return d
-        return "a_to_b" if toward == Side.CALLEE else "b_to_a"
+    def _direction_name(self, s: StreamStats, toward: Side | None) -> str:
+        return direction_label(s.key.src_endpoint.addr, s.key.dst_endpoint.addr,
+                               self.config.sla.local_networks,
+                               None if toward is None else toward == Side.CALLEE)
+
+    def _labels(self, s: StreamStats, call: _Call | None, toward: Side | None) -> StreamLabels:
+        """What the sinks show a running or ended stream under: its call's peer (the
+        record's rule), its direction as its record names it, its codec."""
+        if call is None:  # the pseudo-call's rules: the pair's first stream is a_to_b
+            peer = self._peer([s.key.dst_endpoint.addr, s.key.src_endpoint.addr])
+            toward = Side.CALLEE if self._opens_pair(s) else Side.CALLER
+        else:
+            peer = self._call_peer(call, running=True)
+        return StreamLabels(peer, self._direction_name(s, toward), codec_label(s.codec))
+
+    def _opens_pair(self, s: StreamStats) -> bool:
+        """No stream the other way between the same two endpoints began before ``s``."""
+        back = (s.key.dst_endpoint, s.key.src_endpoint)
+        firsts = [r.first_ts for k in self._by_endpoint.get(s.key.dst_endpoint, ())
+                  if (k.src_endpoint, k.dst_endpoint) == back
+                  and (r := self._running.get(k)) is not None]
+        firsts += [st.first_ts for e in self._loose_pairs.get(_pair(s.key), ())
+                   if (st := self._loose[e][0]).key.src_endpoint == back[0]]
+        return all(t >= s.first_ts for t in firsts)
 
     def _judged(self, seen: list[Sighted]) -> list[tuple[str, Sighted]]:
         """Each direction's name (from its last point: the receiver's side, whatever NAT
@@ -491,11 +513,17 @@ class CallTable:
         return out
 
     def _peer(self, addrs: list[str]) -> str:
-        for a in addrs:
-            p = peer_of(a, self.config.sla.peers)
-            if p != "other":
-                return p
-        return "other"
+        return peer_label(addrs, self.config.sla.peers)
+
+    def _call_peer(self, call: _Call, *, running: bool = False) -> str:
+        """A call's peer: its callee's, caller's, then its media destinations' (ended
+        streams, and with ``running`` the running ones too: a live call's labels)."""
+        sig = call.signalling
+        addrs = [sig.callee.addr, sig.caller.addr] + [s.key.dst_endpoint.addr
+                                                      for _, s in call.streams]
+        if running:
+            addrs += [k.dst_endpoint.addr for k in call.running]
+        return self._peer(addrs)
 
     def _rtt(self, streams: list[StreamStats]) -> tuple[float | None, str | None]:
         legs = [self.rtcp.leg_rtt_s(s.key.ssrc) for s in streams]
@@ -509,8 +537,7 @@ class CallTable:
     def _record(self, call: _Call) -> CallRecord:
         sig = call.signalling
         streams = [s for _, s in call.streams]
-        peer = self._peer([sig.callee.addr, sig.caller.addr]
-                          + [s.key.dst_endpoint.addr for s in streams])
+        peer = self._call_peer(call)
         profile = self.config.sla.profile_for_peer(peer)
         setup = sig.setup_delay_s
         media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
@@ -608,7 +635,7 @@ class CallTable:
         return worst
 
     def _along_path(self, d: Sighted, rec: DirectionRecord,
-                    events: list[dict[str, object]] | None = None) -> DirectionRecord:
+                    events: list[StreamRecord] | None = None) -> DirectionRecord:
         """The direction's record with where it was measured, and its path when it was
         seen at several points (agent/calls/paths.py)."""
         names = self.config.capture.point_names
@@ -656,15 +683,15 @@ def _path(s: StreamStats) -> tuple[str, str, str]:
 
 def _split_events(
     streams: list[tuple[Side, StreamStats]],
-) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str, str], list[dict[str, object]]]]:
+) -> tuple[list[tuple[Side, StreamStats]], dict[tuple[str, str, str], list[StreamRecord]]]:
     """Event-only streams ride along with the media stream of their 5-tuple; one that
     has no media companion stays a direction of its own."""
     paths = {_path(s) for _, s in streams if s.codec != TELEPHONE_EVENT_NAME}
     media: list[tuple[Side, StreamStats]] = []
-    events: dict[tuple[str, str, str], list[dict[str, object]]] = {}
+    events: dict[tuple[str, str, str], list[StreamRecord]] = {}
     for toward, s in streams:
         if s.codec == TELEPHONE_EVENT_NAME and _path(s) in paths:
-            events.setdefault(_path(s), []).append(s.to_json())
+            events.setdefault(_path(s), []).append(stream_record(s))
         else:
             media.append((toward, s))
     return media, events

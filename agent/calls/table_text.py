@@ -35,11 +35,11 @@ def _sla(sla: SlaRecord | None) -> str:
 
 def _direction_row(d: DirectionRecord) -> tuple[str, ...]:
     s = d.stream
-    marks = sorted(s["dscp"].items(), key=lambda kv: int(kv[0]))
+    marks = sorted(s.dscp.items(), key=lambda kv: int(kv[0]))
     dscp = ",".join(k if len(marks) == 1 else f"{k}:{v}" for k, v in marks)
     mos = f"{d.quality.mos_cq:.2f}" if d.quality is not None else d.media
-    return (d.direction, mos, f"{100 * s['loss_ratio']:.2f}",
-            f"{s['jitter_mean_ms']:.2f}", dscp, _sla(d.sla))
+    return (d.direction, mos, f"{100 * s.loss_ratio:.2f}",
+            f"{s.jitter_mean_ms:.2f}", dscp, _sla(d.sla))
 
 
 def call_rows(c: CallRecord) -> list[tuple[str, ...]]:

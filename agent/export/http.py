@@ -48,11 +48,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from agent import __version__
+from agent.config import DEFAULT_EXPORTER_PORT
 from agent.export.httphead import Request, Response
 from agent.export.httpserver import HttpServer, ServerLimits, ServerStats
 from agent.export.webconfig import PLAIN, WebSettings
 
-DEFAULT_PORT = 9957
+DEFAULT_PORT = DEFAULT_EXPORTER_PORT  # agent/config.py holds it: the config names it too
 DEFAULT_HOST = "127.0.0.1"  # the loopback: see "Default address"
 
 HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]

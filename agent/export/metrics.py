@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 `ProbeMetrics` is a sink (DESIGN.md "Data flow"): the daemon hands it every
-engine event (`observe`) and, every batch or so, the engine's flat counter
-dict and the capture statistics (`update`). Two kinds of state feed the
-exposition, as client_python intends:
+engine event (`observe`) and, every batch or so, the engine's typed counter
+snapshot (`agent.counters`) and the capture statistics (`update`). Two kinds of
+state feed the exposition, as client_python intends:
 
 - things that *happen* (a call ends, an interval is rated, a stream ends) are
   counted and observed into ordinary `Counter`/`Histogram` children;
-- things the pipeline already *counts* (`Engine.counters()`, kernel drops) are
+- things the pipeline already *counts* (`Engine.snapshot()`, kernel drops) are
   absolute totals: `_CountersCollector` keeps the latest snapshot and yields
   `CounterMetricFamily`s with those values at scrape time, so nothing is
   ``inc()``'d twice and a restart of the engine is a counter reset, as it
@@ -17,7 +17,8 @@ exposition, as client_python intends:
 
 Labels come only from bounded sets (DESIGN.md rule 6): ``site`` and
 ``interface``/``listener`` from the config, ``peer`` (configured names or ``other``),
-``direction``, ``codec`` (the quality codec table, else ``other``), SLA
+``direction``, ``codec`` (the quality codec table, ``telephone-event``, else
+``other``; peer, direction and codec are the core's, `agent.calls.labels`), SLA
 ``profile`` and ``threshold`` names, SIP ``method`` (`KNOWN_METHODS` +
 ``OTHER``) and ``status_class``, ``end_reason``, DSCP ``expected`` class,
 RFC 6035 report ``outcome`` (a fixed set).
@@ -42,18 +43,28 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
+from agent.calls.labels import DIRECTIONS, StreamLabels, codec_label
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.capture.health import SourceStatus
 from agent.capture.mirror_listener import MirrorStats
 from agent.config import Config
+from agent.counters import (
+    DECODE_DROP_REASONS,
+    HEP_DROP_REASONS,
+    HEP_TCP_UNFRAMED_REASONS,
+    HEP_VERSIONS,
+    PARSE_ERROR_PROTOCOLS,
+    REPORT_OUTCOMES,
+    CounterSnapshot,
+    HepCounts,
+)
 from agent.decode.sequence import SequenceGaps
 from agent.export.calllog import REOPEN_REASONS, CallLogStats
-from agent.media.codecs import lookup_codec
 from agent.rtp.model import StreamKey, StreamStats
 from agent.sip.dialog import KNOWN_METHODS
 from agent.sip.events import EndReason
 from agent.sla.config import OTHER_PEER
-from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS, direction_of, peer_of
+from agent.sla.policy import DSCP_CHECKS, REQUIREMENTS, THRESHOLDS
 
 NAMESPACE = "voipprobe"
 OTHER = "other"
@@ -70,7 +81,6 @@ SETUP_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30
 # different codec impairment or jitter-buffer behaviour, 1+ a different call experience.
 MOS_DIFFERENCE_BUCKETS = (-2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
-DIRECTIONS = frozenset({"inbound", "outbound", "a_to_b", "b_to_a"})
 END_REASONS = frozenset({*(str(r) for r in EndReason), "unsignalled"})
 STATUS_CLASSES = frozenset(f"{n}xx" for n in range(1, 7))
 METHODS = frozenset({*KNOWN_METHODS, "OTHER"})
@@ -95,62 +105,33 @@ DSCP_NAMES: dict[int, str] = {
 # own stream cap is far below this.
 _MAX_TRACKED_STREAMS = 200_000
 
-# Engine counter -> (family, label value): bounded by the code, not the network.
-_PARSE_ERRORS = {
-    "route_sip_parse_errors": "sip",
-    "sip_sdp_errors": "sdp",
-    "rtcp_parse_errors": "rtcp",
-    "sip_vq_report_errors": "vq-rtcpxr",
-}
-# RFC 6035 reports: engine counter -> outcome label (agent/sip/tracker.py, calls/table.py)
-_REPORT_OUTCOMES = {
-    "sip_vq_reports": "received",
-    "sip_vq_report_errors": "malformed",
-    "calls_reports_joined": "joined",
-    "calls_reports_late": "late",
-    "calls_reports_unjoined": "unknown_call",
-    "calls_reports_unmatched": "unmatched",
-}
-_TABLE_NAMES = {"calls_calls": "calls"}  # engine prefix + the table's own counter name
-_DECODE_ERRORS = (
-    "decode_unsupported_linktype", "decode_not_ip", "decode_truncated",
-    "decode_bad_ip_header", "decode_bad_l4_header", "decode_tunnel_too_deep",
-    "decode_tunnel_unsupported", "decode_fragments_bad",
-)  # fmt: skip
-
-
-_HEP_VERSIONS = ("1", "2", "3")
-_HEP_DROPS = {"duplicates": "duplicate", "skipped_json": "json_report",
-              "skipped_other": "other_type", "rtcp_json_errors": "rtcp_json_malformed"}
-
-
-def _hep_families(fam: Callable[..., CounterMetricFamily], c: Mapping[str, int],
+def _hep_families(fam: Callable[..., CounterMetricFamily], hep: HepCounts,
                   site: str) -> Iterator[Metric]:
     """HEP datagrams sniffed on the HEP ports (`agent.decode.hep_unwrap`)."""
     packets = fam("hep_packets", "UDP datagrams to a HEP port that start like HEP.")
-    packets.add_metric([site], c.get("hep_packets", 0))
+    packets.add_metric([site], hep.packets)
     yield packets
     size = fam("hep_bytes", "UDP payload bytes of those HEP datagrams.")
-    size.add_metric([site], c.get("hep_bytes", 0))
+    size.add_metric([site], hep.bytes)
     yield size
     records = fam("hep_records", "HEP packets decoded, by HEP version.", ("version",))
     errors = fam("hep_decode_errors", "HEP packets that did not decode, by HEP version.",
                  ("version",))
-    for ver in _HEP_VERSIONS:
-        records.add_metric([site, ver], c.get(f"hep_records_v{ver}", 0))
-        errors.add_metric([site, ver], c.get(f"hep_errors_v{ver}", 0))
+    for ver in HEP_VERSIONS:
+        records.add_metric([site, ver], hep.records_by_version.get(ver, 0))
+        errors.add_metric([site, ver], hep.errors_by_version.get(ver, 0))
     yield records
     yield errors
     dropped = fam("hep_dropped", "Decoded HEP packets not measured, by reason.", ("reason",))
-    for key, reason in _HEP_DROPS.items():
-        dropped.add_metric([site, reason], c.get(f"hep_{key}", 0))
+    for reason in HEP_DROP_REASONS:
+        dropped.add_metric([site, reason], hep.dropped_by_reason.get(reason, 0))
     yield dropped
     framing = fam("hep_tcp_unframed_segments", "Sniffed segments of HEP-over-TCP streams "
                   "not framed into HEP packets, by reason (a gap loses the framing until "
                   "the next HEP3 start; skipped: bytes before a first HEP3 start).",
                   ("reason",))
-    for reason in ("retransmitted", "gaps", "desynced", "skipped"):
-        framing.add_metric([site, reason], c.get(f"hep_tcp_{reason}", 0))
+    for reason in HEP_TCP_UNFRAMED_REASONS:
+        framing.add_metric([site, reason], hep.tcp_unframed_by_reason.get(reason, 0))
     yield framing
 
 
@@ -229,14 +210,6 @@ def dscp_class(accepted: Iterable[int]) -> str:
     return "+".join(DSCP_NAMES.get(v, f"DSCP{v}") for v in sorted(set(accepted))) or "none"
 
 
-def codec_label(name: str | None) -> str:
-    """The registry's name for a codec with figures ('pcma' -> 'PCMA'), else ``other``."""
-    if not name:
-        return UNKNOWN
-    row = lookup_codec(name)
-    return row.name if row.known else OTHER
-
-
 def status_class(status: int | None) -> str:
     if status is None or not 100 <= status <= 699:
         return "none"
@@ -252,7 +225,9 @@ class _CountersCollector(Collector):
 
     def __init__(self, site: str) -> None:
         self.site = site
-        self.counters: Mapping[str, int] = {}
+        self.counters = CounterSnapshot()
+        # the bounded peer label of a name (ProbeMetrics._peer: configured, else other)
+        self.peer: Callable[[str], str] = lambda name: OTHER_PEER
         self.capture: Mapping[str, tuple[int, int]] = {}
         self.mirrors: Mapping[tuple[str, str], MirrorStats] = {}
         self.sequences: Mapping[str, SequenceGaps] = {}
@@ -269,64 +244,63 @@ class _CountersCollector(Collector):
             return CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=("site", *labels))
 
         packets = fam("packets", "Packets handed to the engine by every capture source.")
-        packets.add_metric([site], c.get("packets", 0))
+        packets.add_metric([site], c.packets)
         yield packets
 
         started = fam("calls_started", "Calls whose first INVITE was seen.")
-        started.add_metric([site], c.get("calls_calls_started", 0))
+        started.add_metric([site], c.calls_started)
         yield started
 
         active = GaugeMetricFamily(f"{NAMESPACE}_calls_active",
                                    "Calls in progress (started, not yet ended).", labels=["site"])
         n = self.active
         if n is None:
-            # an evicted call gets its record too: it is among the ended
-            n = c.get("calls_calls_started", 0) - c.get("calls_calls_ended", 0)
+            n = c.calls_started - c.calls_ended  # an evicted call gets its record too
         active.add_metric([site], max(0, n))
         yield active
 
-        requests = fam("sip_requests", "SIP requests seen (retransmissions included).",
-                       ("method",))
+        requests = fam("sip_requests", "SIP requests seen (retransmissions included), by "
+                       "peer (the destination's, else the source's) and method.",
+                       ("peer", "method"))
+        by_peer: dict[tuple[str, str], int] = {}
+        for (peer, method), value in c.sip_requests.items():
+            key = (self.peer(peer), _pick(method, METHODS, "OTHER"))
+            by_peer[key] = by_peer.get(key, 0) + value
+        for (peer, method), value in sorted(by_peer.items()):
+            requests.add_metric([site, peer, method], value)
+        yield requests
         responses = fam("sip_responses", "SIP responses seen, by status class.",
                         ("status_class",))
-        for key, value in sorted(c.items()):
-            if key.startswith("sip_requests_"):
-                method = key.removeprefix("sip_requests_").upper()
-                requests.add_metric([site, _pick(method, METHODS, "OTHER")], value)
-            elif key.startswith("sip_responses_"):
-                cls = key.removeprefix("sip_responses_")
-                if cls in STATUS_CLASSES:
-                    responses.add_metric([site, cls], value)
-        yield requests
+        for cls, value in sorted(c.sip_responses.items()):
+            if cls in STATUS_CLASSES:
+                responses.add_metric([site, cls], value)
         yield responses
 
         parse = fam("parse_errors", "Messages dropped as malformed, by protocol.", ("protocol",))
-        for key, proto in _PARSE_ERRORS.items():
-            parse.add_metric([site, proto], c.get(key, 0))
+        for proto in PARSE_ERROR_PROTOCOLS:
+            parse.add_metric([site, proto], c.parse_errors.get(proto, 0))
         yield parse
 
         reports = fam("endpoint_reports", "RFC 6035 vq-rtcpxr reports from endpoints, by "
                       "outcome: received (parsed), malformed, joined to their call, late "
                       "(after the call's record), unknown_call, unmatched (joined, but "
                       "describing none of the call's streams).", ("outcome",))
-        for key, outcome in _REPORT_OUTCOMES.items():
-            reports.add_metric([site, outcome], c.get(key, 0))
+        for outcome in REPORT_OUTCOMES:
+            reports.add_metric([site, outcome], c.endpoint_reports.get(outcome, 0))
         yield reports
 
         decode = fam("decode_errors", "Frames the decoder dropped, by reason.", ("reason",))
-        for key in _DECODE_ERRORS:
-            decode.add_metric([site, key.removeprefix("decode_")], c.get(key, 0))
+        for reason in DECODE_DROP_REASONS:
+            decode.add_metric([site, reason], c.decode_drops.get(reason, 0))
         yield decode
 
-        yield from _hep_families(fam, c, site)
+        yield from _hep_families(fam, c.hep, site)
         yield from _mirror_families(fam, self.mirrors, self.sequences, site)
 
         evictions = fam("table_evictions", "Entries evicted from a full table (size cap).",
                         ("table",))
-        for key, value in sorted(c.items()):
-            if key.endswith("_evicted"):
-                table = key.removesuffix("_evicted")
-                evictions.add_metric([site, _TABLE_NAMES.get(table, table)], value)
+        for table, value in sorted(c.table_evictions.items()):
+            evictions.add_metric([site, table], value)
         yield evictions
 
         cap_packets = fam("capture_packets", "Packets the kernel delivered, by interface.",
@@ -409,9 +383,10 @@ class ProbeMetrics:
         self.site = site if _LABEL_SAFE.match(site) else OTHER
         self._lock = threading.Lock()
         self._config = config or Config()
-        self._streams: dict[StreamKey, tuple[int, int]] = {}
+        self._streams: dict[StreamKey, tuple[int, int, int]] = {}  # packets, lost, DSCP-bad
         self._interfaces: frozenset[str] | None = None
         self._counters = _CountersCollector(self.site)
+        self._counters.peer = self._peer
         self._call_log = _CallLogCollector(self.site)
         r = self.registry
         r.register(self._counters)
@@ -477,8 +452,10 @@ class ProbeMetrics:
             ["site", "peer", "direction", "upstream", "downstream"],
             namespace=NAMESPACE, registry=r)
         self.dscp_mismatched = Counter(
-            "dscp_mismatched_packets", "Packets of ended calls whose DSCP the profile does "
-            "not accept, by the expected class.", ["site", "peer", "traffic", "expected"],
+            "dscp_mismatched_packets", "Packets whose DSCP the peer's profile does not "
+            "accept, by the expected class: media (audio RTP, counted live like "
+            "voipprobe_rtp_packets_total, so their ratio is the mismatched fraction) and "
+            "signalling (SIP of ended calls).", ["site", "peer", "traffic", "expected"],
             namespace=NAMESPACE, registry=r)
         self.build_info = Gauge("build_info", "Always 1; the probe's version in labels.",
                                 ["version", "python_version"], namespace=NAMESPACE, registry=r)
@@ -514,12 +491,12 @@ class ProbeMetrics:
 
     # -- input ------------------------------------------------------------------------
 
-    def update(self, counters: Mapping[str, int],
+    def update(self, counters: CounterSnapshot,
                capture: Mapping[str, CaptureCounts] | None = None,
                sequences: Mapping[str, SequenceGaps] | None = None) -> None:
-        """Latest absolute totals: ``Engine.counters()``, per-interface (and listener)
+        """Latest absolute totals: ``Engine.snapshot()``, per-interface (and listener)
         capture stats, and the GRE sequence gaps by point (``Decoder.sequence_gaps()``)."""
-        self._counters.counters = dict(counters)
+        self._counters.counters = counters
         if capture is not None:
             merged: dict[str, tuple[int, int]] = {}
             mirrors: dict[tuple[str, str], MirrorStats] = {}
@@ -561,7 +538,7 @@ class ProbeMetrics:
             elif isinstance(event, CallInterval):
                 self._interval(event)
             elif isinstance(event, StreamEnded):
-                self._stream_ended(event.stats)
+                self._stream_ended(event.stats, event.labels)
 
     def observe_all(self, events: Iterable[Event]) -> None:
         for e in events:
@@ -581,14 +558,10 @@ class ProbeMetrics:
     def _profile(self, name: str) -> str:
         return name if name in self._config.sla.profiles else OTHER
 
-    def _stream_labels(self, s: StreamStats) -> tuple[str, str, str, str, str]:
-        src, dst = s.key.src_endpoint.addr, s.key.dst_endpoint.addr
-        sla = self._config.sla
-        direction = direction_of(src, dst, sla.local_networks) or UNKNOWN
-        peer = peer_of(src, sla.peers)
-        if peer == OTHER_PEER:
-            peer = peer_of(dst, sla.peers)
-        return self.site, peer, direction, codec_label(s.codec), self._point(s.key.point)
+    def _stream_labels(self, s: StreamStats, core: StreamLabels) -> tuple[str, str, str, str, str]:
+        """The labels the core gave the stream (agent/calls/labels.py), bounded here."""
+        return (self.site, self._peer(core.peer), _pick(core.direction, DIRECTIONS, UNKNOWN),
+                core.codec, self._point(s.key.point))
 
     def _point_shown(self, shown: str) -> str:
         """The label of a point as a record shows it (its configured name, or its own)."""
@@ -638,43 +611,38 @@ class ProbeMetrics:
             self._direction(rec, d, peer)
             for hop in d.loss_between_points:
                 self.lost_between_points.labels(
-                    site, peer, _pick(d.direction, DIRECTIONS), self._point_shown(hop.upstream),
+                    site, peer, _pick(d.direction, DIRECTIONS, UNKNOWN),
+                    self._point_shown(hop.upstream),
                     self._point_shown(hop.downstream)).inc(hop.lost)
         self._dscp(rec, peer, profile)
 
     def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
-        codec = codec_label(d.stream.get("codec") or rec.codec)
-        labels = (self.site, peer, _pick(d.direction, DIRECTIONS), codec)
+        codec = codec_label(d.stream.codec or rec.codec)
+        labels = (self.site, peer, _pick(d.direction, DIRECTIONS, UNKNOWN), codec)
         if d.quality is not None:  # audio only: video, T.38, events alone get no MOS
             self.call_mos.labels(*labels).observe(d.quality.mos_cq)
         rep = d.endpoint_report
         if rep is not None and rep.mos_cq_difference is not None:
             self.endpoint_mos_difference.labels(*labels[:3]).observe(rep.mos_cq_difference)
-        jitter = d.stream.get("jitter_ms")
-        if isinstance(jitter, int | float):
-            self.call_jitter.labels(*labels).observe(jitter / 1000.0)
-        loss = d.stream.get("loss_ratio")
-        if isinstance(loss, int | float):
-            self.call_loss.labels(*labels).observe(float(loss))
+        self.call_jitter.labels(*labels).observe(d.stream.jitter_ms / 1000.0)
+        self.call_loss.labels(*labels).observe(d.stream.loss_ratio)
 
     def _dscp(self, rec: CallRecord, peer: str, profile_name: str) -> None:
         profile = self._config.sla.profiles.get(profile_name)
         if profile is None:
             return
-        checks: list[tuple[str, tuple[int, ...] | None, Mapping[str, int] | Mapping[int, int]]]
-        checks = [("signalling", profile.signalling_dscp, rec.signalling_dscp)]
-        checks += [("media", profile.media_dscp, d.stream.get("dscp") or {})
-                   for d in rec.directions if d.sla is not None]  # voice marking: audio
-        for traffic, accepted, packets in checks:
-            if accepted is None:
-                continue
-            bad = sum(int(n) for v, n in packets.items() if int(v) not in accepted)
-            child = self.dscp_mismatched.labels(self.site, peer, traffic, dscp_class(accepted))
+        # Media packets are counted as they are seen, with voipprobe_rtp_packets
+        # (`_count_rtp`); signalling when its call ends, with its record.
+        accepted = profile.signalling_dscp
+        if accepted is not None:
+            bad = sum(n for v, n in rec.signalling_dscp.items() if int(v) not in accepted)
+            child = self.dscp_mismatched.labels(self.site, peer, "signalling",
+                                                dscp_class(accepted))
             child.inc(bad)  # also creates the zero series, so rate() works from the start
 
     def _interval(self, e: CallInterval) -> None:
         s = e.delta
-        labels = self._stream_labels(s)
+        labels = self._stream_labels(s, e.labels)
         if e.quality is not None:
             self.interval_mos.labels(*labels).observe(e.quality.mos_cq)
             if e.quality.delay_source == "measured":
@@ -684,23 +652,34 @@ class ProbeMetrics:
             self.interval_jitter.labels(*labels).observe(s.jitter_ms / 1000.0)
             if s.expected > 0:
                 self.interval_loss.labels(*labels).observe(s.loss_ratio)
-        self._count_rtp(s.key, labels, s.packets, s.lost, final=False)
+        self._count_rtp(s, labels, s.packets, s.lost, final=False)
 
-    def _stream_ended(self, s: StreamStats) -> None:
-        done_packets, done_lost = self._streams.pop(s.key, (0, 0))
-        self._count_rtp(s.key, self._stream_labels(s), s.packets - done_packets,
+    def _stream_ended(self, s: StreamStats, core: StreamLabels) -> None:
+        done_packets, done_lost, _ = self._streams.get(s.key, (0, 0, 0))
+        self._count_rtp(s, self._stream_labels(s, core), s.packets - done_packets,
                         s.lost - done_lost, final=True)
 
-    def _count_rtp(self, key: StreamKey, labels: tuple[str, ...], packets: int,
+    def _count_rtp(self, s: StreamStats, labels: tuple[str, ...], packets: int,
                    lost: int, *, final: bool) -> None:
-        """Count RTP live from interval deltas; the stream's end adds the remainder."""
+        """Count RTP live from interval deltas; the stream's end adds the remainder. The
+        DSCP-mismatched packets of an audio stream are counted on the same clock (``s``
+        carries the stream's DSCP counts so far), so the two counters' ratio is the
+        fraction of mismatched packets."""
         packets, lost = max(0, packets), max(0, lost)
         self.rtp_packets.labels(*labels).inc(packets)
         self.rtp_lost.labels(*labels).inc(lost)
+        key = s.key
+        pk, ls, bad = self._streams.pop(key, (0, 0, 0)) if final else \
+            self._streams.get(key, (0, 0, 0))
+        accepted = self._config.sla.profile_for_peer(labels[1]).media_dscp
+        if accepted is not None and s.rated:  # the voice marking: audio, as the SLA judges
+            now_bad = sum(n for v, n in s.dscp.items() if v not in accepted)
+            child = self.dscp_mismatched.labels(self.site, labels[1], "media",
+                                                dscp_class(accepted))
+            child.inc(max(0, now_bad - bad))  # the zero series too, for rate()
+            bad = max(bad, now_bad)
         if final:
             return
         if key not in self._streams and len(self._streams) >= _MAX_TRACKED_STREAMS:
             self._streams.pop(next(iter(self._streams)))  # oldest first (insertion order)
-        pk, ls = self._streams.get(key, (0, 0))
-        self._streams[key] = (pk + packets, ls + lost)
-
+        self._streams[key] = (pk + packets, ls + lost, bad)

@@ -37,6 +37,7 @@ flows, and it calls `end`.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.sip.dialog import KNOWN_METHODS, Dialog, State
@@ -52,6 +53,7 @@ from agent.sip.events import (
 )
 from agent.sip.message import SipMessage
 from agent.sip.vqreport import VqReportError, is_vq_report, parse_report
+from agent.sla.config import OTHER_PEER
 
 # Methods that only exist inside an INVITE dialog: without one they are orphans.
 _CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO"})
@@ -68,6 +70,9 @@ class SipTrackerCounters:
     messages: int = 0
     requests_by_method: dict[str, int] = field(default_factory=dict)
     responses_by_class: dict[str, int] = field(default_factory=dict)  # "1xx" .. "6xx"
+    # (peer, method) -> requests: the peer is `SipTracker.peer_of`'s (configured names
+    # or "other", agent/calls/labels.py), so bounded by the config and KNOWN_METHODS
+    requests_by_peer: dict[tuple[str, str], int] = field(default_factory=dict)
     dialogs_started: int = 0
     dialogs_ended: int = 0
     dialogs_timed_out: int = 0  # no final response (setup timeout)
@@ -84,7 +89,7 @@ class SipTrackerCounters:
     def as_dict(self) -> dict[str, int]:
         """Flat ``name -> value``; the dicts become ``requests_<method>`` and
         ``responses_<class>`` keys (bounded: `KNOWN_METHODS` and six classes)."""
-        out = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        out = {k: v for k, v in vars(self).items() if isinstance(v, int)}  # not by peer
         out.update({f"requests_{m.lower()}": n for m, n in self.requests_by_method.items()})
         out.update({f"responses_{c}": n for c, n in self.responses_by_class.items()})
         return out
@@ -99,6 +104,7 @@ class SipTracker:
         setup_timeout_s: float = 180.0,
         ended_linger_s: float = 32.0,
         max_sdp_bytes: int = 32 * 1024 * 1024,
+        peer_of: Callable[[Endpoint, Endpoint], str] | None = None,
     ) -> None:
         if max_dialogs < 1:
             raise ValueError("max_dialogs must be positive")
@@ -108,6 +114,8 @@ class SipTracker:
         self.setup_timeout_s = setup_timeout_s
         self.ended_linger_s = ended_linger_s
         self.counters = SipTrackerCounters()
+        # the peer label of a message from src to dst (None: every message is "other")
+        self.peer_of = peer_of
         self._dialogs: dict[str, Dialog] = {}
         # Ordered sets of Call-IDs per phase, least recently active first, so that
         # timers and eviction look at the front only.
@@ -137,7 +145,7 @@ class SipTracker:
         transport: str = "udp",
     ) -> list[SipEvent | QualityReported]:
         """One message seen at packet time ``ts`` (epoch s) from ``src`` to ``dst``."""
-        self._count(msg)
+        self._count(msg, src, dst)
         if msg.is_request and msg.method in _REPORT_METHODS and is_vq_report(msg.content_type):
             return self._report(msg, src, ts)
         dialog = self._dialogs.get(msg.call_id)
@@ -361,12 +369,15 @@ class SipTracker:
             return self._closing
         return _NOWHERE
 
-    def _count(self, msg: SipMessage) -> None:
+    def _count(self, msg: SipMessage, src: Endpoint, dst: Endpoint) -> None:
         self.counters.messages += 1
         if msg.is_request:
             method = msg.method if msg.method in KNOWN_METHODS else "OTHER"
             by_method = self.counters.requests_by_method
             by_method[method] = by_method.get(method, 0) + 1
+            key = (OTHER_PEER if self.peer_of is None else self.peer_of(src, dst), method)
+            by_peer = self.counters.requests_by_peer
+            by_peer[key] = by_peer.get(key, 0) + 1
         else:
             cls = f"{(msg.status_code or 0) // 100}xx"
             by_class = self.counters.responses_by_class

@@ -82,7 +82,7 @@ def test_a_bad_interval_shows_in_mos_min() -> None:
     events = engine.finish()
     (c,) = [e.record for e in events if isinstance(e, CallEnded)]
     (d,) = c.directions
-    assert d.stream["lost"] == 100 and c.call_id is None
+    assert d.stream.lost == 100 and c.call_id is None
     q = d.quality
     assert q.mos_min is not None and q.mos_min < q.mos_cq - 0.3
 

@@ -143,10 +143,10 @@ def test_one_way_directions_are_named_by_the_caller_side(
     recs = _records(_events(path, REQUIRED))
     for name, sender in (("caller_only", "198.18.11."), ("callee_only", "198.18.12.")):
         (d,) = recs[name].directions
-        assert d.stream["src"].startswith(sender), d.stream
+        assert d.stream.src.startswith(sender), d.stream
         want = next(c for c in truth.calls if c.call_id == recs[name].call_id).streams
         assert [(s.src, s.dst, s.packets) for s in want] == [
-            (d.stream["src"], d.stream["dst"], d.stream["packets"])]
+            (d.stream.src, d.stream.dst, d.stream.packets)]
 
 
 def test_not_required_keeps_the_field_and_drops_the_verdict(
@@ -196,11 +196,11 @@ def test_event_only_and_cn_only_streams(scenario: tuple[Path, callgen.ScenarioTr
     path, _ = scenario
     recs = _records(_events(path, REQUIRED))
     events_stream = next(d for d in recs["events_reverse"].directions
-                         if d.stream["src"].startswith("198.18.12."))
-    assert events_stream.stream["packets"] == events_stream.stream["telephone_event_packets"]
+                         if d.stream.src.startswith("198.18.12."))
+    assert events_stream.stream.packets == events_stream.stream.telephone_event_packets
     cn = next(d for d in recs["cn_reverse"].directions
-              if d.stream["src"].startswith("198.18.12."))
-    assert cn.stream["comfort_noise_packets"] == cn.stream["packets"] > 0
+              if d.stream.src.startswith("198.18.12."))
+    assert cn.stream.comfort_noise_packets == cn.stream.packets > 0
 
 
 def test_media_seen_pure(scenario: tuple[Path, callgen.ScenarioTruth]) -> None:

@@ -128,7 +128,7 @@ def test_event_only_stream_rides_with_the_media_of_its_five_tuple() -> None:
     r = t.take("c1@test")
     assert len(r.directions) == 2
     a, b = r.directions
-    assert [e["ssrc"] for e in a.event_streams] == [3] and b.event_streams == []
+    assert [e.ssrc for e in a.event_streams] == [3] and b.event_streams == []
 
 
 def test_inbound_media_is_judged_at_the_point_nearest_the_provider() -> None:
@@ -156,9 +156,9 @@ def test_inbound_media_is_judged_at_the_point_nearest_the_provider() -> None:
     r = t.take("c1@test")
     by = {d.direction: d for d in r.directions}
     assert set(by) == {"inbound", "outbound"}
-    assert (by["inbound"].point, by["inbound"].stream["lost"]) == ("wan", 0)
+    assert (by["inbound"].point, by["inbound"].stream.lost) == ("wan", 0)
     assert by["inbound"].sla.verdict == "met"
     assert [(h.upstream, h.downstream, h.lost) for h in by["inbound"].loss_between_points] \
         == [("wan", "lan", 150)]
-    assert (by["outbound"].point, by["outbound"].stream["lost"]) == ("wan", 150)
+    assert (by["outbound"].point, by["outbound"].stream.lost) == ("wan", 150)
     assert {v.threshold for v in by["outbound"].sla.violations} == {"max_loss_ratio"}

@@ -41,6 +41,7 @@ from test_time_true import _canon, _check, _read
 from agent.calls.events import CallEnded
 from agent.capture.batch import Batch
 from agent.config import Config
+from agent.counters import CounterSnapshot
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import format_line
 from agent.export.metrics import MOS_DIFFERENCE_BUCKETS, ProbeMetrics
@@ -191,21 +192,21 @@ def test_reports_join_their_call_and_direction(pcap: Path) -> None:
     assert all(x["endpoint_report"] is None for x in calls["vq-b@198.18.1.2"]["directions"])
 
 
-def _engine_run(path: Path) -> tuple[list[object], dict[str, int]]:
+def _engine_run(path: Path) -> tuple[list[object], CounterSnapshot]:
     p = _read(path)
     engine = Engine(EngineConfig(config=Config()))
     events: list[object] = list(engine.feed(Batch.from_packets(p.data, p.ts, p.linktype)))
     events.extend(engine.finish())
-    return events, engine.counters()
+    return events, engine.snapshot()
 
 
 def test_counters_and_metrics_move(pcap: Path) -> None:
     events, counters = _engine_run(pcap)
-    assert (counters["sip_vq_reports"], counters["sip_vq_report_errors"]) == (4, 1)
-    assert counters["sip_requests_publish"] == 6  # the retransmission and the bad one too
-    assert (counters["calls_reports_joined"], counters["calls_reports_late"],
-            counters["calls_reports_unjoined"], counters["calls_reports_unmatched"]) == \
-        (2, 1, 1, 0)
+    assert (counters.totals["sip_vq_reports"], counters.totals["sip_vq_report_errors"]) == (4, 1)
+    assert counters.totals["sip_requests_publish"] == 6  # the retransmission, the bad one
+    t = counters.totals
+    assert (t["calls_reports_joined"], t["calls_reports_late"], t["calls_reports_unjoined"],
+            t["calls_reports_unmatched"]) == (2, 1, 1, 0)
     reg = CollectorRegistry()
     m = ProbeMetrics(reg, site="hq")
     for e in events:
@@ -271,7 +272,7 @@ def test_report_over_tcp_in_two_segments_joins(tmp_path: Path) -> None:
     rest = [p for p in packets if b"rep-caller-1" not in p.frame]
     path = callgen.write(tmp_path / "tcp.pcap", sorted(rest + tcp, key=lambda p: p.ts_ns))
     events, counters = _engine_run(path)
-    assert counters["sip_vq_reports"] == 4 and counters["sip_messages"] > 0
+    assert counters.totals["sip_vq_reports"] == 4 and counters.totals["sip_messages"] > 0
     rec = next(e.record for e in events
                if isinstance(e, CallEnded) and e.record.call_id == "vq-a@198.18.1.1")
     d = {x.direction: x for x in rec.directions}

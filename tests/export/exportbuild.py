@@ -6,6 +6,8 @@ The caller (A, office LAN) calls the carrier (B); the B -> A stream loses every
 
 from __future__ import annotations
 
+import struct
+
 import packetbuild
 from packetbuild import rtp, sdp, udp
 from prometheus_client import CollectorRegistry
@@ -14,6 +16,7 @@ from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch, LinkType
 from agent.config import Config, config_from_mapping
+from agent.counters import CounterSnapshot
 from agent.engine import Engine, EngineConfig
 from agent.export.metrics import ProbeMetrics
 
@@ -45,8 +48,10 @@ def sip(first: str, cseq: str, to_tag: str = "", body: bytes = b"") -> bytes:
                            call_id=CALL_ID)
 
 
-def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400) -> tuple[list[bytes],
-                                                                          list[float]]:
+def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400, *, cs0_every: int = 0,
+            dtmf: int = 0) -> tuple[list[bytes], list[float]]:
+    """The call; B->A marked ``dscp_b`` but every ``cs0_every``-th packet CS0; with
+    ``dtmf``, that many RFC 4733 event packets A->B on their own SSRC (PT 101)."""
     out: list[tuple[float, bytes]] = [
         (T0, udp(A, 5060, B, 5060, sip(f"INVITE {TO} SIP/2.0", "1 INVITE", body=sdp(A, 40000)),
                  24)),
@@ -60,7 +65,12 @@ def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400) -> tuple[list[b
         t = T0 + 1.1 + 0.02 * i
         out.append((t, udp(A, 40000, B, 50000, rtp(i, 160 * i, 0xA), 46)))
         if not (lose_every and i % lose_every == lose_every - 1):
-            out.append((t + 0.001, udp(B, 50000, A, 40000, rtp(500 + i, 160 * i, 0xB), dscp_b)))
+            mark = 0 if cs0_every and i % cs0_every == cs0_every - 1 else dscp_b
+            out.append((t + 0.001, udp(B, 50000, A, 40000, rtp(500 + i, 160 * i, 0xB), mark)))
+        if i < dtmf:  # event 1, volume 10, growing duration; end bit on the last
+            event = struct.pack("!BBH", 1, 10 | (0x80 if i == dtmf - 1 else 0), 160 * (i + 1))
+            head = struct.pack("!BBHII", 0x80, 101, 900 + i, 8000, 0xE)
+            out.append((t + 0.002, udp(A, 40000, B, 50000, head + event, 46)))
     end = T0 + 1.2 + 0.02 * n
     out.append((end, udp(A, 5060, B, 5060, sip(f"BYE {TO} SIP/2.0", "2 BYE", ";tag=b1"), 24)))
     out.append((end + 0.01, udp(B, 5060, A, 5060, sip("SIP/2.0 200 OK", "2 BYE", ";tag=b1"),
@@ -71,16 +81,17 @@ def packets(lose_every: int = 0, dscp_b: int = 46, n: int = 400) -> tuple[list[b
 
 
 def run(cfg: Config | None = None, *, lose_every: int = 0, dscp_b: int = 46,
-        batch: int = 50) -> tuple[list[Event], dict[str, int]]:
+        batch: int = 50, cs0_every: int = 0,
+        dtmf: int = 0) -> tuple[list[Event], CounterSnapshot]:
     """Feed the call in batches of ``batch`` packets (so intervals fire); finish."""
-    frames, ts = packets(lose_every, dscp_b)
+    frames, ts = packets(lose_every, dscp_b, cs0_every=cs0_every, dtmf=dtmf)
     engine = Engine(EngineConfig(config=cfg or config()))
     events: list[Event] = []
     for i in range(0, len(frames), batch):
         events += engine.feed(Batch.from_packets(frames[i:i + batch], ts[i:i + batch],
                                                  LinkType.RAW))
     events += engine.finish()
-    return events, engine.counters()
+    return events, engine.snapshot()
 
 
 def record(cfg: Config | None = None, **kw: int) -> CallRecord:

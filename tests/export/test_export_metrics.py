@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.calls.events import CallEnded, CallInterval
 from agent.capture.mirror_listener import MirrorStats
+from agent.counters import CounterSnapshot, HepCounts
 from agent.decode.sequence import SequenceGaps
 from agent.export.metrics import (
     MOS_BUCKETS,
@@ -133,8 +134,8 @@ def test_rtp_counted_live_from_intervals_and_completed_at_stream_end() -> None:
 def test_engine_counter_families() -> None:
     reg, m = fed()
     v = reg.get_sample_value
-    assert v("voipprobe_sip_requests_total", {"site": "hq", "method": "INVITE"}) == 1.0
-    assert v("voipprobe_sip_requests_total", {"site": "hq", "method": "BYE"}) == 1.0
+    assert v("voipprobe_sip_requests_total", {**CALL, "method": "INVITE"}) == 1.0
+    assert v("voipprobe_sip_requests_total", {**CALL, "method": "BYE"}) == 1.0
     assert v("voipprobe_sip_responses_total", {"site": "hq", "status_class": "2xx"}) == 2.0
     assert v("voipprobe_sip_responses_total", {"site": "hq", "status_class": "1xx"}) == 1.0
     assert v("voipprobe_capture_packets_total", {"site": "hq", "interface": "eth0"}) == 1000.0
@@ -144,12 +145,18 @@ def test_engine_counter_families() -> None:
     assert v("voipprobe_table_evictions_total", {"site": "hq", "table": "sip_dialogs"}) == 0.0
     assert v("voipprobe_parse_errors_total", {"site": "hq", "protocol": "sip"}) == 0.0
     # absolute values: a later snapshot replaces, never adds
-    m.update({"calls_calls_started": 7, "calls_calls_ended": 4, "sip_requests_invite": 9,
-              "sip_requests_weird": 2, "rtp_streams_evicted": 5})
+    m.update(CounterSnapshot(calls_started=7, calls_ended=4,
+                             sip_requests={("carrier", "INVITE"): 9, ("other", "WEIRD"): 2,
+                                           ("gone-peer", "INVITE"): 3},
+                             table_evictions={"rtp_streams": 5}))
     assert v("voipprobe_calls_started_total", {"site": "hq"}) == 7.0
     assert v("voipprobe_calls_active", {"site": "hq"}) == 3.0
-    assert v("voipprobe_sip_requests_total", {"site": "hq", "method": "INVITE"}) == 9.0
-    assert v("voipprobe_sip_requests_total", {"site": "hq", "method": "OTHER"}) == 2.0
+    sip = {"site": "hq", "peer": "carrier", "method": "INVITE"}
+    assert v("voipprobe_sip_requests_total", sip) == 9.0
+    # a peer the config does not name (say, renamed by a reload) is "other"; so is a method
+    # outside KNOWN_METHODS
+    assert v("voipprobe_sip_requests_total", {**sip, "peer": "other"}) == 3.0
+    assert v("voipprobe_sip_requests_total", {**sip, "peer": "other", "method": "OTHER"}) == 2.0
     assert v("voipprobe_table_evictions_total", {"site": "hq", "table": "rtp_streams"}) == 5.0
     m.set_active(11)
     assert v("voipprobe_calls_active", {"site": "hq"}) == 11.0
@@ -161,9 +168,10 @@ def test_hep_counter_families() -> None:
     site = {"site": "hq"}
     assert v("voipprobe_hep_packets_total", site) == 0.0
     assert v("voipprobe_hep_records_total", {**site, "version": "3"}) == 0.0
-    m.update({"hep_packets": 21, "hep_bytes": 15609, "hep_records_v3": 20, "hep_errors_v3": 1,
-              "hep_records_v2": 4, "hep_duplicates": 14, "hep_skipped_json": 2,
-              "hep_rtcp_json_errors": 3})
+    m.update(CounterSnapshot(hep=HepCounts(
+        packets=21, bytes=15609, records_by_version={"3": 20, "2": 4},
+        errors_by_version={"3": 1},
+        dropped_by_reason={"duplicate": 14, "json_report": 2, "rtcp_json_malformed": 3})))
     assert v("voipprobe_hep_packets_total", site) == 21.0
     assert v("voipprobe_hep_bytes_total", site) == 15609.0
     assert v("voipprobe_hep_records_total", {**site, "version": "3"}) == 20.0
@@ -186,7 +194,7 @@ def test_mirror_listener_and_sequence_families() -> None:
     m.set_interfaces(["eth0", "tzsp:37008", "dc-vxlan"])
     v = reg.get_sample_value
     tzsp = {"site": "hq", "listener": "tzsp:37008", "protocol": "tzsp"}
-    m.update({}, {
+    m.update(CounterSnapshot(), {
         "eth0": Cap(10, 0),
         "tzsp:37008": MirrorStats("tzsp", datagrams=120, bytes=36_000, denied=5, invalid=3,
                                   not_ethernet=2, up=True),
@@ -217,7 +225,8 @@ def test_mirror_listener_and_sequence_families() -> None:
               if f.name.startswith("voipprobe_mirror_sequence")}
     assert points == {"core-span", "erspan", "gretap"}
     # absolute snapshots: a later update replaces
-    m.update({}, {"tzsp:37008": MirrorStats("tzsp", 130, 39_000, 5, 3, 2, up=True)})
+    m.update(CounterSnapshot(),
+             {"tzsp:37008": MirrorStats("tzsp", 130, 39_000, 5, 3, 2, up=True)})
     assert v("voipprobe_mirror_datagrams_total", tzsp) == 130.0
     assert v("voipprobe_mirror_datagrams_total",
              {"site": "hq", "listener": "dc-vxlan", "protocol": "vxlan"}) is None
@@ -249,7 +258,7 @@ _DIRECTED = re.compile(r"^[A-Za-z0-9_.-]*:(in|out)$")
 def test_label_values_are_bounded() -> None:
     reg, m = fed()
     m.set_interfaces(["eth0"])
-    m.update({}, {"eth0": Cap(1, 0), "veth-a84b4c76e6": Cap(1, 0)})
+    m.update(CounterSnapshot(), {"eth0": Cap(1, 0), "veth-a84b4c76e6": Cap(1, 0)})
     allowed_keys = {"site", "peer", "direction", "codec", "profile", "threshold", "method",
                     "status_class", "end_reason", "interface", "expected", "traffic", "reason",
                     "protocol", "table", "verdict", "le", "version", "python_version",

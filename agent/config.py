@@ -310,6 +310,9 @@ class ExporterConfig(BaseModel):
     listen: str = Field(default_factory=lambda: f"127.0.0.1:{DEFAULT_EXPORTER_PORT}")
     # The ``site`` label on every metric: one name per agent (bounded by the config).
     site: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # How many of the last call records ``/calls`` keeps (pseudonymised like the call
+    # log; agent/export/recent.py); 0 turns the page off. Applies at start.
+    recent_calls: int = Field(default=200, ge=0, le=10_000)
     # Prometheus exporter-toolkit web config (TLS, basic auth, headers):
     # agent/export/webconfig.py; re-read on SIGHUP. None: plain HTTP, no authentication.
     web_config: Path | None = None

@@ -78,6 +78,7 @@ from agent.export.calllog import CallLog, CallLogStats
 from agent.export.http import HealthCheck, MetricsServer, exposure_warning
 from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
+from agent.export.recent import RecentCalls
 from agent.export.webconfig import PLAIN, WebSettings, load_web_config
 from agent.os_errors import StartupError, capture_error, listen_error
 from agent.startup import startup_line
@@ -108,7 +109,7 @@ class PacketSource(Protocol):
 class MetricsSink(Protocol):
     """The exporter's collector (`agent.export.metrics.ProbeMetrics`)."""
 
-    def observe(self, event: Event) -> None: ...
+    def observe(self, event: Event, reference: str | None = None) -> None: ...
 
     def update(self, counters: CounterSnapshot, capture: Any = None,
                sequences: Mapping[str, SequenceGaps] | None = None) -> None: ...
@@ -125,7 +126,9 @@ class MetricsSink(Protocol):
 class CallSink(Protocol):
     """The call log (`agent.export.calllog.CallLog`)."""
 
-    def write(self, record: CallRecord) -> None: ...
+    def public(self, record: CallRecord) -> dict[str, Any]: ...
+
+    def write(self, record: CallRecord, public: dict[str, Any] | None = None) -> None: ...
 
     def retry(self) -> None: ...
 
@@ -181,9 +184,11 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         err: IO[str] | None = None,
+        recent: RecentCalls | None = None,
     ) -> None:
         self.config = config
         self.source = source
+        self.recent = recent  # the exporter's /calls page, fed the log's records
         self.metrics = metrics
         self.call_log = call_log
         self.engine = Engine(EngineConfig(config=config))
@@ -293,10 +298,15 @@ class Daemon:
         for event in events:
             if isinstance(event, CallEnded):
                 event = replace(event, record=self._stamp(event.record))
-            self.metrics.observe(event)
-            if isinstance(event, CallEnded):
-                self.call_log.write(event.record)
-                self.records_written += 1
+            if not isinstance(event, CallEnded):
+                self.metrics.observe(event)
+                continue
+            public = self.call_log.public(event.record)  # as the log shows it
+            self.metrics.observe(event, reference=public.get("call_id"))
+            if self.recent is not None:
+                self.recent.add(public)
+            self.call_log.write(event.record, public)
+            self.records_written += 1
 
     def _stamp(self, record: CallRecord) -> CallRecord:
         """The record, flagged ``capture_lossy`` when its lifetime met a loss window."""
@@ -517,6 +527,7 @@ class Exporter:
 
     metrics: ProbeMetrics
     server: MetricsServer
+    recent: RecentCalls | None = None  # what /calls shows
 
     def reload(self, config: Config) -> None:
         """Re-read the web config (SIGHUP); a bad one raises `ConfigError` and the
@@ -534,7 +545,8 @@ def start_exporter(config: Config, health: HealthCheck, web: WebSettings = PLAIN
     metrics = ProbeMetrics(REGISTRY, site=config.exporter.site, config=config)
     metrics.set_interfaces(source_names(config.capture))
     metrics.config_reloaded(True, time.time())
-    server = MetricsServer(REGISTRY, health, web)
+    recent = RecentCalls(config.exporter.recent_calls)
+    server = MetricsServer(REGISTRY, health, web, recent=recent)
     try:
         server.start(config.exporter.host, config.exporter.port)
     except OSError as exc:
@@ -542,7 +554,7 @@ def start_exporter(config: Config, health: HealthCheck, web: WebSettings = PLAIN
     warning = exposure_warning(config.exporter.host, web)
     if warning is not None:
         print(f"voipprobe: warning: {warning}", file=sys.stderr)
-    return Exporter(metrics, server)
+    return Exporter(metrics, server, recent)
 
 
 def run(
@@ -587,7 +599,7 @@ def run(
         config, source=source, metrics=exporter.metrics, call_log=call_log,
         load=load, open_call_log=open_call_log, open_source=open_source,
         reload_exporter=exporter.reload,
-        watchdog_s=sdnotify.watchdog_interval_s(),
+        watchdog_s=sdnotify.watchdog_interval_s(), recent=exporter.recent,
     )
     daemon_ref.append(daemon)
     daemon.install_signal_handlers()

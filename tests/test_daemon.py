@@ -135,7 +135,10 @@ class MemoryLog:
         self.reopened = 0
         self.closed = False
 
-    def write(self, record: CallRecord) -> None:
+    def public(self, record: CallRecord) -> dict[str, Any]:
+        return record.to_json()
+
+    def write(self, record: CallRecord, public: object = None) -> None:
         self.records.append(record)
 
     def retry(self) -> None:

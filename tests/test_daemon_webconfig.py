@@ -38,7 +38,10 @@ class NoSource:
 
 
 class NoLog:
-    def write(self, record: Any) -> None:
+    def public(self, record: Any) -> dict[str, Any]:
+        return {}
+
+    def write(self, record: Any, public: object = None) -> None:
         pass
 
     def reopen(self) -> None:

@@ -314,16 +314,22 @@ class CallLog:
 
     # -- the sink ---------------------------------------------------------------------
 
-    def format(self, record: CallRecord) -> str:
-        """The line (without newline) that `write` would write for ``record``."""
-        data = self.pseudonymiser.apply(record.to_json())
+    def public(self, record: CallRecord) -> dict[str, Any]:
+        """``record`` as the log shows it (pseudonymised as ``privacy`` says): what
+        the other sinks that show a call (``/calls``, exemplars) show too."""
+        return self.pseudonymiser.apply(record.to_json())
+
+    def format(self, record: CallRecord, public: dict[str, Any] | None = None) -> str:
+        """The line (without newline) that `write` would write for ``record``
+        (``public``: its `public` form, when already made)."""
+        data = self.public(record) if public is None else public
         if self.fmt == "json":
             return json.dumps(data, separators=(",", ":"))
         return format_line(data)
 
-    def write(self, record: CallRecord) -> None:
+    def write(self, record: CallRecord, public: dict[str, Any] | None = None) -> None:
         """Append one record as one line; during a fault it waits in the queue."""
-        line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        line = (self.format(record, public) + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
             self._enqueue(line)
             if self._episode is None:  # during a fault, `retry` paces the attempts

@@ -1,4 +1,5 @@
-"""The exporter's HTTP server: ``/metrics``, ``/health`` and a landing page at ``/``.
+"""The exporter's HTTP server: ``/metrics``, ``/health``, ``/calls`` (recent calls,
+`agent.export.recent`) and a landing page at ``/``.
 
 Default port
 ------------
@@ -51,6 +52,7 @@ from agent import __version__
 from agent.config import DEFAULT_EXPORTER_PORT
 from agent.export.httphead import Request, Response
 from agent.export.httpserver import HttpServer, ServerLimits, ServerStats
+from agent.export.recent import RecentCalls, query_filters, render_html, render_json
 from agent.export.webconfig import PLAIN, WebSettings
 
 DEFAULT_PORT = DEFAULT_EXPORTER_PORT  # agent/config.py holds it: the config names it too
@@ -65,23 +67,29 @@ _LANDING = """<!DOCTYPE html>
 <body><h1>voipprobe {version}</h1>
 <p>VoIP call-quality probe (SIP/RTP, E-model MOS, DSCP and SLA verdicts).</p>
 <ul><li><a href="metrics">/metrics</a> &mdash; Prometheus metrics</li>
-<li><a href="health">/health</a> &mdash; capture loop health</li></ul>
+<li><a href="health">/health</a> &mdash; capture loop health</li>
+<li><a href="calls">/calls</a> &mdash; recent calls, worst first</li></ul>
 </body></html>
 """
 
 
 class _Routes:
-    """The pages: ``/metrics``, ``/health``, ``/``; 404 for the rest."""
+    """The pages: ``/metrics``, ``/health``, ``/calls``, ``/calls.json``, ``/``; 404
+    for the rest."""
 
-    def __init__(self, registry: CollectorRegistry, health: HealthCheck | None) -> None:
+    def __init__(self, registry: CollectorRegistry, health: HealthCheck | None,
+                 recent: RecentCalls | None = None) -> None:
         self.registry = registry
         self.health = health
+        self.recent = recent
 
     def __call__(self, request: Request) -> Response:
         if request.path == "/metrics":
             return self._metrics(request)
         if request.path == "/health":
             return self._health()
+        if request.path in ("/calls", "/calls.json") and self.recent is not None:
+            return self._calls(request)
         if request.path in ("/", "/index.html"):
             body = _LANDING.format(version=html.escape(__version__)).encode()
             return _page(200, "text/html; charset=utf-8", body)
@@ -95,6 +103,20 @@ class _Routes:
             log.exception("collecting metrics failed")
             return _page(500, "text/plain; charset=utf-8", b"collecting metrics failed\n")
         return _page(200, content_type, body)
+
+    def _calls(self, request: Request) -> Response:
+        recent = self.recent
+        assert recent is not None
+        filters = query_filters(request.query)
+        if isinstance(filters, str):
+            return _page(400, "text/plain; charset=utf-8", f"{filters}\n".encode())
+        peer, verdict, limit = filters
+        rows = recent.rows(peer, verdict, limit)
+        if request.path == "/calls.json":
+            return _page(200, "application/json", render_json(rows))
+        body = render_html(rows, held=len(recent.rows()), capacity=recent.capacity,
+                           peer=peer, verdict=verdict)
+        return _page(200, "text/html; charset=utf-8", body)
 
     def _health(self) -> Response:
         ok: bool = True
@@ -136,9 +158,11 @@ class MetricsServer:
     """Serves ``registry`` and the ``health`` callback over HTTP(S) until `stop`."""
 
     def __init__(self, registry: CollectorRegistry, health: HealthCheck | None = None,
-                 web: WebSettings = PLAIN, limits: ServerLimits | None = None) -> None:
+                 web: WebSettings = PLAIN, limits: ServerLimits | None = None,
+                 recent: RecentCalls | None = None) -> None:
         self.registry = registry
         self.health = health
+        self.recent = recent
         self._web = web
         self._limits = limits
         self._server: HttpServer | None = None
@@ -153,7 +177,7 @@ class MetricsServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
         self._port = int(listener.getsockname()[1])
-        server = HttpServer(listener, _Routes(self.registry, self.health), self._web,
+        server = HttpServer(listener, _Routes(self.registry, self.health, self.recent), self._web,
                             self._limits, server_name=f"voipprobe/{__version__}")
         thread = threading.Thread(target=server.serve, name="voipprobe-http", daemon=True)
         thread.start()

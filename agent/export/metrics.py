@@ -369,6 +369,19 @@ class _CallLogCollector(Collector):
         yield reopens
 
 
+#: OpenMetrics limits an exemplar's label set to 128 UTF-8 characters, names included.
+EXEMPLAR_MAX_CHARS = 128
+
+
+def exemplar(reference: str | None) -> dict[str, str] | None:
+    """The exemplar labels naming a call (``call_id``: its reference as the call log
+    shows it), or None without one. A clear Call-ID longer than the limit is cut: its
+    start still finds the call in the log (``grep -F``)."""
+    if not reference:
+        return None
+    return {"call_id": reference[:EXEMPLAR_MAX_CHARS - len("call_id")]}
+
+
 class ProbeMetrics:
     """Every metric family of the probe, registered in ``registry``.
 
@@ -530,11 +543,13 @@ class ProbeMetrics:
         """The call log's latest totals (`CallLog.stats()`)."""
         self._call_log.stats = stats
 
-    def observe(self, event: Event) -> None:
-        """Account one engine event."""
+    def observe(self, event: Event, reference: str | None = None) -> None:
+        """Account one engine event. ``reference``: how the call log names an ended
+        call (its pseudonymised Call-ID), put on the call histograms as an OpenMetrics
+        exemplar (`exemplar`)."""
         with self._lock:
             if isinstance(event, CallEnded):
-                self._call_ended(event.record)
+                self._call_ended(event.record, exemplar(reference))
             elif isinstance(event, CallInterval):
                 self._interval(event)
             elif isinstance(event, StreamEnded):
@@ -583,7 +598,7 @@ class ProbeMetrics:
 
     # -- events -----------------------------------------------------------------------
 
-    def _call_ended(self, rec: CallRecord) -> None:
+    def _call_ended(self, rec: CallRecord, ex: dict[str, str] | None = None) -> None:
         site, peer = self.site, self._peer(rec.peer)
         reason = _pick(rec.end_reason, END_REASONS)
         self.calls_ended.labels(site, peer, reason, status_class(rec.final_status)).inc()
@@ -604,11 +619,11 @@ class ProbeMetrics:
             if rec.one_way_media == direction:
                 child.inc()
         if rec.rtt_ms is not None:
-            self.call_rtt.labels(site, peer).observe(rec.rtt_ms / 1000.0)
+            self.call_rtt.labels(site, peer).observe(rec.rtt_ms / 1000.0, ex)
         if rec.setup_delay_s is not None:
-            self.call_setup.labels(site, peer).observe(rec.setup_delay_s)
+            self.call_setup.labels(site, peer).observe(rec.setup_delay_s, ex)
         for d in rec.directions:
-            self._direction(rec, d, peer)
+            self._direction(rec, d, peer, ex)
             for hop in d.loss_between_points:
                 self.lost_between_points.labels(
                     site, peer, _pick(d.direction, DIRECTIONS, UNKNOWN),
@@ -616,16 +631,17 @@ class ProbeMetrics:
                     self._point_shown(hop.downstream)).inc(hop.lost)
         self._dscp(rec, peer, profile)
 
-    def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str) -> None:
+    def _direction(self, rec: CallRecord, d: DirectionRecord, peer: str,
+                   ex: dict[str, str] | None = None) -> None:
         codec = codec_label(d.stream.codec or rec.codec)
         labels = (self.site, peer, _pick(d.direction, DIRECTIONS, UNKNOWN), codec)
         if d.quality is not None:  # audio only: video, T.38, events alone get no MOS
-            self.call_mos.labels(*labels).observe(d.quality.mos_cq)
+            self.call_mos.labels(*labels).observe(d.quality.mos_cq, ex)
         rep = d.endpoint_report
         if rep is not None and rep.mos_cq_difference is not None:
             self.endpoint_mos_difference.labels(*labels[:3]).observe(rep.mos_cq_difference)
-        self.call_jitter.labels(*labels).observe(d.stream.jitter_ms / 1000.0)
-        self.call_loss.labels(*labels).observe(d.stream.loss_ratio)
+        self.call_jitter.labels(*labels).observe(d.stream.jitter_ms / 1000.0, ex)
+        self.call_loss.labels(*labels).observe(d.stream.loss_ratio, ex)
 
     def _dscp(self, rec: CallRecord, peer: str, profile_name: str) -> None:
         profile = self._config.sla.profiles.get(profile_name)

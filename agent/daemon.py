@@ -73,6 +73,7 @@ from agent.config import (
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
+from agent.export.evidence import EvidenceWriter, open_evidence
 from agent.export.http import HealthCheck, MetricsServer, exposure_warning
 from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
@@ -204,6 +205,16 @@ class Daemon:
         self._stop = False
         self._reload = False
         self.records_written = 0
+        self.evidence = self._open_evidence(config)
+
+    def _open_evidence(self, config: Config) -> EvidenceWriter | None:
+        """The evidence pcap writer (agent/export/evidence.py); a key that cannot be
+        read turns it off, said once: capture never stops for evidence."""
+        try:
+            return open_evidence(config)
+        except (PrivacyError, OSError) as exc:
+            self._log(f"evidence pcaps off: {exc}")
+            return None
 
     def _log(self, text: str) -> None:
         print(f"voipprobe: {text}", file=self._err or sys.stderr, flush=True)
@@ -275,7 +286,11 @@ class Daemon:
 
     def _update_metrics(self) -> None:
         stats, gaps = self._read_sources()
-        self.metrics.update(self.engine.counters(), stats, gaps)
+        counters = self.engine.counters()
+        if self.evidence is not None:  # the files written: counted with the core's
+            counters.update({f"evidence_file_{k}": v
+                             for k, v in self.evidence.stats.as_dict().items()})
+        self.metrics.update(counters, stats, gaps)
         self.metrics.update_sources(self.sources.statuses())
         self.metrics.update_call_log(self.call_log.stats())
 
@@ -290,6 +305,8 @@ class Daemon:
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
             if isinstance(event, CallEnded):
+                if self.evidence is not None:
+                    event = self.evidence.process(event)
                 event = replace(event, record=self._stamp(event.record))
             self.metrics.observe(event)
             if isinstance(event, CallEnded):
@@ -344,6 +361,9 @@ class Daemon:
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old, self.config = self.config, new
         self.metrics.set_config(new)
+        if (new.evidence, new.state_dir, new.privacy) != (old.evidence, old.state_dir,
+                                                          old.privacy):
+            self.evidence = self._open_evidence(new)
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
         if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \

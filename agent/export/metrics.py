@@ -318,6 +318,22 @@ class _CountersCollector(Collector):
             decode.add_metric([site, key.removeprefix("decode_")], c.get(key, 0))
         yield decode
 
+        # evidence pcaps (agent/calls/evidence.py, agent/export/evidence.py)
+        written = fam("evidence_files_written", "Evidence pcaps written (bad calls' SIP and "
+                      "RTP/RTCP headers).")
+        written.add_metric([site], c.get("evidence_file_written", 0))
+        yield written
+        errors = fam("evidence_write_errors", "Evidence pcaps not written or not rotated "
+                     "out (file system errors): the record names no file.")
+        errors.add_metric([site], c.get("evidence_file_write_errors", 0))
+        yield errors
+        capped = fam("evidence_packets_dropped", "Packets left out of a call's evidence, "
+                     "by reason: call_cap (max_bytes_per_call), buffer_cap (max_buffer_bytes).",
+                     ("reason",))
+        capped.add_metric([site, "call_cap"], c.get("evidence_packets_over_call_cap", 0))
+        capped.add_metric([site, "buffer_cap"], c.get("evidence_packets_over_buffer_cap", 0))
+        yield capped
+
         yield from _hep_families(fam, c, site)
         yield from _mirror_families(fam, self.mirrors, self.sequences, site)
 

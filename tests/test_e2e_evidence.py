@@ -16,7 +16,6 @@ Skipped (with the reason) when not root or a tool is missing; fails instead with
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,18 +41,9 @@ IFACE = "rb"
 RTP_FIXED = 12
 
 
-def _require() -> None:
-    reason = netlab.lab_unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"evidence lab unavailable in CI: {reason}")
-    pytest.skip(f"evidence lab unavailable: {reason}")
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[netlab.Lab]:
-    _require()
+    netlab.require_lab()
     with netlab.Lab("ev", tmp_path / "lab") as built:
         yield built
 

@@ -363,7 +363,10 @@ class Daemon:
         self.metrics.set_config(new)
         if (new.evidence, new.state_dir, new.privacy) != (old.evidence, old.state_dir,
                                                           old.privacy):
-            self.evidence = self._open_evidence(new)
+            writer = self._open_evidence(new)
+            if writer is not None and self.evidence is not None:
+                writer.stats = self.evidence.stats  # the counters go on
+            self.evidence = writer
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
         if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \

@@ -302,3 +302,58 @@ def test_analyze_evidence_option(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert recs["cli@test"]["evidence"] == "cli_test.pcap"
     assert recs["clean@test"]["evidence"] is None
     assert [p.name for p in out_dir.iterdir()] == ["cli_test.pcap"]
+
+
+def ip6_udp(src: str, sport: int, dst: str, dport: int, payload: bytes, tc: int = 0) -> bytes:
+    import ipaddress
+    head = struct.pack("!IHBB", (6 << 28) | (tc << 20), 8 + len(payload), 17, 64)
+    return (head + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
+            + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+
+
+def test_ipv6_call_keeps_its_addresses_and_lengths() -> None:
+    a6, b6 = "2001:db8::10", "2001:db8:1::20"
+    body_a = sdp(A, A_PORT).replace(f"IN IP4 {A}".encode(), f"IN IP6 {a6}".encode())
+    body_b = sdp(B, B_PORT).replace(f"IN IP4 {B}".encode(), f"IN IP6 {b6}".encode())
+    kw = {"call_id": "v6@test"}
+    msgs = [sip(f"INVITE sip:bob@[{b6}] SIP/2.0", "1 INVITE", body=body_a, **kw),
+            sip("SIP/2.0 200 OK", "1 INVITE", ";tag=b2", body_b, **kw)]
+    packets = [(1000.0, ip6_udp(a6, 5060, b6, 5060, msgs[0])),
+               (1000.5, ip6_udp(b6, 5060, a6, 5060, msgs[1]))]
+    packets += [(1001 + 0.02 * k, ip6_udp(a6, A_PORT, b6, B_PORT, rtp(k, 160 * k, 9), 46 << 2))
+                for k in range(20)]
+    _, (ev,) = run(packets, Config(evidence=EvidenceConfig(enabled=True)))
+    assert ev.evidence is not None
+    sips = [p for p in ev.evidence.packets if p.data[40:42] == b"\x13\xc4"]
+    media = [p for p in ev.evidence.packets if p not in sips]
+    assert [p.data[48:] for p in sips] == msgs
+    assert len(media) == 20
+    for k, p in enumerate(media):
+        first, plen, nxt = struct.unpack_from("!IHB", p.data)
+        assert first >> 28 == 6 and (first >> 22) & 0x3F == 46 and nxt == 17
+        assert plen == 8 + len(rtp(0, 0, 0)) and p.orig_len == 40 + plen
+        assert p.data[8:24] == bytes.fromhex("20010db8" + "0" * 22 + "10")
+        assert len(p.data) == 40 + 8 + RTP_HEADER
+        assert struct.unpack_from("!H", p.data, 50)[0] == k
+
+
+def test_sip_over_tcp_becomes_one_segment_per_message() -> None:
+    invite = sip(f"INVITE sip:bob@{B} SIP/2.0", "1 INVITE", body=sdp(A, A_PORT),
+                 call_id="tcp@test")
+    half = len(invite) // 2
+
+    def segment(seq: int, data: bytes) -> bytes:
+        tcp = struct.pack("!HHIIBBHHH", 40000, 5060, seq, 1, 5 << 4, 0x18, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(data), 0, 0, 64, 6, 0,
+                         bytes(map(int, A.split("."))), bytes(map(int, B.split("."))))
+        return ip + tcp + data
+
+    packets = [(1000.0, segment(5000, invite[:half])),
+               (1000.1, segment(5000 + half, invite[half:]))]
+    _, (ev,) = run(packets, evidence_config())
+    assert ev.evidence is not None
+    (pkt,) = ev.evidence.packets
+    sport, dport, seq, _, off, flags = struct.unpack_from("!HHIIBB", pkt.data, 20)
+    assert (sport, dport, seq, off >> 4, flags) == (40000, 5060, 1, 5, 0x18)
+    assert pkt.data[9] == 6 and pkt.data[40:] == invite and pkt.orig_len == len(pkt.data)
+    assert struct.unpack_from("!H", pkt.data, 2)[0] == len(pkt.data)

@@ -374,7 +374,8 @@ class EvidenceConfig(BaseModel):
     # what one call keeps in memory and writes: a quarter for its SIP messages, the
     # rest for its RTP/RTCP headers (so the BYE still fits when media filled its share)
     max_bytes_per_call: int = Field(default=256 * KIB, ge=4 * KIB)
-    max_buffer_bytes: int = Field(default=64 * MIB, ge=64 * KIB)  # all running calls
+    # memory of all running calls' buffers (each packet's object overhead counted)
+    max_buffer_bytes: int = Field(default=64 * MIB, ge=64 * KIB)
     max_total_bytes: int = Field(default=256 * MIB, ge=64 * KIB)  # the directory
     max_files: int = Field(default=1000, gt=0)  # the oldest file goes first
 

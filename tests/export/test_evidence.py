@@ -27,7 +27,7 @@ from agent.capture.batch import Batch, LinkType
 from agent.config import Config, EvidenceConfig
 from agent.engine import Engine, EngineConfig
 from agent.export.evidence import EvidenceWriter, file_stem, pcap_bytes
-from agent.export.privacy import Pseudonymiser
+from agent.export.privacy import Pseudonymiser, read_key
 
 A, B = "198.18.7.10", "198.19.8.20"
 A_PORT, B_PORT = 16384, 20000
@@ -357,3 +357,39 @@ def test_sip_over_tcp_becomes_one_segment_per_message() -> None:
     assert (sport, dport, seq, off >> 4, flags) == (40000, 5060, 1, 5, 0x18)
     assert pkt.data[9] == 6 and pkt.data[40:] == invite and pkt.orig_len == len(pkt.data)
     assert struct.unpack_from("!H", pkt.data, 2)[0] == len(pkt.data)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_daemon_writes_evidence_or_counts_the_error(tmp_path: Path, blocked: bool) -> None:
+    from test_daemon import FakeSource, MemoryLog, make_daemon, sample_batches
+
+    state = tmp_path / "state"
+    state.mkdir()
+    if blocked:  # the evidence directory cannot be made: a file is in the way
+        (state / "evidence").write_text("in the way")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"exporter:\n  site: lab\nstate_dir: {state}\nprivacy: hash\n"
+                   "evidence:\n  enabled: true\n")
+    source = FakeSource(sample_batches())
+    log = MemoryLog()
+    d, registry = make_daemon(source, cfg, call_log=log)
+    for _ in range(len(source.batches) + 30):
+        d.step()
+    (rec,) = log.records  # the sample's call: b_to_a loss 1.5 %, SLA violated
+    assert rec.sla.verdict == "violated"
+    d._update_metrics()
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, {"site": "lab"})
+
+    if blocked:
+        assert rec.evidence is None
+        assert sample("voipprobe_evidence_write_errors_total") == 1
+        assert sample("voipprobe_evidence_files_written_total") == 0
+    else:
+        pseudonym = Pseudonymiser("hash", read_key(state))
+        assert rec.evidence == file_stem(pseudonym.call_id(rec.call_id or "") or "") + ".pcap"
+        assert (state / "evidence" / rec.evidence).stat().st_size > 24
+        assert sample("voipprobe_evidence_files_written_total") == 1
+        assert sample("voipprobe_evidence_write_errors_total") == 0
+    d.shutdown()

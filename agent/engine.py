@@ -170,7 +170,9 @@ class Engine:
         self.limits = self.tcp.limits = self.config.limits()
         self.streams.config = replace(self.streams.config,
                                       idle_timeout_s=config.calls.media_idle_timeout_s)
-        if config.evidence != old.evidence:  # caps at once; turned on: from now on
+        if self.evidence is not None and config.evidence.enabled:
+            self.evidence.config = config.evidence  # new caps apply at once
+        elif config.evidence.enabled != old.evidence.enabled:  # on: calls from now on
             self.evidence = EvidenceKeeper(config.evidence) if config.evidence.enabled \
                 else None
             self.calls.evidence = self.evidence

@@ -393,3 +393,16 @@ def test_daemon_writes_evidence_or_counts_the_error(tmp_path: Path, blocked: boo
         assert sample("voipprobe_evidence_files_written_total") == 1
         assert sample("voipprobe_evidence_write_errors_total") == 0
     d.shutdown()
+
+
+def test_reconfigure_keeps_running_buffers_and_turns_off() -> None:
+    packets = call("reload@test", lose_every=10).packets
+    engine = Engine(EngineConfig(config=evidence_config()))
+    head = [p for p in packets if p[0] < 1002]
+    engine.feed(Batch.from_packets([p for _, p in head], [t for t, _ in head], LinkType.RAW))
+    keeper = engine.evidence
+    assert keeper is not None and len(keeper) == 1
+    assert engine.reconfigure(evidence_config(max_bytes_per_call=8192)) == []
+    assert engine.evidence is keeper and keeper.config.max_bytes_per_call == 8192
+    engine.reconfigure(Config())
+    assert engine.evidence is None and engine.calls.evidence is None

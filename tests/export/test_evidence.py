@@ -406,3 +406,26 @@ def test_reconfigure_keeps_running_buffers_and_turns_off() -> None:
     assert engine.evidence is keeper and keeper.config.max_bytes_per_call == 8192
     engine.reconfigure(Config())
     assert engine.evidence is None and engine.calls.evidence is None
+
+
+def test_many_calls_evidence_does_not_depend_on_batch_size() -> None:
+    """callgen's concurrent calls (re-INVITEs moving a port, in-dialog requests, failed
+    and cancelled calls, delay and duplicates): the same evidence, packet for packet,
+    whatever the batch size."""
+    from callgen import many_calls
+
+    packets, _ = many_calls(n=6)
+    frames = [p.frame for p in packets]
+    ts = [p.ts_ns / 1e9 for p in packets]
+    seen = set()
+    for size in (3, 64, len(frames)):
+        engine = Engine(EngineConfig(config=evidence_config()))
+        events: list[Event] = []
+        for i in range(0, len(frames), size):
+            events += engine.feed(Batch.from_packets(frames[i:i + size], ts[i:i + size]))
+        events += engine.finish()
+        got = tuple(sorted((e.record.call_id or "", pcap_bytes(e.evidence.packets))
+                           for e in events if isinstance(e, CallEnded) and e.evidence))
+        assert len(got) >= 6 and all(len(b) > 24 for _, b in got)
+        seen.add(got)
+    assert len(seen) == 1

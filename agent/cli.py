@@ -32,6 +32,7 @@ from agent.config import (
     load_config,
 )
 from agent.engine import Engine, EngineConfig
+from agent.export.evidence import EvidenceWriter
 from agent.os_errors import reason
 from agent.rtp.model import StreamStats
 from agent.sip.events import EndReason
@@ -94,13 +95,20 @@ def analyze_files(
     err: TextIO,
     config: Config | None = None,
     sink: Callable[[Event], None] | None = None,
+    evidence: EvidenceWriter | None = None,
 ) -> Analysis:
     """Run every file through one engine, in the order given (a rotated capture set
     continues across files). Each event goes to ``sink`` as it happens (so a long
     capture's records need not be held), else it is kept, sorted, in the result."""
     engine = Engine(EngineConfig(config=config or Config()))
     result = Analysis(engine=engine)
-    emit = sink or result.keep
+    keep = sink or result.keep
+
+    def emit(event: Event) -> None:
+        if evidence is not None and isinstance(event, CallEnded):
+            event = evidence.process(event)  # the record names its pcap
+        keep(event)
+
     for path in paths:
         try:
             with open_capture(path) as reader:
@@ -169,7 +177,6 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    out: TextIO = sys.stdout
     err: TextIO = sys.stderr
     config = None
     if args.config:
@@ -178,6 +185,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"voipprobe: error: {exc}", file=err)
             return EXIT_BAD_INPUT
+    writer = None
+    if args.evidence:  # violated calls' pcaps (every call's with evidence.every_call)
+        base = config or Config()
+        ev = base.evidence.model_copy(update={"enabled": True})
+        config = base.model_copy(update={"evidence": ev})
+        writer = EvidenceWriter(ev, Path(args.evidence), lambda call_id: call_id)
+    try:
+        return _analyze(args, config, writer)
+    finally:
+        if writer is not None:
+            s = writer.stats
+            print(f"voipprobe: {s.written} evidence pcap(s) written to {args.evidence}"
+                  + (f", {s.write_errors} write error(s)" if s.write_errors else ""),
+                  file=err)
+
+
+def _analyze(args: argparse.Namespace, config: Config | None,
+             writer: EvidenceWriter | None) -> int:
+    out: TextIO = sys.stdout
+    err: TextIO = sys.stderr
     paths = [Path(p) for p in args.files] or [bundled_sample()]
     if not args.files:
         print(f"voipprobe: no FILE given; analysing the bundled sample {paths[0]}", file=err)
@@ -192,7 +219,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             counts[type(event).__name__] += 1
 
         counts: Counter[str] = Counter()
-        a = analyze_files(paths, progress, err, config, sink=write)
+        a = analyze_files(paths, progress, err, config, sink=write, evidence=writer)
         assert a.engine is not None
         summary = {"kind": "summary", "files": [str(p) for p in paths],
                    "calls": counts["CallEnded"], "streams": counts["StreamEnded"]}
@@ -200,7 +227,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         out.write(json.dumps(summary, separators=(",", ":")) + "\n")
         return a.code
     if args.streams:
-        a = analyze_files(paths, progress, err, config)
+        a = analyze_files(paths, progress, err, config, evidence=writer)
         assert a.engine is not None
         if a.streams:
             out.write(stream_table(a.streams) + "\n")
@@ -219,7 +246,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         elif isinstance(event, StreamEnded):
             counts["streams"] += 1
 
-    a = analyze_files(paths, progress, err, config, sink=keep_rows)
+    a = analyze_files(paths, progress, err, config, sink=keep_rows, evidence=writer)
     assert a.engine is not None
     rows.sort(key=lambda r: r[0])
     if rows:
@@ -351,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH",
                    help="YAML config: SLA profiles, local networks, peers, quality model")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--evidence", metavar="DIR",
+                   help="write a pcap of each SLA-violating call's SIP and RTP/RTCP headers "
+                        "(no audio) into DIR")
     p.set_defaults(func=cmd_analyze)
     r = sub.add_parser("run", help="capture live and export metrics and call records")
     r.add_argument("--config", metavar="PATH",

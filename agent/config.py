@@ -362,6 +362,25 @@ class CallLogConfig(BaseModel):
     format: Literal["json", "line"] = "json"  # JSON line, or one human-readable line
 
 
+class EvidenceConfig(BaseModel):
+    """Evidence pcaps (`agent.calls.evidence`, `agent.export.evidence`): a call's SIP
+    messages and RTP/RTCP headers, never audio, written under ``state_dir/directory``
+    when the call violates its SLA (or every call). Off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    every_call: bool = False  # write every call's file, not only violated calls'
+    directory: Path = Path("evidence")  # relative: under state_dir
+    # what one call keeps in memory and writes: a quarter for its SIP messages, the
+    # rest for its RTP/RTCP headers (so the BYE still fits when media filled its share)
+    max_bytes_per_call: int = Field(default=256 * KIB, ge=4 * KIB)
+    # memory of all running calls' buffers (each packet's object overhead counted)
+    max_buffer_bytes: int = Field(default=64 * MIB, ge=64 * KIB)
+    max_total_bytes: int = Field(default=256 * MIB, ge=64 * KIB)  # the directory
+    max_files: int = Field(default=1000, gt=0)  # the oldest file goes first
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -378,6 +397,7 @@ class Config(BaseModel):
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     call_log: CallLogConfig = Field(default_factory=CallLogConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     # Where the pseudonymisation key lives (systemd: StateDirectory=voipprobe).
     state_dir: Path = Path("/var/lib/voipprobe")
 

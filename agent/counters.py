@@ -27,6 +27,7 @@ DECODE_DROP_REASONS = (
 HEP_DROP_REASONS = ("duplicate", "json_report", "other_type", "rtcp_json_malformed")
 HEP_TCP_UNFRAMED_REASONS = ("retransmitted", "gaps", "desynced", "skipped")
 PARSE_ERROR_PROTOCOLS = ("sip", "sdp", "rtcp", "vq-rtcpxr")
+EVIDENCE_DROP_REASONS = ("call_cap", "buffer_cap")
 REPORT_OUTCOMES = ("received", "malformed", "joined", "late", "unknown_call", "unmatched")
 
 
@@ -44,6 +45,15 @@ class HepCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceCounts:
+    """Evidence pcaps (`agent.calls.evidence` keeps, `agent.export.evidence` writes)."""
+
+    files_written: int = 0
+    write_errors: int = 0
+    packets_dropped: Mapping[str, int] = field(default_factory=dict)  # EVIDENCE_DROP_REASONS
+
+
+@dataclass(frozen=True, slots=True)
 class CounterSnapshot:
     """Absolute totals since the engine started (monotonic: Prometheus counters)."""
 
@@ -58,4 +68,5 @@ class CounterSnapshot:
     decode_drops: Mapping[str, int] = field(default_factory=dict)  # DECODE_DROP_REASONS
     table_evictions: Mapping[str, int] = field(default_factory=dict)  # table -> entries
     hep: HepCounts = field(default_factory=HepCounts)
+    evidence: EvidenceCounts = field(default_factory=EvidenceCounts)
     totals: Mapping[str, int] = field(default_factory=dict)  # analyze's summary counters

@@ -75,6 +75,7 @@ from agent.counters import CounterSnapshot
 from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
+from agent.export.evidence import EvidenceWriter, open_evidence
 from agent.export.http import HealthCheck, MetricsServer, exposure_warning
 from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
@@ -211,6 +212,16 @@ class Daemon:
         self._stop = False
         self._reload = False
         self.records_written = 0
+        self.evidence = self._open_evidence(config)
+
+    def _open_evidence(self, config: Config) -> EvidenceWriter | None:
+        """The evidence pcap writer (agent/export/evidence.py); a key that cannot be
+        read turns it off, said once: capture never stops for evidence."""
+        try:
+            return open_evidence(config)
+        except (PrivacyError, OSError) as exc:
+            self._log(f"evidence pcaps off: {exc}")
+            return None
 
     def _log(self, text: str) -> None:
         print(f"voipprobe: {text}", file=self._err or sys.stderr, flush=True)
@@ -282,7 +293,12 @@ class Daemon:
 
     def _update_metrics(self) -> None:
         stats, gaps = self._read_sources()
-        self.metrics.update(self.engine.snapshot(), stats, gaps)
+        snapshot = self.engine.snapshot()
+        if self.evidence is not None:  # the files written: counted beside the core's
+            st = self.evidence.stats
+            snapshot = replace(snapshot, evidence=replace(
+                snapshot.evidence, files_written=st.written, write_errors=st.write_errors))
+        self.metrics.update(snapshot, stats, gaps)
         self.metrics.update_sources(self.sources.statuses())
         self.metrics.update_call_log(self.call_log.stats())
 
@@ -297,6 +313,8 @@ class Daemon:
     def _emit(self, events: Sequence[Event]) -> None:
         for event in events:
             if isinstance(event, CallEnded):
+                if self.evidence is not None:
+                    event = self.evidence.process(event)
                 event = replace(event, record=self._stamp(event.record))
             if not isinstance(event, CallEnded):
                 self.metrics.observe(event)
@@ -356,6 +374,12 @@ class Daemon:
         self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old, self.config = self.config, new
         self.metrics.set_config(new)
+        if (new.evidence, new.state_dir, new.privacy) != (old.evidence, old.state_dir,
+                                                          old.privacy):
+            writer = self._open_evidence(new)
+            if writer is not None and self.evidence is not None:
+                writer.stats = self.evidence.stats  # the counters go on
+            self.evidence = writer
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
         if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.calls.events import Event
+from agent.calls.evidence import EvidenceKeeper
 from agent.calls.labels import message_peer
 from agent.calls.table import CallTable
 from agent.capture.batch import Batch
@@ -49,6 +50,7 @@ from agent.counters import (
     HEP_TCP_UNFRAMED_REASONS,
     HEP_VERSIONS,
     CounterSnapshot,
+    EvidenceCounts,
     HepCounts,
 )
 from agent.decode import Decoder, TunnelPorts
@@ -69,6 +71,7 @@ from agent.sip.tracker import SipTracker
 SIP_TLS_PORT = 5061  # RFC 3261 §26.2: sips; encrypted, counted, not decoded
 I64 = npt.NDArray[np.int64]
 _M64 = (1 << 64) - 1
+Parsed = tuple[SipMessage, str, bytes]  # a message, its transport, its bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,9 @@ class Engine:
         self.rtcp = RtcpMonitor(max_sources=tables.rtcp_sources)
         self.calls = CallTable(cfg, self.rtcp, streams=self.streams, sip=self.sip)
         self.streams.hints = self.calls.index  # the one SDP index, below it an interface
+        # evidence pcaps (agent/calls/evidence.py): None, and no cost, when off
+        self.evidence = EvidenceKeeper(cfg.evidence) if cfg.evidence.enabled else None
+        self.calls.evidence = self.evidence
         self.route = RouteCounters()
         self.sightings = Sightings()  # SIP and RTCP seen at several points: once
         self._rtcp_like = np.zeros(0, bool)  # per row of the batch being routed
@@ -175,6 +181,12 @@ class Engine:
         self.limits = self.tcp.limits = self.config.limits()
         self.streams.config = replace(self.streams.config,
                                       idle_timeout_s=config.calls.media_idle_timeout_s)
+        if self.evidence is not None and config.evidence.enabled:
+            self.evidence.config = config.evidence  # new caps apply at once
+        elif config.evidence.enabled != old.evidence.enabled:  # on: calls from now on
+            self.evidence = EvidenceKeeper(config.evidence) if config.evidence.enabled \
+                else None
+            self.calls.evidence = self.evidence
         restart = ["quality.jitter_buffer"] if config.quality.jitter_buffer != \
             old.quality.jitter_buffer else []
         return restart + (["tables"] if config.tables != old.tables else [])
@@ -251,7 +263,7 @@ class Engine:
             pos = end
 
     def _region(self, f: Frames, lo: int, hi: int, rows: Rows,
-                parsed: dict[int, list[tuple[SipMessage, str]]], out: list[Event]) -> None:
+                parsed: dict[int, list[Parsed]], out: list[Event]) -> None:
         """Rows [lo, hi): no timer due among them, and no timer that they arm either (a
         region never crosses an interval boundary nor outlasts the shortest timer a
         packet arms). SIP messages take effect in order. An RTP row depends on a SIP
@@ -285,8 +297,10 @@ class Engine:
                 if now.any():
                     self._feed_rtp(f, later[now], out)
                     later, src, dst = later[~now], src[~now], dst[~now]
-            for msg, transport in parsed[i]:
+            for msg, transport, data in parsed[i]:
                 self._sip_message(f, i, msg, transport, out)
+                if self.evidence is not None and msg.call_id in self.calls:
+                    self.evidence.sip(msg.call_id, f, i, data, transport)
         self._feed_rtp(f, later, out)
 
     def _udptl_keys(self) -> npt.NDArray[np.uint64]:
@@ -302,6 +316,10 @@ class Engine:
             # endpoint sends may still be RTP (the other side's SDP names its own)
             to_udptl = np.isin(_row_endpoints(f, rows)[1], udptl)
             rtcp &= ~to_udptl
+        if self.evidence is not None:
+            kept = rows if not udptl.size else rows[~to_udptl]  # T.38 is fax data
+            self.evidence.media(f, kept, rtcp if not udptl.size else rtcp[~to_udptl],
+                                self.calls.live_call_of)
         for i in rows[rtcp].tolist():
             self.route.rtcp_packets += 1
             payload, ts = f.payload(i), float(f.ts[i])
@@ -350,7 +368,7 @@ class Engine:
                     out.setdefault(i, []).append((m, "tcp"))
         return out
 
-    def _parse(self, data: bytes, transport: str) -> tuple[SipMessage, str] | None:
+    def _parse(self, data: bytes, transport: str) -> Parsed | None:
         try:
             msg = parse_message(data, self.limits)
         except SipParseError as err:
@@ -362,7 +380,7 @@ class Engine:
         self.route.sip_messages += 1
         if msg.body_length_lenient:
             self.route.sip_body_length_lenient += 1
-        return msg, transport
+        return msg, transport, data
 
     def _sip_message(self, f: Frames, i: int, msg: SipMessage, transport: str,
                      out: list[Event]) -> None:
@@ -433,6 +451,7 @@ class Engine:
             ("calls", self.calls.counters.as_dict()),
             ("sdp_index", self.calls.index.counters.as_dict()),
             ("intervals", self.calls.intervals.counters.as_dict()),
+            ("evidence", self.evidence.counters.as_dict() if self.evidence is not None else {}),
         ):
             out.update({f"{prefix}_{k}": v for k, v in counts.items()})
         return out
@@ -442,6 +461,7 @@ class Engine:
         stage's counters by attribute; ``totals`` is `counters()`."""
         dec, hep, tcp = self.decoder.counters, self.hep.counters, self.hep.tcp.counters
         sip, calls = self.sip.counters, self.calls.counters
+        ev = self.evidence.counters if self.evidence is not None else None
         return CounterSnapshot(
             packets=self.packets,
             calls_started=calls.calls_started,
@@ -475,6 +495,9 @@ class Engine:
                                    "rtcp_json_malformed": hep.rtcp_json_errors},
                 tcp_unframed_by_reason={r: int(getattr(tcp, r))
                                         for r in HEP_TCP_UNFRAMED_REASONS}),
+            evidence=EvidenceCounts(packets_dropped={} if ev is None else {
+                "call_cap": ev.packets_over_call_cap,
+                "buffer_cap": ev.packets_over_buffer_cap}),
             totals=self.counters(),
         )
 
@@ -506,15 +529,19 @@ def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], ...]:
     return src, dst
 
 
-def _sdp_endpoints(messages: list[tuple[SipMessage, str]]) -> set[Endpoint]:
+def _sdp_endpoints(messages: list[Parsed]) -> set[Endpoint]:
     """The media endpoints the messages' SDP names (none when it does not parse)."""
     out: set[Endpoint] = set()
-    for msg, _ in messages:
+    for msg, *_ in messages:
         if msg.sdp is None:
             continue
         try:
             desc = parse_sdp(msg.sdp)
         except SdpParseError:
             continue
-        out.update(ep for m in desc.media if (ep := m.rtp_endpoint) is not None)
+        for m in desc.media:
+            if (ep := m.rtp_endpoint) is not None:
+                # and its RTCP port (RFC 3550 §11): RTCP rows then take effect after the
+                # message too, as the evidence buffers (agent/calls/evidence.py) need
+                out.update((ep, Endpoint(ep.hi, ep.lo, ep.port + 1)))
     return out

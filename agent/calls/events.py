@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.calls.evidence import Evidence
 from agent.calls.labels import UNLABELLED, StreamLabels
 from agent.calls.record import CallRecord
 from agent.quality.model import Quality
@@ -27,9 +28,11 @@ class StreamEnded:
 
 @dataclass(frozen=True, slots=True)
 class CallEnded:
-    """A call (or a pseudo-call of unsignalled media) is over and judged."""
+    """A call (or a pseudo-call of unsignalled media) is over and judged; ``evidence``:
+    its kept packets when evidence pcaps are on (`agent.calls.evidence`), else None."""
 
     record: CallRecord
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,9 @@ class CallRecord(_Frozen):
     # doing, not the network's. Set by the daemon (agent/capture/health.py), never by
     # the engine; always false in ``analyze``.
     capture_lossy: bool = False
+    # The evidence pcap written for this call (a file name in the evidence directory,
+    # agent/export/evidence.py); None when none was written
+    evidence: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = self.model_dump(mode="json")

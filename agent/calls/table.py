@@ -62,6 +62,7 @@ from agent.calls.endpoint_report import (
     endpoint_record,
 )
 from agent.calls.events import CallEnded, CallInterval, Event, StreamEnded
+from agent.calls.evidence import EvidenceKeeper
 from agent.calls.intervals import IntervalQuality
 from agent.calls.judge import call_verdict, judge_direction
 from agent.calls.labels import StreamLabels, codec_label, direction_label, peer_label
@@ -183,6 +184,20 @@ class CallTable:
         # the eviction order: ((rank, invite time), serial, call id), one live entry a call
         self._victims: LazyHeap[tuple[int, float], str] = LazyHeap(self._victim_entry,
                                                                    self._serial)
+        self.evidence: EvidenceKeeper | None = None  # set by the engine when enabled
+
+    def __contains__(self, call_id: str) -> bool:
+        return call_id in self._calls
+
+    def live_call_of(self, src: Endpoint, dst: Endpoint, ts: float) -> str | None:
+        """The call in the table that media from ``src`` to ``dst`` at ``ts`` joins."""
+        m = self.index.match(src, dst, ts)
+        return m.call_id if m is not None and m.call_id in self._calls else None
+
+    def _ended(self, call_id: str) -> CallEnded:
+        """The call's record, with its evidence when the keeper is on."""
+        evidence = self.evidence.take(call_id) if self.evidence is not None else None
+        return CallEnded(self.take(call_id), evidence)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -430,7 +445,7 @@ class CallTable:
         out: list[Event] = []
         for st in self.streams.close(sorted(self._calls[call_id].running)):
             out.extend(self.stream_ended(st, now))
-        out.append(CallEnded(self.take(call_id)))
+        out.append(self._ended(call_id))
         return out
 
     def _pseudo_calls(self, now: float | None) -> list[Event]:
@@ -472,7 +487,7 @@ class CallTable:
 
     def finish(self) -> list[Event]:
         """End of input (after the streams and dialogs were finished)."""
-        out: list[Event] = [CallEnded(self.take(cid)) for cid in list(self._calls)]
+        out: list[Event] = [self._ended(cid) for cid in list(self._calls)]
         out += self._pseudo_calls(None)
         return out
 

@@ -461,6 +461,8 @@ def format_line(rec: dict[str, Any]) -> str:
     verdict = str(sla.get("verdict", "-"))
     parts.append(f"sla={verdict}" + (f"[{', '.join(crossed)}]" if crossed else ""))
     parts.append(f"profile={sla.get('profile', '-')}")
+    if rec.get("evidence"):
+        parts.append(f"evidence={rec['evidence']}")
     return " ".join(parts)
 
 

@@ -50,6 +50,7 @@ from agent.capture.mirror_listener import MirrorStats
 from agent.config import Config
 from agent.counters import (
     DECODE_DROP_REASONS,
+    EVIDENCE_DROP_REASONS,
     HEP_DROP_REASONS,
     HEP_TCP_UNFRAMED_REASONS,
     HEP_VERSIONS,
@@ -293,6 +294,23 @@ class _CountersCollector(Collector):
         for reason in DECODE_DROP_REASONS:
             decode.add_metric([site, reason], c.decode_drops.get(reason, 0))
         yield decode
+
+        # evidence pcaps (agent/calls/evidence.py, agent/export/evidence.py)
+        ev = c.evidence
+        written = fam("evidence_files_written", "Evidence pcaps written (bad calls' SIP and "
+                      "RTP/RTCP headers).")
+        written.add_metric([site], ev.files_written)
+        yield written
+        errors = fam("evidence_write_errors", "Evidence pcaps not written or not rotated "
+                     "out (file system errors): the record names no file.")
+        errors.add_metric([site], ev.write_errors)
+        yield errors
+        capped = fam("evidence_packets_dropped", "Packets left out of a call's evidence, "
+                     "by reason: call_cap (max_bytes_per_call), buffer_cap (max_buffer_bytes).",
+                     ("reason",))
+        for reason in EVIDENCE_DROP_REASONS:
+            capped.add_metric([site, reason], ev.packets_dropped.get(reason, 0))
+        yield capped
 
         yield from _hep_families(fam, c.hep, site)
         yield from _mirror_families(fam, self.mirrors, self.sequences, site)

@@ -146,8 +146,8 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     assert {(dict(k)["direction"], dict(k)["codec"]) for k in by_direction} == {
         ("inbound", "PCMA"), ("outbound", "PCMA")}, by_direction
 
-    # A rejected reload: the health panel shows 0 for the lab's site (the gauge itself
-    # has no site label; the query joins it from the target), and the alert is pending.
+    # A rejected reload: the health panel shows 0 for the lab's site (the gauge's own
+    # site label), and the alert is pending.
     reload_panel = next(expr for title, expr in queries if title.startswith("Last config"))
     assert set(_values(_query(ns, reload_panel)).values()) == {1.0}
     config.write_text("calls: {interval_s: -1}\n", encoding="utf-8")

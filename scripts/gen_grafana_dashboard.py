@@ -216,8 +216,10 @@ def dashboard() -> dict[str, Any]:
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource",
              "query": "prometheus", "current": {}, "refresh": 1},
-            _label_variable("site", "label_values(voipprobe_packets_total, site)"),
-            _label_variable("peer", f"label_values(voipprobe_calls_ended_total{{{SITE}}}, peer)"),
+            # recorded series: the variables work on a federating Prometheus too
+            _label_variable("site", "label_values(voipprobe:capture_up:sum, site)"),
+            _label_variable("peer",
+                            f"label_values(voipprobe:calls_ended_total:sum{{{SITE}}}, peer)"),
         ]},
         "annotations": {"list": []},
         "panels": panels,

@@ -35,7 +35,7 @@ def test_variables_and_panels() -> None:
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["site"]["type"] == "query"
-    assert variables["site"]["definition"] == "label_values(voipprobe_packets_total, site)"
+    assert variables["site"]["definition"] == "label_values(voipprobe:capture_up:sum, site)"
     assert variables["peer"]["definition"].startswith("label_values(")
     panels = doc["panels"]
     ids = [p["id"] for p in panels]

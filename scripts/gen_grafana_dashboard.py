@@ -5,8 +5,10 @@
 
 The panels are a table below (title, unit, PromQL); this script lays them out and adds
 the variables: ``datasource`` (any Prometheus), ``site`` and ``peer`` (label values,
-multi-select). Queries read the recording rules of config/prometheus/voipprobe.rules.yml
-where one exists, so Prometheus must load that file. tests/test_grafana_dashboard.py
+multi-select, All included). The Fleet row shows each figure per site and over all the
+selected sites, from recorded series only (it works on a Prometheus that federates
+them). Queries read the recording rules of config/prometheus/voipprobe.rules.yml where
+one exists, so Prometheus must load that file. tests/test_grafana_dashboard.py
 checks the committed file equals this output; tests/test_grafana_dashboard_e2e.py runs
 every query against a Prometheus that scraped a live agent.
 """
@@ -24,10 +26,7 @@ OUT = Path(__file__).resolve().parent.parent / "config" / "grafana" / "voipprobe
 
 SEL = 'site=~"$site", peer=~"$peer"'  # the variables, on every per-peer series
 SITE = 'site=~"$site"'
-# The reload gauges carry no site label: take it from the same target's packet counter
-# (`group` is 1 per group, so the product keeps the gauge's value).
-_SITE_OF_TARGET = 'on (instance, job) group_left (site) group by (instance, job, site) ' \
-                  f'(voipprobe_packets_total{{{SITE}}})'
+OVERALL = "all sites"  # the legend of a Fleet panel's overall series
 
 
 @dataclass(frozen=True)
@@ -38,15 +37,65 @@ class Panel:
     legend: str
     description: str = ""
     kind: str = "timeseries"
+    overall: str = ""  # a second query: the figure over all selected sites
 
+
+def _fleet(title: str, unit: str, per_site: str, overall: str, description: str,
+           kind: str = "timeseries") -> Panel:
+    """A Fleet panel: one series per site (legend the site) and the overall one."""
+    return Panel(title, unit, per_site, "{{site}}", description, kind, overall)
+
+
+def _ratio(by: str, series: str) -> str:
+    """Violated verdicts over all verdicts, 0 (not absent) before a first violation."""
+    violated = series.replace("{", '{verdict="violated", ', 1)
+    return (f"(sum{by} ({violated}) or 0 * sum{by} ({series})) / (sum{by} ({series}) > 0)")
+
+
+_VERDICTS = f"voipprobe:sla_verdicts:rate15m{{{SEL}}}"
+_MOS_BUCKETS = f"voipprobe:call_mos_bucket:rate15m{{{SEL}}}"
+
+# Only `voipprobe:*` recorded series: the row works on a global Prometheus that federates
+# them (or receives them by remote_write) from each site's Prometheus. Overall = the sum
+# over the selected sites (ratios and quantiles: of the summed rates and buckets).
+FLEET = (
+    _fleet("Calls in progress", "short",
+           f"sum by (site) (voipprobe:calls_active:sum{{{SITE}}})",
+           f"sum(voipprobe:calls_active:sum{{{SITE}}})",
+           "Calls started and not yet ended, per site and over all selected sites."),
+    _fleet("Calls a minute", "cpm",
+           f"60 * sum by (site) (voipprobe:calls_ended:rate15m{{{SEL}}})",
+           f"60 * sum(voipprobe:calls_ended:rate15m{{{SEL}}})",
+           "Ended calls a minute (15 min average)."),
+    _fleet("Calls measured since each probe started", "short",
+           f"sum by (site) (voipprobe:calls_ended_total:sum{{{SEL}}})",
+           f"sum(voipprobe:calls_ended_total:sum{{{SEL}}})",
+           "Ended calls each probe counted since it started (drops back at a restart).",
+           kind="stat"),
+    _fleet("SLA violation ratio", "percentunit", _ratio(" by (site)", _VERDICTS),
+           _ratio("", _VERDICTS),
+           "Share of ended calls whose SLA verdict is violated (15 min); overall: all "
+           "violated calls over all judged calls, not an average of the sites' ratios."),
+    _fleet("MOS-CQ 5th percentile", "none",
+           f"histogram_quantile(0.05, sum by (site, le) ({_MOS_BUCKETS}))",
+           f"histogram_quantile(0.05, sum by (le) ({_MOS_BUCKETS}))",
+           "The worst 5 % of call directions score this or less (15 min); overall: "
+           "from the sites' summed MOS histograms."),
+    _fleet("Capture sources up", "short",
+           f"sum by (site) (voipprobe:capture_up:sum{{{SITE}}})",
+           f"sum(voipprobe:capture_up:sum{{{SITE}}})",
+           "Interfaces and listeners capturing (alert VoipprobeCaptureDown on a 0).",
+           kind="stat"),
+)
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
+    ("Fleet", FLEET),
     ("Peers", (
         Panel("MOS-CQ median by peer", "none", f"voipprobe:call_mos:p50_15m{{{SEL}}}",
               "{{site}} {{peer}}", "Median MOS-CQ of ended call directions over 15 min."),
         Panel("MOS-CQ 5th percentile by peer", "none", f"voipprobe:call_mos:p05_15m{{{SEL}}}",
               "{{site}} {{peer}}", "The worst 5 % of call directions score this or less; "
-              "alert VoipprobeMosP05Low under 3.6."),
+              "alert VoipprobeMosP05Low under the peer's profile's min_mos_cq."),
         Panel("SLA violation ratio by peer", "percentunit",
               f"voipprobe:sla_violation:ratio_15m{{{SEL}}}", "{{site}} {{peer}} {{profile}}",
               "Share of ended calls whose SLA verdict is violated (15 min)."),
@@ -112,7 +161,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Active calls", "short", f"sum by (site) (voipprobe_calls_active{{{SITE}}})",
               "{{site}}"),
         Panel("Last configuration reload succeeded", "bool_yes_no",
-              f"voipprobe_config_last_reload_successful * {_SITE_OF_TARGET}",
+              f"voipprobe_config_last_reload_successful{{{SITE}}}",
               "{{site}} {{instance}}", "0: the last (re)load was rejected; the probe runs "
               "the previous configuration.", kind="stat"),
         Panel("Call log records written", "short",
@@ -143,7 +192,9 @@ def _panel(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         "fieldConfig": {"defaults": {"unit": p.unit}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
         "targets": [{"refId": "A", "datasource": DATASOURCE, "expr": p.expr,
-                     "legendFormat": p.legend}],
+                     "legendFormat": p.legend}] + ([
+                    {"refId": "B", "datasource": DATASOURCE, "expr": p.overall,
+                     "legendFormat": OVERALL}] if p.overall else []),
     }
 
 
@@ -165,8 +216,10 @@ def dashboard() -> dict[str, Any]:
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource",
              "query": "prometheus", "current": {}, "refresh": 1},
-            _label_variable("site", "label_values(voipprobe_packets_total, site)"),
-            _label_variable("peer", f"label_values(voipprobe_calls_ended_total{{{SITE}}}, peer)"),
+            # recorded series: the variables work on a federating Prometheus too
+            _label_variable("site", "label_values(voipprobe:capture_up:sum, site)"),
+            _label_variable("peer",
+                            f"label_values(voipprobe:calls_ended_total:sum{{{SITE}}}, peer)"),
         ]},
         "annotations": {"list": []},
         "panels": panels,

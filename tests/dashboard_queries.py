@@ -31,3 +31,15 @@ def queries(doc: dict[str, Any] | None = None,
                 expr = expr.replace(var, value)
             out.append((panel["title"], expr))
     return out
+
+
+def row(doc: dict[str, Any], title: str) -> dict[str, Any]:
+    """The dashboard with only the panels of row ``title``."""
+    panels: list[dict[str, Any]] = []
+    current = ""
+    for panel in doc["panels"]:
+        if panel["type"] == "row":
+            current = panel["title"]
+        elif current == title:
+            panels.append(panel)
+    return {**doc, "panels": panels}

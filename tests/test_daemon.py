@@ -265,7 +265,8 @@ def test_reload_with_an_invalid_config_keeps_the_old_one(
     config_file.write_text("calls:\n  media_idle_timeout_s: -5\n")
     assert d.reload() is False
     assert d.config is old and d.engine.config.config is old
-    assert registry.get_sample_value("voipprobe_config_last_reload_successful") == 0
+    assert registry.get_sample_value("voipprobe_config_last_reload_successful",
+                                     {"site": "lab"}) == 0
     assert "calls.media_idle_timeout_s" in capsys.readouterr().err
     assert sent == []  # nothing to tell systemd: the service did not change
 
@@ -280,7 +281,8 @@ def test_reload_with_a_valid_config_applies_it_and_keeps_running_calls(config_fi
     calls_before = len(d.engine.calls)
     config_file.write_text("calls:\n  media_idle_timeout_s: 45\n  setup_timeout_s: 60\n")
     assert d.reload() is True
-    assert registry.get_sample_value("voipprobe_config_last_reload_successful") == 1
+    assert registry.get_sample_value("voipprobe_config_last_reload_successful",
+                                     {"site": "lab"}) == 1
     assert d.engine.config.config.calls.media_idle_timeout_s == 45
     assert d.engine.streams.config.idle_timeout_s == 45 and d.engine.sip.setup_timeout_s == 60
     assert len(d.engine.calls) == calls_before == 1
@@ -336,7 +338,8 @@ def test_signals_set_flags_the_loop_acts_on(config_file: Path) -> None:
     assert isinstance(log, MemoryLog)
     assert log.reopened == 1  # SIGHUP: reloaded, call log reopened
     assert [r.end_reason for r in log.records] == ["shutdown"]  # SIGTERM: flushed
-    assert registry.get_sample_value("voipprobe_config_last_reload_successful") == 1
+    assert registry.get_sample_value("voipprobe_config_last_reload_successful",
+                                     {"site": "lab"}) == 1
 
 
 def test_a_missing_config_file_is_a_config_error() -> None:

@@ -132,7 +132,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def reload_ok(registry: CollectorRegistry) -> float | None:
-    return registry.get_sample_value("voipprobe_config_last_reload_successful")
+    return registry.get_sample_value("voipprobe_config_last_reload_successful", {"site": "lab"})
 
 
 def logged_ids(path: Path) -> list[str]:

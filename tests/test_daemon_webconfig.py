@@ -103,12 +103,14 @@ def test_sighup_reloads_the_web_config_and_refuses_a_bad_one(
     err = capsys.readouterr().err
     assert "reload refused, keeping the running configuration" in err
     assert f"{web}: invalid web config" in err and "user 'bob'" in err
-    assert registry.get_sample_value("voipprobe_config_last_reload_successful") == 0
+    assert registry.get_sample_value("voipprobe_config_last_reload_successful",
+                                     {"site": "lab"}) == 0
     assert status(server) == 401 and status(server, "alice", "one") == 200  # old one serves
 
     web.write_text(f"basic_auth_users:\n  bob: {hash4('two')}\n")
     assert d.reload() is True
-    assert registry.get_sample_value("voipprobe_config_last_reload_successful") == 1
+    assert registry.get_sample_value("voipprobe_config_last_reload_successful",
+                                     {"site": "lab"}) == 1
     assert status(server, "alice", "one") == 401 and status(server, "bob", "two") == 200
     assert "apply after a restart" not in capsys.readouterr().err  # the web config did
 

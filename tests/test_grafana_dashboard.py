@@ -5,6 +5,7 @@ queries return data from a real agent: tests/test_grafana_dashboard_e2e.py."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gen_grafana_dashboard.py"
 RULES = REPO / "config" / "prometheus" / "voipprobe.rules.yml"
+FLEET_TESTS = REPO / "config" / "prometheus" / "tests" / "voipprobe.fleet.test.yml"
 
 
 def test_committed_dashboard_is_generated() -> None:
@@ -33,29 +35,53 @@ def test_variables_and_panels() -> None:
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["site"]["type"] == "query"
-    assert variables["site"]["definition"] == "label_values(voipprobe_packets_total, site)"
+    assert variables["site"]["definition"] == "label_values(voipprobe:capture_up:sum, site)"
     assert variables["peer"]["definition"].startswith("label_values(")
     panels = doc["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     rows = [p["title"] for p in panels if p["type"] == "row"]
-    assert rows == ["Peers", "Directions", "Codecs", "Probe health"]
+    assert rows == ["Fleet", "Peers", "Directions", "Codecs", "Probe health"]
     graphs = [p for p in panels if p["type"] != "row"]
-    assert len(graphs) == 23
+    assert len(graphs) == 29
     for p in graphs:
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
-        assert len(p["targets"]) == 1, p["title"]
-    # Every per-peer query honours both variables; the probe's own health honours site.
+    assert variables["site"]["multi"] is True and variables["site"]["includeAll"] is True
+    # Every per-peer query honours both variables; the probe's own health honours site;
+    # a Fleet panel has a per-site query (legend the site) and an overall one.
     row = ""
     for p in panels:
         if p["type"] == "row":
             row = p["title"]
             continue
-        expr = p["targets"][0]["expr"]
-        if expr.startswith("up{"):
-            continue
-        assert 'site=~"$site"' in expr, p["title"]
-        assert ('peer=~"$peer"' in expr) == (row != "Probe health"), p["title"]
+        if row == "Fleet":
+            assert [t["legendFormat"] for t in p["targets"]] == ["{{site}}", "all sites"]
+            per_site, overall = (t["expr"] for t in p["targets"])
+            assert "by (site" in per_site and "by (site" not in overall, p["title"]
+        else:
+            assert len(p["targets"]) == 1, p["title"]
+        for target in p["targets"]:
+            expr = target["expr"]
+            if expr.startswith("up{"):
+                continue
+            assert 'site=~"$site"' in expr, p["title"]
+            if row != "Fleet":
+                assert ('peer=~"$peer"' in expr) == (row != "Probe health"), p["title"]
+
+
+def test_fleet_queries_read_only_recorded_series_and_are_unit_tested() -> None:
+    """The Fleet row works on a Prometheus that federates only `voipprobe:*` series, and
+    each of its queries (variables at All) is a promql_expr_test of the fleet unit test
+    (config/prometheus/tests/voipprobe.fleet.test.yml: per site and overall = sum)."""
+    doc = dashboard_queries.load()
+    fleet = dashboard_queries.queries(dashboard_queries.row(doc, "Fleet"))
+    assert len(fleet) == 12
+    tested = {case["expr"] for t in yaml.safe_load(FLEET_TESTS.read_text())["tests"]
+              for case in t["promql_expr_test"]}
+    for title, expr in fleet:
+        names = re.findall(r"[a-z_:]*voipprobe[a-z_:]*", expr)
+        assert names and all(n.startswith("voipprobe:") for n in names), (title, expr)
+        assert expr in tested, (title, expr)
 
 def test_every_query_parses(tmp_path: Path) -> None:
     """Each query, variables substituted, as a recording rule: `promtool check rules`

@@ -51,6 +51,22 @@ def lab(tmp_path: Path) -> Iterator[netlab.Lab]:
         yield built
 
 
+def write_agent_config(path: Path, state: Path, site: str, strict_mos: float = 4.5) -> None:
+    """The lab agent's config: A's network local, peer ``carrier`` (B's) bound to profile
+    ``strict`` (min MOS-CQ ``strict_mos``; media EF), short call timeouts."""
+    path.write_text(
+        f"state_dir: {state}\n"
+        f"exporter:\n  site: {site}\n"
+        "calls:\n  media_idle_timeout_s: 3.0\n  interval_s: 3.0\n"
+        "sla:\n"
+        "  local_networks: [198.18.7.0/24]\n"
+        "  peers: [{name: carrier, networks: [198.18.8.0/24], profile: strict}]\n"
+        "  profiles:\n"
+        "    default: {min_mos_cq: 3.6, media_dscp: [46]}\n"
+        f"    strict: {{min_mos_cq: {strict_mos}, media_dscp: [46]}}\n",
+        encoding="utf-8")
+
+
 def _query(ns: str, expr: str) -> list[dict[str, Any]]:
     url = (f"http://127.0.0.1:{PROM_PORT}/api/v1/query?"
            + urllib.parse.urlencode({"query": expr}))
@@ -81,17 +97,7 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     state = tmp_path / "state"
     state.mkdir()
     config = tmp_path / "voipprobe.yaml"
-    config.write_text(
-        f"state_dir: {state}\n"
-        "exporter:\n  site: lab\n"
-        "calls:\n  media_idle_timeout_s: 3.0\n  interval_s: 3.0\n"
-        "sla:\n"
-        "  local_networks: [198.18.7.0/24]\n"
-        "  peers: [{name: carrier, networks: [198.18.8.0/24], profile: strict}]\n"
-        "  profiles:\n"
-        "    default: {min_mos_cq: 3.6, media_dscp: [46]}\n"
-        "    strict: {min_mos_cq: 4.5, media_dscp: [46]}\n",
-        encoding="utf-8")
+    write_agent_config(config, state, "lab")
     agent, _ = _start_agent(lab, config, "rb", tmp_path / "calls.jsonl", tmp_path / "agent.log",
                  port=AGENT_PORT)
 
@@ -111,8 +117,9 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
         float(r["value"][1]) for r in _query(ns, "voipprobe_calls_ended_total")) >= CALLS, 20.0)
 
     # The variables' own queries, as Grafana runs label_values(): the lab's site and peer.
-    assert _label_values(ns, "site", "voipprobe_packets_total") == ["lab"]
-    assert _label_values(ns, "peer", 'voipprobe_calls_ended_total{site=~".*"}') == ["carrier"]
+    assert _label_values(ns, "site", "voipprobe:capture_up:sum") == ["lab"]
+    assert _label_values(ns, "peer", 'voipprobe:calls_ended_total:sum{site=~".*"}') == [
+        "carrier"]
 
     # Every panel with "All" selected, and with the lab's site and peer selected.
     queries = dashboard_queries.queries() + dashboard_queries.queries(
@@ -146,8 +153,8 @@ def test_every_dashboard_query_returns_data(lab: netlab.Lab, tmp_path: Path) -> 
     assert {(dict(k)["direction"], dict(k)["codec"]) for k in by_direction} == {
         ("inbound", "PCMA"), ("outbound", "PCMA")}, by_direction
 
-    # A rejected reload: the health panel shows 0 for the lab's site (the gauge itself
-    # has no site label; the query joins it from the target), and the alert is pending.
+    # A rejected reload: the health panel shows 0 for the lab's site (the gauge's own
+    # site label), and the alert is pending.
     reload_panel = next(expr for title, expr in queries if title.startswith("Last config"))
     assert set(_values(_query(ns, reload_panel)).values()) == {1.0}
     config.write_text("calls: {interval_s: -1}\n", encoding="utf-8")

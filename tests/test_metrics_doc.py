@@ -58,4 +58,4 @@ def test_doc_lists_every_served_family_with_its_labels() -> None:
     assert rows["voipprobe_capture_kernel_drops_total"][:2] == (
         "counter", "`site`, `interface`")
     assert rows["voipprobe_config_last_reload_successful"] == (
-        "gauge", "—", "1 when the last configuration (re)load succeeded.")
+        "gauge", "`site`", "1 when the last configuration (re)load succeeded.")

@@ -400,6 +400,49 @@ def exemplar(reference: str | None) -> dict[str, str] | None:
     return {"call_id": reference[:EXEMPLAR_MAX_CHARS - len("call_id")]}
 
 
+# SLA profile limits as gauges (DESIGN.md rule 6: peer and profile names from the config),
+# so that alerts compare with the profile a peer is bound to instead of a number written
+# into the rules. One family per quantity, in base units: (profile field, metric name
+# after ``voipprobe_sla_``, factor to the base unit, help).
+SLA_LIMITS: tuple[tuple[str, str, float, str], ...] = (
+    ("min_mos_cq", "min_mos_cq", 1.0, "lowest MOS-CQ a call direction may score"),
+    ("max_jitter_ms", "max_jitter_seconds", 0.001, "highest interarrival jitter"),
+    ("max_loss_ratio", "max_loss_ratio", 1.0, "highest network loss ratio"),
+    ("max_rtt_ms", "max_round_trip_seconds", 0.001, "highest round trip (RTCP)"),
+    ("max_one_way_delay_ms", "max_one_way_delay_seconds", 0.001, "highest one-way delay"),
+    ("max_setup_delay_s", "max_setup_delay_seconds", 1.0, "highest setup delay"),
+    ("min_dscp_compliance_ratio", "min_dscp_compliance_ratio", 1.0,
+     "lowest share of packets carrying an accepted DSCP"),
+)
+
+
+class _SlaLimitsCollector(Collector):
+    """The current configuration's limits, per peer (configured peers and ``other``) and
+    the profile it is bound to; a limit the profile leaves out has no series."""
+
+    def __init__(self, site: str, config: Callable[[], Config]) -> None:
+        self.site = site
+        self.config = config
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sla = self.config().sla
+        bound = [(p.name, sla.profile_for_peer(p.name)) for p in sla.peers]
+        bound.append((OTHER_PEER, sla.profile_for_peer(OTHER_PEER)))
+        for field, name, factor, doc in SLA_LIMITS:
+            fam = GaugeMetricFamily(
+                f"{NAMESPACE}_sla_{name}", f"SLA profile limit ({field}): the {doc}, for "
+                "the calls with each peer (the profile that peer is bound to).",
+                labels=("site", "peer", "profile"))
+            for peer, profile in bound:
+                limit = getattr(profile, field)
+                if limit is not None:
+                    fam.add_metric([self.site, peer, profile.name], float(limit) * factor)
+            yield fam
+
+
 class ProbeMetrics:
     """Every metric family of the probe, registered in ``registry``.
 
@@ -422,6 +465,7 @@ class ProbeMetrics:
         r = self.registry
         r.register(self._counters)
         r.register(self._call_log)
+        r.register(_SlaLimitsCollector(self.site, lambda: self._config))
         q = ("site", "peer", "direction", "codec")
         qp = (*q, "point")  # what a stream at one observation point measured
 
@@ -489,14 +533,16 @@ class ProbeMetrics:
             "signalling (SIP of ended calls).", ["site", "peer", "traffic", "expected"],
             namespace=NAMESPACE, registry=r)
         self.build_info = Gauge("build_info", "Always 1; the probe's version in labels.",
-                                ["version", "python_version"], namespace=NAMESPACE, registry=r)
-        self.build_info.labels(version, platform.python_version()).set(1)
-        self.reload_ok = Gauge("config_last_reload_successful",
-                               "1 when the last configuration (re)load succeeded.",
-                               namespace=NAMESPACE, registry=r)
-        self.reload_ts = Gauge("config_last_reload_success_timestamp_seconds",
-                               "Unix time of the last successful configuration load.",
-                               namespace=NAMESPACE, registry=r)
+                                ["site", "version", "python_version"], namespace=NAMESPACE,
+                                registry=r)
+        self.build_info.labels(self.site, version, platform.python_version()).set(1)
+        reload_ok = Gauge("config_last_reload_successful",
+                          "1 when the last configuration (re)load succeeded.", ["site"],
+                          namespace=NAMESPACE, registry=r)
+        reload_ts = Gauge("config_last_reload_success_timestamp_seconds",
+                          "Unix time of the last successful configuration load.", ["site"],
+                          namespace=NAMESPACE, registry=r)
+        self.reload_ok, self.reload_ts = reload_ok.labels(self.site), reload_ts.labels(self.site)
         self.reload_ok.set(1)
 
     # -- configuration ----------------------------------------------------------------

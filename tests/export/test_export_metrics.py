@@ -243,12 +243,13 @@ def test_build_info_and_reload() -> None:
     v = reg.get_sample_value
     samples = [s for f in reg.collect() if f.name == "voipprobe_build_info" for s in f.samples]
     assert len(samples) == 1 and samples[0].value == 1.0 and samples[0].labels["version"]
-    assert v("voipprobe_config_last_reload_successful") == 1.0
+    site = {"site": samples[0].labels["site"]}
+    assert v("voipprobe_config_last_reload_successful", site) == 1.0
     m.config_reloaded(True, 1_700_000_123.0)
-    assert v("voipprobe_config_last_reload_success_timestamp_seconds") == 1_700_000_123.0
+    assert v("voipprobe_config_last_reload_success_timestamp_seconds", site) == 1_700_000_123.0
     m.config_reloaded(False)
-    assert v("voipprobe_config_last_reload_successful") == 0.0
-    assert v("voipprobe_config_last_reload_success_timestamp_seconds") == 1_700_000_123.0
+    assert v("voipprobe_config_last_reload_successful", site) == 0.0
+    assert v("voipprobe_config_last_reload_success_timestamp_seconds", site) == 1_700_000_123.0
 
 
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")

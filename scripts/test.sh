@@ -5,7 +5,7 @@
 # tcpdump, iproute2 for the namespace lab of tests/test_e2e_sipp.py; systemd for
 # systemd-analyze in tests/test_systemd_unit.py; kamailio and sngrep as real HEP senders
 # in tests/test_hep_kamailio.py and tests/test_hep_sngrep.py; tcpreplay as the mirroring
-# router's sender in tests/test_e2e_mirrored.py); elsewhere it
+# router's sender in tests/test_e2e_mirrored.py; chromium renders /calls in tests/test_e2e_agent.py); elsewhere it
 # uses sudo when available, or goes on without them (tests that need them then skip,
 # saying why — in CI, with CI=true, they fail instead).
 set -euo pipefail
@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use, each as package:command (the command tells whether the
 # package is installed: sip-tester provides sipp, iproute2 ip, nftables nft).
 apt_pkgs=(tshark:tshark sip-tester:sipp nftables:nft tcpdump:tcpdump iproute2:ip prometheus:promtool
-          systemd:systemd-analyze kamailio:kamailio sngrep:sngrep tcpreplay:tcpreplay)
+          systemd:systemd-analyze kamailio:kamailio sngrep:sngrep tcpreplay:tcpreplay
+          chromium:chromium)
 missing=()
 for pc in "${apt_pkgs[@]}"; do command -v "${pc#*:}" >/dev/null 2>&1 || missing+=("${pc%%:*}"); done
 if [ ${#missing[@]} -gt 0 ]; then

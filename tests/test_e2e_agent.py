@@ -38,12 +38,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import chromium
 import netlab
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from tshark_table import parse_rtp_streams
 
 from agent.export.privacy import Pseudonymiser, load_or_create_key
+from agent.export.recent import VIOLATED_RGB
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,12 +83,13 @@ def _require() -> None:
     pytest.skip(f"agent lab unavailable: {reason}")
 
 
-def _http(ns: str, url: str, timeout: float = 3.0) -> tuple[int, str]:
+def _http(ns: str, url: str, timeout: float = 3.0, accept: str = "*/*") -> tuple[int, str]:
     """GET ``url`` from inside namespace ``ns``: (status, body); status 0 when unreachable."""
     code = (
         "import sys, urllib.request, urllib.error\n"
         "try:\n"
-        f"    r = urllib.request.urlopen(sys.argv[1], timeout={timeout})\n"
+        "    q = urllib.request.Request(sys.argv[1], headers={'Accept': sys.argv[2]})\n"
+        f"    r = urllib.request.urlopen(q, timeout={timeout})\n"
         "    s, b = r.status, r.read()\n"
         "except urllib.error.HTTPError as e:\n"
         "    s, b = e.code, e.read()\n"
@@ -91,7 +97,7 @@ def _http(ns: str, url: str, timeout: float = 3.0) -> tuple[int, str]:
         "    s, b = 0, b''\n"
         "sys.stdout.write(str(s) + '\\n' + b.decode('utf-8', 'replace'))\n"
     )
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, url],
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, url, accept],
                           capture_output=True, text=True, timeout=timeout + 10, check=False)
     if proc.returncode != 0:
         return 0, proc.stderr
@@ -325,6 +331,9 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     assert a_to_b[0]["lost"] == t.lost and a_to_b[0]["packets"] == t.packets
     assert "max_loss_ratio" in {v["threshold"] for v in records[-1]["sla"]["violations"]}
 
+    # -- from a bad metric to the call: exemplars and /calls in a real browser ---------
+    _calls_page_and_exemplars(ns, base, records, tmp_path)
+
     # -- SIGTERM while a call's media flows ---------------------------------------------
     result: dict[str, Any] = {}
 
@@ -364,6 +373,37 @@ def test_live_agent_on_gateway(lab: netlab.Lab, tmp_path: Path) -> None:
     last = records[-1]
     assert last["kind"] == "call" and last["end_reason"] == "shutdown", last
     assert last["call_id"] not in {r["call_id"] for r in records[:-1]}
+
+
+def _calls_page_and_exemplars(ns: str, base: str, records: list[dict[str, Any]],
+                              workdir: Path) -> None:
+    """The call histograms' exemplars name the logged calls; ``/calls`` rendered by
+    headless Chromium shows every logged call, the violated ones first, with their
+    reasons, and its screenshot paints exactly the violated rows in their colour."""
+    logged = {r["call_id"] for r in records}
+    violated = [r for r in records if r["sla"]["verdict"] == "violated"]
+    assert len(violated) == 2, [r["sla"] for r in records]
+
+    status, text = _http(ns, f"{base}/metrics", accept="application/openmetrics-text")
+    assert status == 200
+    refs = {s.exemplar.labels["call_id"]
+            for fam in openmetrics_families(text) if fam.name == "voipprobe_call_mos"
+            for s in fam.samples if s.exemplar is not None}
+    assert refs and refs <= logged, (refs, logged)  # pseudonyms, as the log shows them
+
+    dom = chromium.dump_dom(f"{base}/calls", netns=ns)
+    assert f'data-calls="{len(records)}"' in dom, dom
+    assert dom.count('<tr class="violated">') == 2 and dom.count('<tr class="met">') == 3
+    rows = re.findall(r'<tr class="(\w+)"><td>[^<]*</td><td>([^<]*)</td>', dom)
+    assert {cid for _, cid in rows} == logged
+    assert [v for v, _ in rows] == ["violated", "violated", "met", "met", "met"]
+    assert "media_dscp_compliance: 0.00 (min 0.95)" in dom, dom
+    assert re.search(r"loss_ratio: 0\.\d+ \(max 0\.01\)", dom), dom
+
+    png = chromium.screenshot(f"{base}/calls", workdir / "calls.png", netns=ns)
+    image = chromium.read_png(png)
+    assert chromium.colour_bands(image, VIOLATED_RGB) == 2, png
+    assert chromium.colour_bands(image, (0xE8, 0xE8, 0xE8)) == 1  # the header row
 
 
 def _same_as_analyze(live: list[dict[str, Any]], capture: Path, config: Path,

@@ -83,16 +83,20 @@ def _worst_mos(rec: Mapping[str, Any]) -> float:
 
 
 def _reasons(rec: Mapping[str, Any]) -> list[str]:
-    """Every violation's reason (the call's and its directions', each direction's
-    prefixed by its name), in the record's order."""
-    out = [str(v.get("reason") or v.get("threshold")) for v in (rec.get("sla") or {})
-           .get("violations") or []]
+    """Every violation's reason: each direction's, prefixed by the direction, then the
+    call's own (setup delay, signalling DSCP, two-way media); the call's verdict
+    repeats its directions' violations, which are not listed twice."""
+    def text(v: Mapping[str, Any]) -> str:
+        return str(v.get("reason") or v.get("threshold"))
+
+    out: list[str] = []
+    seen: set[str] = set()
     for d in rec.get("directions") or []:
         for v in (d.get("sla") or {}).get("violations") or []:
-            text = f"{d.get('direction')}: {v.get('reason') or v.get('threshold')}"
-            if text not in out:
-                out.append(text)
-    return out
+            seen.add(text(v))
+            out.append(f"{d.get('direction')}: {text(v)}")
+    calls_own = [text(v) for v in (rec.get("sla") or {}).get("violations") or []]
+    return out + [r for r in calls_own if r not in seen]
 
 
 def query_filters(query: str) -> tuple[str | None, str | None, int | None] | str:

@@ -169,6 +169,20 @@ class Engine:
             old.quality.jitter_buffer else []
         return restart + (["tables"] if config.tables != old.tables else [])
 
+    # -- load shedding (set by the driver) ---------------------------------------------
+
+    @property
+    def shed(self) -> bool:
+        """Whether RTP candidate discovery is shed: the live driver sets it while it is
+        behind (`agent.daemon`), never packet content. SIP, RTCP, open streams and media
+        SDP announced are processed as ever; rows of other unknown flows are dropped
+        and counted (``rtp_shed_rows``). Off, the output is a function of the packets."""
+        return self.streams.shed
+
+    @shed.setter
+    def shed(self, on: bool) -> None:
+        self.streams.shed = on
+
     # -- feeding ----------------------------------------------------------------------
 
     def feed(self, batch: Batch) -> list[Event]:

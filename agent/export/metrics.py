@@ -329,6 +329,11 @@ class _CountersCollector(Collector):
                 evictions.add_metric([site, _TABLE_NAMES.get(table, table)], value)
         yield evictions
 
+        shed = fam("overload_shed_packets", "Packets dropped on purpose while the agent "
+                   "was behind (signalling and known media kept), by kind.", ("kind",))
+        shed.add_metric([site, "rtp_candidate"], c.get("rtp_shed_rows", 0))
+        yield shed
+
         cap_packets = fam("capture_packets", "Packets the kernel delivered, by interface.",
                           ("interface",))
         cap_drops = fam("capture_kernel_drops",

@@ -62,7 +62,7 @@ from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
 from agent.capture.health import SourceMonitor, SourceStatus
-from agent.capture.overload import SHED_LAG_S, LoadShedder
+from agent.capture.overload import MEDIA_FACTOR, SHED_LAG_S, LoadShedder
 from agent.config import (
     CaptureConfig,
     Config,
@@ -265,17 +265,20 @@ class Daemon:
     def _feed(self, batch: Batch) -> None:
         """Feed one piece; while the loop is behind (`LoadShedder`), with RTP discovery
         shed, and the span of what was shed kept as a loss window."""
-        shed = self.shedder.observe(float(batch.ts.max()), self._wall())
+        level = self.shedder.observe(float(batch.ts.max()), self._wall())
+        shed = level >= 1
+        self.engine.shed_media = level >= 2
         if shed != self.engine.shed:
             self.engine.shed = shed
             if shed and (self.shedder.episodes <= 3 or self.shedder.episodes % 100 == 0):
                 self._log(f"behind by {self.shedder.lag_s:.1f} s: RTP discovery shed "
-                          "(SIP, RTCP and known media kept), counted in "
+                          "(SIP, RTCP and known media kept; all media past "
+                          f"{MEDIA_FACTOR * (self.shedder.budget_s or 0):.0f} s), counted in "
                           "voipprobe_overload_shed_packets_total")
-        counters = self.engine.streams.counters
-        before = counters.shed_rows
+        counters, route = self.engine.streams.counters, self.engine.route
+        before = counters.shed_rows + route.shed_media_rows
         self._emit(self.engine.feed(batch))
-        if counters.shed_rows != before:
+        if counters.shed_rows + route.shed_media_rows != before:
             self.shedder.shed(float(batch.ts.min()), float(batch.ts.max()))
 
     def _maybe_tick(self) -> None:

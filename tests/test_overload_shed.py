@@ -39,7 +39,7 @@ from agent.export.metrics import ProbeMetrics
 
 JUNK_FLOWS = 60
 JUNK_PACKETS = 40  # per flow, 20 ms apart
-LAG_S = 10.0
+LAG_S = 5.0  # behind: past the 2 s budget, under 4 budgets (level 1)
 
 
 def test_constant_delay_is_no_lag() -> None:
@@ -57,7 +57,17 @@ def test_growing_delay_sheds_with_hysteresis() -> None:
     assert s.observe(103.0, 104.6)  # 1.5 s: still above half the budget
     assert not s.observe(104.0, 104.9)  # 0.8 s: caught up
     assert s.episodes == 1
-    assert LoadShedder(None).observe(0.0, 1e6) is False
+    assert LoadShedder(None).observe(0.0, 1e6) == 0
+
+
+def test_far_behind_sheds_all_media_until_back_under_the_budget() -> None:
+    s = LoadShedder(2.0)
+    assert s.observe(100.0, 100.0) == 0
+    assert s.observe(101.0, 104.0) == 1  # 3 s behind
+    assert s.observe(102.0, 111.0) == 2  # 9 s: past 4 budgets
+    assert s.observe(108.0, 112.0) == 2  # 4 s: still above the budget
+    assert s.observe(110.5, 112.5) == 1  # 2 s (less the floor's slow rise)
+    assert s.observe(112.4, 112.6) == 0
 
 
 def test_wall_step_is_no_lag() -> None:
@@ -128,9 +138,10 @@ def _junk(t0_ns: int, t1_ns: int, seed: int) -> tuple[list[CapturedPacket], list
     return out, [p.ts_ns for p in out]
 
 
-def _run(tmp_path: Path, shed_lag_s: float | None) -> tuple[Daemon, _Log, CollectorRegistry,
-                                                              callgen.ScenarioTruth, int,
-                                                              tuple[float, float]]:
+Run = tuple[Daemon, _Log, CollectorRegistry, callgen.ScenarioTruth, int, tuple[float, float]]
+
+
+def _run(tmp_path: Path, shed_lag_s: float | None, lag_s: float = LAG_S) -> Run:
     packets, truth = callgen.many_calls(n=8, seed=5)
     t0, t1 = min(p.ts_ns for p in packets), max(p.ts_ns for p in packets)
     third = (t1 - t0) // 3
@@ -148,19 +159,20 @@ def _run(tmp_path: Path, shed_lag_s: float | None) -> tuple[Daemon, _Log, Collec
     lag_lo, lag_hi = lo / 1e9, hi / 1e9
 
     def lag(ts: float) -> float:
-        return LAG_S if lag_lo <= ts < lag_hi else 0.0
+        return lag_s if lag_lo <= ts < lag_hi else 0.0
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text("exporter:\n  site: lab\ncalls:\n  media_idle_timeout_s: 20\n")
     registry = CollectorRegistry()
     log = _Log()
-    source = _LaggingSource(batches, wall, lag)
+    source = _LaggingSource(list(batches), wall, lag)
     d = Daemon(load_config(cfg), source=source, metrics=ProbeMetrics(registry, site="lab"),
                call_log=log, load=lambda: load_config(cfg), wall=lambda: wall[0],
                shed_lag_s=shed_lag_s)
     while source.batches:
         d.step(0)
     d.shutdown()
+    d.test_batches = batches  # type: ignore[attr-defined]
     return d, log, registry, truth, len(junk), (lag_lo, lag_hi)
 
 
@@ -204,3 +216,35 @@ def test_without_shedding_the_junk_is_discovered(tmp_path: Path) -> None:
     assert d.engine.counters()["rtp_shed_rows"] == 0
     assert d.engine.counters()["rtp_streams_validated"] >= JUNK_FLOWS
     assert not any(r.capture_lossy for r in log.records)
+
+
+def _rtp_rows(batch: Batch) -> int:
+    """UDP rows of a batch whose payload starts like RTP, not to or from port 5060 (the
+    generator's SIP): Ethernet + IPv4 parsed here, not by the probe."""
+    n = 0
+    for i in range(len(batch)):
+        frame = batch.packet(i)
+        if frame[12:14] != b"\x08\x00" or frame[23] != 17:
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        udp = 14 + ihl
+        sport, dport = int.from_bytes(frame[udp:udp + 2]), int.from_bytes(frame[udp + 2:udp + 4])
+        if 5060 not in (sport, dport) and len(frame) > udp + 8 and frame[udp + 8] >> 6 == 2:
+            n += 1
+    return n
+
+
+def test_far_behind_keeps_signalling_only(tmp_path: Path) -> None:
+    d, log, registry, truth, _, (lo, hi) = _run(tmp_path, shed_lag_s=2.0, lag_s=20.0)
+    batches = d.test_batches  # type: ignore[attr-defined]
+    want = sum(_rtp_rows(b) for b in batches if lo <= float(b.ts.max()) < hi)
+    assert want > 0
+    assert d.engine.counters()["route_shed_media_rows"] == want
+    d._update_metrics()
+    assert _metric(registry, "voipprobe_overload_shed_packets_total", kind="media") == want
+    by_id = {r.call_id: r for r in log.records if r.call_id}
+    assert len(by_id) == len(truth.calls), "a call went missing"
+    for t in truth.calls:
+        assert by_id[t.call_id].final_status == t.final_status, t.call_id
+        assert by_id[t.call_id].end_reason == t.end_reason, t.call_id
+    assert any(r.capture_lossy for r in by_id.values())

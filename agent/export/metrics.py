@@ -332,6 +332,7 @@ class _CountersCollector(Collector):
         shed = fam("overload_shed_packets", "Packets dropped on purpose while the agent "
                    "was behind (signalling and known media kept), by kind.", ("kind",))
         shed.add_metric([site, "rtp_candidate"], c.get("rtp_shed_rows", 0))
+        shed.add_metric([site, "media"], c.get("route_shed_media_rows", 0))
         yield shed
 
         cap_packets = fam("capture_packets", "Packets the kernel delivered, by interface.",

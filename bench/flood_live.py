@@ -17,7 +17,8 @@ looping for ``--seconds``, at ``--pps`` or ``--topspeed``. The pcap (`build_floo
 Every flood frame comes from 198.18.9.0/24 (not a lab subnet) to R's address on ``rb``,
 and R drops that source in its prerouting hook (after AF_PACKET has seen it), so R's
 stack answers nothing. While the flood runs sipp places real calls A -> B through R,
-one at a time (netlab's ``run_calls``); more calls follow once the flood ended.
+one at a time (netlab's ``run_calls``); more calls follow once the flood ended. A call
+is "during" the flood when its INVITE's packet time precedes the flood's end.
 
 Every ``--scrape-s`` seconds the agent's ``/metrics`` is read and a line printed:
 offered pps (tcpreplay's rate over the interval: frames the capture counted, kernel
@@ -70,7 +71,7 @@ def _csum(data: bytes) -> int:
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 def _ipv4(src: str, dst: str, proto: int, l4: bytes, ident: int) -> bytes:
@@ -181,7 +182,7 @@ class Scrape:
 @dataclass
 class CallResult:
     call_id: str
-    recorded: bool
+    invite_ts: float
     final_status: int | None = None
     end_reason: str | None = None
     lost: int | None = None  # RTP packets lost, all directions
@@ -200,6 +201,7 @@ class FloodResult:
     shed_total: float = 0.0
     peak_rss_mb: float = 0.0
     stop_s: float | None = None
+    after_latency_s: float | None = None  # sipp's last call done -> its records written
     exit_code: int | None = None
     agent_log: str = ""
 
@@ -207,7 +209,7 @@ class FloodResult:
         out = []
         for a, b in zip(self.scrapes, self.scrapes[1:], strict=False):
             dt = max(b.t - a.t, 1e-9)
-            out.append({"t": round(b.t, 1),
+            out.append({"t": round(b.t, 1), "dt": round(dt, 2),
                         "offered_pps": round((b.captured - a.captured) / dt),
                         "processed_pps": round((b.processed - a.processed) / dt),
                         "kernel_drops": b.drops - a.drops, "shed": b.shed - a.shed,
@@ -216,14 +218,16 @@ class FloodResult:
         return out
 
 
-def _calls(records: list[dict[str, Any]], ids: set[str] | None = None) -> dict[str, CallResult]:
+def _calls(records: list[dict[str, Any]], after: float = 0.0) -> dict[str, CallResult]:
+    """sipp's calls (Call-ID ``N-PID@198.18.7.1``) whose INVITE came after ``after``."""
     out = {}
     for r in records:
         cid = r.get("call_id") or ""
-        if not SIPP_CALL_ID.search(cid):
+        if not SIPP_CALL_ID.search(cid) or float(r.get("invite_ts") or 0.0) <= after:
             continue
         streams = [d["stream"] for d in r.get("directions", []) if d.get("stream")]
-        out[cid] = CallResult(cid, True, r.get("final_status"), r.get("end_reason"),
+        out[cid] = CallResult(cid, float(r["invite_ts"]), r.get("final_status"),
+                              r.get("end_reason"),
                               sum(int(s.get("lost", 0)) for s in streams),
                               sum(int(s.get("packets", 0)) for s in streams),
                               bool(r.get("capture_lossy")))
@@ -317,18 +321,17 @@ def run_flood(workdir: Path, seconds: float = 30.0, pps: int | None = None,
                     "rss {rss_mb:6.1f} MB".format(**r))
                 next_at += scrape_s
         caller.join(timeout=60 + during_calls * 15)
+        flood_end = time.time()
         res.sipp_during = during_calls
         res.scrapes.append(scrape(time.monotonic() - start))
         # after the flood: new calls must be recorded correctly within seconds
-        done_during = _calls(_records(call_log))
         after_run = lab.run_calls(calls_after, capture_interface="lo")
         t_after = time.monotonic()
-        want = len(done_during) + calls_after
-        while time.monotonic() < t_after + 10 and len(_calls(_records(call_log))) < want:
-            time.sleep(0.3)
-        final = _calls(_records(call_log))
-        res.during = list(done_during.values())
-        res.after = [c for cid, c in final.items() if cid not in done_during]
+        while time.monotonic() < t_after + 15:
+            if len(_calls(_records(call_log), after=flood_end)) >= calls_after:
+                res.after_latency_s = time.monotonic() - t_after
+                break
+            time.sleep(0.2)
         if after_run.uac_returncode != 0:
             say(f"sipp after the flood exited {after_run.uac_returncode}")
         last = scrape(time.monotonic() - start)
@@ -341,6 +344,10 @@ def run_flood(workdir: Path, seconds: float = 30.0, pps: int | None = None,
             res.stop_s = time.monotonic() - t_stop
         except subprocess.TimeoutExpired:
             res.stop_s = None
+        # every call is in the log now (SIGTERM writes the active ones)
+        records = _records(call_log)
+        res.after = list(_calls(records, after=flood_end).values())
+        res.during = [c for c in _calls(records).values() if c.invite_ts <= flood_end]
         res.agent_log = agent_log.read_text(errors="replace")[-3000:]
         if "error" in sipp:
             say(f"sipp during the flood: {sipp['error']}")
@@ -359,6 +366,7 @@ def summary(res: FloodResult) -> dict[str, Any]:
         "silently_missing": 0 if counted else missing,
         "during": [vars(c) for c in res.during], "after": [vars(c) for c in res.after],
         "stop_s": res.stop_s, "exit_code": res.exit_code,
+        "after_latency_s": res.after_latency_s,
     }
 
 
@@ -382,6 +390,7 @@ def main() -> int:
         for c in res.during + res.after:
             print(f"  {c.call_id}: status {c.final_status} {c.end_reason} packets {c.packets} "
                   f"lost {c.lost} capture_lossy {c.capture_lossy}")
+        print(f"calls after the flood recorded {s['after_latency_s']} s after sipp ended")
         print(f"SIGTERM: exit {s['exit_code']} in {s['stop_s']} s")
     return 0
 

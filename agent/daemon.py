@@ -62,7 +62,7 @@ from agent.calls.events import CallEnded, Event
 from agent.calls.record import CallRecord
 from agent.capture.batch import Batch
 from agent.capture.health import SourceMonitor, SourceStatus
-from agent.capture.overload import MEDIA_FACTOR, SHED_LAG_S, LoadShedder
+from agent.capture.overload import MEDIA_FACTOR, LoadShedder
 from agent.config import (
     CaptureConfig,
     Config,
@@ -180,7 +180,7 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         err: IO[str] | None = None,
-        shed_lag_s: float | None = SHED_LAG_S,
+        shed_lag_s: float | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -188,6 +188,8 @@ class Daemon:
         self.call_log = call_log
         self.engine = Engine(EngineConfig(config=config))
         self.packet_clock = PacketClock()
+        if shed_lag_s is None:  # the config's; 0 never sheds
+            shed_lag_s = config.capture.shed_lag_s or None
         self.shedder = LoadShedder(shed_lag_s)  # behind: shed RTP discovery, keep SIP
         self._load = load
         self._open_call_log = open_call_log

@@ -14,8 +14,12 @@
     its record with the generator's final status and per-direction packet counts
     (signalling and SDP-known media are not shed); the calls overlapping the shed span
     are flagged ``capture_lossy`` and the others are not. The same packets with
-    shedding off give no shed rows and junk streams (the junk is RTP enough to be
-    discovered), so the test can fail.
+    shedding off (``capture.shed_lag_s: 0``) give no shed rows and junk streams (the
+    junk is RTP enough to be discovered), so the test can fail.
+(c) Far behind (20 s, past four budgets): every RTP row of the lagging batches is shed
+    (``route_shed_media_rows``, ``kind="media"``; the count is taken from the frames by
+    this test), and every call still has its record with the generator's final status
+    and end reason (SIP is never shed).
 """
 
 from __future__ import annotations
@@ -141,7 +145,7 @@ def _junk(t0_ns: int, t1_ns: int, seed: int) -> tuple[list[CapturedPacket], list
 Run = tuple[Daemon, _Log, CollectorRegistry, callgen.ScenarioTruth, int, tuple[float, float]]
 
 
-def _run(tmp_path: Path, shed_lag_s: float | None, lag_s: float = LAG_S) -> Run:
+def _run(tmp_path: Path, shed_lag_s: float, lag_s: float = LAG_S) -> Run:
     packets, truth = callgen.many_calls(n=8, seed=5)
     t0, t1 = min(p.ts_ns for p in packets), max(p.ts_ns for p in packets)
     third = (t1 - t0) // 3
@@ -162,13 +166,13 @@ def _run(tmp_path: Path, shed_lag_s: float | None, lag_s: float = LAG_S) -> Run:
         return lag_s if lag_lo <= ts < lag_hi else 0.0
 
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("exporter:\n  site: lab\ncalls:\n  media_idle_timeout_s: 20\n")
+    cfg.write_text("exporter:\n  site: lab\ncalls:\n  media_idle_timeout_s: 20\n"
+                   f"capture:\n  shed_lag_s: {shed_lag_s}\n")  # 0: never shed
     registry = CollectorRegistry()
     log = _Log()
     source = _LaggingSource(list(batches), wall, lag)
     d = Daemon(load_config(cfg), source=source, metrics=ProbeMetrics(registry, site="lab"),
-               call_log=log, load=lambda: load_config(cfg), wall=lambda: wall[0],
-               shed_lag_s=shed_lag_s)
+               call_log=log, load=lambda: load_config(cfg), wall=lambda: wall[0])
     while source.batches:
         d.step(0)
     d.shutdown()
@@ -212,7 +216,7 @@ def test_behind_sheds_discovery_keeps_calls(tmp_path: Path) -> None:
 
 
 def test_without_shedding_the_junk_is_discovered(tmp_path: Path) -> None:
-    d, log, _, _, _, _ = _run(tmp_path, shed_lag_s=None)
+    d, log, _, _, _, _ = _run(tmp_path, shed_lag_s=0)
     assert d.engine.counters()["rtp_shed_rows"] == 0
     assert d.engine.counters()["rtp_streams_validated"] >= JUNK_FLOWS
     assert not any(r.capture_lossy for r in log.records)

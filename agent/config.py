@@ -238,6 +238,10 @@ class CaptureConfig(BaseModel):
     # for this long (agent/capture/health.py); 0: a source is never called silent.
     # Applies on SIGHUP without reopening the capture.
     silent_after_s: float = Field(default=300.0, ge=0)
+    # Load shedding (agent/capture/overload.py): processing this many seconds behind the
+    # capture sheds RTP discovery, four times it all media (SIP and RTCP kept); 0: never
+    # shed (the kernel ring still drops what does not fit). Read at start.
+    shed_lag_s: float = Field(default=2.0, ge=0)
 
     @field_validator("point_names")
     @classmethod

@@ -28,6 +28,7 @@ HEP_DROP_REASONS = ("duplicate", "json_report", "other_type", "rtcp_json_malform
 HEP_TCP_UNFRAMED_REASONS = ("retransmitted", "gaps", "desynced", "skipped")
 PARSE_ERROR_PROTOCOLS = ("sip", "sdp", "rtcp", "vq-rtcpxr")
 EVIDENCE_DROP_REASONS = ("call_cap", "buffer_cap")
+SHED_KINDS = ("rtp_candidate", "media")  # agent/capture/overload.py
 REPORT_OUTCOMES = ("received", "malformed", "joined", "late", "unknown_call", "unmatched")
 
 
@@ -69,4 +70,6 @@ class CounterSnapshot:
     table_evictions: Mapping[str, int] = field(default_factory=dict)  # table -> entries
     hep: HepCounts = field(default_factory=HepCounts)
     evidence: EvidenceCounts = field(default_factory=EvidenceCounts)
+    # rows dropped on purpose while the agent was behind, by SHED_KINDS
+    shed: Mapping[str, int] = field(default_factory=dict)
     totals: Mapping[str, int] = field(default_factory=dict)  # analyze's summary counters

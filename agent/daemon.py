@@ -63,6 +63,7 @@ from agent.capture.afpacket import AfPacketSource
 from agent.capture.batch import Batch
 from agent.capture.fallback import ScapySource
 from agent.capture.health import SourceMonitor, SourceStatus
+from agent.capture.overload import MEDIA_FACTOR, LoadShedder
 from agent.config import (
     CaptureConfig,
     Config,
@@ -186,6 +187,7 @@ class Daemon:
         wall: Callable[[], float] = time.time,
         err: IO[str] | None = None,
         recent: RecentCalls | None = None,
+        shed_lag_s: float | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -194,6 +196,9 @@ class Daemon:
         self.call_log = call_log
         self.engine = Engine(EngineConfig(config=config))
         self.packet_clock = PacketClock()
+        if shed_lag_s is None:  # the config's; 0 never sheds
+            shed_lag_s = config.capture.shed_lag_s or None
+        self.shedder = LoadShedder(shed_lag_s)  # behind: shed RTP discovery, keep SIP
         self._load = load
         self._open_call_log = open_call_log
         self._open_source = open_source
@@ -271,11 +276,30 @@ class Daemon:
             if self._stop:
                 break
             if len(batch):
-                self._emit(self.engine.feed(batch))
+                self._feed(batch)
                 self.packet_clock.saw(float(batch.ts.max()), self._clock())
             self._maybe_tick()
         self._maybe_tick()
         self._watchdog.kick()
+
+    def _feed(self, batch: Batch) -> None:
+        """Feed one piece; while the loop is behind (`LoadShedder`), with RTP discovery
+        shed, and the span of what was shed kept as a loss window."""
+        level = self.shedder.observe(float(batch.ts.max()), self._wall())
+        shed = level >= 1
+        self.engine.shed_media = level >= 2
+        if shed != self.engine.shed:
+            self.engine.shed = shed
+            if shed and (self.shedder.episodes <= 3 or self.shedder.episodes % 100 == 0):
+                self._log(f"behind by {self.shedder.lag_s:.1f} s: RTP discovery shed "
+                          "(SIP, RTCP and known media kept; all media past "
+                          f"{MEDIA_FACTOR * (self.shedder.budget_s or 0):.0f} s), counted in "
+                          "voipprobe_overload_shed_packets_total")
+        counters, route = self.engine.streams.counters, self.engine.route
+        before = counters.shed_rows + route.shed_media_rows
+        self._emit(self.engine.feed(batch))
+        if counters.shed_rows + route.shed_media_rows != before:
+            self.shedder.shed(float(batch.ts.min()), float(batch.ts.max()))
 
     def _maybe_tick(self) -> None:
         """About once a second: fire due timers at the extrapolated packet time, and
@@ -332,7 +356,7 @@ class Daemon:
         last = self.sources.last_read_ts
         if end > last and self._wall() - last > REREAD_AFTER_S:  # losses may be unread
             self._read_sources()
-        if not self.sources.lossy(start, end):
+        if not (self.sources.lossy(start, end) or self.shedder.lossy(start, end)):
             return record
         return record.model_copy(update={"capture_lossy": True})
 

@@ -115,6 +115,8 @@ class RouteCounters:
     sip_copies: int = 0
     rtcp_copies: int = 0
     rtp_candidates: int = 0
+    # RTP-or-unknown UDP rows dropped while the driver sheds all media (`Engine.shed_media`)
+    shed_media_rows: int = 0
     timer_stalls: int = 0  # a timer that did not move on after firing (a bug: counted)
     # messages dropped past a limit of `agent.sip.limits` (also in sip_parse_errors)
     sip_over_header_bytes: int = 0
@@ -155,6 +157,7 @@ class Engine:
         self.evidence = EvidenceKeeper(cfg.evidence) if cfg.evidence.enabled else None
         self.calls.evidence = self.evidence
         self.route = RouteCounters()
+        self.shed_media = False  # set by the live driver when far behind (see `shed`)
         self.sightings = Sightings()  # SIP and RTCP seen at several points: once
         self._rtcp_like = np.zeros(0, bool)  # per row of the batch being routed
         self.packets = 0
@@ -190,6 +193,22 @@ class Engine:
         restart = ["quality.jitter_buffer"] if config.quality.jitter_buffer != \
             old.quality.jitter_buffer else []
         return restart + (["tables"] if config.tables != old.tables else [])
+
+    # -- load shedding (set by the driver) ---------------------------------------------
+
+    @property
+    def shed(self) -> bool:
+        """Whether RTP candidate discovery is shed: the live driver sets it while it is
+        behind (`agent.daemon`), never packet content. SIP, RTCP, open streams and media
+        SDP announced are processed as ever; rows of other unknown flows are dropped
+        and counted (``rtp_shed_rows``). `shed_media`, set when the driver is far
+        behind, drops every RTP or unknown UDP row too (``route_shed_media_rows``): only
+        SIP and RTCP are processed. Off, the output is a function of the packets."""
+        return self.streams.shed
+
+    @shed.setter
+    def shed(self, on: bool) -> None:
+        self.streams.shed = on
 
     # -- feeding ----------------------------------------------------------------------
 
@@ -239,6 +258,10 @@ class Engine:
         # UDP that is not SIP after all may be UDPTL (a UDPTL packet starts with its
         # sequence number, any byte): `_feed_rtp` tells, at its point of the signalling
         rtp = np.union1d(rtp, np.setdiff1d(np.flatnonzero(udp & textual), sip_rows))
+        if self.shed_media:  # far behind: only signalling (SIP, RTCP) is processed
+            keep = rtcp_like[rtp]
+            self.route.shed_media_rows += int(rtp.size - np.count_nonzero(keep))
+            rtp = rtp[keep]
         self._rtcp_like = rtcp_like
         self.route.rtp_candidates += int(np.count_nonzero(~rtcp_like[rtp]))
         step = self.config.config.calls.interval_s
@@ -498,6 +521,8 @@ class Engine:
             evidence=EvidenceCounts(packets_dropped={} if ev is None else {
                 "call_cap": ev.packets_over_call_cap,
                 "buffer_cap": ev.packets_over_buffer_cap}),
+            shed={"rtp_candidate": self.streams.counters.shed_rows,
+                  "media": self.route.shed_media_rows},
             totals=self.counters(),
         )
 

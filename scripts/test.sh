@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 # package is installed: sip-tester provides sipp, iproute2 ip, nftables nft).
 apt_pkgs=(tshark:tshark sip-tester:sipp nftables:nft tcpdump:tcpdump iproute2:ip prometheus:promtool
           systemd:systemd-analyze kamailio:kamailio sngrep:sngrep tcpreplay:tcpreplay
-          chromium:chromium)
+          chromium:chromium curl:curl)
 missing=()
 for pc in "${apt_pkgs[@]}"; do command -v "${pc#*:}" >/dev/null 2>&1 || missing+=("${pc%%:*}"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -56,6 +56,7 @@ from agent.counters import (
     HEP_VERSIONS,
     PARSE_ERROR_PROTOCOLS,
     REPORT_OUTCOMES,
+    SHED_KINDS,
     CounterSnapshot,
     HepCounts,
 )
@@ -320,6 +321,12 @@ class _CountersCollector(Collector):
         for table, value in sorted(c.table_evictions.items()):
             evictions.add_metric([site, table], value)
         yield evictions
+
+        shed = fam("overload_shed_packets", "Packets dropped on purpose while the agent "
+                   "was behind (signalling and known media kept), by kind.", ("kind",))
+        for kind in SHED_KINDS:
+            shed.add_metric([site, kind], c.shed.get(kind, 0))
+        yield shed
 
         cap_packets = fam("capture_packets", "Packets the kernel delivered, by interface.",
                           ("interface",))

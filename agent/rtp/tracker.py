@@ -138,6 +138,9 @@ class TrackerCounters:
     streams_expired: int = 0  # idle streams ended
     streams_closed: int = 0  # ended by `close` (their call ended)
     sdp_clock_overridden: int = 0  # SDP clock lost to the timestamps' own rate
+    # rows of unknown flows dropped while the driver sheds load (`StreamTracker.shed`):
+    # neither a stream nor a candidate SDP announced
+    shed_rows: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -220,6 +223,10 @@ class StreamTracker:
         self._idle: list[tuple[float, int, Key]] = []
         self._serial = itertools.count()
         self.counters = TrackerCounters()
+        # Set by the driver (never by packet content) while it is behind: rows of a key
+        # with no stream and no SDP announcing it are dropped and counted (`shed_rows`),
+        # so heuristic discovery costs nothing; open streams and announced media go on.
+        self.shed = False
         hint_kind = np.full(128, -1, np.int64)
         for pt in range(128):
             info = lookup(pt, self.pt_hints)
@@ -275,7 +282,11 @@ class StreamTracker:
             opening: list[tuple[int, _Opening]] = []
             for u in sorted(unknown, key=lambda x: int(first[x])):  # arrival order
                 idx = order[bounds[u] : bounds[u + 1]]
-                o = self._candidate(self._key(frames, h, int(first[u])), batch.cols.take(idx))
+                key = self._key(frames, h, int(first[u]))
+                if self.shed and self._shed(key, float(batch.cols.arrival_s[idx[-1]])):
+                    self.counters.shed_rows += int(idx.size)
+                    continue
+                o = self._candidate(key, batch.cols.take(idx))
                 if o is not None:  # opens at the row that decided it
                     opening.append((int(idx[o.at]), o))
             for _, o in sorted(opening, key=lambda t: t[0]):  # in the order they opened
@@ -367,6 +378,14 @@ class StreamTracker:
             return None
         return self.hints.media_for(Endpoint(key[0], key[1], key[2]),
                                        Endpoint(key[3], key[4], key[5]), now)
+
+    def _shed(self, key: Key, now: float) -> bool:
+        """While shedding: whether rows of ``key`` (no stream yet) are dropped; a
+        candidate SDP announced, or a key SDP announces now, is kept."""
+        cand = self._cands.get(key)
+        if cand is not None and cand.announced is not None:
+            return False
+        return self._announced(key, now) is None
 
     def _candidate(self, key: Key, rows: RtpColumns) -> _Opening | None:
         """Rows of a key with no stream: held, found to open a stream (returned: the

@@ -263,7 +263,8 @@ def test_label_values_are_bounded() -> None:
     allowed_keys = {"site", "peer", "direction", "codec", "profile", "threshold", "method",
                     "status_class", "end_reason", "interface", "expected", "traffic", "reason",
                     "protocol", "table", "verdict", "le", "version", "python_version",
-                    "outcome", "point", "upstream", "downstream", "listener", "errno"}
+                    "outcome", "point", "upstream", "downstream", "listener", "errno",
+                    "kind"}
     for family in reg.collect():
         for s in family.samples:
             assert set(s.labels) <= allowed_keys, (s.name, s.labels)

@@ -96,7 +96,8 @@ def test_check_config_prints_the_effective_config_as_yaml(
     assert main(["check-config", str(config_file), "-i", "eth3"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["capture"]["interfaces"] == ["eth3"]
-    assert printed["exporter"] == {"listen": "10.0.0.1:9100", "site": "hq", "web_config": None}
+    assert printed["exporter"] == {"listen": "10.0.0.1:9100", "site": "hq", "recent_calls": 200,
+                                    "web_config": None}
     # The printed document is itself a valid config giving the same settings.
     assert config_from_mapping(printed) == load_config(config_file).model_copy(
         update={"capture": load_config(config_file).capture.model_copy(

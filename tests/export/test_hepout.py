@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from hepbuild import EXPORTER, fields, records_of
+from hepoutbuild import G711, Recorder, collector, run_probe
 from synth import LINKTYPE_RAW, CapturedPacket, write_pcap
 
 from agent.calls.events import CallEnded, Event
 from agent.capture.pcapfile import open_capture
-from agent.config import Config, ConfigError, HepCollectorConfig, config_from_mapping
+from agent.config import Config, ConfigError, config_from_mapping
 from agent.decode.hep import PROTO_RTCP, PROTO_SIP, HepRecord, encode_hep3, parse_hep
 from agent.decode.hep_rtcp_json import report_from_json
 from agent.decode.hep_unwrap import build_packet
@@ -26,40 +27,6 @@ from agent.export.metrics import ProbeMetrics
 from agent.rtcp.packets import ReceiverReport, SenderReport, parse_compound
 from agent.sip.events import EndReason
 from agent.sip.message import parse_message
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pcaps"
-G711 = CORPUS / "wiki_SIP_CALL_RTP_G711.pcap"
-
-
-class Recorder:
-    """A socket stand-in that keeps what is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def sendall(self, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def close(self) -> None:
-        pass
-
-
-def collector(**kw: Any) -> HepCollectorConfig:
-    return HepCollectorConfig(address="127.0.0.1", agent_id=4242, node_name="probe-a", **kw)
-
-
-def run_probe(path: Path, hep: HepOut) -> list[Event]:
-    eng = Engine(EngineConfig(config=Config(privacy="clear")))
-    eng.tap = hep
-    events: list[Event] = []
-    with open_capture(path) as reader:
-        for batch in reader:
-            events += eng.feed(batch)
-    events += eng.finish(EndReason.CAPTURE_END)
-    for e in events:
-        if isinstance(e, CallEnded):
-            hep.call_ended(e.record)
-    return events
 
 
 def wait_for(cond: Any, timeout_s: float = 10.0) -> None:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from hepoutbuild import G711, run_probe
+from needtool import need_tool
 
 from agent.capture.pcapfile import open_capture
 from agent.config import Config, HepCollectorConfig, HepOutConfig
@@ -30,15 +30,6 @@ SIP_FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstpor
               "sip.Call-ID", "sip.Method", "sip.Status-Code", "sip.CSeq")
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} not installed")
-        pytest.skip(f"{tool} not installed")
-    return path
-
-
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -46,7 +37,7 @@ def _free_udp_port() -> int:
 
 
 def _sip_of(pcap: Path) -> list[tuple[str, ...]]:
-    out = subprocess.run([_need("tshark"), "-r", str(pcap), "-Y", "sip", "-T", "fields",
+    out = subprocess.run([need_tool("tshark"), "-r", str(pcap), "-Y", "sip", "-T", "fields",
                           *(a for f in SIP_FIELDS for a in ("-e", f))],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     return sorted(tuple(line.split("\t")) for line in out.splitlines() if line)
@@ -59,7 +50,7 @@ def test_sngrep_receives_the_calls(tmp_path: Path) -> None:
     out = tmp_path / "out.pcap"
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "TERM": "dumb"}
-    proc = subprocess.Popen([_need("sngrep"), "-N", "-q", "-L", f"udp:127.0.0.1:{port}",
+    proc = subprocess.Popen([need_tool("sngrep"), "-N", "-q", "-L", f"udp:127.0.0.1:{port}",
                              "-O", str(out)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

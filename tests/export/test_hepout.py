@@ -233,3 +233,67 @@ def test_config_refuses_without_clear_privacy() -> None:
     with pytest.raises(ConfigError, match=r"hep_out\.collectors\.0\.transport"):
         config_from_mapping({"privacy": "clear",
                              "hep_out": {"collectors": [{"address": "x", "transport": "sctp"}]}})
+
+
+def test_tls_to_a_collector_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    """TLS: the collector's self-signed certificate verified against ``tls_ca_file``;
+    one the probe was not told to trust is refused (nothing sent, counted)."""
+    import ssl
+
+    from tlscerts import make_certs
+
+    certs = make_certs(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.server_crt, certs.server_key)
+    srv = _server()
+    port = srv.getsockname()[1]
+    got: list[HepRecord] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            buf = b""
+            tls.settimeout(10)
+            while len(got) < 2:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= 6 and len(buf) >= int.from_bytes(buf[4:6], "big"):
+                    n = int.from_bytes(buf[4:6], "big")
+                    got.append(parse_hep(buf[:n]))
+                    buf = buf[n:]
+
+    t = threading.Thread(target=serve)
+    t.start()
+    hep = HepOut([collector(transport="tls", port=port, tls_ca_file=certs.server_crt)])
+    hep.start()
+    rec = HepRecord(**{**fields(EXPORTER), "payload": b"BYE sip:a@b SIP/2.0\r\n\r\n",
+                       "proto_type": PROTO_SIP})
+    hep.senders[0].put(rec)
+    hep.senders[0].put(rec)
+    t.join(10)
+    hep.close()
+    srv.close()
+    assert [g.payload for g in got] == [rec.payload] * 2 and got[0].node_name == b"probe-a"
+    # not trusted (no CA file: the system store does not know it): refused, counted
+    srv = _server()
+    port = srv.getsockname()[1]
+
+    def handshake_only() -> None:
+        conn, _ = srv.accept()
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+    t = threading.Thread(target=handshake_only)
+    t.start()
+    hep = HepOut([collector(transport="tls", port=port)])
+    hep.start()
+    hep.senders[0].put(rec)
+    wait_for(lambda: hep.senders[0].stats.dropped["not_connected"] == 1)
+    hep.close()
+    t.join(10)
+    srv.close()
+    assert hep.stats()[0].sent == 0

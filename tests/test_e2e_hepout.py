@@ -19,12 +19,16 @@ import pytest
 from hepoutbuild import G711, run_probe
 from needtool import need_tool
 
+from agent.calls.events import CallEnded
+from agent.capture.hep_listener import HepListener
 from agent.capture.pcapfile import open_capture
 from agent.config import Config, HepCollectorConfig, HepOutConfig
 from agent.daemon import Daemon
+from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLogStats
 from agent.export.hepout import HepOut
 from agent.export.metrics import ProbeMetrics
+from agent.sip.events import EndReason
 
 SIP_FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport",
               "sip.Call-ID", "sip.Method", "sip.Status-Code", "sip.CSeq")
@@ -146,3 +150,54 @@ def test_daemon_goes_on_while_the_collector_is_down() -> None:
                                        {**labels, "reason": r}) or 0
                   for r in ("queue_full", "not_connected", "send_error"))
     assert dropped > 0 and dropped == sum(st.dropped.values())
+
+
+def test_hep_out_to_a_second_probes_hep_listener() -> None:
+    """HEP out over UDP to a second probe's `HepListener` (capture.hep_listeners): the
+    second probe's engine sees the same SIP messages and RTCP packets and makes the same
+    calls (signalling figures: HEP out sends no RTP)."""
+    if not G711.exists():
+        pytest.skip("corpus capture missing")
+    listener = HepListener("127.0.0.1", 0, ["127.0.0.1/32"])
+    second = Engine(EngineConfig(config=Config(privacy="clear")))
+    got: list[Any] = []
+    hep = HepOut([HepCollectorConfig(address="127.0.0.1", port=listener.port, agent_id=9,
+                                     rtcp=True, reports=True)])
+    hep.start()
+    first: list[Any] = []
+    try:
+        a = Engine(EngineConfig(config=Config(privacy="clear")))
+        a.tap = hep
+        with open_capture(G711) as reader:
+            for batch in reader:
+                first += a.feed(batch)
+        first += a.finish(EndReason.CAPTURE_END)
+        for e in first:
+            if isinstance(e, CallEnded):
+                hep.call_ended(e.record)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+                hep.stats()[0].queued or listener.counters.datagrams < hep.stats()[0].sent):
+            for b in listener.poll(0.1):
+                got += second.feed(b)
+        for b in listener.poll(0.2):
+            got += second.feed(b)
+    finally:
+        hep.close()
+        listener.close()
+    got += second.finish(EndReason.CAPTURE_END)
+    st = hep.stats()[0]
+    assert sum(st.dropped.values()) == 0 and listener.counters.datagrams == st.sent
+    assert second.route.sip_messages == a.route.sip_messages
+    assert second.route.rtcp_packets == a.route.rtcp_packets
+    assert listener.hep.skipped_json == sum(
+        len(e.record.directions) for e in first
+        if isinstance(e, CallEnded) and e.record.call_id)
+    keys = ("call_id", "from_", "to", "final_status", "invite_ts", "first_provisional_ts",
+            "answer_ts", "setup_delay_s", "answer_delay_s", "end_reason", "transport")
+
+    def sig(evs: list[Any]) -> list[tuple[Any, ...]]:
+        return sorted((tuple(getattr(e.record, k) for k in keys) for e in evs
+                       if isinstance(e, CallEnded) and e.record.call_id), key=repr)
+
+    assert sig(got) == sig(first) and len(sig(first)) == 2

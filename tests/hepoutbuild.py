@@ -34,8 +34,10 @@ def collector(**kw: Any) -> HepCollectorConfig:
     return HepCollectorConfig(address="127.0.0.1", agent_id=4242, node_name="probe-a", **kw)
 
 
-def run_probe(path: Path, hep: HepOut) -> list[Event]:
-    eng = Engine(EngineConfig(config=Config(privacy="clear")))
+def run_probe(path: Path, hep: HepOut, eng: Engine | None = None) -> list[Event]:
+    """``path`` through an engine (``eng``, else a new one) with ``hep`` as its tap, and
+    each ended call's record handed to it, as the daemon does."""
+    eng = eng or Engine(EngineConfig(config=Config(privacy="clear")))
     eng.tap = hep
     events: list[Event] = []
     with open_capture(path) as reader:

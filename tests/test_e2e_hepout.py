@@ -167,14 +167,7 @@ def test_hep_out_to_a_second_probes_hep_listener() -> None:
     first: list[Any] = []
     try:
         a = Engine(EngineConfig(config=Config(privacy="clear")))
-        a.tap = hep
-        with open_capture(G711) as reader:
-            for batch in reader:
-                first += a.feed(batch)
-        first += a.finish(EndReason.CAPTURE_END)
-        for e in first:
-            if isinstance(e, CallEnded):
-                hep.call_ended(e.record)
+        first = run_probe(G711, hep, a)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (
                 hep.stats()[0].queued or listener.counters.datagrams < hep.stats()[0].sent):

@@ -390,6 +390,8 @@ class Daemon:
             if writer is not None and self.evidence is not None:
                 writer.stats = self.evidence.stats  # the counters go on
             self.evidence = writer
+        if new.hep_out != old.hep_out:
+            self._log("reload: hep_out changed; it applies after a restart")
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
         if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \

@@ -77,8 +77,10 @@ Parsed = tuple[SipMessage, str, bytes]  # a message, its transport, its bytes
 
 class PacketTap(Protocol):
     """What a sink that forwards captured packets (HEP out, `agent.export.hepout`) is
-    handed, in packet order: each SIP message the engine parsed and each RTCP packet it
-    fed (copies seen at a second point left out), with its frames row. It must only
+    handed: each SIP message the engine parsed, in packet order, and each RTCP packet it
+    fed, in the order it feeds them (RTCP touches no SIP state, so it may come before a
+    SIP message of the same region; copies seen at a second point are left out), with
+    its frames row and the call it belongs to. The tap must only
     copy what it needs (``f`` is reused) and never block; it changes nothing the engine
     computes."""
 

@@ -178,7 +178,9 @@ class CollectorSender:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.stats = CollectorStats(f"{config.transport}:{config.address}:{config.port}")
-        self._queue: queue.Queue[HepRecord | None] = queue.Queue(config.queue_size)
+        # (record, as RTCP JSON): the JSON is made here, off the capture thread
+        self._queue: queue.Queue[tuple[HepRecord, bool] | None] = queue.Queue(
+            config.queue_size)
         self._open = open_socket
         self._sleep = sleep
         self._sock: socket.socket | None = None
@@ -191,10 +193,11 @@ class CollectorSender:
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, rec: HepRecord) -> None:
-        """Enqueue (never blocks): a full queue drops ``rec`` and counts it."""
+    def put(self, rec: HepRecord, as_json: bool = False) -> None:
+        """Enqueue (never blocks): a full queue drops ``rec`` and counts it. ``as_json``:
+        ``rec`` is binary RTCP to be sent as its JSON object."""
         try:
-            self._queue.put_nowait(rec)
+            self._queue.put_nowait((rec, as_json))
         except queue.Full:
             self.stats.dropped["queue_full"] += 1
 
@@ -212,9 +215,15 @@ class CollectorSender:
 
     def _run(self) -> None:
         while True:
-            rec = self._queue.get()
-            if rec is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            rec, as_json = item
+            if as_json:
+                doc = rtcp_json(rec.payload)
+                if doc is None:  # no SR/RR in it (an SDES or BYE alone): nothing to send
+                    continue
+                rec = replace(rec, payload=doc)
             self._send(rec)
 
     def _send(self, rec: HepRecord) -> None:
@@ -276,7 +285,7 @@ class HepOut:
     def _put(self, rec: HepRecord, what: str) -> None:
         for s in self.senders:
             if getattr(s.config, what):
-                s.put(rec)
+                s.put(rec, as_json=what == "rtcp_json")
 
     # -- PacketTap (the capture thread: build and enqueue only) ---------------------------
 
@@ -288,9 +297,7 @@ class HepOut:
         if any(s.config.rtcp for s in self.senders):
             self._put(frame_record(f, row, bytes(payload), PROTO_RTCP, cid), "rtcp")
         if any(s.config.rtcp_json for s in self.senders):
-            doc = rtcp_json(payload)
-            if doc is not None:
-                self._put(frame_record(f, row, doc, PROTO_RTCP, cid), "rtcp_json")
+            self._put(frame_record(f, row, bytes(payload), PROTO_RTCP, cid), "rtcp_json")
 
     # -- records ------------------------------------------------------------------------
 

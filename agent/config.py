@@ -385,6 +385,40 @@ class EvidenceConfig(BaseModel):
     max_files: int = Field(default=1000, gt=0)  # the oldest file goes first
 
 
+class HepCollectorConfig(BaseModel):
+    """One HEP v3 collector that HEP out (`agent.export.hepout`) sends to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(min_length=1)  # host name or IP literal of the collector
+    port: int = Field(default=9060, ge=1, le=65535)
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    agent_id: int = Field(default=0, ge=0, le=0xFFFFFFFF)  # HEP capture agent id (chunk 12)
+    node_name: str = Field(default="voipprobe", min_length=1, max_length=64)  # chunk 19
+    queue_size: int = Field(default=10000, ge=1, le=1_000_000)  # packets; the rest is dropped
+    sip: bool = True  # SIP messages (HEP type 1)
+    rtcp: bool = True  # RTCP as the captured bytes (type 5)
+    rtcp_json: bool = False  # RTCP as HOMER's JSON object (type 5 with a JSON payload)
+    reports: bool = True  # one JSON quality report per call direction (type 34)
+    tls_ca_file: Path | None = None  # tls: the CA bundle to verify the collector with
+    tls_verify: bool = True  # tls: check the collector's certificate and name
+
+
+class HepOutConfig(BaseModel):
+    """HEP v3 out to HOMER collectors. Needs ``privacy: clear`` (see the README)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collectors: list[HepCollectorConfig] = []
+
+
+HEP_OUT_PRIVACY = (
+    "HEP out sends SIP messages as captured, with numbers and URIs, and needs "
+    "`privacy: clear` set explicitly (privacy is {mode!r}); a pseudonymised copy would "
+    "not be the SIP HOMER exists to show, and a half-rewritten message breaks its "
+    "dialogs (Via, Contact, tags, Content-Length)")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -402,8 +436,15 @@ class Config(BaseModel):
     exporter: ExporterConfig = Field(default_factory=ExporterConfig)
     call_log: CallLogConfig = Field(default_factory=CallLogConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    hep_out: HepOutConfig = Field(default_factory=HepOutConfig)
     # Where the pseudonymisation key lives (systemd: StateDirectory=voipprobe).
     state_dir: Path = Path("/var/lib/voipprobe")
+
+    @model_validator(mode="after")
+    def _hep_out_privacy(self) -> Config:
+        if self.hep_out.collectors and self.privacy != "clear":
+            raise ValueError("hep_out.collectors: " + HEP_OUT_PRIVACY.format(mode=self.privacy))
+        return self
 
     def to_yaml(self) -> str:
         """The effective configuration as YAML (what ``check-config`` prints)."""

@@ -77,6 +77,7 @@ from agent.decode.sequence import SequenceGaps
 from agent.engine import Engine, EngineConfig
 from agent.export.calllog import CallLog, CallLogStats
 from agent.export.evidence import EvidenceWriter, open_evidence
+from agent.export.hepout import HepOut
 from agent.export.http import HealthCheck, MetricsServer, exposure_warning
 from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
@@ -123,6 +124,8 @@ class MetricsSink(Protocol):
     def update_call_log(self, stats: CallLogStats) -> None: ...
 
     def update_sources(self, statuses: Sequence[SourceStatus]) -> None: ...
+
+    def update_hep_out(self, stats: Sequence[Any]) -> None: ...
 
 
 class CallSink(Protocol):
@@ -218,6 +221,9 @@ class Daemon:
         self._reload = False
         self.records_written = 0
         self.evidence = self._open_evidence(config)
+        # HEP out (agent/export/hepout.py): the engine's tap; changes apply after a restart
+        self.hep_out = open_hep_out(config) if config.hep_out.collectors else None
+        self.engine.tap = self.hep_out
 
     def _open_evidence(self, config: Config) -> EvidenceWriter | None:
         """The evidence pcap writer (agent/export/evidence.py); a key that cannot be
@@ -325,6 +331,8 @@ class Daemon:
         self.metrics.update(snapshot, stats, gaps)
         self.metrics.update_sources(self.sources.statuses())
         self.metrics.update_call_log(self.call_log.stats())
+        if self.hep_out is not None:
+            self.metrics.update_hep_out(self.hep_out.stats())
 
     def _read_sources(self) -> tuple[Any, Mapping[str, SequenceGaps]]:
         """The sources' counters and the mirror sequence gaps, handed to the monitor."""
@@ -343,6 +351,8 @@ class Daemon:
             if not isinstance(event, CallEnded):
                 self.metrics.observe(event)
                 continue
+            if self.hep_out is not None:
+                self.hep_out.call_ended(event.record)
             public = self.call_log.public(event.record)  # as the log shows it
             self.metrics.observe(event, reference=public.get("call_id"))
             if self.recent is not None:
@@ -404,6 +414,8 @@ class Daemon:
             if writer is not None and self.evidence is not None:
                 writer.stats = self.evidence.stats  # the counters go on
             self.evidence = writer
+        if new.hep_out != old.hep_out:
+            self._log("reload: hep_out changed; it applies after a restart")
         for name in reconfigure_engine(self.engine, new):
             self._log(f"reload: {name} changed; it applies after a restart")
         if new.exporter.model_copy(update={"web_config": old.exporter.web_config}) \
@@ -458,6 +470,8 @@ class Daemon:
         finally:
             self.source.close()
             self.call_log.close()
+            if self.hep_out is not None:
+                self.hep_out.close()
 
 
 # -- the real sources and sinks -------------------------------------------------------
@@ -547,6 +561,14 @@ def open_ring(capture: CaptureConfig) -> PacketSource:
           file=sys.stderr)
     source = ScapySource(capture.interfaces, **kwargs)
     return source
+
+
+def open_hep_out(config: Config) -> HepOut:
+    """HEP out to the configured collectors, its sender threads started (a collector
+    that is down is retried with backoff: it never stops the probe)."""
+    hep = HepOut(config.hep_out.collectors)
+    hep.start()
+    return hep
 
 
 def open_call_log(config: Config) -> CallSink:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +73,20 @@ SIP_TLS_PORT = 5061  # RFC 3261 §26.2: sips; encrypted, counted, not decoded
 I64 = npt.NDArray[np.int64]
 _M64 = (1 << 64) - 1
 Parsed = tuple[SipMessage, str, bytes]  # a message, its transport, its bytes
+
+
+class PacketTap(Protocol):
+    """What a sink that forwards captured packets (HEP out, `agent.export.hepout`) is
+    handed: each SIP message the engine parsed, in packet order, and each RTCP packet it
+    fed, in the order it feeds them (RTCP touches no SIP state, so it may come before a
+    SIP message of the same region; copies seen at a second point are left out), with
+    its frames row and the call it belongs to. The tap must only
+    copy what it needs (``f`` is reused) and never block; it changes nothing the engine
+    computes."""
+
+    def sip(self, f: Frames, row: int, data: bytes, transport: str, call_id: str) -> None: ...
+
+    def rtcp(self, f: Frames, row: int, payload: bytes, call_id: str | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +171,7 @@ class Engine:
         # evidence pcaps (agent/calls/evidence.py): None, and no cost, when off
         self.evidence = EvidenceKeeper(cfg.evidence) if cfg.evidence.enabled else None
         self.calls.evidence = self.evidence
+        self.tap: PacketTap | None = None  # HEP out: the daemon installs one
         self.route = RouteCounters()
         self.shed_media = False  # set by the live driver when far behind (see `shed`)
         self.sightings = Sightings()  # SIP and RTCP seen at several points: once
@@ -324,6 +340,8 @@ class Engine:
                 self._sip_message(f, i, msg, transport, out)
                 if self.evidence is not None and msg.call_id in self.calls:
                     self.evidence.sip(msg.call_id, f, i, data, transport)
+                if self.tap is not None:
+                    self.tap.sip(f, i, data, transport, msg.call_id)
         self._feed_rtp(f, later, out)
 
     def _udptl_keys(self) -> npt.NDArray[np.uint64]:
@@ -350,6 +368,8 @@ class Engine:
                 self.route.rtcp_copies += 1
             else:
                 self.rtcp.feed(payload, ts)
+                if self.tap is not None:
+                    self.tap.rtcp(f, i, payload, self._call_of(f, i))
         if udptl.size:
             res = self.streams.feed(f, rows[~rtcp & ~to_udptl], udptl=rows[to_udptl])
         else:
@@ -359,6 +379,19 @@ class Engine:
             out.extend(self.calls.stream_ended(s, now))
         for st in res.started:
             self.calls.stream_started(st)
+
+    def _call_of(self, f: Frames, i: int) -> str | None:
+        """The Call-ID of the running call an RTCP row belongs to: its media joins that
+        call on these ports (rtcp-mux) or one below (RFC 3550 §11); None: no call."""
+        src_hi, src_lo, dst_hi, dst_lo = (int(f.src_hi[i]), int(f.src_lo[i]),
+                                          int(f.dst_hi[i]), int(f.dst_lo[i]))
+        sport, dport, ts = int(f.sport[i]), int(f.dport[i]), float(f.ts[i])
+        for below in (0, 1):
+            cid = self.calls.live_call_of(Endpoint(src_hi, src_lo, sport - below),
+                                          Endpoint(dst_hi, dst_lo, dport - below), ts)
+            if cid is not None:
+                return cid
+        return None
 
     def _sip_payloads(self, f: Frames, udp_rows: I64, tcp_rows: I64
                       ) -> dict[int, list[tuple[bytes, str]]]:

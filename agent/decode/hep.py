@@ -13,7 +13,7 @@ Wire layouts (facts from the HEP specification, sipcapture/HEP):
   numbers network order. Generic types: 1 IP family, 2 IP protocol, 3/4 IPv4
   src/dst, 5/6 IPv6 src/dst, 7/8 ports, 9/10 timestamp s/µs, 11 protocol type
   (`PROTO_*`), 12 capture agent id (u32), 13 keep-alive, 14 auth key, 15 payload,
-  16 zlib/gzip compressed payload, 17 correlation id, 24 IP TOS (u8; rare: the
+  16 zlib/gzip compressed payload, 17 correlation id, 19 node name, 24 IP TOS (u8; rare: the
   DSCP/ECN byte when the sender knows it). Vendor chunks are skipped.
 - v1/v2: version (u8), header length (u8: this 8-byte header plus the address
   block; not checked, as senders disagree: sngrep 1.6 writes 2), family (u8: 2
@@ -87,6 +87,7 @@ class HepRecord:
     correlation_id: bytes = b""
     compressed: bool = False
     tos: int | None = None
+    node_name: bytes = b""  # chunk 19 (heplify-server's node name), b"" when absent
 
     @property
     def ts(self) -> float:
@@ -152,7 +153,7 @@ def _parse_v3(data: bytes) -> HepRecord:
         ts_usec=usec, proto_type=_int(chunks, 11, 1) if 11 in chunks else PROTO_UNKNOWN,
         capture_id=int.from_bytes(cid, "big"), payload=payload,
         correlation_id=chunks.get(17, b""), compressed=compressed,
-        tos=_int(chunks, 24, 1) if 24 in chunks else None,
+        tos=_int(chunks, 24, 1) if 24 in chunks else None, node_name=chunks.get(19, b""),
     )
 
 
@@ -238,6 +239,7 @@ def encode_hep3(rec: HepRecord, *, compress: bool = False) -> bytes:
         _chunk(11, _U8.pack(rec.proto_type)),
         _chunk(12, _U32.pack(rec.capture_id)),
         _chunk(17, rec.correlation_id) if rec.correlation_id else b"",
+        _chunk(19, rec.node_name) if rec.node_name else b"",
         _chunk(24, _U8.pack(rec.tos)) if rec.tos is not None else b"",
         _chunk(16, zlib.compress(rec.payload)) if compress else _chunk(15, rec.payload),
     ))

@@ -33,9 +33,9 @@ from __future__ import annotations
 import platform
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -394,6 +394,38 @@ class _CallLogCollector(Collector):
         yield reopens
 
 
+class _HepOutCollector(Collector):
+    """HEP out's per-collector totals (`agent.export.hepout.CollectorStats`)."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.stats: list[Any] = []
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        lab = ("site", "collector")
+        sent = CounterMetricFamily(f"{NAMESPACE}_hep_out_sent", "HEP packets sent to a "
+                                   "collector.", labels=lab)
+        dropped = CounterMetricFamily(
+            f"{NAMESPACE}_hep_out_dropped", "HEP packets not sent: the queue was full "
+            "(queue_full), the collector was unreachable (not_connected), a send failed "
+            "(send_error), or the packet exceeded HEP's 64 KiB (too_large).",
+            labels=(*lab, "reason"))
+        depth = GaugeMetricFamily(f"{NAMESPACE}_hep_out_queue_depth", "HEP packets waiting "
+                                  "in a collector's send queue.", labels=lab)
+        up = GaugeMetricFamily(f"{NAMESPACE}_hep_out_up", "1 while the collector's "
+                               "connection is up (UDP: its socket is open).", labels=lab)
+        for st in self.stats:
+            sent.add_metric([self.site, st.name], st.sent)
+            for reason, n in st.dropped.items():
+                dropped.add_metric([self.site, st.name, reason], n)
+            depth.add_metric([self.site, st.name], st.queued)
+            up.add_metric([self.site, st.name], 1 if st.up else 0)
+        yield from (sent, dropped, depth, up)
+
+
 #: OpenMetrics limits an exemplar's label set to 128 UTF-8 characters, names included.
 EXEMPLAR_MAX_CHARS = 128
 
@@ -472,6 +504,8 @@ class ProbeMetrics:
         r = self.registry
         r.register(self._counters)
         r.register(self._call_log)
+        self._hep_out = _HepOutCollector(self.site)
+        r.register(self._hep_out)
         r.register(_SlaLimitsCollector(self.site, lambda: self._config))
         q = ("site", "peer", "direction", "codec")
         qp = (*q, "point")  # what a stream at one observation point measured
@@ -609,6 +643,11 @@ class ProbeMetrics:
             if label not in by_label or not st.up:  # two under ``other``: any down is down
                 by_label[label] = st
         self._counters.sources = by_label
+
+    def update_hep_out(self, stats: Sequence[Any]) -> None:
+        """HEP out's collectors (`HepOut.stats()`); the collector label is bounded by
+        the config's list."""
+        self._hep_out.stats = list(stats)
 
     def update_call_log(self, stats: CallLogStats) -> None:
         """The call log's latest totals (`CallLog.stats()`)."""

@@ -7,34 +7,25 @@ Exit codes: 0 success, 2 unusable input or usage error (argparse's own code),
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from agent import __version__
-from agent.calls.events import CallEnded, Event, StreamEnded
-from agent.calls.record import CallRecord
-from agent.calls.table_text import call_rows, format_rows
-from agent.capture.pcapfile import CaptureFormatError, open_capture
-from agent.config import (
-    Config,
-    ConfigError,
-    Override,
-    config_from_mapping,
-    env_overrides,
-    load_config,
-)
-from agent.engine import Engine, EngineConfig
-from agent.os_errors import reason
-from agent.rtp.model import StreamStats
-from agent.sip.events import EndReason
+
+# Each command imports what it uses, where it uses it: `version` and argument errors
+# must not pay for numpy, pydantic and the engine (start-up, bench/startup.py).
+if TYPE_CHECKING:
+    from agent.calls.events import Event
+    from agent.calls.record import CallRecord
+    from agent.config import Config, Override
+    from agent.engine import Engine
+    from agent.rtp.model import StreamStats
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -44,6 +35,8 @@ SAMPLE_CAPTURE = "sample.pcap.gz"
 
 def bundled_sample() -> Path:
     """Path of the capture shipped with the package (used when analyze gets no FILE)."""
+    from importlib import resources
+
     return Path(str(resources.files("agent") / "data" / SAMPLE_CAPTURE))
 
 
@@ -82,6 +75,8 @@ class Analysis:
     code: int = EXIT_OK
 
     def keep(self, event: Event) -> None:
+        from agent.calls.events import CallEnded, StreamEnded
+
         if isinstance(event, StreamEnded):
             self.streams.append(event.stats)
         elif isinstance(event, CallEnded):
@@ -98,6 +93,12 @@ def analyze_files(
     """Run every file through one engine, in the order given (a rotated capture set
     continues across files). Each event goes to ``sink`` as it happens (so a long
     capture's records need not be held), else it is kept, sorted, in the result."""
+    from agent.capture.pcapfile import CaptureFormatError, open_capture
+    from agent.config import Config
+    from agent.engine import Engine, EngineConfig
+    from agent.os_errors import reason
+    from agent.sip.events import EndReason
+
     engine = Engine(EngineConfig(config=config or Config()))
     result = Analysis(engine=engine)
     emit = sink or result.keep
@@ -169,6 +170,12 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.calls.events import CallEnded, StreamEnded
+    from agent.calls.table_text import call_rows, format_rows
+    from agent.config import ConfigError, load_config
+
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
     config = None
@@ -236,6 +243,8 @@ DEFAULT_CONFIG = "/etc/voipprobe/config.yaml"
 
 def flag_overrides(args: argparse.Namespace) -> list[Override]:
     """The settings given as flags (they win over the file and the environment)."""
+    from agent.config import Override
+
     out = []
     if args.interface:
         out.append(Override("capture.interfaces", list(args.interface), "--interface"))
@@ -256,6 +265,8 @@ def effective_config(
 
     With no --config, a missing default file means built-in defaults (said on stderr);
     a missing file given explicitly is an error."""
+    from agent.config import config_from_mapping, env_overrides, load_config
+
     overrides = env_overrides(os.environ) + flag_overrides(args)
     path: str | None = args.config
     if path is None:
@@ -280,6 +291,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
+
     try:
         config, _path, _overrides = effective_config(args, sys.stderr)
         if config.exporter.web_config is not None:
@@ -296,6 +309,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_lookup(args: argparse.Namespace) -> int:
     """The pseudonyms the call log shows for clear Call-IDs, numbers, URIs or addresses,
     made with the agent's own key (read from ``state_dir``, never created here)."""
+    from agent.config import ConfigError
     from agent.export.privacy import KEY_FILE, PrivacyError, Pseudonymiser, read_key
 
     try:
@@ -321,6 +335,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
     from agent.daemon import run  # the live agent's imports are not needed by analyze
 
     try:

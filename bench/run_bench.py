@@ -99,11 +99,17 @@ class Pending:
     out: Path
 
 
+# An installed package has its bytecode compiled; a child told not to write .pyc files
+# (PYTHONDONTWRITEBYTECODE) would recompile every module of voipprobe on every run.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_once(cmd: list[str], stdout_path: Path) -> Run:
     """Run ``cmd`` with stdout to a file; rusage of exactly that child."""
     with open(stdout_path, "wb") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, cwd=REPO,
+                                env=CHILD_ENV)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait() again

@@ -48,6 +48,7 @@ MAGICS: dict[bytes, _Magic] = {
 
 _HEADER = {e: struct.Struct(e + "4sHHiIII") for e in "<>"}
 _U32 = {e: struct.Struct(e + "I") for e in "<>"}
+_RUN_MIN = 16  # records of one captured length worth a vectorised run (`_scan`)
 
 
 class ClassicPcapParser:
@@ -101,21 +102,41 @@ class ClassicPcapParser:
         Returns (record offsets, position after the last whole record, bytes
         needed from that position to see the next record).  Captured lengths
         are not checked here but in `_build`, to keep this loop minimal.
+
+        Fixed-caplen shortcut: most captures (a snap length, or one frame size)
+        repeat a record's captured length; from a record of length C the next
+        records would start every ``hlen + C`` bytes, so the captured lengths at
+        all those places are read in one strided numpy view and the run of them
+        that equals C is taken at once (each is checked, so the offsets are the
+        ones the record-by-record walk finds); the walk resumes after it.
         """
         win = self._win
         buf, end, off = win.buf, win.end, win.pos
         unpack = _U32[self._magic.endian].unpack_from
+        u32 = np.dtype(self._magic.endian + "u4")
         hlen = self._magic.record_header_len
         offsets: list[int] = []
         append = offsets.append
+        left = max_packets
         try:
-            for _ in range(max_packets):
+            while left > 0:
                 (caplen,) = unpack(buf, off + 8)
-                nxt = off + hlen + caplen
+                stride = hlen + caplen
+                nxt = off + stride
                 if nxt > end:
-                    return offsets, off, hlen + caplen
+                    return offsets, off, stride
+                k = min(left, (end - off) // stride)
+                if k >= _RUN_MIN:
+                    lens = np.ndarray((k,), u32, buffer=buf, offset=off + 8, strides=(stride,))
+                    differ = lens != caplen
+                    run = int(np.argmax(differ)) if differ.any() else k
+                    offsets.extend(range(off, off + run * stride, stride))
+                    off += run * stride
+                    left -= run
+                    continue
                 append(off)
                 off = nxt
+                left -= 1
         except struct.error:  # fewer than 12 bytes left: a partial record header
             return offsets, off, hlen
         return offsets, off, hlen

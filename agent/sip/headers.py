@@ -95,6 +95,18 @@ def canonical_name(name: str) -> str:
     return "-".join(part.capitalize() for part in name.split("-"))
 
 
+@functools.lru_cache(maxsize=1024)  # bounded; names repeat in every message
+def lookup_key(name: str) -> str:
+    """The key a header is indexed and looked up by: its canonical name, lower-case."""
+    return canonical_name(name).lower()
+
+
+@functools.lru_cache(maxsize=1024)  # bounded; names repeat in every message
+def field_name(name: str) -> str | None:
+    """Canonical name of a header line's name, None if it is not a token."""
+    return canonical_name(name) if _TOKEN_RE.match(name) is not None else None
+
+
 def is_token(text: str) -> bool:
     """True if `text` is an RFC 3261 §25.1 token (method names, header names)."""
     return _TOKEN_RE.match(text) is not None
@@ -142,13 +154,15 @@ class Headers:
     _index: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        index: dict[str, list[str]] = {}
-        for name, value in self.fields:
-            index.setdefault(name.lower(), []).append(value)
-        object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
+        index: dict[str, tuple[str, ...]] = {}
+        for name, value in self.fields:  # most names occur once: one tuple each
+            key = name.lower()
+            seen = index.get(key)
+            index[key] = (value,) if seen is None else (*seen, value)
+        object.__setattr__(self, "_index", index)
 
     def _key(self, name: str) -> str:
-        return canonical_name(name).lower()
+        return lookup_key(name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._key(name) in self._index
@@ -239,8 +253,12 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
+_QUOTED_PAIR_RE = re.compile(r"\\(.)")
+_DISPLAY_RE = re.compile(r'"((?:[^"\\]|\\.)*)"\s*')
+
+
 def _unquote(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
+    return _QUOTED_PAIR_RE.sub(r"\1", text) if "\\" in text else text
 
 
 def parse_name_addr(value: str) -> NameAddr:
@@ -252,7 +270,7 @@ def parse_name_addr(value: str) -> NameAddr:
     text = value.strip()
     display: str | None = None
     if text.startswith('"'):
-        match = re.match(r'"((?:[^"\\]|\\.)*)"\s*', text)
+        match = _DISPLAY_RE.match(text)
         if match is None:
             raise SipParseError("unterminated quoted display name")
         display = _unquote(match.group(1))

@@ -45,7 +45,7 @@ from agent.sip.headers import (
     Headers,
     NameAddr,
     Via,
-    canonical_name,
+    field_name,
     is_token,
     parse_cseq,
     parse_name_addr,
@@ -253,29 +253,32 @@ def parse_header_lines(lines: list[str], limits: MessageLimits = DEFAULT_LIMITS)
     (RFC 3261 §7.3.1: a line starting with SP or HT continues the previous one).
     More than ``limits.max_headers`` fields, or one longer than
     ``limits.max_header_line_bytes``, is refused."""
-    fields: list[list[str]] = []
+    fields: list[tuple[str, str]] = []
+    max_line = limits.max_header_line_bytes
     for line in lines:
         if not line:
             continue
         if line[0] in " \t":
             if not fields:
                 raise SipParseError("continuation line before the first header")
-            fields[-1][1] = f"{fields[-1][1]} {line.strip()}".strip()
-            if len(fields[-1][1]) > limits.max_header_line_bytes:
+            name, value = fields[-1]
+            value = f"{value} {line.strip()}".strip()
+            if len(value) > max_line:
                 raise SipParseError("header field exceeds max_header_line_bytes",
                                     "header_line_bytes")
+            fields[-1] = (name, value)
             continue
-        if len(line) > limits.max_header_line_bytes:
+        if len(line) > max_line:
             raise SipParseError("header field exceeds max_header_line_bytes",
                                 "header_line_bytes")
         if len(fields) >= limits.max_headers:
             raise SipParseError("more header fields than max_headers", "headers")
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        canonical = field_name(name.rstrip(" \t")) if colon else None
+        if canonical is None:
             raise SipParseError(f"bad header line {line[:40]!r}")
-        fields.append([canonical_name(name), value.strip()])
-    return Headers(tuple((name, value) for name, value in fields))
+        fields.append((canonical, value.strip()))
+    return Headers(tuple(fields))
 
 
 def _skip_crlf(data: bytes | bytearray, pos: int) -> int:

@@ -400,6 +400,10 @@ class HepCollectorConfig(BaseModel):
     rtcp: bool = True  # RTCP as the captured bytes (type 5)
     rtcp_json: bool = False  # RTCP as HOMER's JSON object (type 5 with a JSON payload)
     reports: bool = True  # one JSON quality report per call direction (type 34)
+    # RTP (type 4) as captured: the headers only on a live ring (the kernel cuts the
+    # audio off), so a HEP receiver measures the same streams; one HEP packet per RTP
+    # packet (50/s each way per call): off unless the collector measures media
+    rtp: bool = False
     tls_ca_file: Path | None = None  # tls: the CA bundle to verify the collector with
     tls_verify: bool = True  # tls: check the collector's certificate and name
 

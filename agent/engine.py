@@ -88,6 +88,9 @@ class PacketTap(Protocol):
 
     def rtcp(self, f: Frames, row: int, payload: bytes, call_id: str | None) -> None: ...
 
+    def rtp(self, f: Frames, rows: I64) -> None:
+        """The rows the engine feeds as RTP (a batch's, in packet order)."""
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -370,10 +373,13 @@ class Engine:
                 self.rtcp.feed(payload, ts)
                 if self.tap is not None:
                     self.tap.rtcp(f, i, payload, self._call_of(f, i))
+        media = rows[~rtcp & ~to_udptl] if udptl.size else rows[~rtcp]
+        if self.tap is not None:
+            self.tap.rtp(f, media)
         if udptl.size:
-            res = self.streams.feed(f, rows[~rtcp & ~to_udptl], udptl=rows[to_udptl])
+            res = self.streams.feed(f, media, udptl=rows[to_udptl])
         else:
-            res = self.streams.feed(f, rows[~rtcp])
+            res = self.streams.feed(f, media)
         now = self.clock if self.clock is not None else 0.0
         for s in res.ended:
             out.extend(self.calls.stream_ended(s, now))

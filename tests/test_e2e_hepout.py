@@ -8,19 +8,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hepbuild import comparable
 from hepoutbuild import G711, run_probe
 from needtool import need_tool
 
 from agent.calls.events import CallEnded
-from agent.capture.hep_listener import HepListener
+from agent.capture.hep_listener import HepListener, HepTcpListener
 from agent.capture.pcapfile import open_capture
 from agent.config import Config, HepCollectorConfig, HepOutConfig
 from agent.daemon import Daemon
@@ -194,3 +197,51 @@ def test_hep_out_to_a_second_probes_hep_listener() -> None:
                        if isinstance(e, CallEnded) and e.record.call_id), key=repr)
 
     assert sig(got) == sig(first) and len(sig(first)) == 2
+
+
+def test_hep_out_with_rtp_gives_a_second_probe_the_same_call_records() -> None:
+    """HEP out over TCP with RTP (`hep_out.collectors[].rtp`) to a second probe's
+    `HepTcpListener`: its engine, fed only what arrived, makes the very records of the
+    first probe (every figure but the observation point: ``hep/<agent id>`` there, none
+    in a classic pcap), DSCP included (HEP3 chunk 24 carries the TOS byte)."""
+    if not G711.exists():
+        pytest.skip("corpus capture missing")
+    listener = HepTcpListener("127.0.0.1", 0, ["127.0.0.1/32"])
+    second = Engine(EngineConfig(config=Config(privacy="clear")))
+    got: list[Any] = []
+    stop = threading.Event()
+
+    def receive() -> None:  # the second probe's capture loop
+        while not stop.is_set():
+            for b in listener.poll(0.05):
+                got.extend(second.feed(b))
+
+    hep = HepOut([HepCollectorConfig(address="127.0.0.1", port=listener.port, agent_id=9,
+                                     transport="tcp", rtp=True, reports=False,
+                                     queue_size=100_000)])
+    hep.start()
+    loop = threading.Thread(target=receive)
+    loop.start()
+    try:
+        first = run_probe(G711, hep, Engine(EngineConfig(config=Config(privacy="clear"))))
+        sent_all = time.monotonic() + 30
+        while time.monotonic() < sent_all and (
+                hep.stats()[0].queued or listener.hep.records_v3 < hep.stats()[0].sent):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        loop.join(10)
+        hep.close()
+        listener.close()
+    got += second.finish(EndReason.CAPTURE_END)
+    st = hep.stats()[0]
+    assert sum(st.dropped.values()) == 0 and st.sent > 3000, st  # RTP: most of it
+
+    def calls(events: list[Any]) -> list[dict[str, Any]]:
+        return sorted((comparable(e.record.to_json(), dscp=True) for e in events
+                       if isinstance(e, CallEnded)), key=lambda r: json.dumps(r, default=str))
+
+    mine, theirs = calls(first), calls(got)
+    assert sum(r["call_id"] is not None for r in mine) == 2  # and its unsignalled media
+    assert sum(len(r["directions"]) for r in mine) >= 4
+    assert theirs == mine

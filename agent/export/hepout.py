@@ -36,10 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+import numpy.typing as npt
+
 from agent.calls.record import CallRecord, DirectionRecord
 from agent.config import HepCollectorConfig
 from agent.decode.frames import IPPROTO_UDP, Frames
-from agent.decode.hep import PROTO_RTCP, PROTO_SIP, HepError, HepRecord, encode_hep3
+from agent.decode.hep import PROTO_RTCP, PROTO_RTP, PROTO_SIP, HepError, HepRecord, encode_hep3
 from agent.rtcp.packets import ReceiverReport, RtcpParseError, SenderReport, parse_compound
 
 PROTO_QOS_JSON = 34  # heplify-server: RTP-agent JSON QoS report (HOMER's report table)
@@ -79,7 +82,8 @@ def frame_record(f: Frames, i: int, payload: bytes, proto_type: int,
     return HepRecord(version=3, ip_version=version, ip_proto=int(f.proto[i]), src=src,
                      dst=dst, sport=int(f.sport[i]), dport=int(f.dport[i]), ts_sec=sec,
                      ts_usec=usec, proto_type=proto_type, capture_id=0, payload=payload,
-                     correlation_id=correlation_id)
+                     correlation_id=correlation_id,
+                     tos=int(f.dscp[i]) << 2 | int(f.ecn[i]))  # chunk 24: DSCP goes along
 
 
 def rtcp_json(payload: bytes) -> bytes | None:
@@ -298,6 +302,12 @@ class HepOut:
             self._put(frame_record(f, row, bytes(payload), PROTO_RTCP, cid), "rtcp")
         if any(s.config.rtcp_json for s in self.senders):
             self._put(frame_record(f, row, bytes(payload), PROTO_RTCP, cid), "rtcp_json")
+
+    def rtp(self, f: Frames, rows: npt.NDArray[np.int64]) -> None:
+        if rows.size == 0 or not any(s.config.rtp for s in self.senders):
+            return
+        for i in rows.tolist():
+            self._put(frame_record(f, i, bytes(f.payload(i)), PROTO_RTP), "rtp")
 
     # -- records ------------------------------------------------------------------------
 

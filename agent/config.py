@@ -61,7 +61,7 @@ class CallsConfig(BaseModel):
     # BYE; some phones take up to 30 s) still join it; a report after it is counted late.
     report_linger_s: float = Field(default=5.0, ge=0)
     interval_s: float = Field(default=10.0, gt=0)  # interval observations for mos_min
-    max_calls: int = Field(default=50000, gt=0)
+    max_calls: int = Field(default=3_000, gt=0)  # docs/floods.md "Memory": ~256 MB in all
 
 
 KIB = 1024
@@ -78,13 +78,13 @@ class TablesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rtp_streams: int = Field(default=20_000, gt=0)  # validated RTP streams
-    rtp_candidates: int = Field(default=50_000, gt=0)  # flows on probation (not yet RTP)
-    sip_dialogs: int = Field(default=50_000, gt=0)  # INVITE dialogs, by Call-ID
+    rtp_streams: int = Field(default=6_000, gt=0)  # validated RTP streams
+    rtp_candidates: int = Field(default=6_000, gt=0)  # flows on probation (not yet RTP)
+    sip_dialogs: int = Field(default=3_000, gt=0)  # INVITE dialogs, by Call-ID
     # SDP bodies kept by the dialogs, all together (each dialog keeps its newest ones)
     sdp_bytes: int = Field(default=32 * MIB, ge=64 * KIB)
-    loose_streams: int = Field(default=20_000, gt=0)  # ended unsignalled streams waiting
-    interval_streams: int = Field(default=40_000, gt=0)  # per-stream interval state
+    loose_streams: int = Field(default=3_000, gt=0)  # ended unsignalled streams waiting
+    interval_streams: int = Field(default=6_000, gt=0)  # per-stream interval state
     sdp_adverts_per_endpoint: int = Field(default=16, gt=0)  # calls advertising one address
     sdp_endpoints_per_call: int = Field(default=64, gt=0)  # addresses one call advertises
     tcp_streams: int = Field(default=4096, gt=0)  # SIP-over-TCP directions reassembled
@@ -92,7 +92,7 @@ class TablesConfig(BaseModel):
     tcp_total_bytes: int = Field(default=32 * MIB, ge=64 * KIB)  # all directions
     fragment_sets: int = Field(default=4096, gt=0)  # IP datagrams being reassembled
     fragment_total_bytes: int = Field(default=16 * MIB, ge=64 * KIB)
-    rtcp_sources: int = Field(default=20_000, gt=0)  # SSRCs with an RTCP report kept
+    rtcp_sources: int = Field(default=6_000, gt=0)  # SSRCs with an RTCP report kept
 
 
 class SipLimitsConfig(BaseModel):
@@ -208,7 +208,7 @@ class CaptureConfig(BaseModel):
     # 10,000 packets/s: 4.5 % of a core, was 9.6 % at 100 ms); a probe reports
     # per call and per scrape, so a second of latency costs nothing.
     block_size: int = Field(default=1 << 20, ge=4096, le=1 << 28)
-    block_count: int = Field(default=64, ge=2, le=4096)
+    block_count: int = Field(default=32, ge=2, le=4096)
     block_timeout_ms: int = Field(default=1000, ge=1, le=10_000)
     snaplen: int = Field(default=65535, ge=128, le=262144)  # bytes kept of SIP/RTCP
     # Extra libpcap filter expression ANDed with the built-in SIP/RTP/RTCP filter.

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 from hepbuild import comparable
 from hepoutbuild import G711, run_probe
 from needtool import need_tool
+from packetbuild import udp
+from synth import LINKTYPE_RAW, CapturedPacket, write_pcap
 
 from agent.calls.events import CallEnded
 from agent.capture.hep_listener import HepListener, HepTcpListener
@@ -245,3 +248,57 @@ def test_hep_out_with_rtp_gives_a_second_probe_the_same_call_records() -> None:
     assert sum(r["call_id"] is not None for r in mine) == 2  # and its unsignalled media
     assert sum(len(r["directions"]) for r in mine) >= 4
     assert theirs == mine
+
+
+HEP3_DUMP = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "tools" / \
+    "hep3_dump.py"
+
+
+def test_a_capture_of_the_hep_stream_read_by_tshark_and_an_independent_hep_walker(
+        tmp_path: Path) -> None:
+    """The HEP stream as a capture of it shows it: tshark takes the UDP payloads and the
+    corpus's own HEP3 walker (shared/corpus/tools/hep3_dump.py, not our decoder: Debian's
+    tshark 4.0 has no HEP dissector) reads their chunks: each SIP message's time, IP
+    protocol, addresses and ports, type, first line, length and CSeq are the original's."""
+    if not G711.exists() or not HEP3_DUMP.exists():
+        msg = "corpus capture or shared/corpus/tools/hep3_dump.py missing"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    need_tool("tshark")
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5.0)
+    port = sink.getsockname()[1]
+    hep = HepOut([HepCollectorConfig(address="127.0.0.1", port=port, agent_id=7,
+                                     rtcp=False, reports=False)])
+    hep.start()
+    try:
+        run_probe(G711, hep)
+        datagrams: list[tuple[float, bytes]] = []
+        while len(datagrams) < 1 or hep.stats()[0].queued or len(datagrams) < hep.stats()[0].sent:
+            data = sink.recv(65535)
+            datagrams.append((time.time(), data))
+    finally:
+        hep.close()
+        sink.close()
+    frames = [CapturedPacket(round(t * 1e9), udp("198.18.9.1", 40000, "198.18.9.2", 9060, d))
+              for t, d in datagrams]
+    pcap = write_pcap(tmp_path / "hep-stream.pcap", frames, LINKTYPE_RAW)
+    out = subprocess.run([sys.executable, str(HEP3_DUMP), str(pcap)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    rows = [r.split("\t") for r in out.splitlines()[1:] if r]
+    want = subprocess.run(
+        [need_tool("tshark"), "-r", str(G711), "-Y", "sip", "-T", "fields", "-e",
+         "frame.time_epoch", "-e", "ip.proto", "-e", "ip.src", "-e", "udp.srcport", "-e",
+         "ip.dst", "-e", "udp.dstport", "-e", "udp.length", "-e", "sip.CSeq"],
+        capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert len(rows) == len(want) == hep.stats()[0].sent > 0
+    for row, line in zip(rows, want, strict=True):
+        _num, ts, proto, src, dst, ptype, _corr, first, plen, cseq = row
+        t, w_proto, w_src, w_sport, w_dst, w_dport, w_len, w_cseq = line.split("\t")
+        assert abs(float(ts) - float(t)) < 1e-6, (ts, t)
+        assert (proto, src, dst) == (w_proto, f"{w_src}:{w_sport}", f"{w_dst}:{w_dport}")
+        assert ptype == "SIP" and int(plen) == int(w_len) - 8 and cseq == w_cseq
+        assert first.startswith(("SIP/2.0 ", "INVITE ", "ACK ", "BYE ", "REGISTER ",
+                                 "OPTIONS ", "CANCEL ", "SUBSCRIBE ", "NOTIFY ", "PUBLISH "))

@@ -48,7 +48,12 @@ MAGICS: dict[bytes, _Magic] = {
 
 _HEADER = {e: struct.Struct(e + "4sHHiIII") for e in "<>"}
 _U32 = {e: struct.Struct(e + "I") for e in "<>"}
-_RUN_MIN = 16  # records of one captured length worth a vectorised run (`_scan`)
+# `_scan`: after _RUN_MIN records of one captured length the walk switches to
+# strided numpy reads, _RUN_CHUNK records at first, growing 4x per chunk that
+# holds only that length (so a run that ends costs at most one short chunk).
+_RUN_MIN = 8
+_RUN_CHUNK = 64
+_RUN_CHUNK_MAX = 16384
 
 
 class ClassicPcapParser:
@@ -105,10 +110,13 @@ class ClassicPcapParser:
 
         Fixed-caplen shortcut: most captures (a snap length, or one frame size)
         repeat a record's captured length; from a record of length C the next
-        records would start every ``hlen + C`` bytes, so the captured lengths at
-        all those places are read in one strided numpy view and the run of them
-        that equals C is taken at once (each is checked, so the offsets are the
-        ones the record-by-record walk finds); the walk resumes after it.
+        records would start every ``hlen + C`` bytes, so once the walk has seen
+        `_RUN_MIN` records of length C in a row, the captured lengths at the
+        next places are read in one strided numpy view (a bounded chunk) and
+        the run of them that equals C is taken at once (each is checked, so the
+        offsets are the ones the record-by-record walk finds); the walk resumes
+        after it.  Captures whose lengths vary (SIP among RTP) never pay for a
+        numpy view on a run of one.
         """
         win = self._win
         buf, end, off = win.buf, win.end, win.pos
@@ -118,6 +126,7 @@ class ClassicPcapParser:
         offsets: list[int] = []
         append = offsets.append
         left = max_packets
+        prev, same, chunk = -1, 0, _RUN_CHUNK
         try:
             while left > 0:
                 (caplen,) = unpack(buf, off + 8)
@@ -125,15 +134,22 @@ class ClassicPcapParser:
                 nxt = off + stride
                 if nxt > end:
                     return offsets, off, stride
-                k = min(left, (end - off) // stride)
-                if k >= _RUN_MIN:
-                    lens = np.ndarray((k,), u32, buffer=buf, offset=off + 8, strides=(stride,))
-                    differ = lens != caplen
-                    run = int(np.argmax(differ)) if differ.any() else k
-                    offsets.extend(range(off, off + run * stride, stride))
-                    off += run * stride
-                    left -= run
-                    continue
+                if caplen != prev:
+                    prev, same = caplen, 0
+                else:
+                    same += 1
+                    k = min(left, (end - off) // stride, chunk)
+                    if same >= _RUN_MIN and k > 1:
+                        lens = np.ndarray((k,), u32, buffer=buf, offset=off + 8, strides=(stride,))
+                        differ = lens != caplen
+                        if differ.any():
+                            run, chunk, same = int(np.argmax(differ)), _RUN_CHUNK, 0
+                        else:
+                            run, chunk = k, min(4 * chunk, _RUN_CHUNK_MAX)
+                        offsets.extend(range(off, off + run * stride, stride))
+                        off += run * stride
+                        left -= run
+                        continue
                 append(off)
                 off = nxt
                 left -= 1

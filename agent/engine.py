@@ -325,7 +325,7 @@ class Engine:
         if every and rtp.size:
             src, dst = _row_endpoints(f, rtp)
             keys = np.array(sorted(_endpoint_key(e) for e in every), np.uint64)
-            dep = np.isin(src, keys) | np.isin(dst, keys)
+            dep = _member(src, keys) | _member(dst, keys)
             self._feed_rtp(f, rtp[~dep], out)
             later, src, dst = rtp[dep], src[dep], dst[dep]
         else:
@@ -335,7 +335,7 @@ class Engine:
         for i in sip:
             if named[i] and later.size:
                 keys = np.array(sorted(_endpoint_key(e) for e in named[i]), np.uint64)
-                now = (later < i) & (np.isin(src, keys) | np.isin(dst, keys))
+                now = (later < i) & (_member(src, keys) | _member(dst, keys))
                 if now.any():
                     self._feed_rtp(f, later[now], out)
                     later, src, dst = later[~now], src[~now], dst[~now]
@@ -358,7 +358,7 @@ class Engine:
         rtcp = self._rtcp_like[rows]
         if udptl.size:  # UDPTL is sent *to* the endpoint that announced it; what that
             # endpoint sends may still be RTP (the other side's SDP names its own)
-            to_udptl = np.isin(_row_endpoints(f, rows)[1], udptl)
+            to_udptl = _member(_row_endpoints(f, rows)[1], udptl)
             rtcp &= ~to_udptl
         if self.evidence is not None:
             kept = rows if not udptl.size else rows[~to_udptl]  # T.38 is fax data
@@ -584,6 +584,14 @@ def _endpoint_key(e: Endpoint) -> int:
     m = 0x9E3779B97F4A7C15
     k = ((e.hi * m) & _M64) ^ e.lo
     return (((k * m) & _M64) ^ e.port) & _M64
+
+
+def _member(values: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """``np.isin(values, keys)`` for sorted, non-empty ``keys``: one binary search per
+    value (np.isin sorts both sides on every call, which dominates on a region's few
+    keys)."""
+    at = np.minimum(np.searchsorted(keys, values), keys.size - 1)
+    return keys[at] == values
 
 
 def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], ...]:

@@ -38,7 +38,7 @@ SCENARIOS = {
     "clean": (lambda n: floods.active_calls(max(1, n // 1000), media_packets=500), 200_000),
     "rtp_flows": (lambda n: floods.rtp_flows(n), 200_000),
     "invites": (lambda n: floods.invite_flood(n), 200_000),
-    "big_sdp": (lambda n: floods.big_sdp_reinvites(n, 64), 5_000),
+    "big_sdp": (lambda n: floods.big_sdp_reinvites(n, 64, transport="tcp"), 5_000),
     "tcp_headers": (lambda n: floods.endless_headers(n, segments=62), 2_000),
     "finish_calls": (lambda n: floods.active_calls(n), 50_000),
     "finish_loose": (lambda n: floods.loose_streams(n, packets=5), 8_000),

@@ -81,22 +81,38 @@ def udp_datagram(src: str, sport: int, dst: str, dport: int, payload: bytes) -> 
     return ip + struct.pack("!HHHH", sport, dport, (8 + len(payload)) & 0xFFFF, 0) + payload
 
 
-def big_sdp_reinvites(m_lines: int, reinvites: int, call_id: str = "big@flood") -> Packets:
+def big_sdp_reinvites(m_lines: int, reinvites: int, call_id: str = "big@flood",
+                      transport: str = "udp") -> Packets:
     """One answered call whose INVITE and every one of ``reinvites`` re-INVITEs carry an
-    SDP of ``m_lines`` media sections, sent as IP fragments."""
+    SDP of ``m_lines`` media sections, sent as IP fragments (``udp``) or, for an SDP
+    too large for one datagram (5,000 m= lines are ~125 KB), as the segments of one
+    TCP connection each way (``tcp``)."""
     a, b = "198.18.7.10", "198.19.8.20"
     body = big_sdp(m_lines, a)
-    msgs = [invite(call_id, a, b, body)]
-    msgs.append(udp(b, 5060, a, 5060, sip("SIP/2.0 200 OK", "1 INVITE", ";tag=b1",
-                                          sdp(b, 50000), call_id=call_id)))
-    msgs.append(udp(a, 5060, b, 5060, sip("ACK sip:bob@example.org SIP/2.0", "1 ACK",
-                                          ";tag=b1", call_id=call_id)))
-    for k in range(reinvites):
-        msgs.append(invite(call_id, a, b, body, cseq=f"{k + 2} INVITE", to_tag=";tag=b1"))
-    out, ts = [], []
-    for i, m in enumerate(msgs):
-        for frag in fragments(m, ident=i + 1):
-            out.append(frag)
+    first = "INVITE sip:bob@example.org SIP/2.0"
+    msgs = [(a, b, sip(first, "1 INVITE", "", body, call_id=call_id)),
+            (b, a, sip("SIP/2.0 200 OK", "1 INVITE", ";tag=b1", sdp(b, 50000),
+                       call_id=call_id)),
+            (a, b, sip("ACK sip:bob@example.org SIP/2.0", "1 ACK", ";tag=b1",
+                       call_id=call_id))]
+    msgs += [(a, b, sip(first, f"{k + 2} INVITE", ";tag=b1", body, call_id=call_id))
+             for k in range(reinvites)]
+    out: list[bytes] = []
+    ts: list[float] = []
+    seqs: dict[str, int] = {}
+    for i, (src, dst, m) in enumerate(msgs):
+        if transport == "tcp":
+            if src not in seqs:
+                out.append(tcp(src, 5060, dst, 5060, 999, TCP_SYN))
+                ts.append(T0 + 0.5 * i + 1e-5 * len(out))
+                seqs[src] = 1000
+            pieces = [tcp(src, 5060, dst, 5060, seqs[src] + k, TCP_ACK, m[k:k + 1400])
+                      for k in range(0, len(m), 1400)]
+            seqs[src] += len(m)
+        else:
+            pieces = fragments(udp(src, 5060, dst, 5060, m), ident=i + 1)
+        for piece in pieces:
+            out.append(piece)
             ts.append(T0 + 0.5 * i + 1e-5 * len(out))
     return out, ts
 

@@ -168,13 +168,18 @@ def test_finishing_writes_every_record_in_linear_work(
     assert lines[200] <= 1.25 * lines[50], lines
 
 
-def test_big_sdp_reinvited_is_dropped_and_counted() -> None:
+@pytest.mark.parametrize(("m_lines", "transport", "limit"), [
+    (500, "udp", "sdp_media"),  # ~12 KB: IP fragments, more m= sections than allowed
+    (5000, "tcp", "sdp_bytes"),  # the issue's ~125 KB over TCP: its size is refused first
+])
+def test_big_sdp_reinvited_is_dropped_and_counted(m_lines: int, transport: str,
+                                                  limit: str) -> None:
     e = Engine()
-    out = feed_all(e, floods.big_sdp_reinvites(m_lines=500, reinvites=8))
+    out = feed_all(e, floods.big_sdp_reinvites(m_lines, reinvites=8, transport=transport))
     out += e.finish(EndReason.CAPTURE_END)
     c = e.counters()
-    # the INVITE and its 8 re-INVITEs have 500 m= sections: refused, counted
-    assert c["route_sip_over_sdp_media"] == 9 and c["route_sip_parse_errors"] == 9
+    # the INVITE and its 8 re-INVITEs have too big an SDP: refused, counted by limit
+    assert c[f"route_sip_over_{limit}"] == 9 and c["route_sip_parse_errors"] == 9
     assert c["route_sip_messages"] == 2  # the 200 and the ACK: orphans of no dialog
     assert records(out) == [] and c["sip_orphan_responses"] == 1
 

@@ -591,7 +591,8 @@ def _member(values: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt
     value (np.isin sorts both sides on every call, which dominates on a region's few
     keys)."""
     at = np.minimum(np.searchsorted(keys, values), keys.size - 1)
-    return keys[at] == values
+    found: npt.NDArray[np.bool_] = keys[at] == values
+    return found
 
 
 def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], ...]:

@@ -52,6 +52,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from agent.calls.correlate import SDP_RACE_S, MediaIndex
@@ -174,13 +175,14 @@ class CallTable:
         self._by_endpoint: dict[Endpoint, set[StreamKey]] = {}
         # ended unsignalled streams -> when they may form a pseudo-call (in that order)
         # (key, serial): a key can end twice before its first end became a pseudo-call
-        self._loose: dict[tuple[StreamKey, int], tuple[StreamStats, float]] = {}
+        self._loose: OrderedDict[tuple[StreamKey, int], tuple[StreamStats, float]] = OrderedDict()
         self._loose_pairs: dict[tuple[Endpoint, Endpoint], list[tuple[StreamKey, int]]] = {}
         self._linger: Timer = []  # (record due, serial, call id)
         self._live: Timer = []  # (liveness deadline, serial, call id)
         self._serial = itertools.count()
         self._interval_k: int | None = None  # next interval boundary: k * interval_s
-        self._closed: dict[str, None] = {}  # Call-IDs of emitted records, oldest first
+        # Call-IDs of emitted records, oldest first
+        self._closed: OrderedDict[str, None] = OrderedDict()
         # the eviction order: ((rank, invite time), serial, call id), one live entry a call
         self._victims: LazyHeap[tuple[int, float], str] = LazyHeap(self._victim_entry,
                                                                    self._serial)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import platform
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -496,7 +497,8 @@ class ProbeMetrics:
         self.site = site if _LABEL_SAFE.match(site) else OTHER
         self._lock = threading.Lock()
         self._config = config or Config()
-        self._streams: dict[StreamKey, tuple[int, int, int]] = {}  # packets, lost, DSCP-bad
+        # packets, lost, DSCP-bad per stream, oldest first
+        self._streams: OrderedDict[StreamKey, tuple[int, int, int]] = OrderedDict()
         self._interfaces: frozenset[str] | None = None
         self._counters = _CountersCollector(self.site)
         self._counters.peer = self._peer

@@ -216,7 +216,7 @@ class StreamTracker:
         self._unnamed: dict[int, PayloadMap] = {}
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
         self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()  # + point
-        self._cands: dict[Key, _Candidate] = {}  # least recently fed first
+        self._cands: OrderedDict[Key, _Candidate] = OrderedDict()  # least recently fed first
         # (last seen, serial, key): finds idle candidates without a scan
         self._cand_idle: LazyHeap[float, Key] = LazyHeap(self._cand_entry)
         # Lazy idle timers: (deadline, serial, key); re-armed when the stream was busy.

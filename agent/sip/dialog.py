@@ -42,6 +42,7 @@ States::
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -233,7 +234,7 @@ class Dialog:
         self._cancelled = False
         self._confirmed_tag: str | None = None
         self._early_tags: dict[str, None] = {}
-        self._dedup: dict[tuple[object, ...], None] = {}
+        self._dedup: OrderedDict[tuple[object, ...], None] = OrderedDict()
 
     # -- feeding -------------------------------------------------------------
 

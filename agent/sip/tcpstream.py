@@ -40,6 +40,7 @@ over all streams, and ``expire(now)`` forgets directions idle for
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from agent.sip.errors import SipParseError
@@ -130,7 +131,8 @@ class SipTcpReassembler:
         self.max_pending_segments = max_pending_segments
         self.max_sync_segments = max_sync_segments
         self.counters = TcpReassemblyCounters()
-        self._streams: dict[StreamKey, _Stream] = {}  # least recently active first
+        # least recently active first
+        self._streams: OrderedDict[StreamKey, _Stream] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:

@@ -37,6 +37,7 @@ flows, and it calls `end`.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -119,11 +120,12 @@ class SipTracker:
         self._dialogs: dict[str, Dialog] = {}
         # Ordered sets of Call-IDs per phase, least recently active first, so that
         # timers and eviction look at the front only.
-        self._setup: dict[str, None] = {}  # CALLING, PROCEEDING, EARLY
-        self._closing: dict[str, None] = {}  # CHALLENGED, TERMINATING
-        self._confirmed: dict[str, None] = {}
-        self._ended: dict[str, float] = {}  # Call-ID -> packet time it ended
-        self._reports: dict[tuple[str, int, str | None], None] = {}  # recent, oldest first
+        self._setup: OrderedDict[str, None] = OrderedDict()  # CALLING, PROCEEDING, EARLY
+        self._closing: OrderedDict[str, None] = OrderedDict()  # CHALLENGED, TERMINATING
+        self._confirmed: OrderedDict[str, None] = OrderedDict()
+        self._ended: OrderedDict[str, float] = OrderedDict()  # Call-ID -> packet time it ended
+        # recent report keys, oldest first
+        self._reports: OrderedDict[tuple[str, int, str | None], None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -360,7 +362,7 @@ class SipTracker:
         self._bucket(before).pop(dialog.call_id, None)
         self._bucket(dialog.state)[dialog.call_id] = None
 
-    def _bucket(self, state: State) -> dict[str, None]:
+    def _bucket(self, state: State) -> OrderedDict[str, None]:
         if state in _SETUP_STATES:
             return self._setup
         if state is State.CONFIRMED:
@@ -385,4 +387,5 @@ class SipTracker:
 
 
 _SETUP_STATES = frozenset({State.CALLING, State.PROCEEDING, State.EARLY})
-_NOWHERE: dict[str, None] = {}  # ENDED dialogs live in `_ended`, with their end time
+# ENDED dialogs live in `_ended`, with their end time
+_NOWHERE: OrderedDict[str, None] = OrderedDict()

@@ -174,8 +174,11 @@ class MediaIndex:
 
     def match(self, src: Endpoint, dst: Endpoint, first_ts: float) -> Match | None:
         """The call a stream from ``src`` to ``dst`` starting at ``first_ts`` belongs to."""
-        senders = {(a.call_id, a.side) for a in self._adverts.get(src, ())}
+        from_src = self._adverts.get(src)
         to_dst = self._adverts.get(dst, [])
+        if from_src is None and not to_dst:  # neither end announced (a flood's flows)
+            return None
+        senders = {(a.call_id, a.side) for a in from_src or ()}
         both = [a for a in to_dst if (a.call_id, _other(a.side)) in senders]
         a = _latest_before(both, first_ts)
         if a is not None:
@@ -183,7 +186,7 @@ class MediaIndex:
         a = _latest_before(to_dst, first_ts)
         if a is not None:
             return Match(a.call_id, a.side, "destination", a.media)
-        a = _latest_before(self._adverts.get(src, []), first_ts)
+        a = _latest_before(from_src or [], first_ts)
         if a is not None:  # it comes *from* the advertiser: it flows to the other side
             return Match(a.call_id, _other(a.side), "source", a.media)
         return None

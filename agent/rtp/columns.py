@@ -38,12 +38,11 @@ class RtpColumns:
         return int(self.sid.shape[0])
 
     def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> RtpColumns:
-        return RtpColumns(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        return RtpColumns(*[getattr(self, n)[idx] for n in _NAMES])
 
     @staticmethod
     def concat(parts: Sequence[RtpColumns]) -> RtpColumns:
-        names = [f.name for f in fields(RtpColumns)]
-        return RtpColumns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+        return RtpColumns(*[np.concatenate([getattr(p, n) for p in parts]) for n in _NAMES])
 
     @staticmethod
     def build(
@@ -76,3 +75,6 @@ class RtpColumns:
             vlan=col(vlan, -1),
             pcp=col(pcp, -1),
         )
+
+
+_NAMES = tuple(f.name for f in fields(RtpColumns))  # in declaration order

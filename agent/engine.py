@@ -327,25 +327,26 @@ class Engine:
             keys = np.array(sorted(_endpoint_key(e) for e in every), np.uint64)
             dep = _member(src, keys) | _member(dst, keys)
             self._feed_rtp(f, rtp[~dep], out)
-            later, src, dst = rtp[dep], src[dep], dst[dep]
+            later = rtp[dep]
+            before = _first_naming(later, src[dep], dst[dep], named, len(f))
         else:
             self._feed_rtp(f, rtp, out)
-            later = np.zeros(0, np.int64)
-            src = dst = np.zeros(0, np.uint64)
+            later = before = np.zeros(0, np.int64)
+        # each dependent row just before the first later message naming its endpoints
+        order = np.argsort(before, kind="stable")  # rows stay in order within a message
+        at, starts = np.unique(before[order], return_index=True)
+        bounds = np.append(starts, order.size).tolist()
+        groups = {i: later[order[bounds[k]:bounds[k + 1]]] for k, i in enumerate(at.tolist())}
         for i in sip:
-            if named[i] and later.size:
-                keys = np.array(sorted(_endpoint_key(e) for e in named[i]), np.uint64)
-                now = (later < i) & (_member(src, keys) | _member(dst, keys))
-                if now.any():
-                    self._feed_rtp(f, later[now], out)
-                    later, src, dst = later[~now], src[~now], dst[~now]
+            if i in groups:
+                self._feed_rtp(f, groups[i], out)
             for msg, transport, data in parsed[i]:
                 self._sip_message(f, i, msg, transport, out)
                 if self.evidence is not None and msg.call_id in self.calls:
                     self.evidence.sip(msg.call_id, f, i, data, transport)
                 if self.tap is not None:
                     self.tap.sip(f, i, data, transport, msg.call_id)
-        self._feed_rtp(f, later, out)
+        self._feed_rtp(f, groups.get(len(f), later[:0]), out)  # no later message names them
 
     def _udptl_keys(self) -> npt.NDArray[np.uint64]:
         eps = self.calls.index.udptl_endpoints()
@@ -593,6 +594,28 @@ def _member(values: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt
     at = np.minimum(np.searchsorted(keys, values), keys.size - 1)
     found: npt.NDArray[np.bool_] = keys[at] == values
     return found
+
+
+def _first_naming(rows: I64, src: npt.NDArray[np.uint64], dst: npt.NDArray[np.uint64],
+                  named: dict[int, set[Endpoint]], end: int) -> I64:
+    """Per row, the first message row after it whose SDP names the row's source or
+    destination endpoint, else ``end``: a binary search over (endpoint, message) pairs
+    sorted as one composite, so the cost is in rows + pairs, not their product."""
+    pairs = [(_endpoint_key(e), i) for i, eps in named.items() for e in eps]
+    if not pairs or rows.size == 0:
+        return np.full(rows.size, end, np.int64)
+    key = np.array([k for k, _ in pairs], np.uint64)
+    msg = np.array([i for _, i in pairs], np.int64)
+    uniq, rank = np.unique(key, return_inverse=True)
+    width = end + 1
+    comp = np.sort(rank.astype(np.int64) * width + msg)
+    out = np.full(rows.size, end, np.int64)
+    for ep in (src, dst):
+        u = np.minimum(np.searchsorted(uniq, ep), uniq.size - 1)
+        pos = np.minimum(np.searchsorted(comp, u * width + rows, side="right"), comp.size - 1)
+        ok = (uniq[u] == ep) & (comp[pos] // width == u) & (comp[pos] % width > rows)
+        out = np.where(ok, np.minimum(out, comp[pos] % width), out)
+    return out
 
 
 def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], ...]:

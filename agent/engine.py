@@ -11,11 +11,19 @@
 - everything else UDP: RTP candidates for the `StreamTracker`.
 
 Time order inside a batch. Every packet takes effect at its own time, in
-arrival order, while RTP stays vectorised: the batch is cut at its (rare) SIP
-messages and at every timer deadline; the RTP rows between two cuts go to the
-tracker as one sub-batch. That is exact because RTP rows only read what SIP
-wrote (the SDP index) and SIP never reads RTP state between cuts; RTCP and TCP
-reassembly keep their own time and touch nothing else, so they need no cut.
+arrival order, while RTP stays vectorised: SIP messages and timers are *events*,
+taken in time order, and the RTP rows between them go to the tracker in as few
+sub-batches as their dependencies allow. An RTP row depends on an event only
+when the event names one of its endpoints: a message whose SDP announces it (what
+the media index says there), a timer that reads or closes the media there (a
+call's liveness or linger, a stream going idle, an unsignalled stream's pseudo-call:
+each component's `due_by`). So a row is fed after the last earlier event naming
+it and before the first later one, and otherwise whenever the fewest feeds allow
+(`_feeds`); a run of rows is cut only where a timer's own media follows it, or an
+interval boundary (which reads every stream). That is exact because SIP never
+reads RTP state but through such an event; RTCP and TCP reassembly keep their
+own time and touch nothing else, so they need no cut.
+
 Timers: each component owns its own (`next_deadline()` / `expire(now)`: SIP
 setup and linger timers, stream idle, call liveness, linger, intervals); the
 engine's `next_deadline()` is their minimum and a deadline fires before the
@@ -65,7 +73,7 @@ from agent.sip.errors import SdpParseError, SipParseError
 from agent.sip.events import EndReason
 from agent.sip.limits import MessageLimits
 from agent.sip.message import SipMessage, is_keepalive, looks_like_sip, parse_message
-from agent.sip.sdp import parse_sdp
+from agent.sip.sdp import SessionDescription, parse_sdp, remember
 from agent.sip.tcpstream import SipTcpReassembler
 from agent.sip.tracker import SipTracker
 
@@ -73,6 +81,9 @@ SIP_TLS_PORT = 5061  # RFC 3261 §26.2: sips; encrypted, counted, not decoded
 I64 = npt.NDArray[np.int64]
 _M64 = (1 << 64) - 1
 Parsed = tuple[SipMessage, str, bytes]  # a message, its transport, its bytes
+# a region keeps its SDP parses (for the dialog, which reads them again) up to this
+_KEEP_SDP_BYTES = 1 << 20
+Naming = tuple[float, set[int]]  # a timer due then, the endpoint keys it reads or closes
 
 
 class PacketTap(Protocol):
@@ -291,7 +302,7 @@ class Engine:
                       calls.report_linger_s, calls.media_idle_timeout_s,
                       calls.signalling_idle_timeout_s, self.sip.setup_timeout_s,
                       self.sip.ended_linger_s)
-        pos, n = 0, len(f)
+        pos, n, all_rows = 0, len(f), Rows(rtp, sip_rows, clock)
         while pos < n:
             due = self._due()
             k = n if due is None else max(pos, int(np.searchsorted(clock, due)))
@@ -300,53 +311,112 @@ class Engine:
                 continue
             c = float(clock[pos])
             limit = min((math.floor(c / step) + 1) * step, c + horizon)
-            end = min(k, max(pos + 1, int(np.searchsorted(clock, limit))))
-            self._region(f, pos, end, Rows(rtp, sip_rows, clock), parsed, out)
+            end = max(pos + 1, int(np.searchsorted(clock, limit)))
+            timers: list[Naming] = []
+            if k < end:  # timers come due among these rows: fire them inside if they can
+                inside = self._inside(f, all_rows, pos, end)
+                end, timers = (min(k, end), []) if inside is None else inside
+            self._region(f, pos, end, all_rows, parsed, out, timers)
             pos = end
 
+    def _inside(self, f: Frames, rows: Rows, lo: int, hi: int
+                ) -> tuple[int, list[Naming]] | None:
+        """The timers due by row ``hi - 1`` that may fire among rows [lo, end) without a
+        cut, and that ``end``: each timer names the endpoints whose media it reads or
+        closes (`CallTable.due_by`, `StreamTracker.due_by`, SIP's setup and BYE timers,
+        their calls'), and the rows stop before the first RTP row of such an endpoint
+        at or after the timer's time (that row must see the timer's effect: a cut).
+        None: a timer that reads everything (an interval boundary) is due."""
+        t = float(rows.clock[hi - 1])
+        calls = self.calls.due_by(t)
+        if calls is None:
+            return None
+        due = [(d, {_endpoint_key(e) for e in eps}) for d, eps in calls]
+        due += [(d, {_endpoint_key(e) for e in eps}) for d, eps in self.streams.due_by(t)]
+        due += [(d, {_endpoint_key(e) for e in self.calls.media_endpoints(cid)})
+                for d, cid in self.sip.due_by(t)]
+        if not due:
+            return hi, []
+        earliest: dict[int, float] = {}
+        for d, named in due:
+            for key in named:
+                if d < earliest.get(key, math.inf):
+                    earliest[key] = d
+        keys = np.array(sorted(earliest), np.uint64)
+        since = np.array([earliest[k] for k in sorted(earliest)], np.float64)
+        a, b = np.searchsorted(rows.rtp, [lo, hi]).tolist()
+        rtp = rows.rtp[a:b]
+        end = hi
+        for ep in _row_endpoints(f, rtp):
+            at = np.minimum(np.searchsorted(keys, ep), keys.size - 1)
+            hit = np.flatnonzero((keys[at] == ep) & (rows.clock[rtp] >= since[at]))
+            if hit.size:
+                end = min(end, int(rtp[hit[0]]))
+        if end <= lo:
+            return None
+        last = float(rows.clock[end - 1])
+        return end, [(d, named) for d, named in due if d <= last]
+
     def _region(self, f: Frames, lo: int, hi: int, rows: Rows,
-                parsed: dict[int, list[Parsed]], out: list[Event]) -> None:
-        """Rows [lo, hi): no timer due among them, and no timer that they arm either (a
-        region never crosses an interval boundary nor outlasts the shortest timer a
-        packet arms). SIP messages take effect in order. An RTP row depends on a SIP
-        message only when the message's SDP names one of the row's endpoints (it changes
-        what the media index says there, or closes a stream there); so rows touching no
-        endpoint the region's SDP names go to the tracker at once, and the others just
-        before the first later message naming their endpoints, or at the end. A
-        stream's own rows stay in order, and RTP stays vectorised."""
+                parsed: dict[int, list[Parsed]], out: list[Event],
+                timers: list[Naming]) -> None:
+        """Rows [lo, hi): no timer that they arm comes due among them (a region never
+        crosses an interval boundary nor outlasts the shortest timer a packet arms), and
+        the timers due among them (``timers``: each with the endpoints it names) see no
+        RTP row of those endpoints at or after their time (`_inside`). SIP messages and
+        timers take effect in time order. An RTP row depends on such an event only when
+        the event names one of the row's endpoints (a message's SDP changes what the
+        media index says there, or closes a stream there; a timer reads or closes the
+        media there): it must go to the tracker after the last earlier event naming it
+        and before the first later one. Each row gets the earliest such slot that the
+        fewest tracker feeds allow (`_feeds`): a stream's own rows stay in order, and
+        RTP stays vectorised."""
         self.clock = float(rows.clock[hi - 1])
         self._fired = -np.inf
         a, b = np.searchsorted(rows.rtp, [lo, hi]).tolist()
         rtp = rows.rtp[a:b]
         a, b = np.searchsorted(rows.sip, [lo, hi]).tolist()
         sip = rows.sip[a:b].tolist()
-        named = {i: _sdp_endpoints(parsed[i]) for i in sip}
-        every = set().union(*named.values()) if named else set()
-        if every and rtp.size:
-            src, dst = _row_endpoints(f, rtp)
-            keys = np.array(sorted(_endpoint_key(e) for e in every), np.uint64)
-            dep = _member(src, keys) | _member(dst, keys)
-            self._feed_rtp(f, rtp[~dep], out)
-            later = rtp[dep]
-            before = _first_naming(later, src[dep], dst[dep], named, len(f))
-        else:
-            self._feed_rtp(f, rtp, out)
-            later = before = np.zeros(0, np.int64)
-        # each dependent row just before the first later message naming its endpoints
-        order = np.argsort(before, kind="stable")  # rows stay in order within a message
-        at, starts = np.unique(before[order], return_index=True)
-        bounds = np.append(starts, order.size).tolist()
-        groups = {i: later[order[bounds[k]:bounds[k + 1]]] for k, i in enumerate(at.tolist())}
+        # event positions: a message at row i is 2i + 1, a timer firing before row p 2p
+        events: dict[int, set[int]] = {}
+        sdps: dict[int, list[tuple[bytes, SessionDescription]]] = {}
+        kept = 0  # SDP bytes whose parse is kept for the dialog (bounded)
         for i in sip:
-            if i in groups:
-                self._feed_rtp(f, groups[i], out)
-            for msg, transport, data in parsed[i]:
-                self._sip_message(f, i, msg, transport, out)
-                if self.evidence is not None and msg.call_id in self.calls:
-                    self.evidence.sip(msg.call_id, f, i, data, transport)
-                if self.tap is not None:
-                    self.tap.sip(f, i, data, transport, msg.call_id)
-        self._feed_rtp(f, groups.get(len(f), later[:0]), out)  # no later message names them
+            eps, descs = _sdp_endpoints(parsed[i])
+            events[2 * i + 1] = {_endpoint_key(e) for e in eps}
+            if descs and kept < _KEEP_SDP_BYTES:
+                sdps[i] = descs
+                kept += sum(len(body) for body, _ in descs)
+        fire_at: dict[int, float] = {}
+        for d, keys in timers:
+            at = 2 * int(np.searchsorted(rows.clock, d))
+            events.setdefault(at, set()).update(keys)
+            fire_at[at] = max(fire_at.get(at, -math.inf), d)
+        end = 2 * len(f) + 2
+        feeds = _feeds(2 * rtp + 1, *_row_endpoints(f, rtp), events, end)
+        for at in sorted(events):
+            if at in feeds:
+                self._feed_rtp(f, rtp[feeds[at]], out)
+            if at in fire_at:
+                self._fire_upto(fire_at[at], out)
+            if at & 1:
+                i = at >> 1
+                self._fire_upto(float(rows.clock[i]), out)
+                for body, desc in sdps.get(i, ()):  # parsed above, read by the dialog
+                    remember(body, desc)
+                for msg, transport, data in parsed[i]:
+                    self._sip_message(f, i, msg, transport, out)
+                    if self.evidence is not None and msg.call_id in self.calls:
+                        self.evidence.sip(msg.call_id, f, i, data, transport)
+                    if self.tap is not None:
+                        self.tap.sip(f, i, data, transport, msg.call_id)
+        if end in feeds:
+            self._feed_rtp(f, rtp[feeds[end]], out)
+
+    def _fire_upto(self, t: float, out: list[Event]) -> None:
+        """Fire, in deadline order, every timer due by packet time ``t``."""
+        while (due := self._due()) is not None and due <= t:
+            out.extend(self._fire(due))
 
     def _udptl_keys(self) -> npt.NDArray[np.uint64]:
         eps = self.calls.index.udptl_endpoints()
@@ -596,38 +666,69 @@ def _member(values: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt
     return found
 
 
-def _first_naming(rows: I64, src: npt.NDArray[np.uint64], dst: npt.NDArray[np.uint64],
-                  named: dict[int, set[Endpoint]], end: int) -> I64:
-    """Per row, the first message row after it whose SDP names the row's source or
-    destination endpoint, else ``end``: a binary search over (endpoint, message) pairs
-    sorted as one composite, so the cost is in rows + pairs, not their product."""
-    pairs = [(_endpoint_key(e), i) for i, eps in named.items() for e in eps]
-    if not pairs or rows.size == 0:
-        return np.full(rows.size, end, np.int64)
-    key = np.array([k for k, _ in pairs], np.uint64)
-    msg = np.array([i for _, i in pairs], np.int64)
-    uniq, rank = np.unique(key, return_inverse=True)
-    width = end + 1
-    comp = np.sort(rank.astype(np.int64) * width + msg)
-    out = np.full(rows.size, end, np.int64)
-    for ep in (src, dst):
-        u = np.minimum(np.searchsorted(uniq, ep), uniq.size - 1)
-        pos = np.minimum(np.searchsorted(comp, u * width + rows, side="right"), comp.size - 1)
-        ok = (uniq[u] == ep) & (comp[pos] // width == u) & (comp[pos] % width > rows)
-        out = np.where(ok, np.minimum(out, comp[pos] % width), out)
-    return out
+def _feeds(rows: I64, src: npt.NDArray[np.uint64], dst: npt.NDArray[np.uint64],
+           events: dict[int, set[int]], end: int) -> dict[int, I64]:
+    """Where each RTP row goes to the tracker: event position -> the rows (indexes into
+    ``rows``, in order) fed just before that event, ``end`` for after the last. ``rows``
+    and the events are positions on one line (they never coincide); an event names
+    endpoint keys. A row must come after the last earlier event naming one of its
+    endpoints and no later than the first later one; the fewest feeds meeting that are
+    the greedy stabbing of those windows (feed where a window closes, taking every row
+    whose window is open). A stream's rows share their naming events, so its windows
+    are nested in order and its rows stay in order. The search is one composite binary
+    search over (endpoint, event) pairs: the cost is in rows + pairs, not their
+    product."""
+    pairs = [(k, at) for at, keys in events.items() for k in keys]
+    after = np.full(rows.size, -1, np.int64)  # the last earlier event naming the row
+    before = np.full(rows.size, end, np.int64)  # the first later one
+    if pairs and rows.size:
+        key = np.array([k for k, _ in pairs], np.uint64)
+        uniq, rank = np.unique(key, return_inverse=True)
+        width = end + 1
+        comp = np.sort(rank.astype(np.int64) * width + np.array([a for _, a in pairs], np.int64))
+        for ep in (src, dst):
+            u = np.minimum(np.searchsorted(uniq, ep), uniq.size - 1)
+            known = uniq[u] == ep
+            nxt = np.minimum(np.searchsorted(comp, u * width + rows), comp.size - 1)
+            ok = known & (comp[nxt] // width == u) & (comp[nxt] % width > rows)
+            before = np.where(ok, np.minimum(before, comp[nxt] % width), before)
+            prv = np.searchsorted(comp, u * width + rows) - 1
+            ok = known & (prv >= 0) & (comp[np.maximum(prv, 0)] // width == u)
+            after = np.where(ok, np.maximum(after, comp[np.maximum(prv, 0)] % width), after)
+    # greedy: walk the windows' closing events in order; feed at one when a row whose
+    # window closes there is not fed yet (opened after the last feed)
+    closing = before < end
+    chosen: list[int] = []
+    if closing.any():
+        at, inv = np.unique(before[closing], return_inverse=True)
+        latest = np.full(at.size, -2, np.int64)
+        np.maximum.at(latest, inv, after[closing])
+        last = -2
+        for c, opened in zip(at.tolist(), latest.tolist(), strict=True):
+            if opened >= last:
+                chosen.append(c)
+                last = c
+    slots = np.array([*chosen, end], np.int64)
+    fed = slots[np.searchsorted(slots, after, side="right")]  # the first feed after it
+    order = np.argsort(fed, kind="stable")
+    at, starts = np.unique(fed[order], return_index=True)
+    bounds = np.append(starts, order.size).tolist()
+    return {c: order[bounds[k]:bounds[k + 1]] for k, c in enumerate(at.tolist())}
 
 
-def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], ...]:
+def _row_endpoints(f: Frames, rows: I64) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     with np.errstate(over="ignore"):
         src = ((f.src_hi[rows] * _MIX) ^ f.src_lo[rows]) * _MIX ^ f.sport[rows].astype(np.uint64)
         dst = ((f.dst_hi[rows] * _MIX) ^ f.dst_lo[rows]) * _MIX ^ f.dport[rows].astype(np.uint64)
     return src, dst
 
 
-def _sdp_endpoints(messages: list[Parsed]) -> set[Endpoint]:
-    """The media endpoints the messages' SDP names (none when it does not parse)."""
+def _sdp_endpoints(messages: list[Parsed]
+                   ) -> tuple[set[Endpoint], list[tuple[bytes, SessionDescription]]]:
+    """The media endpoints the messages' SDP names (none when it does not parse), and
+    the bodies parsed."""
     out: set[Endpoint] = set()
+    descs: list[tuple[bytes, SessionDescription]] = []
     for msg, *_ in messages:
         if msg.sdp is None:
             continue
@@ -635,9 +736,10 @@ def _sdp_endpoints(messages: list[Parsed]) -> set[Endpoint]:
             desc = parse_sdp(msg.sdp)
         except SdpParseError:
             continue
+        descs.append((msg.sdp, desc))
         for m in desc.media:
             if (ep := m.rtp_endpoint) is not None:
                 # and its RTCP port (RFC 3550 §11): RTCP rows then take effect after the
                 # message too, as the evidence buffers (agent/calls/evidence.py) need
                 out.update((ep, Endpoint(ep.hi, ep.lo, ep.port + 1)))
-    return out
+    return out, descs

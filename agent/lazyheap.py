@@ -63,5 +63,24 @@ class LazyHeap(Generic[P, K]):
             heapq.heappop(self._heap)
         return top
 
+    def upto(self, bound: P) -> list[tuple[P, int, K]]:
+        """The live entries whose priority is at most ``bound`` (no order; see
+        `heap_upto`)."""
+        return [e for e in heap_upto(self._heap, bound) if self._live(e)]
+
     def clear(self) -> None:
         self._heap.clear()
+
+
+def heap_upto(heap: list[tuple[P, int, K]], bound: P) -> list[tuple[P, int, K]]:
+    """The entries of a heapq list whose priority is at most ``bound`` (in no particular
+    order): a walk down from the root that stops where the heap property says nothing
+    below can qualify, so it costs the entries found, not the heap's size."""
+    out: list[tuple[P, int, K]] = []
+    todo, n = [0], len(heap)
+    while todo:
+        i = todo.pop()
+        if i < n and not bound < heap[i][0]:  # type: ignore[operator]
+            out.append(heap[i])
+            todo += (2 * i + 1, 2 * i + 2)
+    return out

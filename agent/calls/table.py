@@ -53,6 +53,7 @@ import heapq
 import itertools
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.calls.correlate import SDP_RACE_S, MediaIndex
@@ -79,7 +80,7 @@ from agent.calls.paths import (
 from agent.calls.record import CallRecord, DirectionRecord, StreamRecord, stream_record
 from agent.config import Config
 from agent.decode.endpoint import Endpoint
-from agent.lazyheap import LazyHeap
+from agent.lazyheap import LazyHeap, heap_upto
 from agent.media.payloads import TELEPHONE_EVENT, MediaKind, media_kind
 from agent.rtcp.monitor import RtcpMonitor
 from agent.rtp.model import StreamKey, StreamStats
@@ -346,6 +347,42 @@ class CallTable:
         if self._running:
             cands.append(self._next_interval())
         return min(cands) if cands else None
+
+    def due_by(self, t: float) -> list[tuple[float, set[Endpoint]]] | None:
+        """What `expire` acts on up to packet time ``t``, as (the earliest time it does,
+        the media endpoints it reads or closes: the call's SDP endpoints and running
+        streams, an unsignalled stream's two ends; RTCP ports included), for the engine
+        to know which rows a timer depends on; None when an interval boundary is due
+        (it reads every running stream)."""
+        if self._running and self._next_interval() <= t:
+            return None
+        out: list[tuple[float, set[Endpoint]]] = []
+        for entry in heap_upto(self._live, t):
+            call = self._calls.get(entry[2])
+            if call is not None and self._live_entry(entry):
+                due = self._liveness(call)[0]
+                if due <= t:
+                    out.append((min(due, entry[0]), self.media_endpoints(entry[2])))
+        for due, _, call_id in heap_upto(self._linger, t):
+            call = self._calls.get(call_id)
+            if call is not None and call.ended:
+                out.append((due, self.media_endpoints(call_id)))
+        for (key, _), (_, ready) in self._loose.items():
+            if ready > t:
+                break
+            out.append((ready, _with_rtcp((key.src_endpoint, key.dst_endpoint))))
+        return out
+
+    def media_endpoints(self, call_id: str) -> set[Endpoint]:
+        """The endpoints whose media a call's record reads: its SDP's and its running
+        streams' ends, with their RTCP ports (RFC 3550 §11)."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return set()
+        eps = list(self.index.endpoints(call_id))
+        for key in call.running:
+            eps += (key.src_endpoint, key.dst_endpoint)
+        return _with_rtcp(eps)
 
     def _rank(self, call: _Call, ended: bool) -> None:
         """File the call in the eviction order when its class changed."""
@@ -680,6 +717,13 @@ class CallTable:
                 call.signalling, end_reason=EndReason.EVICTED, end_ts=call.signalling.last_ts)
             call.ended = True
         return self._close(top[2], now)
+
+
+def _with_rtcp(eps: Iterable[Endpoint]) -> set[Endpoint]:
+    out: set[Endpoint] = set()
+    for e in eps:
+        out.update((e, Endpoint(e.hi, e.lo, e.port + 1)))
+    return out
 
 
 def _pair(key: StreamKey) -> tuple[Endpoint, Endpoint]:

@@ -67,7 +67,7 @@ import numpy.typing as npt
 from agent.capture.points import point_id, point_name
 from agent.decode.endpoint import Endpoint
 from agent.decode.frames import IPPROTO_UDP, Frames
-from agent.lazyheap import LazyHeap
+from agent.lazyheap import LazyHeap, heap_upto
 from agent.media.description import MAX_EVENT_PAYLOAD_BYTES, UNSIGNALLED_EVENT_PAYLOAD_BYTES
 from agent.media.payloads import (
     DYNAMIC_PT_MIN,
@@ -606,6 +606,20 @@ class StreamTracker:
             heapq.heapreplace(heap, (actual, next(self._serial), key))
         return None
 
+    def due_by(self, t: float) -> list[tuple[float, tuple[Endpoint, Endpoint]]]:
+        """What `expire` acts on up to packet time ``t``: per stream going idle and per
+        candidate to be forgotten, (the earliest time it happens, its two endpoints). The
+        engine lets a timer fire inside a run of rows fed at once only when no row of
+        these endpoints comes at or after that time (`Engine._route`)."""
+        idle = self.config.idle_timeout_s
+        out: list[tuple[float, tuple[Endpoint, Endpoint]]] = []
+        for _, _, key in heap_upto(self._idle, t):
+            sid = self._sid.get(key)
+            if sid is not None and (due := float(self.stats.s["last_ts"][sid]) + idle) <= t:
+                out.append((due, _endpoints(key)))
+        out += [(last + idle, _endpoints(key)) for last, _, key in self._cand_idle.upto(t - idle)]
+        return out
+
     def expire(self, now: float) -> list[StreamStats]:
         """Streams idle for ``idle_timeout_s`` at packet time ``now``, in the order they
         went idle; candidates idle as long are forgotten."""
@@ -706,3 +720,7 @@ def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:
     return RtpColumns(sid, c.arrival_s, c.seq, c.ts, c.pt, c.marker, c.kind, c.dscp, c.vlan,
                       c.pcp)
+
+
+def _endpoints(key: Key) -> tuple[Endpoint, Endpoint]:
+    return Endpoint(key[0], key[1], key[2]), Endpoint(key[3], key[4], key[5])

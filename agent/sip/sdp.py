@@ -23,8 +23,8 @@ Strict where the structure is broken (first line not `v=0`, a line that is not
 
 from __future__ import annotations
 
-import functools
 import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -226,10 +226,31 @@ class _SessionLines:
             self.attributes.append(_parse_attribute(value))
 
 
-@functools.lru_cache(maxsize=64)  # the engine and the dialog read the same body in turn
+# The engine and the dialog read the same body in turn: the last bodies parsed, and
+# those the engine hands back (`remember`) just before the dialog reads them.
+_RECENT: OrderedDict[bytes | str, SessionDescription] = OrderedDict()
+_RECENT_SIZE = 64
+
+
 def parse_sdp(body: bytes | str) -> SessionDescription:
     """Parse an SDP body (RFC 4566 §5). Raises `SdpParseError` only. The result is
     immutable, so a cached one is shared safely."""
+    desc = _RECENT.get(body)
+    if desc is None:
+        desc = _parse_sdp(body)
+    remember(body, desc)
+    return desc
+
+
+def remember(body: bytes | str, desc: SessionDescription) -> None:
+    """Keep ``desc`` (``body`` parsed) among the recent ones (bounded)."""
+    _RECENT[body] = desc
+    _RECENT.move_to_end(body)
+    if len(_RECENT) > _RECENT_SIZE:
+        _RECENT.popitem(last=False)
+
+
+def _parse_sdp(body: bytes | str) -> SessionDescription:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     lines = [line for line in (raw.strip() for raw in text.split("\n")) if line]
     if not lines or lines[0] != "v=0":

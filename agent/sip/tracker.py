@@ -189,6 +189,19 @@ class SipTracker:
             out = d if out is None else min(out, d)
         return out
 
+    def due_by(self, t: float) -> list[tuple[float, str]]:
+        """(due time, Call-ID) of every setup and BYE timer due by packet time ``t`` (the
+        lingering ended dialogs only forget: nothing of the media depends on that)."""
+        out: list[tuple[float, str]] = []
+        for bucket, limit in ((self._setup, self.setup_timeout_s),
+                              (self._closing, self.ended_linger_s)):
+            for call_id in bucket:
+                due = self._dialogs[call_id].last_ts + limit
+                if due > t:
+                    break
+                out.append((due, call_id))
+        return out
+
     def expire(self, now: float) -> list[SipEvent]:
         """Apply the setup, BYE and challenge timers and forget lingering ended
         dialogs, as of packet time ``now``."""

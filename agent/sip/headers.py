@@ -189,9 +189,19 @@ class Headers:
         return out
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        """First value of this header (first list element for list headers)."""
-        values = self.get_all(name)
-        return values[0] if values else default
+        """First value of this header (first list element for list headers): what
+        ``get_all(name)[0]`` is, splitting no more lines than it takes."""
+        key = self._key(name)
+        raw = self._index.get(key)
+        if not raw:
+            return default
+        if key not in LIST_HEADERS:
+            return raw[0]
+        for line in raw:
+            parts = split_outside_quotes(line, ",")
+            if parts:
+                return parts[0]
+        return default
 
 
 @dataclass(frozen=True, slots=True)

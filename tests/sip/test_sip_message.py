@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sip_samples import (
     REGISTER_401,
     SDP_ANSWER,
@@ -15,7 +17,7 @@ from sip_samples import (
 )
 
 from agent.sip import SipParseError, is_keepalive, looks_like_sip, parse_message, split_stream
-from agent.sip.headers import parse_name_addr, split_outside_quotes
+from agent.sip.headers import Headers, parse_name_addr, split_outside_quotes
 
 
 def test_invite_with_sdp() -> None:
@@ -339,3 +341,15 @@ def test_name_addr_forms() -> None:
     assert quoted.display == 'A "quoted" name'
     assert quoted.uri == "sip:a@x;transport=tcp" and quoted.tag == "z"
     assert split_outside_quotes('"a,b" <sip:x,y>, <sip:z>', ",") == ['"a,b" <sip:x,y>', "<sip:z>"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Via", "Contact", "To", "Route", "Subject"]),
+                          st.text(alphabet='ab,"<> \\;', max_size=12)), max_size=6),
+       st.sampled_from(["Via", "Contact", "To", "Route", "Subject"]))
+def test_headers_get_is_the_first_of_get_all(fields: list[tuple[str, str]], name: str) -> None:
+    """`Headers.get` splits only the lines it needs; it must say what get_all()[0] says,
+    list headers (Via, Contact, Route: commas outside quotes and angles) or not."""
+    h = Headers(tuple(fields))
+    every = h.get_all(name)
+    assert h.get(name, "<none>") == (every[0] if every else "<none>")

@@ -57,7 +57,6 @@ from agent.sip.limits import DEFAULT_LIMITS, MessageLimits
 MAX_HEADER_BYTES = DEFAULT_LIMITS.max_header_bytes  # start line + fields, before the empty line
 MAX_BODY_BYTES = 1024 * 1024  # Content-Length accepted on stream transports
 
-_HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE_RE = re.compile(r"SIP/2\.0[ \t]+([1-6][0-9][0-9])(?:[ \t]+(.*))?\Z", re.IGNORECASE)
 _SNIFF_RESPONSE_RE = re.compile(rb"SIP/2\.0 [1-6][0-9][0-9][ \r\n]")
 _SNIFF_REQUEST_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]{1,32} [^ \r\n]{1,1000} SIP/2\.0\r?\n")
@@ -165,11 +164,11 @@ def parse_message(data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> SipMes
     if start >= len(data):
         raise SipParseError("empty message")
     cap = limits.max_header_bytes
-    match = _HEADER_END_RE.search(data, start, start + cap + 4)
-    if match is not None and match.start() - start > cap:
+    match = header_end(data, start, start + cap + 4)
+    if match is not None and match[0] - start > cap:
         match = None
     if match is not None:
-        head_end, body_start = match.start(), match.end()
+        head_end, body_start = match
     elif len(data) - start > cap:
         raise SipParseError("header section exceeds max_header_bytes", "header_bytes")
     else:  # body-less datagram without the final empty line
@@ -232,18 +231,18 @@ def split_stream_from(
         if pos >= size:
             return ranges, pos, 0
         begin = max(pos, scanned - 3) if not ranges else pos  # "\r\n\r\n" may straddle
-        match = _HEADER_END_RE.search(buffer, begin, min(size, pos + max_header_bytes + 4))
+        match = header_end(buffer, begin, min(size, pos + max_header_bytes + 4))
         if match is None:
             if size - pos > max_header_bytes:
                 raise SipParseError("header section exceeds the stream cap", "header_bytes")
             return ranges, pos, size - pos
-        length = _framing_content_length(bytes(buffer[pos : match.start()]))
+        length = _framing_content_length(bytes(buffer[pos : match[0]]))
         if length > max_body_bytes:
             raise SipParseError(f"Content-Length {length} exceeds the stream cap",
                                 "content_length")
-        end = match.end() + length
+        end = match[1] + length
         if end > size:
-            return ranges, pos, match.start() - pos
+            return ranges, pos, match[0] - pos
         ranges.append((pos, end))
         pos = end
 
@@ -279,6 +278,24 @@ def parse_header_lines(lines: list[str], limits: MessageLimits = DEFAULT_LIMITS)
             raise SipParseError(f"bad header line {line[:40]!r}")
         fields.append((canonical, value.strip()))
     return Headers(tuple(fields))
+
+
+def header_end(data: bytes | bytearray, start: int = 0, stop: int | None = None
+               ) -> tuple[int, int] | None:
+    """(start, end) of the first empty line in ``data[start:stop]``: the leftmost match of
+    ``\r?\n\r?\n`` (CRLF or bare-LF line ends), by two ``bytes.find`` scans (a regex
+    whose first character is optional tries every position: ~25 µs per KB, several
+    times slower). None: no empty line there."""
+    stop = len(data) if stop is None else min(stop, len(data))
+    lf = data.find(b"\n\n", start, stop)
+    crlf = data.find(b"\n\r\n", start, stop)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        i, end = crlf, crlf + 3
+    elif lf >= 0:
+        i, end = lf, lf + 2
+    else:
+        return None
+    return (i - 1 if i > start and data[i - 1] == 0x0D else i), end
 
 
 def _skip_crlf(data: bytes | bytearray, pos: int) -> int:
@@ -478,11 +495,11 @@ def _split_part(part: bytes) -> tuple[str | None, bytes]:
     """(Content-Type, content) of one body part; no headers means text/plain."""
     if part.startswith((b"\r\n", b"\n")):
         return "text/plain", part[2 if part.startswith(b"\r\n") else 1 :]
-    match = _HEADER_END_RE.search(part)
+    match = header_end(part)
     if match is None:
         return None, b""
     try:
-        headers = parse_header_lines(_split_lines(part[: match.start()].decode("utf-8", "replace")))
+        headers = parse_header_lines(_split_lines(part[: match[0]].decode("utf-8", "replace")))
     except SipParseError:
         return None, b""
-    return headers.get("Content-Type"), part[match.end() :]
+    return headers.get("Content-Type"), part[match[1] :]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from sip_samples import (
 
 from agent.sip import SipParseError, is_keepalive, looks_like_sip, parse_message, split_stream
 from agent.sip.headers import Headers, parse_name_addr, split_outside_quotes
+from agent.sip.message import header_end
 
 
 def test_invite_with_sdp() -> None:
@@ -353,3 +356,13 @@ def test_headers_get_is_the_first_of_get_all(fields: list[tuple[str, str]], name
     h = Headers(tuple(fields))
     every = h.get_all(name)
     assert h.get(name, "<none>") == (every[0] if every else "<none>")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: bytes(b"\r\na"[x % 3] for x in b)),
+       st.integers(0, 45), st.integers(0, 45))
+def test_header_end_is_the_regex_match(data: bytes, start: int, stop: int) -> None:
+    """`header_end` (two bytes.find scans) finds what ``\\r?\\n\\r?\\n`` searched over
+    data[start:stop] finds: the same start and end, or nothing."""
+    m = re.compile(rb"\r?\n\r?\n").search(data, start, stop)
+    assert header_end(data, start, stop) == (None if m is None else (m.start(), m.end()))

@@ -83,6 +83,7 @@ from agent.export.metrics import ProbeMetrics
 from agent.export.privacy import PrivacyError, Pseudonymiser, load_or_create_key
 from agent.export.recent import RecentCalls
 from agent.export.webconfig import PLAIN, WebSettings, load_web_config
+from agent.gctune import tune_gc
 from agent.os_errors import StartupError, capture_error, listen_error
 from agent.startup import startup_line
 
@@ -674,6 +675,7 @@ def run(
     daemon_ref.append(daemon)
     daemon.install_signal_handlers()
     print(f"voipprobe: {startup_line(config, web, config_path)}", file=sys.stderr, flush=True)
+    tune_gc()  # everything is loaded: what the loop allocates is nearly all short-lived
     try:
         daemon.serve()
     except PermissionError as exc:  # an interface that appeared after start, no CAP_NET_RAW

@@ -32,6 +32,7 @@ import floods  # noqa: E402
 
 from agent.capture.batch import Batch, LinkType  # noqa: E402
 from agent.engine import Engine  # noqa: E402
+from agent.gctune import tune_gc  # noqa: E402
 from agent.sip.events import EndReason  # noqa: E402
 
 SCENARIOS = {
@@ -78,6 +79,7 @@ def run(name: str, scale: float) -> dict[str, Any]:
     make, size = SCENARIOS[name]
     data, ts = make(max(1, int(size * scale)))
     input_mb = _rss_mb()  # the process with the input built, before the engine
+    tune_gc()  # as `analyze` and the agent run the engine
     engine = Engine()
     t0 = time.perf_counter()
     for a in range(0, len(data), 4096):

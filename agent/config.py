@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
+# yaml is imported where a file, an override or the YAML dump needs it: `analyze`
+# without --config reads none (start-up, bench/startup.py).
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -452,6 +453,8 @@ class Config(BaseModel):
 
     def to_yaml(self) -> str:
         """The effective configuration as YAML (what ``check-config`` prints)."""
+        import yaml
+
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
@@ -527,6 +530,8 @@ def config_from_mapping(
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     if overrides:
+        import yaml
+
         data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the overrides may change
         for o in overrides:
             _set_path(data, o.path, o.value)
@@ -538,6 +543,8 @@ def config_from_mapping(
 
 def read_config_file(path: str | Path) -> Any:
     """The parsed YAML document of ``path`` (not validated); raise `ConfigError`."""
+    import yaml
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
@@ -586,6 +593,8 @@ def _env_value(raw: str, annotation: Any) -> Any:
     if text in ("null", "~"):
         return None
     if text[:1] in ("[", "{"):
+        import yaml
+
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError:

@@ -178,15 +178,39 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
     return "\n".join(lines)
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
+def _load_analyzer() -> None:
+    """Import the modules `analyze` runs, with the cyclic garbage collector off.
+
+    Loading them is most of analyze's start-up, and what it allocates (modules,
+    classes, functions) lives as long as the process: the ~100 collections it set
+    off cost 20-50 ms and found nothing to free. Once loaded, those objects are put
+    out of the collector's sight (``gc.freeze``). The engine then allocates many
+    small objects (messages, dialogs, records) and frees nearly all by reference
+    count, so cyclic garbage is collected less often (the same output; ~10 % less CPU
+    on the SIP workload, the same peak RSS).
+
+    numpy's OpenBLAS starts a thread per core when it loads, and they spin a while
+    waiting for work; the probe does no floating-point linear algebra (its one matmul
+    is on integers, which BLAS does not do), so one thread: ~0.1 s less CPU at start-up
+    on two cores, left to the admin's own setting when there is one."""
     import gc
 
-    # The engine allocates many small objects (messages, dialogs, records) and frees
-    # nearly all by reference count, so collect cyclic garbage less often (the same
-    # output; ~10 % less CPU on the SIP workload, the same peak RSS). Set before the
-    # imports: loading the modules is start-up's largest cost, and its objects are
-    # not garbage either (~100 collections fewer, ~15 ms of `analyze`'s start-up).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    gc.disable()
+    try:
+        import agent.calls.events
+        import agent.calls.table_text
+        import agent.capture.pcapfile
+        import agent.config
+        import agent.engine  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
     gc.set_threshold(50_000, 20, 100)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    _load_analyzer()
     from agent.config import Config, ConfigError, load_config
 
     err: TextIO = sys.stderr
@@ -217,7 +241,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace, config: Config | None,
              writer: EvidenceWriter | None) -> int:
-    import gc
     import json
 
     from agent.calls.events import CallEnded, StreamEnded
@@ -229,9 +252,6 @@ def _analyze(args: argparse.Namespace, config: Config | None,
     if not args.files:
         print(f"voipprobe: no FILE given; analysing the bundled sample {paths[0]}", file=err)
     progress = Progress(err, enabled=not args.no_progress)
-    # The modules' objects live as long as the process: out of the collector's sight
-    # (cmd_analyze set its thresholds).
-    gc.freeze()
     if args.json:
         # Records are written as they end: memory stays flat however long the capture.
         def write(event: Event) -> None:

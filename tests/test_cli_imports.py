@@ -8,6 +8,7 @@ its output would notice. These hold the sets of modules, in a fresh interpreter 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,19 @@ def test_analyze_with_a_config_file_loads_yaml(tmp_path: Path) -> None:
     cfg.write_text("calls: {interval_s: 5}\n")
     rc, loaded = _loaded_after(["analyze", "--no-progress", "--config", str(cfg)], ("yaml",))
     assert rc == 0 and "yaml" in loaded
+
+
+def test_analyze_runs_on_one_thread() -> None:
+    """numpy's OpenBLAS loads with one thread, not one a core (agent.cli._load_analyzer):
+    nothing the probe does uses BLAS, and idle BLAS threads spin at start-up."""
+    code = ("import contextlib, io, os\n"
+            "from agent.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), "
+            "contextlib.redirect_stderr(io.StringIO()):\n"
+            "    rc = main(['analyze', '--no-progress'])\n"
+            "import numpy\n"  # loaded by then: the threads would exist
+            "print(rc, len(os.listdir('/proc/self/task')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env=env).stdout
+    assert out.split() == ["0", "1"]

@@ -97,12 +97,12 @@ def analyze_files(
     capture's records need not be held), else it is kept, sorted, in the result."""
     from agent.calls.events import CallEnded
     from agent.capture.pcapfile import CaptureFormatError, open_capture
-    from agent.config import Config
+    from agent.config import default_config
     from agent.engine import Engine, EngineConfig
     from agent.os_errors import reason
     from agent.sip.events import EndReason
 
-    engine = Engine(EngineConfig(config=config or Config()))
+    engine = Engine(EngineConfig(config=config or default_config()))
     result = Analysis(engine=engine)
     keep = sink or result.keep
 
@@ -211,7 +211,7 @@ def _load_analyzer() -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     _load_analyzer()
-    from agent.config import Config, ConfigError, load_config
+    from agent.config import ConfigError, default_config, load_config
 
     err: TextIO = sys.stderr
     config = None
@@ -223,7 +223,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     writer = None
     if args.evidence:  # violated calls' pcaps (every call's with evidence.every_call)
-        base = config or Config()
+        base = config or default_config()
         ev = base.evidence.model_copy(update={"enabled": True})
         config = base.model_copy(update={"evidence": ev})
         from agent.export.evidence import EvidenceWriter

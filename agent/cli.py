@@ -97,12 +97,12 @@ def analyze_files(
     capture's records need not be held), else it is kept, sorted, in the result."""
     from agent.calls.events import CallEnded
     from agent.capture.pcapfile import CaptureFormatError, open_capture
-    from agent.config import Config
+    from agent.config import default_config
     from agent.engine import Engine, EngineConfig
     from agent.os_errors import reason
     from agent.sip.events import EndReason
 
-    engine = Engine(EngineConfig(config=config or Config()))
+    engine = Engine(EngineConfig(config=config or default_config()))
     result = Analysis(engine=engine)
     keep = sink or result.keep
 
@@ -178,9 +178,40 @@ def stream_table(streams: Iterable[StreamStats]) -> str:
     return "\n".join(lines)
 
 
+def _load_analyzer() -> None:
+    """Import the modules `analyze` runs, with the cyclic garbage collector off.
+
+    Loading them is most of analyze's start-up, and what it allocates (modules,
+    classes, functions) lives as long as the process: the ~100 collections it set
+    off cost 20-50 ms and found nothing to free. Once loaded, those objects are put
+    out of the collector's sight (``gc.freeze``). The engine then allocates many
+    small objects (messages, dialogs, records) and frees nearly all by reference
+    count, so cyclic garbage is collected less often (the same output; ~10 % less CPU
+    on the SIP workload, the same peak RSS).
+
+    numpy's OpenBLAS starts a thread per core when it loads, and they spin a while
+    waiting for work; the probe does no floating-point linear algebra (its one matmul
+    is on integers, which BLAS does not do), so one thread: ~0.1 s less CPU at start-up
+    on two cores, left to the admin's own setting when there is one."""
+    import gc
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    gc.disable()
+    try:
+        import agent.calls.events
+        import agent.calls.table_text
+        import agent.capture.pcapfile
+        import agent.config
+        import agent.engine  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from agent.config import Config, ConfigError, load_config
-    from agent.export.evidence import EvidenceWriter
+    _load_analyzer()
+    from agent.config import ConfigError, default_config, load_config
 
     err: TextIO = sys.stderr
     config = None
@@ -192,9 +223,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     writer = None
     if args.evidence:  # violated calls' pcaps (every call's with evidence.every_call)
-        base = config or Config()
+        base = config or default_config()
         ev = base.evidence.model_copy(update={"enabled": True})
         config = base.model_copy(update={"evidence": ev})
+        from agent.export.evidence import EvidenceWriter
+
         writer = EvidenceWriter(ev, Path(args.evidence), lambda call_id: call_id)
     try:
         return _analyze(args, config, writer)
@@ -208,7 +241,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace, config: Config | None,
              writer: EvidenceWriter | None) -> int:
-    import gc
     import json
 
     from agent.calls.events import CallEnded, StreamEnded
@@ -220,12 +252,6 @@ def _analyze(args: argparse.Namespace, config: Config | None,
     if not args.files:
         print(f"voipprobe: no FILE given; analysing the bundled sample {paths[0]}", file=err)
     progress = Progress(err, enabled=not args.no_progress)
-    # The modules' objects live as long as the process: out of the collector's sight.
-    # The engine allocates many small objects (messages, dialogs, records) and frees
-    # nearly all by reference count, so collect cyclic garbage less often (the same
-    # output; ~10 % less CPU on the SIP workload, the same peak RSS).
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
     if args.json:
         # Records are written as they end: memory stays flat however long the capture.
         def write(event: Event) -> None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
+# yaml is imported where a file, an override or the YAML dump needs it: `analyze`
+# without --config reads none (start-up, bench/startup.py).
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -46,7 +47,7 @@ class ConfigError(ValueError):
 class CallsConfig(BaseModel):
     """How calls are delimited in packet time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # An answered call whose media passes the probe ends (timed_out) when nothing of it,
     # signalling or media, is seen for this long; its end time is its last packet.
@@ -76,7 +77,7 @@ class TablesConfig(BaseModel):
     does. The defaults bound the agent's memory (docs/floods.md); the call table's
     cap is ``calls.max_calls``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     rtp_streams: int = Field(default=6_000, gt=0)  # validated RTP streams
     rtp_candidates: int = Field(default=6_000, gt=0)  # flows on probation (not yet RTP)
@@ -100,7 +101,7 @@ class SipLimitsConfig(BaseModel):
     dropped and counted by limit (``route_sip_over_<limit>``). The defaults are far
     above what deployed UAs and proxies send (docs/floods.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_header_bytes: int = Field(default=64 * KIB, ge=1 * KIB, le=1 * MIB)
     max_headers: int = Field(default=256, ge=8, le=10_000)
@@ -147,7 +148,7 @@ class HepListenerConfig(BaseModel):
     no CAP_NET_RAW. Datagrams/connections from outside ``allowed_senders`` are dropped
     and counted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     address: IpAddress = "0.0.0.0"
     port: Port = 9060
@@ -169,7 +170,7 @@ class MirrorListenerConfig(BaseModel):
     CAP_NET_RAW. Datagrams from outside ``allowed_senders`` are dropped and counted;
     ``name`` is the ``listener`` label of its metrics (default ``tzsp:37008``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     protocol: ClassVar[Literal["tzsp", "vxlan"]]
 
     name: str | None = Field(default=None, pattern=POINT_NAME.pattern)
@@ -197,7 +198,7 @@ class VxlanListenerConfig(MirrorListenerConfig):
 class CaptureConfig(BaseModel):
     """Live capture (AF_PACKET TPACKET_V3 ring, `agent.capture.afpacket`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # Interface names, or ["any"] for every interface (Linux cooked capture).
     interfaces: list[str] = Field(default_factory=lambda: ["any"], min_length=1)
@@ -307,7 +308,7 @@ def _unspecified(address: str) -> bool:
 class ExporterConfig(BaseModel):
     """The Prometheus endpoint (``/metrics``, ``/``, ``/health``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # The loopback by default: nothing is served beyond the gateway until the admin
     # names the (LAN) address Prometheus reaches; README "Metrics and the exporter".
@@ -360,7 +361,7 @@ def join_listen(host: str, port: int) -> str:
 class CallLogConfig(BaseModel):
     """One record per ended call: to stdout (journald) or a file (reopened on SIGHUP)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     target: str = Field(default="-", min_length=1)  # "-" = stdout, else a file path
     format: Literal["json", "line"] = "json"  # JSON line, or one human-readable line
@@ -371,7 +372,7 @@ class EvidenceConfig(BaseModel):
     messages and RTP/RTCP headers, never audio, written under ``state_dir/directory``
     when the call violates its SLA (or every call). Off by default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     enabled: bool = False
     every_call: bool = False  # write every call's file, not only violated calls'
@@ -388,7 +389,7 @@ class EvidenceConfig(BaseModel):
 class HepCollectorConfig(BaseModel):
     """One HEP v3 collector that HEP out (`agent.export.hepout`) sends to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     address: str = Field(min_length=1)  # host name or IP literal of the collector
     port: int = Field(default=9060, ge=1, le=65535)
@@ -411,7 +412,7 @@ class HepCollectorConfig(BaseModel):
 class HepOutConfig(BaseModel):
     """HEP v3 out to HOMER collectors. Needs ``privacy: clear`` (see the README)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     collectors: list[HepCollectorConfig] = []
 
@@ -423,24 +424,33 @@ HEP_OUT_PRIVACY = (
     "dialogs (Via, Contact, tags, Content-Length)")
 
 
+# Start-up (bench/startup.py): every model here is ``defer_build``, so its validator is
+# built when something is first validated (a file, the environment, check-config), not
+# when the module loads; `analyze` without --config validates nothing: it runs on
+# `default_config()`. A section's default is its defaults unvalidated
+# (``model_construct``): the same values validation would give, as no section has a
+# validator that changes its defaults (tests/test_config.py holds it, section by
+# section). The SLA default is validated: it is built from a mapping of thresholds.
+
+
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     sla: SlaConfig = Field(default_factory=default_sla_config)
-    quality: QualityConfig = Field(default_factory=QualityConfig)
-    calls: CallsConfig = Field(default_factory=CallsConfig)
-    tables: TablesConfig = Field(default_factory=TablesConfig)
-    sip_limits: SipLimitsConfig = Field(default_factory=SipLimitsConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig.model_construct)
+    calls: CallsConfig = Field(default_factory=CallsConfig.model_construct)
+    tables: TablesConfig = Field(default_factory=TablesConfig.model_construct)
+    sip_limits: SipLimitsConfig = Field(default_factory=SipLimitsConfig.model_construct)
     # How numbers and SIP URIs appear in records: in clear, as a keyed hash, or dropped.
     privacy: Literal["clear", "hash", "drop"] = "hash"
     # How IP addresses appear in records (stream ends, URI hosts, exporters in point
     # names) when privacy is not clear: as measured, a keyed hash, or their /24 (/48).
     addresses: Literal["clear", "hash", "prefix"] = "clear"
-    capture: CaptureConfig = Field(default_factory=CaptureConfig)
-    exporter: ExporterConfig = Field(default_factory=ExporterConfig)
-    call_log: CallLogConfig = Field(default_factory=CallLogConfig)
-    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
-    hep_out: HepOutConfig = Field(default_factory=HepOutConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig.model_construct)
+    exporter: ExporterConfig = Field(default_factory=ExporterConfig.model_construct)
+    call_log: CallLogConfig = Field(default_factory=CallLogConfig.model_construct)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig.model_construct)
+    hep_out: HepOutConfig = Field(default_factory=HepOutConfig.model_construct)
     # Where the pseudonymisation key lives (systemd: StateDirectory=voipprobe).
     state_dir: Path = Path("/var/lib/voipprobe")
 
@@ -452,7 +462,14 @@ class Config(BaseModel):
 
     def to_yaml(self) -> str:
         """The effective configuration as YAML (what ``check-config`` prints)."""
+        import yaml
+
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def default_config() -> Config:
+    """The built-in defaults (what ``Config()`` validates to), without validating them."""
+    return Config.model_construct()
 
 
 ENV_PREFIX = "VOIPPROBE_"
@@ -527,6 +544,8 @@ def config_from_mapping(
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     if overrides:
+        import yaml
+
         data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the overrides may change
         for o in overrides:
             _set_path(data, o.path, o.value)
@@ -538,6 +557,8 @@ def config_from_mapping(
 
 def read_config_file(path: str | Path) -> Any:
     """The parsed YAML document of ``path`` (not validated); raise `ConfigError`."""
+    import yaml
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
@@ -586,6 +607,8 @@ def _env_value(raw: str, annotation: Any) -> Any:
     if text in ("null", "~"):
         return None
     if text[:1] in ("[", "{"):
+        import yaml
+
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError:

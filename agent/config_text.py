@@ -12,10 +12,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import yaml
 from pydantic import BaseModel
+
+if TYPE_CHECKING:  # yaml_error's callers caught a YAML error: yaml is loaded then
+    import yaml
 
 
 def unwrap(annotation: Any) -> Any:
@@ -75,6 +77,8 @@ def did_you_mean(model: type[BaseModel], loc: Sequence[int | str]) -> str:
 def yaml_error(err: yaml.YAMLError, source: str | Path, what: str = "") -> str:
     """``FILE:LINE:COLUMN: [what ]not valid YAML: problem`` (lines and columns from 1;
     ``what`` names the kind of file, e.g. ``"web config is"``)."""
+    import yaml
+
     lead = f"{what} not valid YAML" if what else "not valid YAML"
     if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark or err.context_mark

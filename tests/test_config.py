@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from agent.config import ConfigError, config_from_mapping, load_config
+from agent.config import Config, ConfigError, config_from_mapping, default_config, load_config
 from agent.sla import default_sla_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,3 +132,42 @@ def test_analyze_with_a_bad_config_exits_2_naming_the_field(tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "sla.profiles.default.min_mos_cq" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _unvalidated_defaults(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """The models whose ``model_construct`` is a default factory of a field of ``model``
+    or of a model below it."""
+    out: list[type[BaseModel]] = []
+    for info in model.model_fields.values():
+        factory = info.default_factory
+        owner = getattr(factory, "__self__", None)
+        if getattr(factory, "__name__", "") == "model_construct" and owner not in out:
+            out.append(owner)
+        for t in (info.annotation, *typing.get_args(info.annotation)):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out += [m for m in _unvalidated_defaults(t) if m not in out]
+    return out
+
+
+def test_the_unvalidated_defaults_are_what_validation_gives() -> None:
+    """`default_config()` (analyze without --config) and the sections' default factories
+    skip validation (start-up): each must equal what validating no settings gives."""
+    validated = config_from_mapping({})
+    built_in = default_config()
+    assert built_in == validated == Config()
+    assert built_in.model_dump() == validated.model_dump()
+    assert built_in.model_fields_set == validated.model_fields_set == set()
+    sections = _unvalidated_defaults(Config)
+    assert {s.__name__ for s in sections} >= {
+        "CaptureConfig", "ExporterConfig", "QualityConfig", "HepOutConfig", "CallsConfig"}
+    for section in sections:
+        constructed, checked = section.model_construct(), section.model_validate({})
+        assert constructed == checked, section.__name__
+        assert constructed.model_dump() == checked.model_dump(), section.__name__
+        assert constructed.model_fields_set == checked.model_fields_set, section.__name__
+    # and nothing was validated on the way (the validators are built at first use)
+    code = ("import agent.config as c; c.default_config(); "
+            "print(c.Config.__pydantic_complete__, c.CaptureConfig.__pydantic_complete__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert out.split() == ["False", "False"]

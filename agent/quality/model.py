@@ -72,7 +72,7 @@ class JitterBufferResult:
 class CodecOverride(BaseModel):
     """A user-supplied codec row (replaces or extends the G.113 table)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     ie: float = Field(ge=0.0)
     bpl: float = Field(gt=0.0)
@@ -84,7 +84,7 @@ class CodecOverride(BaseModel):
 class QualityConfig(BaseModel):
     """Quality model settings. Defaults are documented in docs/quality.md."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     # One-way network delay used in place of RTT/2 when no RTT was measured.
     # 20 ms: an office gateway to a national carrier SBC. Flagged "assumed".

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -221,6 +220,8 @@ def sla_config_from_mapping(data: Any, source: str = "<config>") -> SlaConfig:
 
 def parse_sla_config(text: str, source: str = "<string>") -> SlaConfig:
     """Parse YAML text into an :class:`SlaConfig`; raise :class:`SlaConfigError`."""
+    import yaml  # only a YAML source needs it (start-up: analyze reads none)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

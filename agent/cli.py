@@ -183,11 +183,9 @@ def _load_analyzer() -> None:
 
     Loading them is most of analyze's start-up, and what it allocates (modules,
     classes, functions) lives as long as the process: the ~100 collections it set
-    off cost 20-50 ms and found nothing to free. Once loaded, those objects are put
-    out of the collector's sight (``gc.freeze``). The engine then allocates many
-    small objects (messages, dialogs, records) and frees nearly all by reference
-    count, so cyclic garbage is collected less often (the same output; ~10 % less CPU
-    on the SIP workload, the same peak RSS).
+    off cost 20-50 ms and found nothing to free. Once loaded, the collector is set as
+    the agent's is (`agent.gctune`: what is loaded frozen, cyclic garbage collected
+    less often).
 
     numpy's OpenBLAS starts a thread per core when it loads, and they spin a while
     waiting for work; the probe does no floating-point linear algebra (its one matmul
@@ -204,9 +202,10 @@ def _load_analyzer() -> None:
         import agent.config
         import agent.engine  # noqa: F401
     finally:
-        gc.freeze()
         gc.enable()
-    gc.set_threshold(50_000, 20, 100)
+    from agent.gctune import tune_gc
+
+    tune_gc()
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -287,7 +287,9 @@ class Engine:
         sip_rows = np.array(sorted(parsed), np.int64)
         # UDP that is not SIP after all may be UDPTL (a UDPTL packet starts with its
         # sequence number, any byte): `_feed_rtp` tells, at its point of the signalling
-        rtp = np.union1d(rtp, np.setdiff1d(np.flatnonzero(udp & textual), sip_rows))
+        not_sip = np.setdiff1d(np.flatnonzero(udp & textual), sip_rows)
+        if not_sip.size:  # (a union sorts the whole batch's rows again)
+            rtp = np.union1d(rtp, not_sip)
         if self.shed_media:  # far behind: only signalling (SIP, RTCP) is processed
             keep = rtcp_like[rtp]
             self.route.shed_media_rows += int(rtp.size - np.count_nonzero(keep))

@@ -536,11 +536,11 @@ class CallTable:
         """A call's peer: its callee's, caller's, then its media destinations' (ended
         streams, and with ``running`` the running ones too: a live call's labels)."""
         sig = call.signalling
-        addrs = [sig.callee.addr, sig.caller.addr] + [s.key.dst_endpoint.addr
-                                                      for _, s in call.streams]
-        if running:
-            addrs += [k.dst_endpoint.addr for k in call.running]
-        return self._peer(addrs)
+        # endpoints, not their text, and lazily: with no peer configured none is looked at
+        addrs = itertools.chain((sig.callee, sig.caller),
+                                (s.key.dst_endpoint for _, s in call.streams),
+                                (k.dst_endpoint for k in call.running) if running else ())
+        return peer_label(addrs, self.config.sla.peers)
 
     def _rtt(self, streams: list[StreamStats]) -> tuple[float | None, str | None]:
         legs = [self.rtcp.leg_rtt_s(s.key.ssrc) for s in streams]

@@ -25,16 +25,22 @@ sets the config defines (``inbound``/``outbound``, peer names or ``other``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from agent.sla.config import OTHER_PEER, Peer, SlaProfile
 
 Direction = Literal["inbound", "outbound"]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# An address as membership tests compare it: (IP version, its integer value), an
+# IPv4-mapped IPv6 address as the IPv4 address it maps (what `ipaddress` would say).
+AddressKey = tuple[int, int]
+# A network as (IP version, first address, last address), integers.
+_Range = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,33 @@ REASON_NAMES: dict[str, tuple[str, Literal["min", "max"]]] = {
 }
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _ByIdentity(Generic[K, V]):
+    """What ``derive`` makes of an immutable object (a profile, a tuple of networks),
+    remembered by the object's identity: a lookup is one dict access, where hashing a
+    profile or a tuple of networks would cost more than what it saves. The entry holds
+    the object, so its id cannot be reused while remembered; at ``cap`` entries (config
+    reloads, callers that pass a fresh list each time) the cache starts over."""
+
+    def __init__(self, derive: Callable[[K], V], cap: int = 256) -> None:
+        self._derive = derive
+        self._cap = cap
+        self._entries: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        hit = self._entries.get(id(key))
+        if hit is not None and hit[0] is key:
+            return hit[1]
+        value = self._derive(key)
+        if len(self._entries) >= self._cap:
+            self._entries.clear()
+        self._entries[id(key)] = (key, value)
+        return value
+
+
 def violation_reason(threshold: str, value: float, limit: float) -> str:
     """A crossed threshold as people read it: ``quantity: value (min|max limit)``,
     e.g. ``media_dscp_compliance: 0.00 (min 0.95)``, ``jitter_ms: 41.27 (max 30)``.
@@ -199,15 +232,47 @@ def evaluate(profile: SlaProfile, measured: Measured) -> Verdict:
     )
 
 
-def _address(ip: str | IpAddress) -> IpAddress:
-    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+def _ip_key(addr: IpAddress) -> AddressKey:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped  # the RTP layer stores IPv4 as IPv4-mapped IPv6
-    return addr
+        addr = addr.ipv4_mapped  # the RTP layer stores IPv4 as IPv4-mapped IPv6
+    return addr.version, int(addr)
 
 
-def _within(addr: IpAddress, networks: Iterable[IpNetwork]) -> bool:
-    return any(addr.version == net.version and addr in net for net in networks)
+# Records and labels ask about the same few addresses again and again (as text: the
+# endpoints' `addr`); parsing one costs ~5 us. Bounded: a flood of new addresses evicts.
+@functools.lru_cache(maxsize=8192)
+def _text_key(ip: str) -> AddressKey:
+    return _ip_key(ipaddress.ip_address(ip))
+
+
+def address_key(ip: str | IpAddress) -> AddressKey:
+    """``ip`` as membership tests compare it (`AddressKey`); ValueError when a string is
+    not an IP literal."""
+    return _text_key(ip) if isinstance(ip, str) else _ip_key(ip)
+
+
+def words_key(hi: int, lo: int) -> AddressKey:
+    """The `AddressKey` of an address kept as (hi, lo) 64-bit words, IPv4-mapped for
+    IPv4 (`agent.decode.frames`): the same as :func:`address_key` of its text form."""
+    hi, lo = int(hi), int(lo)
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return 4, lo & 0xFFFFFFFF
+    return 6, (hi << 64) | lo
+
+
+def _make_ranges(networks: tuple[IpNetwork, ...]) -> tuple[_Range, ...]:
+    return tuple((n.version, int(n.network_address), int(n.broadcast_address))
+                 for n in networks)
+
+
+_ranges: _ByIdentity[tuple[IpNetwork, ...], tuple[_Range, ...]] = _ByIdentity(_make_ranges)
+
+
+def _within(key: AddressKey, networks: Iterable[IpNetwork]) -> bool:
+    """``ipaddress``'s ``addr in net`` for any of ``networks`` of the address's version."""
+    version, value = key
+    nets = networks if isinstance(networks, tuple) else tuple(networks)
+    return any(version == v and first <= value <= last for v, first, last in _ranges(nets))
 
 
 def direction_of(
@@ -218,9 +283,15 @@ def direction_of(
     ``None`` when both or neither side is local (e.g. no local networks set);
     the caller then labels directions ``a_to_b``/``b_to_a``.
     """
-    nets = tuple(local_networks)
-    src_local = _within(_address(src_ip), nets)
-    dst_local = _within(_address(dst_ip), nets)
+    return direction_of_keys(address_key(src_ip), address_key(dst_ip), local_networks)
+
+
+def direction_of_keys(src: AddressKey, dst: AddressKey,
+                      local_networks: Iterable[IpNetwork]) -> Direction | None:
+    """:func:`direction_of` of two addresses given as `AddressKey`s."""
+    nets = local_networks if isinstance(local_networks, tuple) else tuple(local_networks)
+    src_local = _within(src, nets)
+    dst_local = _within(dst, nets)
     if dst_local and not src_local:
         return "inbound"
     if src_local and not dst_local:
@@ -230,8 +301,12 @@ def direction_of(
 
 def peer_of(ip: str | IpAddress, peers: Iterable[Peer]) -> str:
     """Name of the first configured peer whose networks hold ``ip``, else ``other``."""
-    addr = _address(ip)
+    return peer_of_key(address_key(ip), peers)
+
+
+def peer_of_key(key: AddressKey, peers: Iterable[Peer]) -> str:
+    """:func:`peer_of` of an address given as an `AddressKey`."""
     for peer in peers:
-        if _within(addr, peer.networks):
+        if _within(key, peer.networks):
             return peer.name
     return OTHER_PEER

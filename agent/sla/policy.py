@@ -129,6 +129,11 @@ assert {m for _, m, _ in THRESHOLDS} | {m for _, m in DSCP_CHECKS} | {
     m for _, m, _ in REQUIREMENTS
 } == {f.name for f in fields(Measured)}
 
+#: The `Measured` fields of a call as a whole rather than of one media direction
+#: (:func:`evaluate_call`).
+CALL_MEASURES = frozenset({"setup_delay_s", "signalling_dscp_packets", "media_directions"})
+assert {f.name for f in fields(Measured)} >= CALL_MEASURES
+
 
 #: profile field -> (the measured quantity a reason names, "min" or "max")
 REASON_NAMES: dict[str, tuple[str, Literal["min", "max"]]] = {
@@ -137,6 +142,8 @@ REASON_NAMES: dict[str, tuple[str, Literal["min", "max"]]] = {
     **{t: (m, "min") for t, m, _ in REQUIREMENTS},
 }
 
+
+_COUNTS = frozenset(t for t, _, _ in REQUIREMENTS)  # thresholds whose value is a count
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -165,6 +172,41 @@ class _ByIdentity(Generic[K, V]):
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A profile's checks, only those it sets, in :func:`evaluate`'s order."""
+
+    thresholds: tuple[tuple[str, str, bool, float], ...]  # (name, Measured field, is min, limit)
+    # (name, Measured field, accepted values, the same as a set)
+    dscp: tuple[tuple[str, str, tuple[int, ...], frozenset[int]], ...]
+    requirements: tuple[tuple[str, str, int], ...]  # (name, Measured field, required count)
+
+
+def _make_plan(profile: SlaProfile) -> _Plan:
+    return _Plan(
+        thresholds=tuple((name, attr, kind == "min", getattr(profile, name))
+                         for name, attr, kind in THRESHOLDS
+                         if getattr(profile, name) is not None),
+        dscp=tuple((name, attr, tuple(accepted), frozenset(accepted))
+                   for name, attr in DSCP_CHECKS
+                   if (accepted := getattr(profile, name)) is not None),
+        requirements=tuple(r for r in REQUIREMENTS if getattr(profile, r[0])),
+    )
+
+
+def _make_call_plan(profile: SlaProfile) -> _Plan:
+    plan = _plan(profile)
+    return _Plan(
+        thresholds=tuple(c for c in plan.thresholds if c[1] in CALL_MEASURES),
+        dscp=tuple(c for c in plan.dscp if c[1] in CALL_MEASURES),
+        requirements=tuple(c for c in plan.requirements if c[1] in CALL_MEASURES),
+    )
+
+
+_plan: _ByIdentity[SlaProfile, _Plan] = _ByIdentity(_make_plan)
+_call_plan: _ByIdentity[SlaProfile, _Plan] = _ByIdentity(_make_call_plan)
+
+
 def violation_reason(threshold: str, value: float, limit: float) -> str:
     """A crossed threshold as people read it: ``quantity: value (min|max limit)``,
     e.g. ``media_dscp_compliance: 0.00 (min 0.95)``, ``jitter_ms: 41.27 (max 30)``.
@@ -173,53 +215,65 @@ def violation_reason(threshold: str, value: float, limit: float) -> str:
     so ``loss_ratio: 0.015 (max 0.01)`` never reads ``0.01 (max 0.01)``."""
     name, kind = REASON_NAMES.get(threshold, (threshold, "max"))
     shown = f"{limit:g}"
-    if threshold in {t for t, _, _ in REQUIREMENTS}:  # a count: "media_directions: 1 (min 2)"
+    if threshold in _COUNTS:  # a count: "media_directions: 1 (min 2)"
         return f"{name}: {value:g} ({kind} {shown})"
+    printed_limit = float(shown)
     for places in range(2, 7):
         text = f"{value:.{places}f}"
-        if float(text) != float(shown):
+        if float(text) != printed_limit:
             break
     return f"{name}: {text} ({kind} {shown})"
 
 
 def dscp_compliance_ratio(packets: Mapping[int, int], accepted: Iterable[int]) -> float | None:
     """Share of packets whose DSCP is accepted; ``None`` when there were no packets."""
-    total = sum(packets.values())
+    ok = accepted if isinstance(accepted, (frozenset, set, tuple, list)) else set(accepted)
+    total = in_ok = 0
+    for dscp, n in packets.items():
+        total += n
+        if dscp in ok:
+            in_ok += n
     if total <= 0:
         return None
-    ok = set(accepted)
-    return sum(n for dscp, n in packets.items() if dscp in ok) / total
+    return in_ok / total
 
 
 def evaluate(profile: SlaProfile, measured: Measured) -> Verdict:
     """Judge ``measured`` against every threshold ``profile`` sets."""
+    return _judge(profile, _plan(profile), functools.partial(getattr, measured))
+
+
+def evaluate_call(profile: SlaProfile, *, setup_delay_s: float | None,
+                  signalling_dscp_packets: Mapping[int, int] | None,
+                  media_directions: int | None) -> Verdict:
+    """Judge the call's own measures (:data:`CALL_MEASURES`) against ``profile``: the
+    violations of ``evaluate(profile, Measured(<these alone>))``, and ``not_judged``
+    only among the thresholds of these measures. Builds no `Measured`: every call's
+    record asks this, a flood of INVITEs included."""
+    values = {"setup_delay_s": setup_delay_s,
+              "signalling_dscp_packets": signalling_dscp_packets or None,
+              "media_directions": media_directions}
+    return _judge(profile, _call_plan(profile), values.__getitem__)
+
+
+def _judge(profile: SlaProfile, plan: _Plan, value_of: Callable[[str], Any]) -> Verdict:
     violations: list[Violation] = []
     not_judged: list[str] = []
-    for name, attr, kind in THRESHOLDS:
-        limit: float | None = getattr(profile, name)
-        value: float | None = getattr(measured, attr)
-        if limit is None:
-            continue
+    for name, attr, is_min, limit in plan.thresholds:
+        value: float | None = value_of(attr)
         if value is None:
             not_judged.append(name)
-        elif (value < limit) if kind == "min" else (value > limit):
+        elif (value < limit) if is_min else (value > limit):
             violations.append(Violation(name, limit, value))
-    for name, attr in DSCP_CHECKS:
-        accepted: tuple[int, ...] | None = getattr(profile, name)
-        packets: Mapping[int, int] | None = getattr(measured, attr)
-        if accepted is None:
-            continue
-        ratio = dscp_compliance_ratio(packets, accepted) if packets is not None else None
+    for name, attr, accepted, ok in plan.dscp:
+        packets: Mapping[int, int] | None = value_of(attr)
+        ratio = dscp_compliance_ratio(packets, ok) if packets is not None else None
         if ratio is None:
             not_judged.append(name)
         elif ratio < profile.min_dscp_compliance_ratio:
-            violations.append(
-                Violation(name, profile.min_dscp_compliance_ratio, ratio, tuple(accepted))
-            )
-    for name, attr, required in REQUIREMENTS:
-        if not getattr(profile, name):
-            continue
-        count: int | None = getattr(measured, attr)
+            violations.append(Violation(name, profile.min_dscp_compliance_ratio, ratio, accepted))
+    for name, attr, required in plan.requirements:
+        count: int | None = value_of(attr)
         if count is None:
             not_judged.append(name)
         elif count < required:

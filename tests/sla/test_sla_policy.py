@@ -13,6 +13,7 @@ from agent.decode.frames import format_addr
 from agent.sla import Measured, default_sla_config, direction_of, evaluate, peer_of
 from agent.sla.config import Peer, SlaProfile
 from agent.sla.policy import (
+    CALL_MEASURES,
     DSCP_CHECKS,
     REASON_NAMES,
     REQUIREMENTS,
@@ -20,6 +21,7 @@ from agent.sla.policy import (
     Violation,
     address_key,
     dscp_compliance_ratio,
+    evaluate_call,
     violation_reason,
     words_key,
 )
@@ -290,3 +292,41 @@ def test_bad_address_text_still_raises() -> None:
         direction_of("not-an-ip", "10.0.0.1", LOCAL)
     with pytest.raises(ValueError):
         peer_of("10.0.0.300", PEERS)
+
+
+@pytest.mark.parametrize("profile", [DEFAULT, FULL, TWO_WAY, SlaProfile(name="empty")])
+@pytest.mark.parametrize("setup", [None, 0.5, 3.0, 3.5])
+@pytest.mark.parametrize("sig", [None, {}, {24: 6}, {0: 5, 40: 1}])
+@pytest.mark.parametrize("directions", [None, 0, 1, 2])
+def test_evaluate_call_is_evaluate_of_the_call_measures(
+        profile: SlaProfile, setup: float | None, sig: dict[int, int] | None,
+        directions: int | None) -> None:
+    full = evaluate(profile, Measured(setup_delay_s=setup, signalling_dscp_packets=sig,
+                                      media_directions=directions))
+    call = evaluate_call(profile, setup_delay_s=setup, signalling_dscp_packets=sig,
+                         media_directions=directions)
+    assert (call.verdict, call.profile, call.violations) == (
+        full.verdict, full.profile, full.violations)
+    call_thresholds = {t for t, m, _ in THRESHOLDS if m in CALL_MEASURES} | {
+        t for t, m in DSCP_CHECKS if m in CALL_MEASURES} | {
+        t for t, m, _ in REQUIREMENTS if m in CALL_MEASURES}
+    assert call.not_judged == tuple(n for n in full.not_judged if n in call_thresholds)
+
+
+def test_each_profile_object_is_judged_by_its_own_thresholds() -> None:
+    """Plans are remembered per profile object: a copy with other limits, or a profile
+    built anew each time, is judged by its own."""
+    m = Measured(jitter_ms=25.0)
+    for _ in range(3):
+        assert evaluate(FULL, m).violations == (Violation("max_jitter_ms", 20.0, 25.0),)
+        loose = FULL.model_copy(update={"max_jitter_ms": 30.0})
+        assert evaluate(loose, m).met
+        assert evaluate(SlaProfile(name="x", max_jitter_ms=24.0), m).violations == (
+            Violation("max_jitter_ms", 24.0, 25.0),)
+
+
+def test_dscp_compliance_ratio_takes_any_iterable() -> None:
+    packets = {46: 3, 0: 1, 26: 4}
+    for accepted in ([46, 26], (46, 26), {46, 26}, frozenset({46, 26}), iter([46, 26])):
+        assert dscp_compliance_ratio(packets, accepted) == 7 / 8
+    assert dscp_compliance_ratio({46: 0}, [46]) is None

@@ -125,12 +125,16 @@ def judge_direction(
     mos_min: float | None = None,
     ptime_ms: float | None = None,
     media_directions: int | None = None,
+    where: Mapping[str, object] | None = None,
 ) -> DirectionRecord:
-    """Measure, rate and judge one direction of a call (rate and judge only audio)."""
+    """Measure, rate and judge one direction of a call (rate and judge only audio).
+    ``where``: more `DirectionRecord` fields (where it was measured, its path), set in
+    the record as it is built rather than copied into it after."""
+    more = where or {}
     if not s.rated:
         return DirectionRecord(direction=direction, media=s.media, stream=stream_record(s),
                                rtcp=rtcp_record(remote, s.clock_rate), quality=None,
-                               dscp_compliance_ratio=None, sla=None)
+                               dscp_compliance_ratio=None, sla=None, **more)
     q = quality_of(s, rtt_s, cfg, ptime_ms)
     measured = Measured(
         # a MOS on assumed codec figures is not judged (like an assumed delay)
@@ -155,6 +159,7 @@ def judge_direction(
             None if accepted is None else _round(dscp_compliance_ratio(s.dscp, accepted))
         ),
         sla=sla_record(evaluate(profile, measured)),
+        **more,
     )
 
 

@@ -9,7 +9,13 @@ import pytest
 from callsbuild import stream
 
 from agent.calls.judge import call_verdict, judge_direction, sla_record
-from agent.calls.record import DirectionRecord, SlaRecord
+from agent.calls.record import (
+    DirectionRecord,
+    LossBetweenRecord,
+    PointRecord,
+    SlaRecord,
+    stream_record,
+)
 from agent.config import Config
 from agent.rtp.model import StreamStats
 from agent.sla.config import SlaProfile
@@ -25,10 +31,31 @@ PROFILES = [
 ]
 A = stream(("198.18.7.1", 16000), ("198.19.8.2", 20000), 1, lost=30, jitter_ms=12.0, dscp=0)
 B = stream(("198.19.8.2", 20000), ("198.18.7.1", 16000), 2)
-def _direction(name: str, s: StreamStats, profile: SlaProfile) -> DirectionRecord:
+WHERE: dict[str, object] = {
+    "point": "eth0:in",
+    "points": [PointRecord(point="eth0:in", packets=10, lost=0, loss_ratio=0.0, duplicates=0,
+                           jitter_ms=1.0, first_ts=1.0, last_ts=2.0)],
+    "loss_between_points": [LossBetweenRecord(upstream="a", downstream="b", lost=1,
+                                              loss_ratio=0.1)],
+    "event_streams": [stream_record(B)],
+}
+
+
+def _direction(name: str, s: StreamStats, profile: SlaProfile,
+               where: Mapping[str, object] | None = None) -> DirectionRecord:
     return judge_direction(name, s, profile=profile, cfg=CFG, rtt_s=0.04, remote=None,
                            setup_delay_s=0.2, signalling_dscp={0: 3, 26: 1},
-                           media_directions=1)
+                           media_directions=1, where=where)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("s", [A, B, replace(A, media="video")])
+def test_where_is_the_record_copied_with_it(profile: SlaProfile, s: StreamStats) -> None:
+    plain = _direction("a_to_b", s, profile)
+    built = _direction("a_to_b", s, profile, where=WHERE)
+    copied = plain.model_copy(update=WHERE)
+    assert built == copied
+    assert built.model_dump_json() == copied.model_dump_json()
 
 
 def _reference_verdict(profile: SlaProfile, directions: list[DirectionRecord],

@@ -32,7 +32,14 @@ from agent.quality.model import DirectionInput, JitterBufferResult, Quality, com
 from agent.rtcp.monitor import RemoteReport
 from agent.rtp.model import StreamStats
 from agent.sla.config import SlaProfile
-from agent.sla.policy import REQUIREMENTS, Measured, Verdict, dscp_compliance_ratio, evaluate
+from agent.sla.policy import (
+    REQUIREMENTS,
+    Measured,
+    Verdict,
+    dscp_compliance_ratio,
+    evaluate,
+    evaluate_call,
+)
 
 
 def jitter_buffer_of(s: StreamStats) -> JitterBufferResult | None:
@@ -93,14 +100,16 @@ def rtcp_record(r: RemoteReport | None, clock_rate: int | None) -> RtcpRecord | 
 
 
 def sla_record(v: Verdict) -> SlaRecord:
-    return SlaRecord(
-        verdict=v.verdict, profile=v.profile, not_judged=list(v.not_judged),
-        violations=[
-            ViolationRecord(threshold=x.threshold, limit=x.limit, value=round(x.value, 6),
-                            accepted=list(x.accepted) or None, reason=x.reason)
-            for x in v.violations
-        ],
-    )
+    return SlaRecord(verdict=v.verdict, profile=v.profile, not_judged=list(v.not_judged),
+                     violations=_violation_records(v))
+
+
+def _violation_records(v: Verdict) -> list[ViolationRecord]:
+    return [
+        ViolationRecord(threshold=x.threshold, limit=x.limit, value=round(x.value, 6),
+                        accepted=list(x.accepted) or None, reason=x.reason)
+        for x in v.violations
+    ]
 
 
 def judge_direction(
@@ -116,12 +125,16 @@ def judge_direction(
     mos_min: float | None = None,
     ptime_ms: float | None = None,
     media_directions: int | None = None,
+    where: Mapping[str, object] | None = None,
 ) -> DirectionRecord:
-    """Measure, rate and judge one direction of a call (rate and judge only audio)."""
+    """Measure, rate and judge one direction of a call (rate and judge only audio).
+    ``where``: more `DirectionRecord` fields (where it was measured, its path), set in
+    the record as it is built rather than copied into it after."""
+    more = where or {}
     if not s.rated:
         return DirectionRecord(direction=direction, media=s.media, stream=stream_record(s),
                                rtcp=rtcp_record(remote, s.clock_rate), quality=None,
-                               dscp_compliance_ratio=None, sla=None)
+                               dscp_compliance_ratio=None, sla=None, **more)
     q = quality_of(s, rtt_s, cfg, ptime_ms)
     measured = Measured(
         # a MOS on assumed codec figures is not judged (like an assumed delay)
@@ -146,6 +159,7 @@ def judge_direction(
             None if accepted is None else _round(dscp_compliance_ratio(s.dscp, accepted))
         ),
         sla=sla_record(evaluate(profile, measured)),
+        **more,
     )
 
 
@@ -157,25 +171,24 @@ def call_verdict(profile: SlaProfile, directions: list[DirectionRecord],
     signalling checks and the requirements (two-way media), which also hold for a call
     with no direction."""
     judged = [d.sla for d in directions if d.sla is not None]
-    sig = evaluate(profile, Measured(
-        setup_delay_s=setup_delay_s,
-        signalling_dscp_packets=dict(signalling_dscp) if signalling_dscp else None,
-        media_directions=media_directions,
-    ))
-    required = {name for name, _, _ in REQUIREMENTS}
-    seen: set[tuple[str, float]] = set()
-    violations: list[ViolationRecord] = []
-    for v in [*sla_record(sig).violations, *(x for j in judged for x in j.violations)]:
-        if (v.threshold, v.value) not in seen:
-            seen.add((v.threshold, v.value))
-            violations.append(v)
-    return SlaRecord(
-        verdict="violated" if violations else "met",
-        profile=profile.name,
-        violations=violations,
-        not_judged=sorted({n for j in judged for n in j.not_judged}
-                          | (required & set(sig.not_judged))),
-    )
+    sig = evaluate_call(profile, setup_delay_s=setup_delay_s,
+                        signalling_dscp_packets=signalling_dscp,
+                        media_directions=media_directions)
+    violations = _violation_records(sig)  # the call's own: one per threshold
+    not_judged = set(sig.not_judged) & _REQUIRED
+    if judged:  # and each direction's, the first of those alike (threshold and value)
+        seen = {(v.threshold, v.value) for v in violations}
+        for j in judged:
+            for v in j.violations:
+                if (v.threshold, v.value) not in seen:
+                    seen.add((v.threshold, v.value))
+                    violations.append(v)
+            not_judged.update(j.not_judged)
+    return SlaRecord(verdict="violated" if violations else "met", profile=profile.name,
+                     violations=violations, not_judged=sorted(not_judged))
+
+
+_REQUIRED = frozenset(name for name, _, _ in REQUIREMENTS)
 
 
 def _round(x: float | None) -> float | None:

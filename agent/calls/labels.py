@@ -26,11 +26,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.decode.endpoint import Endpoint
-from agent.decode.frames import format_addr
 from agent.media.codecs import lookup_codec
 from agent.media.payloads import MediaKind, media_kind
 from agent.sla.config import OTHER_PEER, Peer
-from agent.sla.policy import IpNetwork, direction_of, peer_of
+from agent.sla.policy import (
+    AddressKey,
+    IpNetwork,
+    address_key,
+    direction_of_keys,
+    peer_of_key,
+    words_key,
+)
 
 OTHER = "other"
 UNKNOWN = "unknown"
@@ -65,24 +71,30 @@ def codec_label(name: str | None) -> str:
     return row.name if row.known else OTHER
 
 
-def peer_label(addrs: Iterable[str], peers: Iterable[Peer]) -> str:
-    """The first configured peer holding one of ``addrs`` (in order), else ``other``."""
+def peer_label(addrs: Iterable[str | Endpoint], peers: Iterable[Peer]) -> str:
+    """The first configured peer holding one of ``addrs`` (addresses as text, or the
+    endpoints themselves: no text is made then), tried in order, else ``other``.
+    ``addrs`` is not iterated when no peer is configured."""
     peers = tuple(peers)
     if not peers:
         return OTHER_PEER
     for a in addrs:
-        p = peer_of(a, peers)
+        p = peer_of_key(_key(a), peers)
         if p != OTHER_PEER:
             return p
     return OTHER_PEER
 
 
-def direction_label(src: str, dst: str, local_networks: Iterable[IpNetwork],
-                    toward_callee: bool | None) -> str:
+def _key(a: str | Endpoint) -> AddressKey:
+    return address_key(a) if isinstance(a, str) else words_key(a.hi, a.lo)
+
+
+def direction_label(src: str | Endpoint, dst: str | Endpoint,
+                    local_networks: Iterable[IpNetwork], toward_callee: bool | None) -> str:
     """``inbound``/``outbound`` by the local networks, else ``a_to_b`` when the media
     flows toward the callee, ``b_to_a`` toward the caller, ``unknown`` when neither
-    is known (``toward_callee`` None)."""
-    d = direction_of(src, dst, local_networks)
+    is known (``toward_callee`` None). Addresses as text or as the endpoints."""
+    d = direction_of_keys(_key(src), _key(dst), local_networks)
     if d is not None:
         return d
     if toward_callee is None:
@@ -96,11 +108,11 @@ def message_peer(peers: Iterable[Peer]) -> Callable[[Endpoint, Endpoint], str]:
     bound = tuple(peers)
 
     # An address's peer, remembered for the few thousand most recent addresses (a SIP
-    # flood from random sources evicts, it cannot grow the cache): a lookup formats and
-    # parses the address, ~5 us, once per address rather than once per message.
+    # flood from random sources evicts, it cannot grow the cache): a lookup walks every
+    # peer's networks, once per address rather than once per message.
     @functools.lru_cache(maxsize=MESSAGE_PEER_CACHE)
     def of(hi: int, lo: int) -> str:
-        return peer_of(format_addr(hi, lo), bound)
+        return peer_of_key(words_key(hi, lo), bound)
 
     def peer(src: Endpoint, dst: Endpoint) -> str:
         if not bound:

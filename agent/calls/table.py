@@ -95,6 +95,7 @@ from agent.sip.events import (
     SipEvent,
 )
 from agent.sip.tracker import SipTracker
+from agent.sla.config import SlaProfile
 from agent.sla.policy import dscp_compliance_ratio
 
 TELEPHONE_EVENT_NAME = TELEPHONE_EVENT.name
@@ -573,11 +574,11 @@ class CallTable:
         """A call's peer: its callee's, caller's, then its media destinations' (ended
         streams, and with ``running`` the running ones too: a live call's labels)."""
         sig = call.signalling
-        addrs = [sig.callee.addr, sig.caller.addr] + [s.key.dst_endpoint.addr
-                                                      for _, s in call.streams]
-        if running:
-            addrs += [k.dst_endpoint.addr for k in call.running]
-        return self._peer(addrs)
+        # endpoints, not their text, and lazily: with no peer configured none is looked at
+        addrs = itertools.chain((sig.callee, sig.caller),
+                                (s.key.dst_endpoint for _, s in call.streams),
+                                (k.dst_endpoint for k in call.running) if running else ())
+        return peer_label(addrs, self.config.sla.peers)
 
     def _rtt(self, streams: list[StreamStats]) -> tuple[float | None, str | None]:
         legs = [self.rtcp.leg_rtt_s(s.key.ssrc) for s in streams]
@@ -594,27 +595,16 @@ class CallTable:
         peer = self._call_peer(call)
         profile = self.config.sla.profile_for_peer(peer)
         setup = sig.setup_delay_s
-        media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
-        named = self._judged(group(media))  # one direction per path
-        seen = [d for _, d in named]
-        rtt_s, rtt_source = self._rtt([d.main for d in seen])
         end_ts = sig.end_ts if sig.end_ts is not None else max(
             [s.last_ts for s in streams] or [sig.invite_ts])
         two_way = two_way_media(call.streams, sig, end_ts, profile.two_way_media_after_s)
         counted = two_way.directions if two_way.judged else None
-        directions = [
-            self._along_path(d, judge_direction(
-                name, d.main, profile=profile,
-                cfg=self.config, rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc),
-                setup_delay_s=setup, signalling_dscp=sig.signalling_dscp,
-                mos_min=self._mos_min(d), media_directions=counted,
-            ), events.get(_path(d.main), []))
-            for name, d in named
-        ]
-        if call.reports:
-            directions = self._endpoint_reports(call, directions, [d.main for d in seen])
+        # a call without media at the probe (most of an INVITE flood) has no direction
+        directions, rtt_s, rtt_source = (self._directions(call, profile, counted)
+                                         if streams else ([], None, None))
+        sig_dscp = sig.signalling_dscp
         sig_ok = (None if profile.signalling_dscp is None
-                  else dscp_compliance_ratio(sig.signalling_dscp, profile.signalling_dscp))
+                  else dscp_compliance_ratio(sig_dscp, profile.signalling_dscp))
         return CallRecord(
             call_id=sig.call_id, from_=sig.from_uri, to=sig.to_uri, peer=peer,
             transport=sig.transport, final_status=sig.final_status,
@@ -625,15 +615,38 @@ class CallTable:
             duration_s=_r(None if sig.answer_ts is None else end_ts - sig.answer_ts),
             disconnect_delay_s=_r(None if sig.disconnect_ts is None or sig.bye_ts is None
                                   else sig.disconnect_ts - sig.bye_ts),
-            codec=_codec(streams), media_at_probe=bool(streams),
+            codec=_codec(streams) if streams else None, media_at_probe=bool(streams),
             media_seen=two_way.seen, one_way_media=two_way.one_way,
             rtt_ms=None if rtt_s is None else round(rtt_s * 1000, 3),
             rtt_source=rtt_source,
-            signalling_dscp={str(k): v for k, v in sorted(sig.signalling_dscp.items())},
+            signalling_dscp={str(k): v for k, v in sorted(sig_dscp.items())},
             signalling_dscp_compliance_ratio=_r(sig_ok),
             directions=directions,
-            sla=call_verdict(profile, directions, setup, sig.signalling_dscp, counted),
+            sla=call_verdict(profile, directions, setup, sig_dscp, counted),
         )
+
+    def _directions(self, call: _Call, profile: SlaProfile, counted: int | None,
+                    ) -> tuple[list[DirectionRecord], float | None, str | None]:
+        """A call's directions (one per path), each measured, rated and judged, and the
+        round trip (ms and its source) they were rated with."""
+        sig = call.signalling
+        media, events = _split_events(sorted(call.streams, key=lambda t: t[1].first_ts))
+        named = self._judged(group(media))  # one direction per path
+        seen = [d for _, d in named]
+        rtt_s, rtt_source = self._rtt([d.main for d in seen])
+        directions = [
+            judge_direction(
+                name, d.main, profile=profile,
+                cfg=self.config, rtt_s=rtt_s, remote=self.rtcp.report_about(d.main.key.ssrc),
+                setup_delay_s=sig.setup_delay_s, signalling_dscp=sig.signalling_dscp,
+                mos_min=self._mos_min(d), media_directions=counted,
+                where=self._where(d, events.get(_path(d.main))),
+            )
+            for name, d in named
+        ]
+        if call.reports:
+            directions = self._endpoint_reports(call, directions, [d.main for d in seen])
+        return directions, rtt_s, rtt_source
 
     def _endpoint_reports(self, call: _Call, directions: list[DirectionRecord],
                           streams: list[StreamStats]) -> list[DirectionRecord]:
@@ -692,15 +705,20 @@ class CallTable:
                     events: list[StreamRecord] | None = None) -> DirectionRecord:
         """The direction's record with where it was measured, and its path when it was
         seen at several points (agent/calls/paths.py)."""
+        return rec.model_copy(update=self._where(d, events))
+
+    def _where(self, d: Sighted, events: list[StreamRecord] | None = None) -> dict[str, object]:
+        """`DirectionRecord` fields of where a direction was measured: its point, and its
+        path when it was seen at several points; its event-only streams, if any."""
         names = self.config.capture.point_names
-        update: dict[str, object] = {
+        where: dict[str, object] = {
             "point": display(d.main.key.point, names) or None,
             "points": point_records(d, names),
             "loss_between_points": losses_between(d, names),
         }
         if events:
-            update["event_streams"] = events
-        return rec.model_copy(update=update)
+            where["event_streams"] = events
+        return where
 
     def _evict(self, now: float) -> list[Event]:
         """The table is full: a call's record is made now. Ended calls (lingering for late

@@ -119,7 +119,8 @@ def format_addr(hi: int, lo: int) -> str:
 @functools.lru_cache(maxsize=8192)  # the same endpoints recur in every message of a call
 def _format_addr(hi: int, lo: int) -> str:
     if hi == 0 and (lo >> 32) == 0xFFFF:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+        # what str(IPv4Address) prints, without building one (a flood of new sources)
+        return f"{(lo >> 24) & 0xFF}.{(lo >> 16) & 0xFF}.{(lo >> 8) & 0xFF}.{lo & 0xFF}"
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 

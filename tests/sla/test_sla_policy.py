@@ -6,17 +6,24 @@ import ipaddress
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agent.decode.frames import format_addr
 from agent.sla import Measured, default_sla_config, direction_of, evaluate, peer_of
 from agent.sla.config import Peer, SlaProfile
 from agent.sla.policy import (
+    CALL_MEASURES,
     DSCP_CHECKS,
     REASON_NAMES,
     REQUIREMENTS,
     THRESHOLDS,
     Violation,
+    address_key,
     dscp_compliance_ratio,
+    evaluate_call,
     violation_reason,
+    words_key,
 )
 
 DEFAULT = default_sla_config().profiles["default"]
@@ -221,3 +228,105 @@ def test_two_way_media_not_judged_when_not_measured_or_not_required() -> None:
     assert v.met and v.not_judged == ("require_two_way_media",)
     off = evaluate(FULL, replace(GOOD, media_directions=1))  # not required: nothing said
     assert off.met and "require_two_way_media" not in off.not_judged
+
+
+# -- the fast paths, held to the plain forms they replace -----------------------------------
+
+def _reference_within(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+                      networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Membership as `ipaddress` says it (the IPv4-mapped form is its IPv4 address)."""
+    a = ipaddress.ip_address(addr) if isinstance(addr, str) else addr
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return any(a.version == n.version and a in n for n in networks)
+
+
+def _address(draw_v4: bool, value: int, mapped: bool) -> str:
+    if draw_v4:
+        v4 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+        return f"::ffff:{v4}" if mapped else str(v4)
+    return str(ipaddress.IPv6Address(value))
+
+
+_nets = st.lists(
+    st.builds(
+        lambda v4, value, prefix: ipaddress.ip_network(
+            (value & 0xFFFFFFFF, prefix % 33) if v4 else (value, prefix), strict=False),
+        st.booleans(), st.integers(0, 2**128 - 1), st.integers(0, 128)),
+    max_size=4)
+_addrs = st.builds(_address, st.booleans(), st.integers(0, 2**128 - 1), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(nets=_nets, src=_addrs, dst=_addrs, as_object=st.booleans())
+def test_direction_and_peer_match_ipaddress_membership(
+        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network], src: str, dst: str,
+        as_object: bool) -> None:
+    """Membership by integer ranges (`_within`) says what `ipaddress` says, for text and
+    address objects, IPv4, IPv6 and IPv4-mapped alike."""
+    s: str | ipaddress.IPv4Address | ipaddress.IPv6Address = src
+    d: str | ipaddress.IPv4Address | ipaddress.IPv6Address = dst
+    if as_object:
+        s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    src_local, dst_local = _reference_within(s, nets), _reference_within(d, nets)
+    want = ("inbound" if dst_local and not src_local
+            else "outbound" if src_local and not dst_local else None)
+    assert direction_of(s, d, nets) == want
+    assert direction_of(s, d, tuple(nets)) == want
+    peers = [Peer(name=f"p{i}", networks=(n,)) for i, n in enumerate(nets)]
+    want_peer = next((p.name for p in peers if _reference_within(s, list(p.networks))),
+                     "other")
+    assert peer_of(s, peers) == want_peer
+
+
+@settings(max_examples=300, deadline=None)
+@given(hi=st.integers(0, 2**64 - 1), lo=st.integers(0, 2**64 - 1), v4=st.booleans())
+def test_words_key_is_the_key_of_the_text_form(hi: int, lo: int, v4: bool) -> None:
+    if v4:
+        hi, lo = 0, (0xFFFF << 32) | (lo & 0xFFFFFFFF)
+    assert words_key(hi, lo) == address_key(format_addr(hi, lo))
+
+
+def test_bad_address_text_still_raises() -> None:
+    with pytest.raises(ValueError):
+        direction_of("not-an-ip", "10.0.0.1", LOCAL)
+    with pytest.raises(ValueError):
+        peer_of("10.0.0.300", PEERS)
+
+
+@pytest.mark.parametrize("profile", [DEFAULT, FULL, TWO_WAY, SlaProfile(name="empty")])
+@pytest.mark.parametrize("setup", [None, 0.5, 3.0, 3.5])
+@pytest.mark.parametrize("sig", [None, {}, {24: 6}, {0: 5, 40: 1}])
+@pytest.mark.parametrize("directions", [None, 0, 1, 2])
+def test_evaluate_call_is_evaluate_of_the_call_measures(
+        profile: SlaProfile, setup: float | None, sig: dict[int, int] | None,
+        directions: int | None) -> None:
+    full = evaluate(profile, Measured(setup_delay_s=setup, signalling_dscp_packets=sig,
+                                      media_directions=directions))
+    call = evaluate_call(profile, setup_delay_s=setup, signalling_dscp_packets=sig,
+                         media_directions=directions)
+    assert (call.verdict, call.profile, call.violations) == (
+        full.verdict, full.profile, full.violations)
+    call_thresholds = {t for t, m, _ in THRESHOLDS if m in CALL_MEASURES} | {
+        t for t, m in DSCP_CHECKS if m in CALL_MEASURES} | {
+        t for t, m, _ in REQUIREMENTS if m in CALL_MEASURES}
+    assert call.not_judged == tuple(n for n in full.not_judged if n in call_thresholds)
+
+
+def test_each_profile_object_is_judged_by_its_own_thresholds() -> None:
+    """Plans are remembered per profile object: a copy with other limits, or a profile
+    built anew each time, is judged by its own."""
+    m = Measured(jitter_ms=25.0)
+    for _ in range(3):
+        assert evaluate(FULL, m).violations == (Violation("max_jitter_ms", 20.0, 25.0),)
+        loose = FULL.model_copy(update={"max_jitter_ms": 30.0})
+        assert evaluate(loose, m).met
+        assert evaluate(SlaProfile(name="x", max_jitter_ms=24.0), m).violations == (
+            Violation("max_jitter_ms", 24.0, 25.0),)
+
+
+def test_dscp_compliance_ratio_takes_any_iterable() -> None:
+    packets = {46: 3, 0: 1, 26: 4}
+    for accepted in ([46, 26], (46, 26), {46, 26}, frozenset({46, 26}), iter([46, 26])):
+        assert dscp_compliance_ratio(packets, accepted) == 7 / 8
+    assert dscp_compliance_ratio({46: 0}, [46]) is None

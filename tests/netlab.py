@@ -394,8 +394,8 @@ class Lab:
         so that a replay's bursts (several mirror copies of each packet back to back) are
         not dropped while tcpdump waits for a CPU on a loaded machine: the likeliest
         cause of a capture missing a copy or two of one packet now and then under load
-        (the kernel's backlog counters, /proc/net/softnet_stat, showed no drop). ``bpf``: a tcpdump filter
-        expression's words."""
+        (the kernel's backlog counters, /proc/net/softnet_stat, showed no drop).
+        ``bpf``: a tcpdump filter expression's words."""
         proc = self._spawn(
             ns or self.ns_r,
             ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-B", "65536", "-s", "0",

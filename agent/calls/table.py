@@ -534,7 +534,7 @@ class CallTable:
     # -- records ------------------------------------------------------------------------
 
     def _direction_name(self, s: StreamStats, toward: Side | None) -> str:
-        return direction_label(s.key.src_endpoint.addr, s.key.dst_endpoint.addr,
+        return direction_label(s.key.src_endpoint, s.key.dst_endpoint,
                                self.config.sla.local_networks,
                                None if toward is None else toward == Side.CALLEE)
 
@@ -542,7 +542,7 @@ class CallTable:
         """What the sinks show a running or ended stream under: its call's peer (the
         record's rule), its direction as its record names it, its codec."""
         if call is None:  # the pseudo-call's rules: the pair's first stream is a_to_b
-            peer = self._peer([s.key.dst_endpoint.addr, s.key.src_endpoint.addr])
+            peer = self._peer([s.key.dst_endpoint, s.key.src_endpoint])
             toward = Side.CALLEE if self._opens_pair(s) else Side.CALLER
         else:
             peer = self._call_peer(call, running=True)
@@ -567,7 +567,7 @@ class CallTable:
             out.append((name, judged_where(d, name)))
         return out
 
-    def _peer(self, addrs: list[str]) -> str:
+    def _peer(self, addrs: list[Endpoint]) -> str:
         return peer_label(addrs, self.config.sla.peers)
 
     def _call_peer(self, call: _Call, *, running: bool = False) -> str:
@@ -665,8 +665,8 @@ class CallTable:
         return out
 
     def _pseudo(self, streams: list[StreamStats]) -> CallRecord:
-        peer = self._peer([s.key.dst_endpoint.addr for s in streams]
-                          + [s.key.src_endpoint.addr for s in streams])
+        peer = self._peer([s.key.dst_endpoint for s in streams]
+                          + [s.key.src_endpoint for s in streams])
         profile = self.config.sla.profile_for_peer(peer)
         first = streams[0]
         sides: list[tuple[Side, StreamStats]] = [

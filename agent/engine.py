@@ -64,7 +64,7 @@ from agent.counters import (
 )
 from agent.decode import Decoder, TunnelPorts
 from agent.decode.counters import DecodeLimits
-from agent.decode.endpoint import Endpoint
+from agent.decode.endpoint import Endpoint, with_rtcp_ports
 from agent.decode.frames import IPPROTO_TCP, IPPROTO_UDP, Frames
 from agent.decode.hep_unwrap import HepUnwrapper
 from agent.rtcp.monitor import RtcpMonitor
@@ -344,8 +344,9 @@ class Engine:
             for key in named:
                 if d < earliest.get(key, math.inf):
                     earliest[key] = d
-        keys = np.array(sorted(earliest), np.uint64)
-        since = np.array([earliest[k] for k in sorted(earliest)], np.float64)
+        order = sorted(earliest)
+        keys = np.array(order, np.uint64)
+        since = np.array([earliest[k] for k in order], np.float64)
         a, b = np.searchsorted(rows.rtp, [lo, hi]).tolist()
         rtp = rows.rtp[a:b]
         end = hi
@@ -729,7 +730,7 @@ def _sdp_endpoints(messages: list[Parsed]
                    ) -> tuple[set[Endpoint], list[tuple[bytes, SessionDescription]]]:
     """The media endpoints the messages' SDP names (none when it does not parse), and
     the bodies parsed."""
-    out: set[Endpoint] = set()
+    named: list[Endpoint] = []
     descs: list[tuple[bytes, SessionDescription]] = []
     for msg, *_ in messages:
         if msg.sdp is None:
@@ -739,9 +740,7 @@ def _sdp_endpoints(messages: list[Parsed]
         except SdpParseError:
             continue
         descs.append((msg.sdp, desc))
-        for m in desc.media:
-            if (ep := m.rtp_endpoint) is not None:
-                # and its RTCP port (RFC 3550 §11): RTCP rows then take effect after the
-                # message too, as the evidence buffers (agent/calls/evidence.py) need
-                out.update((ep, Endpoint(ep.hi, ep.lo, ep.port + 1)))
-    return out, descs
+        named += [ep for m in desc.media if (ep := m.rtp_endpoint) is not None]
+    # and their RTCP ports: RTCP rows then take effect after the message too, as the
+    # evidence buffers (agent/calls/evidence.py) need
+    return with_rtcp_ports(named), descs

@@ -53,7 +53,6 @@ import heapq
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.calls.correlate import SDP_RACE_S, MediaIndex
@@ -79,7 +78,7 @@ from agent.calls.paths import (
 )
 from agent.calls.record import CallRecord, DirectionRecord, StreamRecord, stream_record
 from agent.config import Config
-from agent.decode.endpoint import Endpoint
+from agent.decode.endpoint import Endpoint, with_rtcp_ports
 from agent.lazyheap import LazyHeap, heap_upto
 from agent.media.payloads import TELEPHONE_EVENT, MediaKind, media_kind
 from agent.rtcp.monitor import RtcpMonitor
@@ -371,7 +370,7 @@ class CallTable:
         for (key, _), (_, ready) in self._loose.items():
             if ready > t:
                 break
-            out.append((ready, _with_rtcp((key.src_endpoint, key.dst_endpoint))))
+            out.append((ready, with_rtcp_ports((key.src_endpoint, key.dst_endpoint))))
         return out
 
     def media_endpoints(self, call_id: str) -> set[Endpoint]:
@@ -383,7 +382,7 @@ class CallTable:
         eps = list(self.index.endpoints(call_id))
         for key in call.running:
             eps += (key.src_endpoint, key.dst_endpoint)
-        return _with_rtcp(eps)
+        return with_rtcp_ports(eps)
 
     def _rank(self, call: _Call, ended: bool) -> None:
         """File the call in the eviction order when its class changed."""
@@ -735,13 +734,6 @@ class CallTable:
                 call.signalling, end_reason=EndReason.EVICTED, end_ts=call.signalling.last_ts)
             call.ended = True
         return self._close(top[2], now)
-
-
-def _with_rtcp(eps: Iterable[Endpoint]) -> set[Endpoint]:
-    out: set[Endpoint] = set()
-    for e in eps:
-        out.update((e, Endpoint(e.hi, e.lo, e.port + 1)))
-    return out
 
 
 def _pair(key: StreamKey) -> tuple[Endpoint, Endpoint]:

@@ -10,6 +10,7 @@ hash alike. `addr` and `str()` give the text forms (``198.18.0.1:5060``,
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.decode.frames import addr_to_words, format_addr, format_endpoint
@@ -45,3 +46,12 @@ class Endpoint:
 
     def __str__(self) -> str:
         return format_endpoint(self.hi, self.lo, self.port)
+
+
+def with_rtcp_ports(eps: Iterable[Endpoint]) -> set[Endpoint]:
+    """The endpoints and, beside each, its RTCP port (RTP port + 1, RFC 3550 §11): what
+    media to an endpoint may bring, RTP and RTCP both."""
+    out: set[Endpoint] = set()
+    for e in eps:
+        out.update((e, Endpoint(e.hi, e.lo, e.port + 1)))
+    return out

@@ -71,10 +71,9 @@ def _prometheus(lab: netlab.Lab, workdir: Path, name: str, port: int, body: str)
     _wait_for(f"{name} ready", ready, 20.0, interval=0.5)
 
 
-def _query(ns: str, port: int, expr: str, at: float | None = None) -> dict[str, float]:
+def _query(ns: str, port: int, expr: str) -> dict[str, float]:
     """An instant query: {site or "" (no site label): value}."""
-    params = {"query": expr} | ({"time": f"{at:.3f}"} if at is not None else {})
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(params)
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     status, body = _http(ns, url)
     assert status == 200, (expr, status, body)
     doc: dict[str, Any] = json.loads(body)
@@ -85,6 +84,18 @@ def _query(ns: str, port: int, expr: str, at: float | None = None) -> dict[str, 
         assert site not in out, (expr, doc)
         out[site] = float(r["value"][1])
     return out
+
+
+OVERALL = "(overall)"  # the site label the overall series gets in a combined query
+
+
+def _per_site_and_overall(ns: str, port: int, per_site: str,
+                          overall: str) -> tuple[dict[str, float], float]:
+    """A panel's per-site and overall queries in one instant query, so both read the
+    same samples: ({site: value}, overall value)."""
+    both = _query(ns, port, f'({per_site}) or label_replace(({overall}), "site", '
+                             f'"{OVERALL}", "", "")')
+    return {k: v for k, v in both.items() if k != OVERALL}, both[OVERALL]
 
 
 def _fleet() -> dict[str, tuple[str, str]]:
@@ -147,17 +158,15 @@ def _assert_fleet_row(ns: str, port: int, fleet: dict[str, tuple[str, str]],
     except AssertionError:
         pytest.fail(f"Fleet row on :{port} differs from the probes: {mismatch}")
 
-    # Rates and quantiles, evaluated at one instant: overall = the sum of the sites
-    # (calls a minute), or between them (the MOS p05 of the summed histograms).
-    at = _query(ns, port, "vector(time())")[""]
-    per_site, overall = fleet["Calls a minute"]
-    rates = _query(ns, port, per_site, at)
+    # Rates and quantiles, each panel's two queries evaluated in one query (one snapshot
+    # of the TSDB: a sample ingested between two queries, a federated one stamped in the
+    # past, cannot make them disagree): overall = the sum of the sites (calls a minute),
+    # or between them (the MOS p05 of the summed histograms).
+    rates, fleet_rate = _per_site_and_overall(ns, port, *fleet["Calls a minute"])
     assert set(rates) == {"a", "b"} and min(rates.values()) > 0, rates
-    assert _query(ns, port, overall, at)[""] == pytest.approx(sum(rates.values()))
-    per_site, overall = fleet["MOS-CQ 5th percentile"]
-    p05 = _query(ns, port, per_site, at)
+    assert fleet_rate == pytest.approx(sum(rates.values()))
+    p05, fleet_p05 = _per_site_and_overall(ns, port, *fleet["MOS-CQ 5th percentile"])
     assert set(p05) == {"a", "b"} and all(4.0 <= v <= 4.41 for v in p05.values()), p05
-    fleet_p05 = _query(ns, port, overall, at)[""]
     assert not math.isnan(fleet_p05)
     assert min(p05.values()) - 1e-9 <= fleet_p05 <= max(p05.values()) + 1e-9
 

@@ -32,6 +32,7 @@ without.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -176,6 +177,12 @@ def lookup_codec(
         for oname, orow in overrides.items():
             if canonical_name(oname).upper() == key:
                 return orow
+    return _table_row(key, params, g711_plc)
+
+
+@functools.lru_cache(maxsize=256)  # rows are frozen: one per (codec, mode, PLC) seen
+def _table_row(key: str, params: str | None, g711_plc: bool) -> CodecImpairment:
+    """The registry's row for the canonical upper-case ``key`` (see `lookup_codec`)."""
     row = _BY_NAME.get(key)
     if row is not None:
         row = _variant(row, params)

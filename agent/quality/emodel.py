@@ -24,6 +24,7 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ def _db_sum(*levels_db: float) -> float:
     return 10.0 * math.log10(sum(10.0 ** (level / 10.0) for level in levels_db))
 
 
+@functools.lru_cache(maxsize=16)  # a pure function of the (frozen) parameters
 def noise_power_no(p: EModelParams = DEFAULT_PARAMS) -> float:
     """Total noise No in dBm0p (G.107 §7.2): circuit, room (send/receive), floor."""
     olr = p.slr_db + p.rlr_db
@@ -87,6 +89,7 @@ def noise_power_no(p: EModelParams = DEFAULT_PARAMS) -> float:
     return _db_sum(p.nc_dbm0p, nos, nor, nfo)
 
 
+@functools.lru_cache(maxsize=16)
 def basic_ro(p: EModelParams = DEFAULT_PARAMS) -> float:
     """Basic signal-to-noise ratio Ro = 15 - 1.5 (SLR + No) (G.107 §7.2)."""
     return 15.0 - 1.5 * (p.slr_db + noise_power_no(p))

@@ -3,6 +3,7 @@
 
     sudo python3 bench/agent_bench.py                 # 300,000 packets at 10,000 packets/s
     sudo python3 bench/agent_bench.py --pps 20000 --packets 400000 --json
+    sudo python3 bench/agent_bench.py --pps 100000 --calls 1000 --packets 1000000  # issue 11
 
 A veth pair with unique names (198.18.201.1/30 and .2, RFC 2544 space, IPv6 off) is
 created in the root namespace; ``voipprobe run -i <end B>`` captures on one end (a
@@ -10,7 +11,11 @@ temporary config, state in a temporary directory, call log to /dev/null, exporte
 free loopback port) while ``tcpreplay --pps=RATE`` (or, without tcpreplay, a paced
 AF_PACKET sender in this script) replays ``bench/gen_workload.py``'s G.711 capture
 (100 concurrent calls, both directions: 10,000 packets/s at 20 ms ptime; addresses in
-198.18.0.0/15) onto end A. The agent's CPU time is utime+stime of /proc/<pid>/stat read
+198.18.0.0/15), merged in time order with its SIP workload of ``--sip-rate`` new calls
+per second of the replay (INVITE to BYE, 486/503/487 among them, a little media each),
+onto end A. Every SIP call must come out as a record: the call log is read after the
+agent's stop, and its signalled records are counted and their final statuses compared
+with the generator's truth. The agent's CPU time is utime+stime of /proc/<pid>/stat read
 just before the replay starts and once the agent has caught up after it; packets
 captured and kernel drops come from its /metrics. Root is needed (veth, AF_PACKET).
 Every wait is bounded, and the agent and the veth pair are always removed.
@@ -25,6 +30,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ADDR_A = "198.18.201.1/30"
@@ -98,13 +105,14 @@ def metric(samples: dict[tuple[str, str], float], name: str, label: str = "") ->
 
 @contextlib.contextmanager
 def agent(iface: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``voipprobe run`` on ``iface``; waits for /health, always stopped at the end."""
+    """``voipprobe run`` on ``iface`` (call log ``workdir/calls.jsonl``); waits for
+    /health, always stopped at the end."""
     cfg = workdir / "config.yaml"
     cfg.write_text(f"state_dir: {workdir / 'state'}\nprivacy: hash\n")
     log = (workdir / "agent.stderr").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "-i", iface,
-         "--listen", f"127.0.0.1:{port}", "--call-log", "/dev/null"],
+         "--listen", f"127.0.0.1:{port}", "--call-log", str(workdir / "calls.jsonl")],
         cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 30
@@ -131,6 +139,67 @@ def agent(iface: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[byt
                 proc.kill()
                 proc.wait(timeout=5)
         log.close()
+
+
+def _records(path: Path) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """A classic little-endian pcap's bytes and, per record, (time µs, start, length)."""
+    data = path.read_bytes()
+    out, off = [], 24
+    while off + 16 <= len(data):
+        sec, usec, incl = struct.unpack_from("<III", data, off)
+        out.append((sec * 1_000_000 + usec, off, 16 + incl))
+        off += 16 + incl
+    return data, out
+
+
+def merged_workload(calls: int, packets: int, pps: int, sip_rate: float
+                    ) -> tuple[Path, dict[str, Any] | None]:
+    """The G.711 workload, and with ``sip_rate`` > 0 it merged in time order with a SIP
+    workload of that many new calls per second of the replay; (file, SIP truth)."""
+    out_dir = HERE / "out"
+    out_dir.mkdir(exist_ok=True)
+    g711 = out_dir / f"workload-{calls}c-{packets}.pcap"
+    if not g711.exists():
+        subprocess.run([sys.executable, str(HERE / "gen_workload.py"), "--calls", str(calls),
+                        "--packets", str(packets), "--out", str(g711)],
+                       check=True, capture_output=True, timeout=120)
+    if sip_rate <= 0:
+        return g711, None
+    # the capture's time runs at calls * 100 packets/s; the replay's at pps
+    speed = pps / (calls * 100)
+    n_sip = max(1, round(sip_rate * packets / pps))
+    stem = out_dir / f"workload-{calls}c-{packets}-sip{n_sip}at{sip_rate / speed:g}"
+    path, truth_path = stem.with_suffix(".pcap"), stem.with_suffix(".json")
+    if not (path.exists() and truth_path.exists()):
+        sip = stem.with_name(stem.name + "-sip.pcap")
+        subprocess.run([sys.executable, str(HERE / "gen_workload.py"), "--sip",
+                        "--calls", str(n_sip), "--rate", f"{sip_rate / speed:g}",
+                        "--out", str(sip), "--truth", str(truth_path)],
+                       check=True, capture_output=True, timeout=120)
+        (a, ra), (b, rb) = _records(g711), _records(sip)
+        order = sorted([(t, 0, k) for k, (t, _, _) in enumerate(ra)]
+                       + [(t, 1, k) for k, (t, _, _) in enumerate(rb)])
+        srcs, recs = (a, b), (ra, rb)
+        with open(path, "wb") as f:
+            f.write(a[:24])
+            for _, which, k in order:
+                _, start, n = recs[which][k]
+                f.write(srcs[which][start:start + n])
+        sip.unlink()
+    return path, json.loads(truth_path.read_text())
+
+
+def sip_outcome(call_log: Path, truth: dict[str, Any]) -> dict[str, object]:
+    """The SIP calls of the truth against the signalled records of the call log: how
+    many are there, and whether their final statuses are the truth's."""
+    records = [json.loads(line) for line in call_log.read_text().splitlines() if line.strip()]
+    signalled = [r for r in records if r.get("kind") == "call" and r.get("call_id")]
+    got: dict[str, int] = {}
+    for r in signalled:
+        got[str(r.get("final_status"))] = got.get(str(r.get("final_status")), 0) + 1
+    want = {k: v for k, v in truth["statuses"].items() if v}
+    return {"sip_calls": truth["calls"], "sip_calls_recorded": len(signalled),
+            "sip_statuses_right": got == want, "records_written": len(records)}
 
 
 def read_pcap_frames(path: Path) -> list[bytes]:
@@ -190,14 +259,8 @@ def sysfs(iface: str, counter: str) -> int:
     return int(Path(f"/sys/class/net/{iface}/statistics/{counter}").read_text())
 
 
-def run(pps: int, packets: int, calls: int) -> dict[str, object]:
-    out_dir = HERE / "out"
-    out_dir.mkdir(exist_ok=True)
-    pcap = out_dir / f"workload-{calls}c-{packets}.pcap"
-    if not pcap.exists():
-        subprocess.run([sys.executable, str(HERE / "gen_workload.py"), "--calls", str(calls),
-                        "--packets", str(packets), "--out", str(pcap)],
-                       check=True, capture_output=True, timeout=120)
+def run(pps: int, packets: int, calls: int, sip_rate: float) -> dict[str, object]:
+    pcap, truth = merged_workload(calls, packets, pps, sip_rate)
     max_s = packets / pps * 1.5 + 30
     tag = f"{os.getpid() % 100000}"
     port = free_port()
@@ -230,6 +293,12 @@ def run(pps: int, packets: int, calls: int) -> dict[str, object]:
             engine_packets = json.loads(r.read().decode() or "{}").get("packets", -1)
         hwm_kb = status_kb(proc.pid, "VmHWM")
         alive = proc.poll() is None
+        t_stop = time.monotonic()
+        with contextlib.suppress(OSError, subprocess.SubprocessError):  # the stop: records
+            proc.terminate()
+            proc.wait(timeout=30)
+        stop_s = time.monotonic() - t_stop
+        calls_out = sip_outcome(Path(tmp) / "calls.jsonl", truth) if truth else {}
     cpu = cpu1 - cpu0
     return {
         "sender": sender, "rate_pps": pps, "workload": str(pcap.relative_to(HERE.parent)),
@@ -240,7 +309,8 @@ def run(pps: int, packets: int, calls: int) -> dict[str, object]:
         "cpu_s_per_million_packets": round(cpu / max(sent, 1) * 1e6, 3),
         "pct_of_one_core_at_rate": round(100 * cpu / max(t_replay, 1e-9), 2),
         "idle_pct_of_one_core": round(100 * idle_cpu / 3.0, 2),
-        "peak_rss_mb": round(hwm_kb / 1024, 1), "agent_alive": alive, **machine(),
+        "peak_rss_mb": round(hwm_kb / 1024, 1), "agent_alive": alive,
+        "stop_s": round(stop_s, 2), "exit_code": proc.returncode, **calls_out, **machine(),
     }
 
 
@@ -249,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pps", type=int, default=10_000, help="replay rate, packets/s")
     ap.add_argument("--packets", type=int, default=300_000, help="packets in the workload")
     ap.add_argument("--calls", type=int, default=100, help="concurrent G.711 calls")
+    ap.add_argument("--sip-rate", type=float, default=20.0,
+                    help="new SIP calls per second of the replay, merged in (0: none)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -256,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not 1 <= args.packets / args.pps <= 300:
         ap.error("--packets / --pps must be between 1 and 300 seconds")
-    res = run(args.pps, args.packets, args.calls)
+    res = run(args.pps, args.packets, args.calls, args.sip_rate)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

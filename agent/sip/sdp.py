@@ -318,10 +318,13 @@ def _parse_attribute(value: str) -> Attribute:
     return name.strip().lower(), rest.strip() if colon else None
 
 
+_DIRECTIONS = frozenset(d.value for d in Direction)
+
+
 def _direction(attributes: list[Attribute]) -> Direction | None:
     found: Direction | None = None
     for name, value in attributes:
-        if value is None and name in Direction.__members__.values():
+        if value is None and name in _DIRECTIONS:
             found = Direction(name)
     return found
 

@@ -94,7 +94,12 @@ TICK_INTERVAL_S = 1.0  # metrics update and idle sweep
 TICK_LAG_S = 1.5
 
 
-STOP_CHECK_ROWS = 4096  # packets fed between checks for a requested stop
+# Packets are fed in pieces that take about PIECE_BUDGET_S of wall time each (the cost per
+# packet measured on the previous pieces): between pieces the loop checks for a stop and
+# ticks. Small pieces cost more per packet (every batch visits every open stream), so a
+# piece is as large as the budget allows, within these bounds.
+PIECE_BUDGET_S = 0.1
+MIN_PIECE_ROWS, MAX_PIECE_ROWS, FIRST_PIECE_ROWS = 512, 65536, 4096
 # A record that ends after the latest read of the sources' counters reads them again
 # first, unless that read is this recent (SIGTERM finishing 50,000 calls reads once).
 REREAD_AFTER_S = 0.1
@@ -171,6 +176,16 @@ def reconfigure_engine(engine: Engine, config: Config) -> list[str]:
     return engine.reconfigure(config)
 
 
+
+def piece_rows(rows: int, seconds: float, current: int) -> int:
+    """The next piece's size: what fits `PIECE_BUDGET_S` at the cost per packet of a piece
+    of ``rows`` that took ``seconds``, moving at most 2x from ``current`` per piece."""
+    if rows <= 0:
+        return current
+    fit = PIECE_BUDGET_S * rows / seconds if seconds > 0 else MAX_PIECE_ROWS
+    fit = min(max(fit, current / 2), current * 2)
+    return int(min(max(fit, MIN_PIECE_ROWS), MAX_PIECE_ROWS))
+
 class Daemon:
     """The capture loop with its sinks; every side effect is injected for tests."""
 
@@ -211,6 +226,7 @@ class Daemon:
         self._watchdog = sdnotify.Watchdog(watchdog_s, notify, clock)
         self._clock = clock
         self._wall = wall
+        self._piece_rows = FIRST_PIECE_ROWS
         self.sources = SourceMonitor(config.capture.interfaces, listener_names(config.capture),
                                      silent_after_s=config.capture.silent_after_s,
                                      now_ts=wall())
@@ -276,16 +292,20 @@ class Daemon:
     def step(self, timeout_s: float = POLL_TIMEOUT_S) -> None:
         """One iteration: poll, feed, and (about once a second) tick and update metrics."""
         batches = self.source.poll(timeout_s)
-        # SIGTERM stops between pieces of STOP_CHECK_ROWS packets, and the once-a-second
-        # tick and metrics run between them too: a flood's backlog (seconds of it) neither
-        # delays the stop nor freezes the metrics; every call is flushed at the stop
-        for batch in (p for b in batches for p in b.pieces(STOP_CHECK_ROWS)):
-            if self._stop:
-                break
-            if len(batch):
+        # SIGTERM stops between pieces (`PIECE_BUDGET_S`), and the once-a-second tick and
+        # metrics run between them too: a flood's backlog (seconds of it) neither delays
+        # the stop nor freezes the metrics; every call is flushed at the stop
+        for b in batches:
+            pos = 0
+            while pos < len(b) and not self._stop:
+                batch = b.rows(pos, pos + self._piece_rows)
+                pos += len(batch)
+                t0 = time.perf_counter()
                 self._feed(batch)
+                self._piece_rows = piece_rows(len(batch), time.perf_counter() - t0,
+                                              self._piece_rows)
                 self.packet_clock.saw(float(batch.ts.max()), self._clock())
-            self._maybe_tick()
+                self._maybe_tick()
         self._maybe_tick()
         self._watchdog.kick()
 

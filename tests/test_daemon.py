@@ -19,7 +19,14 @@ from agent.capture.batch import Batch
 from agent.capture.pcapfile import open_capture
 from agent.cli import bundled_sample
 from agent.config import Config, ConfigError, load_config
-from agent.daemon import Daemon, PacketClock
+from agent.daemon import (
+    MAX_PIECE_ROWS,
+    MIN_PIECE_ROWS,
+    PIECE_BUDGET_S,
+    Daemon,
+    PacketClock,
+    piece_rows,
+)
 from agent.export.calllog import CallLog, CallLogStats
 from agent.export.metrics import ProbeMetrics
 
@@ -346,3 +353,21 @@ def test_a_missing_config_file_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         load_config("/nonexistent/voipprobe.yaml")
     assert Config().call_log.target == "-"
+
+
+def test_pieces_grow_to_the_time_budget_and_shrink_under_a_costly_flood() -> None:
+    # cheap packets (5 µs): the piece doubles per step up to what fits the budget
+    rows, sizes = 4096, []
+    for _ in range(8):
+        rows = piece_rows(rows, rows * 5e-6, rows)
+        sizes.append(rows)
+    assert sizes[:3] == [8192, 16384, 20000] and sizes[-1] == round(PIECE_BUDGET_S / 5e-6)
+    # an INVITE flood (250 µs a packet): halves per step down to the budget's 400 rows,
+    # held at the floor
+    rows = 20000
+    for _ in range(8):
+        rows = piece_rows(rows, rows * 250e-6, rows)
+    assert rows == max(MIN_PIECE_ROWS, round(PIECE_BUDGET_S / 250e-6))
+    # a piece that took no measurable time, or an empty one
+    assert piece_rows(40000, 0.0, 40000) == MAX_PIECE_ROWS
+    assert piece_rows(0, 0.0, 1234) == 1234

@@ -59,10 +59,14 @@ class Batch:
         the buffer (the engine's output does not depend on where batches are cut)."""
         if len(self) <= rows:
             return [self]
-        return [Batch(self.data, self.offset[a:a + rows], self.caplen[a:a + rows],
-                      self.wirelen[a:a + rows], self.ts[a:a + rows], self.linktype[a:a + rows],
-                      self.point[a:a + rows])
-                for a in range(0, len(self), rows)]
+        return [self.rows(a, a + rows) for a in range(0, len(self), rows)]
+
+    def rows(self, lo: int, hi: int) -> Batch:
+        """Packets [lo, hi) as a batch sharing the buffer."""
+        if lo <= 0 and hi >= len(self):
+            return self
+        return Batch(self.data, self.offset[lo:hi], self.caplen[lo:hi], self.wirelen[lo:hi],
+                     self.ts[lo:hi], self.linktype[lo:hi], self.point[lo:hi])
 
     def packet(self, i: int) -> bytes:
         """Captured bytes of packet ``i`` (a copy; for slow paths and tests)."""

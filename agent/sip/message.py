@@ -49,10 +49,12 @@ m= sections; past one the message is refused with `SipParseError.limit` naming i
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar
 
 from agent.sip.errors import SipParseError
 from agent.sip.headers import (
@@ -74,6 +76,7 @@ from agent.sip.headers import (
 )
 from agent.sip.limits import DEFAULT_LIMITS, MessageLimits
 
+_T = TypeVar("_T")
 MAX_HEADER_BYTES = DEFAULT_LIMITS.max_header_bytes  # start line + fields, before the empty line
 MAX_BODY_BYTES = 1024 * 1024  # Content-Length accepted on stream transports
 
@@ -132,7 +135,7 @@ class SipMessage:
 
     @cached_property
     def headers(self) -> Headers:
-        return Headers(tuple((canonical_name(n), v.strip()) for n, v in self._raw_fields))
+        return Headers(tuple([(canonical_name(n), v.strip()) for n, v in self._raw_fields]))
 
     @cached_property
     def from_addr(self) -> NameAddr:
@@ -219,7 +222,7 @@ def parse_message(data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> SipMes
 def _head_bounds(data: bytes, limits: MessageLimits) -> tuple[int, int, int]:
     """(start, end, body start) of the header section: leading CRLFs skipped, up to
     the first empty line, or the whole of a body-less datagram that has none."""
-    start = _skip_crlf(data, 0)
+    start = _skip_crlf(data, 0) if data[:1] in (b"\r", b"\n") else 0
     if start >= len(data):
         raise SipParseError("empty message")
     cap = limits.max_header_bytes
@@ -492,7 +495,7 @@ def _build(
 ) -> SipMessage:
     """The message, after the checks the old eager parse made, in its order (which
     check fails first decides the `SipParseError.limit` a message is counted under)."""
-    cseq = parse_cseq(_required(first, "cseq", "CSeq"))
+    cseq = _memo(_cseq, parse_cseq, _required(first, "cseq", "CSeq"))
     top = _top_via(first, repeated)
     content_type = first.get("content-type")
     sdp = _sdp_part(content_type, body, 0, limits) if body else None
@@ -500,10 +503,10 @@ def _build(
         _check_sdp(sdp, limits)
     call_id = _required(first, "call-id", "Call-ID")
     from_value = _required(first, "from", "From")
-    from_tag = name_addr_tag(from_value)
+    from_tag = _memo(_tag, name_addr_tag, from_value)
     to_value = _required(first, "to", "To")
-    to_tag = name_addr_tag(to_value)
-    branch = via_branch(top) if top is not None else None
+    to_tag = _memo(_tag, name_addr_tag, to_value)
+    branch = _memo(_branch, via_branch, top) if top is not None else None
     return _new(SipMessage, {
         "is_request": is_request,
         "method": method if is_request else cseq.method,
@@ -525,6 +528,23 @@ def _build(
         "_raw_via": top,
         "_raw_content_type": content_type,
     })
+
+
+# What a dialog reads of From, To, CSeq and the top Via, by the value as sent. A
+# dialog repeats those values verbatim (From and To in each of its messages, CSeq and
+# the top Via in every response of a transaction, and the usual CSeq values recur
+# across dialogs), so most messages find them here. Bounded both ways: entries, and
+# the length of a value kept (a longer one is parsed every time); a value that is
+# refused raises and is not kept. The parsers are pure, the values immutable.
+_MEMO_ENTRIES = 2048
+_MEMO_CHARS = 256
+_cseq = functools.lru_cache(maxsize=_MEMO_ENTRIES)(parse_cseq)
+_tag = functools.lru_cache(maxsize=_MEMO_ENTRIES)(name_addr_tag)
+_branch = functools.lru_cache(maxsize=_MEMO_ENTRIES)(via_branch)
+
+
+def _memo(memo: Callable[[str], _T], parse: Callable[[str], _T], value: str) -> _T:
+    return memo(value) if len(value) <= _MEMO_CHARS else parse(value)
 
 
 def _new(cls: type[SipMessage], values: dict[str, object]) -> SipMessage:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sip_samples import REGISTER_401, SDP_ANSWER, SDP_OFFER, invite, request, response
 
 from agent.sip import SipMessage, SipParseError, parse_message
+from agent.sip import message as msg_module
 from agent.sip.headers import (
     cseq_checked,
     find_param,
@@ -399,3 +400,15 @@ def test_torture_values() -> None:
     assert mv.via_branch == "z9hG4bKa" and [v.host for v in mv.vias()] == [
         "2001:db8::9:1", "192.0.2.1", "192.0.2.2"]
     assert parse_message(TORTURE_VALID["mpart-like"]).sdp == b"v=0"
+
+
+def test_memo_keeps_short_values_only_and_never_a_refusal() -> None:
+    msg_module._tag.cache_clear()
+    long_from = "<sip:a@x>;tag=" + "t" * msg_module._MEMO_CHARS
+    data = invite().replace(b"From: ", b"From: " + long_from.encode() + b"\r\nX-Old-From: ", 1)
+    assert parse_message(data).from_tag == "t" * msg_module._MEMO_CHARS
+    assert msg_module._tag.cache_info().currsize == 1  # the To, not the long From
+    with pytest.raises(SipParseError):
+        parse_message(invite().replace(b"<sip:bob@example.net>", b"<sip:bob@example.net", 1))
+    assert msg_module._tag.cache_info().currsize == 2  # From kept before To refused
+    assert msg_module._tag.cache_info().maxsize == msg_module._MEMO_ENTRIES

@@ -127,7 +127,7 @@ class SipMessage:
     # The raw material of the parts built on first use: header fields as (name, value),
     # names checked tokens, values not yet stripped; the From, To, top Via values and
     # the Content-Type, stripped.
-    _raw_fields: Sequence[tuple[str, str]]
+    _raw_fields: tuple[tuple[str, str], ...]
     _raw_from: str
     _raw_to: str
     _raw_via: str | None
@@ -340,7 +340,7 @@ def parse_header_lines(lines: list[str], limits: MessageLimits = DEFAULT_LIMITS)
 
 
 def _header_fields(head: str, eol: int, limits: MessageLimits
-                   ) -> Sequence[tuple[str, str]]:
+                   ) -> tuple[tuple[str, str], ...]:
     """The header fields of a header section (its start line ends at ``eol``) as
     (name, value), values unstripped: by one regex scan when every line is a plain
     field and no limit is near, else by `parse_header_lines`, which unfolds, checks
@@ -355,7 +355,7 @@ def _header_fields(head: str, eol: int, limits: MessageLimits
     if end - eol <= limits.max_header_line_bytes:  # so is every line
         fields: list[tuple[str, str]] = _FIELD_RE.findall(head, eol + 1, end)
         if len(fields) == head.count("\n", eol + 1, end) + 1 and len(fields) <= limits.max_headers:
-            return fields  # every line matched: no continuation, every name a token
+            return tuple(fields)  # every line matched: no continuation, every name a token
     return parse_header_lines(_split_lines(head)[1:], limits).fields
 
 
@@ -485,7 +485,7 @@ def _build(
     uri: str | None,
     code: int | None,
     reason: str | None,
-    fields: Sequence[tuple[str, str]],
+    fields: tuple[tuple[str, str], ...],
     first: dict[str, str],
     repeated: list[tuple[str, str]],
     body: bytes,

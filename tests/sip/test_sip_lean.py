@@ -296,6 +296,7 @@ def test_fast_construction_is_the_dataclass_constructor() -> None:
     assert set(vars(msg)) >= set(values)  # every field set, the lazy caches aside
     built = SipMessage(**values)
     assert built == msg and view(built) == view(msg)  # type: ignore[arg-type]
+    assert hash(built) == hash(msg)  # hashable, as it was
     other = dataclasses.replace(msg, call_id="other")
     assert other.call_id == "other" and other.headers == msg.headers
 

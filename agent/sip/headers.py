@@ -16,6 +16,10 @@ are part of the value.
 
 The structured parsers here (`parse_name_addr`, `parse_cseq`, `parse_via`) are
 total over `str`: they return a value or raise `SipParseError`, nothing else.
+`name_addr_tag` and `via_branch` make the same checks and raise in the same
+cases, but return only the one parameter a dialog reads of every message
+(`param_value`), without the parameter tuples: the message parser's lean path
+(see `agent.sip.message`).
 """
 
 from __future__ import annotations
@@ -263,8 +267,26 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
+def param_value(text: str, name: str) -> str | None:
+    """``find_param(parse_params(text), name)`` without building the parameter tuple:
+    the one parameter a dialog reads of a value (From/To ``tag``, Via ``branch``).
+    ``name`` is lower case. Text with quotes or angle brackets takes `parse_params`."""
+    if '"' in text or "<" in text:
+        return find_param(parse_params(text), name)
+    for item in text.split(";"):  # what split_outside_quotes does here, less the list
+        key, eq, value = item.partition("=")
+        if key.strip().lower() == name:
+            return value.strip() if eq else None
+    return None
+
+
 _QUOTED_PAIR_RE = re.compile(r"\\(.)")
 _DISPLAY_RE = re.compile(r'"((?:[^"\\]|\\.)*)"\s*')
+# The common name-addr as `_name_addr_parts` takes it apart: a quoted display name
+# (the same quoted-string as _DISPLAY_RE) or text without a quote first, the <URI> up
+# to the first ">", then no parameter or only a plain tag. Anything else (an
+# addr-spec, more parameters, a value it refuses) goes the long way.
+_NAME_ADDR_TAG_RE = re.compile(r'(?:"(?:[^"\\]|\\.)*"\s*|(?!")[^<]*)<([^>]*)>(?:;tag=([^;"<]*))?\Z')
 
 
 def _unquote(text: str) -> str:
@@ -277,6 +299,23 @@ def parse_name_addr(value: str) -> NameAddr:
     In the addr-spec form (no angle brackets) everything after the first `;`
     is a header parameter, not a URI parameter (§20.10).
     """
+    display, uri, rest = _name_addr_parts(value)
+    return NameAddr(display=display, uri=uri, params=parse_params(rest))
+
+
+def name_addr_tag(value: str) -> str | None:
+    """``parse_name_addr(value).tag``, raising `SipParseError` exactly where that does,
+    without building the name-addr: what a dialog reads of every From and To."""
+    text = value.strip()
+    match = _NAME_ADDR_TAG_RE.match(text)
+    if match is not None and match.group(1).strip():
+        tag = match.group(2)
+        return tag.strip() if tag is not None else None
+    return param_value(_name_addr_parts(text)[2], "tag")  # other parameters, or the error
+
+
+def _name_addr_parts(value: str) -> tuple[str | None, str, str]:
+    """(display name, URI, header-parameter text) of a name-addr or addr-spec."""
     text = value.strip()
     display: str | None = None
     if text.startswith('"'):
@@ -302,11 +341,22 @@ def parse_name_addr(value: str) -> NameAddr:
         rest = ";" + rest
     if not uri:
         raise SipParseError("empty URI in name-addr")
-    return NameAddr(display=display, uri=uri, params=parse_params(rest))
+    return display, uri, rest
+
+
+_CSEQ_RE = re.compile(r"\s*([0-9]{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*\Z")
 
 
 def parse_cseq(value: str) -> CSeq:
     """`CSeq: 314159 INVITE` (RFC 3261 §20.16; number < 2**31 by §8.1.1.5, we allow 32 bits)."""
+    match = _CSEQ_RE.match(value)  # what the full checks accept (\s is what split() splits)
+    if match is not None and int(match.group(1)) <= 0xFFFFFFFF:
+        return CSeq(number=int(match.group(1)), method=match.group(2))
+    return cseq_checked(value)
+
+
+def cseq_checked(value: str) -> CSeq:
+    """`parse_cseq` without its regex shortcut: the checks one by one."""
     parts = value.split()
     if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit():
         raise SipParseError(f"bad CSeq {value[:40]!r}")
@@ -328,12 +378,8 @@ _VIA_RE = re.compile(
 
 def parse_via(value: str) -> Via:
     """One Via value (already split from a comma list), RFC 3261 §20.42."""
-    match = _VIA_RE.match(value)
-    if match is None:
-        raise SipParseError(f"bad Via {value[:40]!r}")
+    match = _via_match(value)
     port = int(match.group(3)) if match.group(3) else None
-    if port is not None and port > 65535:
-        raise SipParseError("Via port out of range")
     host = match.group(2)
     if host.startswith("["):
         host = host[1:-1]
@@ -343,3 +389,18 @@ def parse_via(value: str) -> Via:
         port=port,
         params=parse_params(match.group(4)),
     )
+
+
+def via_branch(value: str) -> str | None:
+    """``parse_via(value).branch``, raising `SipParseError` exactly where that does,
+    without building the Via: what a dialog reads of the top Via of every message."""
+    return param_value(_via_match(value).group(4), "branch")
+
+
+def _via_match(value: str) -> re.Match[str]:
+    match = _VIA_RE.match(value)
+    if match is None:
+        raise SipParseError(f"bad Via {value[:40]!r}")
+    if match.group(3) and int(match.group(3)) > 65535:
+        raise SipParseError("Via port out of range")
+    return match

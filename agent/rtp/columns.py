@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 I64 = npt.NDArray[np.int64]
+# One packet's values in field order: a compact form for a packet held alone
+Row = tuple[int, float, int, int, int, bool, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,16 @@ class RtpColumns:
 
     def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> RtpColumns:
         return RtpColumns(*[getattr(self, n)[idx] for n in _NAMES])
+
+    def rows(self, idx: npt.NDArray[np.intp]) -> list[Row]:
+        """Rows ``idx`` as tuples of Python scalars, in field order (`of_row` undoes it)."""
+        return list(zip(*(getattr(self, n)[idx].tolist() for n in _NAMES), strict=True))
+
+    @staticmethod
+    def of_row(row: Row) -> RtpColumns:
+        """One row's columns, of the dtypes the tracker builds (int64, float64 arrival,
+        bool marker)."""
+        return RtpColumns(*(np.array([v], t) for v, t in zip(row, _DTYPES, strict=True)))
 
     @staticmethod
     def concat(parts: Sequence[RtpColumns]) -> RtpColumns:
@@ -78,3 +90,5 @@ class RtpColumns:
 
 
 _NAMES = tuple(f.name for f in fields(RtpColumns))  # in declaration order
+_DTYPES = tuple(np.bool_ if n == "marker" else np.float64 if n == "arrival_s" else np.int64
+                for n in _NAMES)

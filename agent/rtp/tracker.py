@@ -78,7 +78,7 @@ from agent.media.payloads import (
     lookup,
 )
 from agent.rtp.batch import BatchStats
-from agent.rtp.columns import RtpColumns
+from agent.rtp.columns import Row, RtpColumns
 from agent.rtp.header import RtpHeaders, merge, parse_headers, parse_udptl
 from agent.rtp.hints import EndpointMedia, MediaHints, PayloadMap
 from agent.rtp.model import StreamKey, StreamStats
@@ -146,9 +146,12 @@ class TrackerCounters:
         return dict(vars(self))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
-    cols: RtpColumns  # sid column holds -1; kind column: event-candidate payload length (0: no)
+    # sid column holds -1; kind column: event-candidate payload length (0: no)
+    # a candidate of one packet (the common case under a flood of RTP-looking flows)
+    # holds it as a `Row` of scalars: columns are built only when a second one comes
+    cols: RtpColumns | Row
     last_seen: float
     announced: EndpointMedia | None  # what the SDP said: no probation
     valid: bool = False  # a stream: held only until its clock can be judged
@@ -186,7 +189,7 @@ class FeedResult:
 
 
 @dataclass
-class _Rows:
+class Rows:
     """One batch's parsed RTP rows, with the key hash and event-candidate length."""
 
     cols: RtpColumns
@@ -265,35 +268,51 @@ class StreamTracker:
         if h.rows.size == 0:
             return out
         batch = self._columns(frames, h)
-        uniq, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
-        sid_of = np.full(uniq.size, -1, np.int64)
-        unknown: list[int] = []
-        for u, r in enumerate(first.tolist()):
-            sid = self._sid.get(self._key(frames, h, r), -1)
-            sid_of[u] = sid
-            if sid < 0:
-                unknown.append(u)
+        _, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
+        keys = self._keys(frames, h, first)
+        sid_get = self._sid.get
+        sid_of = np.fromiter((sid_get(k, -1) for k in keys), np.int64, len(keys))
         row_sid = sid_of[inverse]
         known = np.flatnonzero(row_sid >= 0)
         parts = [_with_sid(batch.cols.take(known), row_sid[known])]
-        if unknown:
-            order = np.argsort(inverse, kind="stable")
-            bounds = np.searchsorted(inverse[order], np.arange(uniq.size + 1))
-            opening: list[tuple[int, _Opening]] = []
-            for u in sorted(unknown, key=lambda x: int(first[x])):  # arrival order
-                idx = order[bounds[u] : bounds[u + 1]]
-                key = self._key(frames, h, int(first[u]))
-                if self.shed and self._shed(key, float(batch.cols.arrival_s[idx[-1]])):
-                    self.counters.shed_rows += int(idx.size)
-                    continue
-                o = self._candidate(key, batch.cols.take(idx))
-                if o is not None:  # opens at the row that decided it
-                    opening.append((int(idx[o.at]), o))
-            for _, o in sorted(opening, key=lambda t: t[0]):  # in the order they opened
-                parts.append(self._validate(o.key, o.cols, o.announced, out, o.window,
-                                            o.decided))
+        if known.size < row_sid.size:
+            parts += self._unknown(batch.cols, keys, first, inverse, sid_of, out)
         self._update(parts)
         return out
+
+    def _unknown(self, cols: RtpColumns, keys: list[Key], first: I64, inverse: I64,
+                 sid_of: I64, out: FeedResult) -> list[RtpColumns]:
+        """Rows of keys with no stream, key by key in the order of their first rows: held
+        as candidates, or the rows of the streams they open (in the order they opened).
+        A key's lone packet that starts a candidate (the common case under a flood of
+        RTP-looking flows) is held as one row of scalars: no columns are gathered."""
+        unk = np.flatnonzero(sid_of < 0)
+        unk = unk[np.argsort(first[unk], kind="stable")]  # arrival order
+        rows = np.flatnonzero(sid_of[inverse] < 0)  # arrival order
+        grouped = rows[np.argsort(inverse[rows], kind="stable")]  # by key, each in arrival order
+        key_of_row = inverse[grouped]
+        starts = np.searchsorted(key_of_row, unk)
+        ends = np.searchsorted(key_of_row, unk, side="right")
+        last = cols.arrival_s[grouped[ends - 1]].tolist()
+        lone = (ends - starts == 1) & (self.config.probation_packets > 1)
+        row_of = cols.rows(first[unk])
+        opening: list[tuple[int, _Opening]] = []
+        for j, (u, a, b, one) in enumerate(zip(unk.tolist(), starts.tolist(), ends.tolist(),
+                                               lone.tolist(), strict=True)):
+            key = keys[u]
+            if self.shed and self._shed(key, last[j]):
+                self.counters.shed_rows += b - a
+                continue
+            if one and key not in self._cands and self._announced(key, last[j]) is None:
+                # what `_candidate` does with it: one packet is never bad, nor enough
+                self._hold(key, row_of[j], last[j], None, False)
+                continue
+            idx = grouped[a:b]
+            o = self._candidate(key, cols.take(idx))
+            if o is not None:  # opens at the row that decided it
+                opening.append((int(idx[o.at]), o))
+        return [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided)
+                for _, o in sorted(opening, key=lambda t: t[0])]  # in the order they opened
 
     def _still_rtp(self, frames: Frames, rows: I64, udptl: I64) -> tuple[I64, I64]:
         """Split rows to T.38 endpoints into (RTP rows with them, UDPTL rows): RTP where
@@ -301,13 +320,14 @@ class StreamTracker:
         h = parse_headers(frames, udptl)
         if h.rows.size == 0 or not self._sid:
             return rows, udptl
-        open_ = np.array([self._key(frames, h, i) in self._sid for i in range(h.rows.size)])
+        keys = self._keys(frames, h, np.arange(h.rows.size))
+        open_ = np.array([k in self._sid for k in keys], bool)
         if not open_.any():
             return rows, udptl
         rtp = h.rows[open_]
         return np.union1d(rows, rtp).astype(np.int64), np.setdiff1d(udptl, rtp)
 
-    def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
+    def _columns(self, frames: Frames, h: RtpHeaders) -> Rows:
         r = h.rows
         # an event's length, for some stream: 4 bytes, or 4 + an SRTP MKI and tag
         evcand = ((h.pt >= DYNAMIC_PT_MIN) & (h.payload_len >= 4)
@@ -328,14 +348,16 @@ class StreamTracker:
                     (frames.sport[r].astype(np.uint64) << np.uint64(16)) | frames.dport[r],
                     h.ssrc.astype(np.uint64) | at):
             k = (k * _M64) ^ col  # 64-bit mix; a full-key check happens per unique hash
-        return _Rows(cols, k, h, frames)
+        return Rows(cols, k, h, frames)
 
     @staticmethod
-    def _key(frames: Frames, h: RtpHeaders, i: int) -> Key:
-        r = int(h.rows[i])
-        return (int(frames.src_hi[r]), int(frames.src_lo[r]), int(frames.sport[r]),
-                int(frames.dst_hi[r]), int(frames.dst_lo[r]), int(frames.dport[r]),
-                int(h.ssrc[i]), int(frames.point[r]))
+    def _keys(frames: Frames, h: RtpHeaders, at: I64) -> list[Key]:
+        """The keys of header rows ``at``, as Python ints (one conversion per column)."""
+        r = h.rows[at]
+        return list(zip(frames.src_hi[r].tolist(), frames.src_lo[r].tolist(),
+                        frames.sport[r].tolist(), frames.dst_hi[r].tolist(),
+                        frames.dst_lo[r].tolist(), frames.dport[r].tolist(),
+                        h.ssrc[at].tolist(), frames.point[r].tolist(), strict=True))
 
     def _update(self, parts: list[RtpColumns]) -> None:
         cols = RtpColumns.concat(parts) if len(parts) > 1 else parts[0]
@@ -396,7 +418,7 @@ class StreamTracker:
         if cand is not None and first_ts - cand.last_seen > self.config.idle_timeout_s:
             self.counters.candidates_expired += 1  # idle too long: forgotten, start afresh
             cand = None
-        cols = rows if cand is None else RtpColumns.concat([cand.cols, rows])
+        cols = rows if cand is None else RtpColumns.concat([_held(cand.cols), rows])
         announced = self._announced(key, float(rows.arrival_s[-1]))
         if announced is None and cand is not None:
             announced = cand.announced
@@ -418,13 +440,18 @@ class StreamTracker:
                 decided = max(decided, window)
                 return _Opening(key, cols, announced, window, decided,
                                 min(max(decided - 1 - held, 0), len(rows) - 1))
-        last = float(cols.arrival_s[-1])
-        self._cands[key] = cand = _Candidate(cols, last, announced, valid)
+        self._hold(key, cols, float(cols.arrival_s[-1]), announced, valid)
+        return None
+
+    def _hold(self, key: Key, held: RtpColumns | Row, last: float,
+              announced: EndpointMedia | None, valid: bool) -> None:
+        """Keep ``key``'s packets as the most recently fed candidate (``last``: its latest
+        packet time); the least recently fed goes when the table is full."""
+        self._cands[key] = cand = _Candidate(held, last, announced, valid)
         cand.serial = self._cand_idle.push(last, key, len(self._cands))
         if len(self._cands) > self.config.max_candidates:
             del self._cands[next(iter(self._cands))]  # least recently fed
             self.counters.candidates_evicted += 1
-        return None
 
     def _probation(self, cols: RtpColumns) -> RtpColumns | None:
         """Drop leading packets while the held ones cannot be a stream; None when nothing
@@ -646,13 +673,14 @@ class StreamTracker:
         return cand is not None and cand.serial == entry[1]
 
     def _held_since(self, key: Key) -> tuple[float, Key]:
-        return float(self._cands[key].cols.arrival_s[0]), key
+        held = self._cands[key].cols
+        return (held[1] if isinstance(held, tuple) else float(held.arrival_s[0])), key
 
     def _flush(self, key: Key) -> list[StreamStats]:
         """A stream still held for its clock check opens on what it has and ends at once
         (it stopped before its clock window was complete)."""
         cand = self._cands.pop(key)
-        rows = self._validate(key, cand.cols, cand.announced, FeedResult())
+        rows = self._validate(key, _held(cand.cols), cand.announced, FeedResult())
         self._update([rows])
         self.counters.streams_expired += 1
         return [self._close(self._sid[key])]
@@ -715,6 +743,11 @@ def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:
     """Rows whose payload has an event's length on a stream without SDP (the kind column
     holds a candidate's payload length)."""
     return np.isin(c.kind, _EVENT_LENGTHS)
+
+
+def _held(held: RtpColumns | Row) -> RtpColumns:
+    """A candidate's packets as columns (of the dtypes `StreamTracker._columns` makes)."""
+    return RtpColumns.of_row(held) if isinstance(held, tuple) else held
 
 
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:

@@ -155,3 +155,33 @@ def test_five_tuple_memory_is_capped() -> None:
         tracker.feed(build_frames(rows))
     assert len(tracker._by_tuple) <= 5 and len(tracker.streams()) <= 5
     assert tracker.counters.streams_evicted == 35
+
+
+def test_lone_packets_held_across_batches_open_the_same_streams() -> None:
+    # every key has one packet per batch (a flood's shape), held as a lone-packet
+    # candidate until the next batch continues it: same streams as fed at once
+    rows = sorted(g711_stream(T0, "10.0.0.1", 4000, "10.0.0.2", 5000, 0x1111, 12)
+                  + g711_stream(T0 + 0.005, "10.0.0.3", 4002, "10.0.0.2", 5002, 0x2222, 12,
+                                pt=0))
+    whole = StreamTracker()
+    whole.feed(build_frames(rows))
+    lone = StreamTracker()
+    for a in range(0, len(rows), 2):
+        lone.feed(build_frames(rows[a:a + 2]))
+    got, want = lone.finish(), whole.finish()
+    assert [s.to_json() for s in got] == [s.to_json() for s in want]
+    assert [(s.key.ssrc, s.packets, s.first_ts) for s in got] == [(0x1111, 12, T0),
+                                                                   (0x2222, 12, T0 + 0.005)]
+
+
+def test_idle_lone_candidates_are_expired_and_counted() -> None:
+    tracker = StreamTracker(TrackerConfig(idle_timeout_s=5.0, max_candidates=3))
+    for i in range(5):  # five lone packets, the table holds three
+        tracker.feed(build_frames([(T0 + i, "10.0.0.1", 4000 + i, "10.0.0.2", 5000,
+                                    rtp(7 * i, 0, 0x100 + i))]))
+    assert tracker.counters.candidates_evicted == 2
+    assert min(t for t, _ in tracker.due_by(T0 + 9.0)) == T0 + 2 + 5.0  # the oldest kept
+    assert tracker.expire(T0 + 8.5) == []
+    assert tracker.counters.candidates_expired == 2
+    tracker.finish()
+    assert tracker.counters.candidates_unvalidated == 1

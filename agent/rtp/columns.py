@@ -50,7 +50,12 @@ class RtpColumns:
     def of_row(row: Row) -> RtpColumns:
         """One row's columns, of the dtypes the tracker builds (int64, float64 arrival,
         bool marker)."""
-        return RtpColumns(*(np.array([v], t) for v, t in zip(row, _DTYPES, strict=True)))
+        sid, arrival_s, seq, ts, pt, marker, kind, dscp, vlan, pcp = row
+        return RtpColumns(
+            np.array([sid], np.int64), np.array([arrival_s], np.float64),
+            np.array([seq], np.int64), np.array([ts], np.int64), np.array([pt], np.int64),
+            np.array([marker], np.bool_), np.array([kind], np.int64),
+            np.array([dscp], np.int64), np.array([vlan], np.int64), np.array([pcp], np.int64))
 
     @staticmethod
     def concat(parts: Sequence[RtpColumns]) -> RtpColumns:
@@ -90,5 +95,3 @@ class RtpColumns:
 
 
 _NAMES = tuple(f.name for f in fields(RtpColumns))  # in declaration order
-_DTYPES = tuple(np.bool_ if n == "marker" else np.float64 if n == "arrival_s" else np.int64
-                for n in _NAMES)

@@ -93,7 +93,6 @@ _M64 = np.uint64(0x9E3779B97F4A7C15)
 CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
 CLOCK_SPAN_S = 0.2  # a dynamic type's clock is judged on the first packets spanning this
 CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
-_EVENT_LENGTHS = np.array(UNSIGNALLED_EVENT_PAYLOAD_BYTES, np.int64)
 
 
 def _length_row(lengths: Iterable[int]) -> npt.NDArray[np.bool_]:
@@ -426,12 +425,10 @@ class StreamTracker:
         decided = 1  # how many held packets it took to decide
         held = len(cols) - len(rows)  # of them, held from earlier rows
         if not valid:
-            kept = self._probation(cols)
-            if kept is None:
-                return None
+            kept, judged = self._probation(cols)
             held -= len(cols) - len(kept)
             cols = kept
-            decided = self._valid_window(cols) or 0
+            decided = self._valid_window(cols, judged) or 0
             valid = decided > 0
         if valid:
             described = announced or self._announced(key, float(cols.arrival_s[-1]))
@@ -453,54 +450,65 @@ class StreamTracker:
             del self._cands[next(iter(self._cands))]  # least recently fed
             self.counters.candidates_evicted += 1
 
-    def _probation(self, cols: RtpColumns) -> RtpColumns | None:
-        """Drop leading packets while the held ones cannot be a stream; None when nothing
-        is left."""
-        while len(cols) > 1:  # one packet is never bad: the common case under a flood
-            verdict, _ = self._probation_window(cols)
-            if verdict != _BAD:
-                return cols
+    def _probation(self, cols: RtpColumns) -> tuple[RtpColumns, tuple[int, int] | None]:
+        """Drop leading packets while the held ones cannot be a stream: (what is kept,
+        its `_probation_window` verdict when one was taken)."""
+        seq, ts = cols.seq.tolist(), cols.ts.tolist()
+        like = _plausible_event(cols).tolist()
+        drop, judged = 0, None
+        while len(seq) - drop > 1:  # one packet is never bad: the common case under a flood
+            judged = self._probation_window(seq[drop:], ts[drop:], like[drop:])
+            if judged[0] != _BAD:
+                break
             self.counters.candidates_rejected += 1
-            cols = cols.take(np.arange(1, len(cols)))
-        return cols if len(cols) else None
+            drop, judged = drop + 1, None
+        return (cols.take(np.arange(drop, len(seq))) if drop else cols), judged
 
-    def _valid_window(self, cols: RtpColumns) -> int | None:
-        """How many of the held packets showed a stream (None: not yet)."""
+    def _valid_window(self, cols: RtpColumns, judged: tuple[int, int] | None) -> int | None:
+        """How many of the held packets showed a stream (None: not yet); ``judged``: their
+        verdict if `_probation` took it."""
         if len(cols) < self.config.probation_packets:
             return None
-        verdict, window = self._probation_window(cols)
+        if judged is None:
+            judged = self._probation_window(cols.seq.tolist(), cols.ts.tolist(),
+                                            _plausible_event(cols).tolist())
+        verdict, window = judged
         return window if verdict == _VALID else None
 
-    def _probation_window(self, cols: RtpColumns) -> tuple[int, int]:
-        """Judge the first ``probation_packets`` held packets, widening the window one
+    def _probation_window(self, seq: list[int], ts: list[int], like: list[bool]
+                          ) -> tuple[int, int]:
+        """Judge the first ``probation_packets`` held packets (their sequence numbers,
+        timestamps and whether each has an event's length), widening the window one
         packet at a time while undecided (a frame or event spanning packets), so the
         verdict rests on the fewest packets that show a stream: (verdict, window)."""
-        window = min(self.config.probation_packets, len(cols))
+        window = min(self.config.probation_packets, len(seq))
         while True:
-            verdict = self._probation_verdict(cols.take(np.arange(window)))
-            if verdict != _UNDECIDED or window >= len(cols):
+            verdict = self._probation_verdict(seq[:window], ts[:window], like[:window])
+            if verdict != _UNDECIDED or window >= len(seq):
                 return verdict, window
             window += 1
 
-    def _probation_verdict(self, c: RtpColumns) -> int:
+    def _probation_verdict(self, seq: list[int], ts: list[int], like: list[bool]) -> int:
         """`_VALID` when the packets, in sequence order, look like one RTP stream; `_BAD`
         when they cannot be; `_UNDECIDED` while too few, or while every step is
         plausible but no timestamp advanced yet and fewer than ``max_probation_hold``
-        are held."""
-        rel = ((c.seq - c.seq[0] + 32768) % 65536) - 32768  # signed, from the first arrival
-        order = np.argsort(rel, kind="stable")
-        dseq = np.diff(rel[order])
-        tsr = ((c.ts - c.ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31)
-        dts = np.diff(tsr[order])
-        event_only = bool(_plausible_event(c).all())
-        bad = (dseq > self.config.max_probation_step) | (dts < 0)
-        bad |= (dts > self.config.max_probation_ts_step) | ((dseq == 0) & (dts != 0))
-        if bad.any():
-            return _BAD
-        if len(c) < self.config.probation_packets:
+        are held. A handful of packets: plain Python (numpy costs more per call)."""
+        cfg = self.config
+        rel = [((q - seq[0] + 32768) % 65536) - 32768 for q in seq]  # signed, from the first
+        tsr = [((t - ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31) for t in ts]
+        order = sorted(range(len(seq)), key=rel.__getitem__)  # stable, as arrived
+        advanced = stamped = False
+        for a, b in itertools.pairwise(order):
+            dseq, dts = rel[b] - rel[a], tsr[b] - tsr[a]
+            if (dseq > cfg.max_probation_step or dts < 0 or dts > cfg.max_probation_ts_step
+                    or (dseq == 0 and dts != 0)):
+                return _BAD
+            advanced |= dseq > 0
+            stamped |= dts > 0
+        if len(seq) < cfg.probation_packets:
             return _UNDECIDED
-        if not (dseq > 0).any() or (not event_only and not (dts > 0).any()):
-            return _UNDECIDED if len(c) < self.config.max_probation_hold else _BAD
+        if not advanced or (not all(like) and not stamped):  # all(like): event-only
+            return _UNDECIDED if len(seq) < cfg.max_probation_hold else _BAD
         return _VALID
 
     def _media_rows(self, cols: RtpColumns, hints: PayloadMap) -> tuple[I64, int]:
@@ -742,7 +750,7 @@ def _stream_key(key: Key) -> StreamKey:
 def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:
     """Rows whose payload has an event's length on a stream without SDP (the kind column
     holds a candidate's payload length)."""
-    return np.isin(c.kind, _EVENT_LENGTHS)
+    return _UNSIGNALLED_ROW[c.kind]  # the kind column is 0..MAX_EVENT_PAYLOAD_BYTES
 
 
 def _held(held: RtpColumns | Row) -> RtpColumns:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from agent.decode.fastpath import windows
 from agent.decode.frames import Frames
 from agent.media.description import UDPTL_PT
 
@@ -42,18 +43,6 @@ class RtpHeaders:
 
 def _u(data: npt.NDArray[np.uint8], at: I64) -> I64:
     return data[at].astype(np.int64)
-
-
-def windows(data: npt.NDArray[np.uint8], at: I64, width: int) -> npt.NDArray[np.uint8]:
-    """The ``width`` bytes at each offset ``at`` (each ``at + width <= data.size``), as an
-    (n, width) array: one gather of ``width``-byte items from an overlapping view, about
-    ten times cheaper than indexing with ``at[:, None] + np.arange(width)``."""
-    if at.size == 0:
-        return np.zeros((0, width), np.uint8)
-    buf = np.ascontiguousarray(data)
-    items = np.ndarray((buf.size - width + 1,), np.dtype(f"V{width}"), buffer=buf,
-                       strides=(1,))
-    return items[at].view(np.uint8).reshape(-1, width)
 
 
 def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:

@@ -9,7 +9,7 @@ from framesbuild import build_frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.rtp.header import parse_headers, windows
+from agent.rtp.header import parse_headers
 
 
 def reference(payload: bytes) -> tuple[bool, int, int, int, int, int] | None:
@@ -57,10 +57,3 @@ def test_parse_headers_matches_a_struct_reading(payloads: list[bytes]) -> None:
     got = zip(h.marker.tolist(), h.pt.tolist(), h.seq.tolist(), h.ts.tolist(),
               h.ssrc.tolist(), h.payload_len.tolist(), strict=True)
     assert list(got) == [want[i] for i in sorted(want)]
-
-
-def test_windows_are_the_bytes_at_each_offset() -> None:
-    data = np.arange(40, dtype=np.uint8)
-    at = np.array([0, 27, 5, 5], np.int64)
-    assert windows(data, at, 13).tolist() == [list(range(a, a + 13)) for a in at.tolist()]
-    assert windows(data, at[:0], 13).shape == (0, 13)

@@ -95,6 +95,22 @@ def affine_scan(a: F64, b: F64, span: int | None = None) -> F64:
     return b
 
 
+def stable_order(x: I64) -> I64:
+    """``np.argsort(x, kind="stable")``; for values in 0..32767 (stream slots, mostly) on
+    int16, where numpy's stable sort is a radix sort: ~10x faster than on int64."""
+    if x.size and int(x.min()) >= 0 and int(x.max()) < (1 << 15):
+        return np.argsort(x.astype(np.int16), kind="stable")
+    return np.argsort(x, kind="stable")
+
+
+def _runs(key: I64) -> tuple[I64, I64]:
+    """(first row, length) of each run of equal values of ``key``."""
+    start = np.ones(key.size, bool)
+    np.not_equal(key[1:], key[:-1], out=start[1:])
+    first = np.flatnonzero(start)
+    return first, np.diff(np.append(first, key.size))
+
+
 def _shift(x: npt.NDArray[Any], start: B, first: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Previous row's value within a group; ``first`` for each group's first row."""
     out = np.empty_like(x)
@@ -215,7 +231,7 @@ class BatchStats:
             cols = self._prepend_held(cols)
         if len(cols) == 0:
             return
-        c = cols.take(np.argsort(cols.sid, kind="stable"))
+        c = cols.take(stable_order(cols.sid))
         acc, newseg, step, pending = self._sequence_flags(c)
         if pending.any():
             for i in np.flatnonzero(pending).tolist():
@@ -289,9 +305,14 @@ class BatchStats:
         s["cn"][u] += np.add.reduceat(c.kind == PayloadKind.COMFORT_NOISE, starts)
         s["first_ts"][u] = np.minimum(s["first_ts"][u], np.minimum.reduceat(c.arrival_s, starts))
         s["last_ts"][u] = np.maximum(s["last_ts"][u], np.maximum.reduceat(c.arrival_s, starts))
-        for key in np.unique(sid * 128 + c.pt).tolist():
+        # rows are grouped by stream and a stream keeps its PT and DSCP for long runs: the
+        # distinct keys and their counts come from the runs (few), not from every row
+        first, _ = _runs(sid * 128 + c.pt)
+        for key in np.unique(sid[first] * 128 + c.pt[first]).tolist():
             self.pts[key // 128].add(key % 128)
-        keys, counts = np.unique(sid * 64 + c.dscp, return_counts=True)
+        first, length = _runs(sid * 64 + c.dscp)
+        keys, inv = np.unique(sid[first] * 64 + c.dscp[first], return_inverse=True)
+        counts = np.bincount(inv, weights=length, minlength=keys.size).astype(np.int64)
         for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
             table = self.dscp[key // 64]
             table[key % 64] = table.get(key % 64, 0) + n

@@ -367,17 +367,21 @@ class StreamTracker:
         """Replace the event-candidate length with the packet kind (module docstring)."""
         evcand = self._sid_evlen[c.sid, c.kind]  # length 0 (not a candidate) is never one
         hinted = self._sid_kind[c.sid, c.pt]
-        u, inv = np.unique(c.sid, return_inverse=True)
+        present = np.zeros(int(c.sid.max()) + 1, bool)
+        present[c.sid] = True
+        u = np.flatnonzero(present)
+        main = np.full(present.size, -1, np.int64)  # per stream slot: its main PT, -1 not yet
+        main[u] = [self._main_pt.get(s, -1) for s in u.tolist()]
         fresh = ~evcand & (hinted <= PayloadKind.MEDIA)  # not CN, not a signalled event
-        fresh &= np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
+        fresh &= main[c.sid] < 0
         if fresh.any():  # the stream's main PT: its first packet that is not event-like
             fs, fi = np.unique(c.sid[fresh], return_index=True)
             pts = c.pt[np.flatnonzero(fresh)[fi]]
             for s, pt in zip(fs.tolist(), pts.tolist(), strict=True):
-                self._main_pt[s] = pt
+                self._main_pt[s] = main[s] = pt
                 if s in self._unnamed:
                     self._name(s, pt)
-        main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
+        main_row = main[c.sid]
         kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
                         PayloadKind.MEDIA).astype(np.int64)
         kind = np.where(hinted >= 0, hinted, kind)

@@ -242,7 +242,9 @@ class BatchStats:
                 return
         self._count(c)
         a_idx = np.flatnonzero(acc)
-        if a_idx.size:
+        if a_idx.size == len(c):  # no large jump held back: mostly
+            self._sequence(c, newseg, step)
+        elif a_idx.size:
             self._sequence(c.take(a_idx), newseg[a_idx], step[a_idx])
 
     def _prepend_held(self, cols: RtpColumns) -> RtpColumns:

@@ -273,7 +273,8 @@ class StreamTracker:
         sid_of = np.fromiter((sid_get(k, -1) for k in keys), np.int64, len(keys))
         row_sid = sid_of[inverse]
         known = np.flatnonzero(row_sid >= 0)
-        parts = [_with_sid(batch.cols.take(known), row_sid[known])]
+        parts = [_with_sid(batch.cols, row_sid) if known.size == row_sid.size  # (mostly)
+                 else _with_sid(batch.cols.take(known), row_sid[known])]
         if known.size < row_sid.size:
             parts += self._unknown(batch.cols, keys, first, inverse, sid_of, out)
         self._update(parts)

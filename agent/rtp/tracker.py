@@ -158,6 +158,15 @@ class _Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class _Media:
+    """A stream's description when it opened, and `StreamTracker._media_rows` under it."""
+
+    described: EndpointMedia | None
+    rows: I64
+    main_pt: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Opening:
     """A candidate found to be a stream: what `StreamTracker._validate` needs."""
 
@@ -167,6 +176,7 @@ class _Opening:
     window: int  # packets the clock is judged on
     decided: int  # packets it took to decide
     at: int  # index, in this feed's rows of the key, of the packet that decided it
+    opened: _Media  # what the SDP said when it was decided, and its media rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +321,7 @@ class StreamTracker:
             o = self._candidate(key, cols.take(idx))
             if o is not None:  # opens at the row that decided it
                 opening.append((int(idx[o.at]), o))
-        return [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided)
+        return [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided, o.opened)
                 for _, o in sorted(opening, key=lambda t: t[0])]  # in the order they opened
 
     def _still_rtp(self, frames: Frames, rows: I64, udptl: I64) -> tuple[I64, I64]:
@@ -437,11 +447,14 @@ class StreamTracker:
             valid = decided > 0
         if valid:
             described = announced or self._announced(key, float(cols.arrival_s[-1]))
-            window = self._clock_window(cols, described.payloads if described else {})
+            hints = {**self.pt_hints, **(described.payloads if described else {})}
+            media, main_pt = self._media_rows(cols, hints)
+            window = self._clock_window(cols, media, main_pt)
             if window is not None:
                 decided = max(decided, window)
                 return _Opening(key, cols, announced, window, decided,
-                                min(max(decided - 1 - held, 0), len(rows) - 1))
+                                min(max(decided - 1 - held, 0), len(rows) - 1),
+                                _Media(described, media, main_pt))
         self._hold(key, cols, float(cols.arrival_s[-1]), announced, valid)
         return None
 
@@ -532,14 +545,14 @@ class StreamTracker:
         main_pt = int(cols.pt[plain[0]])
         return np.flatnonzero(media_kind & (~like | (cols.pt == main_pt))), main_pt
 
-    def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
+    def _clock_window(self, cols: RtpColumns, media: I64, main_pt: int) -> int | None:
         """How many of the held packets the clock is judged on, None to hold more.
 
         A static type's clock is the table's: the first packet decides. A dynamic one's
         is estimated (or the SDP's checked) from the first media packets that span
         ``CLOCK_SPAN_S`` (at least ``probation_packets`` of them), or the first
-        ``CLOCK_MAX_HOLD`` packets: always the same packets, whatever the batching."""
-        media, main_pt = self._media_rows(cols, {**self.pt_hints, **hints})
+        ``CLOCK_MAX_HOLD`` packets: always the same packets, whatever the batching.
+        ``media``, ``main_pt``: `_media_rows` of the held packets under their SDP."""
         if main_pt < DYNAMIC_PT_MIN or media.size == 0:
             return 1
         arr = cols.arrival_s[media]
@@ -551,15 +564,16 @@ class StreamTracker:
         return CLOCK_MAX_HOLD if len(cols) >= CLOCK_MAX_HOLD else None
 
     def _validate(self, key: Key, cols: RtpColumns, announced: EndpointMedia | None,
-                  out: FeedResult, window: int | None = None, decided: int | None = None
-                  ) -> RtpColumns:
+                  out: FeedResult, window: int | None = None, decided: int | None = None,
+                  opened: _Media | None = None) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             # the least recently seen: the idle heap's front, once refreshed (O(log n))
             self.next_deadline()
             out.ended.append(self._close(self._sid[self._idle[0][2]]))
             self.counters.streams_evicted += 1
-        described = announced
-        if described is None:  # an answer may have come while the candidate was held
+        if opened is not None:  # as `_candidate` found it, a moment ago
+            described = opened.described
+        elif (described := announced) is None:  # an answer may have come while it was held
             described = self._announced(key, float(cols.arrival_s[-1]))
         ep_hints = described.payloads if described is not None else None
         hints = {**self.pt_hints, **ep_hints} if ep_hints else self.pt_hints
@@ -567,7 +581,8 @@ class StreamTracker:
         for pt, hinted in (ep_hints or {}).items():
             if 0 <= pt < 128:
                 kinds[pt] = int(hinted.kind)
-        media, main_pt = self._media_rows(cols, hints)
+        media, main_pt = ((opened.rows, opened.main_pt) if opened is not None
+                          else self._media_rows(cols, hints))
         info = lookup(main_pt, hints)
         if info is None and media.size == 0:  # an event-only stream (RFC 4733 §2.5.1)
             info = TELEPHONE_EVENT

@@ -147,9 +147,9 @@ class TrackerCounters:
 
 @dataclass(slots=True)
 class _Candidate:
-    # sid column holds -1; kind column: event-candidate payload length (0: no)
-    # a candidate of one packet (the common case under a flood of RTP-looking flows)
-    # holds it as a `Row` of scalars: columns are built only when a second one comes
+    # sid column holds -1; kind column: event-candidate payload length (0: no). A
+    # candidate of one packet (the common case under a flood of RTP-looking flows) holds
+    # it as a `Row` of scalars: columns are built only when a second one comes.
     cols: RtpColumns | Row
     last_seen: float
     announced: EndpointMedia | None  # what the SDP said: no probation
@@ -198,7 +198,7 @@ class FeedResult:
 
 
 @dataclass
-class Rows:
+class _Rows:
     """One batch's parsed RTP rows, with the key hash and event-candidate length."""
 
     cols: RtpColumns
@@ -337,7 +337,7 @@ class StreamTracker:
         rtp = h.rows[open_]
         return np.union1d(rows, rtp).astype(np.int64), np.setdiff1d(udptl, rtp)
 
-    def _columns(self, frames: Frames, h: RtpHeaders) -> Rows:
+    def _columns(self, frames: Frames, h: RtpHeaders) -> _Rows:
         r = h.rows
         # an event's length, for some stream: 4 bytes, or 4 + an SRTP MKI and tag
         evcand = ((h.pt >= DYNAMIC_PT_MIN) & (h.payload_len >= 4)
@@ -358,7 +358,7 @@ class StreamTracker:
                     (frames.sport[r].astype(np.uint64) << np.uint64(16)) | frames.dport[r],
                     h.ssrc.astype(np.uint64) | at):
             k = (k * _M64) ^ col  # 64-bit mix; a full-key check happens per unique hash
-        return Rows(cols, k, h, frames)
+        return _Rows(cols, k, h, frames)
 
     @staticmethod
     def _keys(frames: Frames, h: RtpHeaders, at: I64) -> list[Key]:

@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 I64 = npt.NDArray[np.int64]
+# One packet's values in field order: a compact form for a packet held alone
+Row = tuple[int, float, int, int, int, bool, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,21 @@ class RtpColumns:
 
     def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> RtpColumns:
         return RtpColumns(*[getattr(self, n)[idx] for n in _NAMES])
+
+    def rows(self, idx: npt.NDArray[np.intp]) -> list[Row]:
+        """Rows ``idx`` as tuples of Python scalars, in field order (`of_row` undoes it)."""
+        return list(zip(*(getattr(self, n)[idx].tolist() for n in _NAMES), strict=True))
+
+    @staticmethod
+    def of_row(row: Row) -> RtpColumns:
+        """One row's columns, of the dtypes the tracker builds (int64, float64 arrival,
+        bool marker)."""
+        sid, arrival_s, seq, ts, pt, marker, kind, dscp, vlan, pcp = row
+        return RtpColumns(
+            np.array([sid], np.int64), np.array([arrival_s], np.float64),
+            np.array([seq], np.int64), np.array([ts], np.int64), np.array([pt], np.int64),
+            np.array([marker], np.bool_), np.array([kind], np.int64),
+            np.array([dscp], np.int64), np.array([vlan], np.int64), np.array([pcp], np.int64))
 
     @staticmethod
     def concat(parts: Sequence[RtpColumns]) -> RtpColumns:

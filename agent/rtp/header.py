@@ -14,11 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from agent.decode.fastpath import windows
 from agent.decode.frames import Frames
 from agent.media.description import UDPTL_PT
 
 I64 = npt.NDArray[np.int64]
 RTCP_PT_MIN, RTCP_PT_MAX = 72, 76
+# RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC
+_FIXED = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,8 @@ def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:
     data = frames.data
     rows = rows[frames.payload_len[rows] >= 12]
     off, plen = frames.payload_off[rows], frames.payload_len[rows].astype(np.int64)
-    hdr = data[off[:, None] + np.arange(12)]  # one gather: (n, 12) fixed headers
-    b0, b1 = hdr[:, 0].astype(np.int64), hdr[:, 1].astype(np.int64)
+    hdr = windows(data, off, 12).view(_FIXED).reshape(-1)  # one gather of fixed headers
+    b0, b1 = hdr["b0"].astype(np.int64), hdr["b1"].astype(np.int64)
     hlen = 12 + 4 * (b0 & 0x0F)
     ok = ((b0 >> 6) == 2) & ~(((b1 & 0x7F) >= RTCP_PT_MIN) & ((b1 & 0x7F) <= RTCP_PT_MAX))
     ok &= plen >= hlen
@@ -66,17 +69,19 @@ def parse_headers(frames: Frames, rows: I64) -> RtpHeaders:
     body = sent - hlen - pad
     ok &= body >= 0
     k = np.flatnonzero(ok)
-    h = hdr[k]
+    if k.size != rows.size:  # (mostly every row passes: no gathers then)
+        rows, hdr, b1, body, off, hlen, plen = (rows[k], hdr[k], b1[k], body[k], off[k],
+                                                hlen[k], plen[k])
     return RtpHeaders(
-        rows=rows[k],
-        marker=(b1[k] & 0x80) != 0,
-        pt=b1[k] & 0x7F,
-        seq=h[:, 2:4].copy().view(">u2")[:, 0].astype(np.int64),
-        ts=h[:, 4:8].copy().view(">u4")[:, 0].astype(np.int64),
-        ssrc=h[:, 8:12].copy().view(">u4")[:, 0].astype(np.int64),
-        payload_len=body[k],
-        payload_at=off[k] + hlen[k],
-        payload_captured=np.minimum(plen[k] - hlen[k], body[k]),
+        rows=rows,
+        marker=(b1 & 0x80) != 0,
+        pt=b1 & 0x7F,
+        seq=hdr["seq"].astype(np.int64),
+        ts=hdr["ts"].astype(np.int64),
+        ssrc=hdr["ssrc"].astype(np.int64),
+        payload_len=body,
+        payload_at=off + hlen,
+        payload_captured=np.minimum(plen - hlen, body),
     )
 
 

@@ -78,7 +78,7 @@ from agent.media.payloads import (
     lookup,
 )
 from agent.rtp.batch import BatchStats
-from agent.rtp.columns import RtpColumns
+from agent.rtp.columns import Row, RtpColumns
 from agent.rtp.header import RtpHeaders, merge, parse_headers, parse_udptl
 from agent.rtp.hints import EndpointMedia, MediaHints, PayloadMap
 from agent.rtp.model import StreamKey, StreamStats
@@ -93,7 +93,6 @@ _M64 = np.uint64(0x9E3779B97F4A7C15)
 CLOCK_GUARD = 0.25  # relative disagreement between SDP clock and timestamps that SDP loses
 CLOCK_SPAN_S = 0.2  # a dynamic type's clock is judged on the first packets spanning this
 CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
-_EVENT_LENGTHS = np.array(UNSIGNALLED_EVENT_PAYLOAD_BYTES, np.int64)
 
 
 def _length_row(lengths: Iterable[int]) -> npt.NDArray[np.bool_]:
@@ -146,13 +145,25 @@ class TrackerCounters:
         return dict(vars(self))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
-    cols: RtpColumns  # sid column holds -1; kind column: event-candidate payload length (0: no)
+    # sid column holds -1; kind column: event-candidate payload length (0: no). A
+    # candidate of one packet (the common case under a flood of RTP-looking flows) holds
+    # it as a `Row` of scalars: columns are built only when a second one comes.
+    cols: RtpColumns | Row
     last_seen: float
     announced: EndpointMedia | None  # what the SDP said: no probation
     valid: bool = False  # a stream: held only until its clock can be judged
     serial: int = -1  # its live entry in the candidates' idle heap
+
+
+@dataclass(frozen=True, slots=True)
+class _Media:
+    """A stream's description when it opened, and `StreamTracker._media_rows` under it."""
+
+    described: EndpointMedia | None
+    rows: I64
+    main_pt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,7 @@ class _Opening:
     window: int  # packets the clock is judged on
     decided: int  # packets it took to decide
     at: int  # index, in this feed's rows of the key, of the packet that decided it
+    opened: _Media  # what the SDP said when it was decided, and its media rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,35 +277,52 @@ class StreamTracker:
         if h.rows.size == 0:
             return out
         batch = self._columns(frames, h)
-        uniq, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
-        sid_of = np.full(uniq.size, -1, np.int64)
-        unknown: list[int] = []
-        for u, r in enumerate(first.tolist()):
-            sid = self._sid.get(self._key(frames, h, r), -1)
-            sid_of[u] = sid
-            if sid < 0:
-                unknown.append(u)
+        _, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
+        keys = self._keys(frames, h, first)
+        sid_get = self._sid.get
+        sid_of = np.fromiter((sid_get(k, -1) for k in keys), np.int64, len(keys))
         row_sid = sid_of[inverse]
         known = np.flatnonzero(row_sid >= 0)
-        parts = [_with_sid(batch.cols.take(known), row_sid[known])]
-        if unknown:
-            order = np.argsort(inverse, kind="stable")
-            bounds = np.searchsorted(inverse[order], np.arange(uniq.size + 1))
-            opening: list[tuple[int, _Opening]] = []
-            for u in sorted(unknown, key=lambda x: int(first[x])):  # arrival order
-                idx = order[bounds[u] : bounds[u + 1]]
-                key = self._key(frames, h, int(first[u]))
-                if self.shed and self._shed(key, float(batch.cols.arrival_s[idx[-1]])):
-                    self.counters.shed_rows += int(idx.size)
-                    continue
-                o = self._candidate(key, batch.cols.take(idx))
-                if o is not None:  # opens at the row that decided it
-                    opening.append((int(idx[o.at]), o))
-            for _, o in sorted(opening, key=lambda t: t[0]):  # in the order they opened
-                parts.append(self._validate(o.key, o.cols, o.announced, out, o.window,
-                                            o.decided))
+        parts = [_with_sid(batch.cols, row_sid) if known.size == row_sid.size  # (mostly)
+                 else _with_sid(batch.cols.take(known), row_sid[known])]
+        if known.size < row_sid.size:
+            parts += self._unknown(batch.cols, keys, first, inverse, sid_of, out)
         self._update(parts)
         return out
+
+    def _unknown(self, cols: RtpColumns, keys: list[Key], first: I64, inverse: I64,
+                 sid_of: I64, out: FeedResult) -> list[RtpColumns]:
+        """Rows of keys with no stream, key by key in the order of their first rows: held
+        as candidates, or the rows of the streams they open (in the order they opened).
+        A key's lone packet that starts a candidate (the common case under a flood of
+        RTP-looking flows) is held as one row of scalars: no columns are gathered."""
+        unk = np.flatnonzero(sid_of < 0)
+        unk = unk[np.argsort(first[unk], kind="stable")]  # arrival order
+        rows = np.flatnonzero(sid_of[inverse] < 0)  # arrival order
+        grouped = rows[np.argsort(inverse[rows], kind="stable")]  # by key, each in arrival order
+        key_of_row = inverse[grouped]
+        starts = np.searchsorted(key_of_row, unk)
+        ends = np.searchsorted(key_of_row, unk, side="right")
+        last = cols.arrival_s[grouped[ends - 1]].tolist()
+        lone = (ends - starts == 1) & (self.config.probation_packets > 1)
+        row_of = cols.rows(first[unk])
+        opening: list[tuple[int, _Opening]] = []
+        for j, (u, a, b, one) in enumerate(zip(unk.tolist(), starts.tolist(), ends.tolist(),
+                                               lone.tolist(), strict=True)):
+            key = keys[u]
+            if self.shed and self._shed(key, last[j]):
+                self.counters.shed_rows += b - a
+                continue
+            if one and key not in self._cands and self._announced(key, last[j]) is None:
+                # what `_candidate` does with it: one packet is never bad, nor enough
+                self._hold(key, row_of[j], last[j], None, False)
+                continue
+            idx = grouped[a:b]
+            o = self._candidate(key, cols.take(idx))
+            if o is not None:  # opens at the row that decided it
+                opening.append((int(idx[o.at]), o))
+        return [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided, o.opened)
+                for _, o in sorted(opening, key=lambda t: t[0])]  # in the order they opened
 
     def _still_rtp(self, frames: Frames, rows: I64, udptl: I64) -> tuple[I64, I64]:
         """Split rows to T.38 endpoints into (RTP rows with them, UDPTL rows): RTP where
@@ -301,7 +330,8 @@ class StreamTracker:
         h = parse_headers(frames, udptl)
         if h.rows.size == 0 or not self._sid:
             return rows, udptl
-        open_ = np.array([self._key(frames, h, i) in self._sid for i in range(h.rows.size)])
+        keys = self._keys(frames, h, np.arange(h.rows.size))
+        open_ = np.array([k in self._sid for k in keys], bool)
         if not open_.any():
             return rows, udptl
         rtp = h.rows[open_]
@@ -331,11 +361,13 @@ class StreamTracker:
         return _Rows(cols, k, h, frames)
 
     @staticmethod
-    def _key(frames: Frames, h: RtpHeaders, i: int) -> Key:
-        r = int(h.rows[i])
-        return (int(frames.src_hi[r]), int(frames.src_lo[r]), int(frames.sport[r]),
-                int(frames.dst_hi[r]), int(frames.dst_lo[r]), int(frames.dport[r]),
-                int(h.ssrc[i]), int(frames.point[r]))
+    def _keys(frames: Frames, h: RtpHeaders, at: I64) -> list[Key]:
+        """The keys of header rows ``at``, as Python ints (one conversion per column)."""
+        r = h.rows[at]
+        return list(zip(frames.src_hi[r].tolist(), frames.src_lo[r].tolist(),
+                        frames.sport[r].tolist(), frames.dst_hi[r].tolist(),
+                        frames.dst_lo[r].tolist(), frames.dport[r].tolist(),
+                        h.ssrc[at].tolist(), frames.point[r].tolist(), strict=True))
 
     def _update(self, parts: list[RtpColumns]) -> None:
         cols = RtpColumns.concat(parts) if len(parts) > 1 else parts[0]
@@ -346,17 +378,21 @@ class StreamTracker:
         """Replace the event-candidate length with the packet kind (module docstring)."""
         evcand = self._sid_evlen[c.sid, c.kind]  # length 0 (not a candidate) is never one
         hinted = self._sid_kind[c.sid, c.pt]
-        u, inv = np.unique(c.sid, return_inverse=True)
+        present = np.zeros(int(c.sid.max()) + 1, bool)
+        present[c.sid] = True
+        u = np.flatnonzero(present)
+        main = np.full(present.size, -1, np.int64)  # per stream slot: its main PT, -1 not yet
+        main[u] = [self._main_pt.get(s, -1) for s in u.tolist()]
         fresh = ~evcand & (hinted <= PayloadKind.MEDIA)  # not CN, not a signalled event
-        fresh &= np.isin(c.sid, [s for s in u.tolist() if s not in self._main_pt])
+        fresh &= main[c.sid] < 0
         if fresh.any():  # the stream's main PT: its first packet that is not event-like
             fs, fi = np.unique(c.sid[fresh], return_index=True)
             pts = c.pt[np.flatnonzero(fresh)[fi]]
             for s, pt in zip(fs.tolist(), pts.tolist(), strict=True):
-                self._main_pt[s] = pt
+                self._main_pt[s] = main[s] = pt
                 if s in self._unnamed:
                     self._name(s, pt)
-        main_row = np.array([self._main_pt.get(s, -1) for s in u.tolist()])[inv]
+        main_row = main[c.sid]
         kind = np.where(evcand & (c.pt != main_row), PayloadKind.TELEPHONE_EVENT,
                         PayloadKind.MEDIA).astype(np.int64)
         kind = np.where(hinted >= 0, hinted, kind)
@@ -396,7 +432,7 @@ class StreamTracker:
         if cand is not None and first_ts - cand.last_seen > self.config.idle_timeout_s:
             self.counters.candidates_expired += 1  # idle too long: forgotten, start afresh
             cand = None
-        cols = rows if cand is None else RtpColumns.concat([cand.cols, rows])
+        cols = rows if cand is None else RtpColumns.concat([_held(cand.cols), rows])
         announced = self._announced(key, float(rows.arrival_s[-1]))
         if announced is None and cand is not None:
             announced = cand.announced
@@ -404,76 +440,93 @@ class StreamTracker:
         decided = 1  # how many held packets it took to decide
         held = len(cols) - len(rows)  # of them, held from earlier rows
         if not valid:
-            kept = self._probation(cols)
-            if kept is None:
-                return None
+            kept, judged = self._probation(cols)
             held -= len(cols) - len(kept)
             cols = kept
-            decided = self._valid_window(cols) or 0
+            decided = self._valid_window(cols, judged) or 0
             valid = decided > 0
         if valid:
             described = announced or self._announced(key, float(cols.arrival_s[-1]))
-            window = self._clock_window(cols, described.payloads if described else {})
+            hints = {**self.pt_hints, **(described.payloads if described else {})}
+            media, main_pt = self._media_rows(cols, hints)
+            window = self._clock_window(cols, media, main_pt)
             if window is not None:
                 decided = max(decided, window)
                 return _Opening(key, cols, announced, window, decided,
-                                min(max(decided - 1 - held, 0), len(rows) - 1))
-        last = float(cols.arrival_s[-1])
-        self._cands[key] = cand = _Candidate(cols, last, announced, valid)
+                                min(max(decided - 1 - held, 0), len(rows) - 1),
+                                _Media(described, media, main_pt))
+        self._hold(key, cols, float(cols.arrival_s[-1]), announced, valid)
+        return None
+
+    def _hold(self, key: Key, held: RtpColumns | Row, last: float,
+              announced: EndpointMedia | None, valid: bool) -> None:
+        """Keep ``key``'s packets as the most recently fed candidate (``last``: its latest
+        packet time); the least recently fed goes when the table is full."""
+        self._cands[key] = cand = _Candidate(held, last, announced, valid)
         cand.serial = self._cand_idle.push(last, key, len(self._cands))
         if len(self._cands) > self.config.max_candidates:
             del self._cands[next(iter(self._cands))]  # least recently fed
             self.counters.candidates_evicted += 1
-        return None
 
-    def _probation(self, cols: RtpColumns) -> RtpColumns | None:
-        """Drop leading packets while the held ones cannot be a stream; None when nothing
-        is left."""
-        while len(cols) > 1:  # one packet is never bad: the common case under a flood
-            verdict, _ = self._probation_window(cols)
-            if verdict != _BAD:
-                return cols
+    def _probation(self, cols: RtpColumns) -> tuple[RtpColumns, tuple[int, int] | None]:
+        """Drop leading packets while the held ones cannot be a stream: (what is kept,
+        its `_probation_window` verdict when one was taken)."""
+        seq, ts = cols.seq.tolist(), cols.ts.tolist()
+        like = _plausible_event(cols).tolist()
+        drop, judged = 0, None
+        while len(seq) - drop > 1:  # one packet is never bad: the common case under a flood
+            judged = self._probation_window(seq[drop:], ts[drop:], like[drop:])
+            if judged[0] != _BAD:
+                break
             self.counters.candidates_rejected += 1
-            cols = cols.take(np.arange(1, len(cols)))
-        return cols if len(cols) else None
+            drop, judged = drop + 1, None
+        return (cols.take(np.arange(drop, len(seq))) if drop else cols), judged
 
-    def _valid_window(self, cols: RtpColumns) -> int | None:
-        """How many of the held packets showed a stream (None: not yet)."""
+    def _valid_window(self, cols: RtpColumns, judged: tuple[int, int] | None) -> int | None:
+        """How many of the held packets showed a stream (None: not yet); ``judged``: their
+        verdict if `_probation` took it."""
         if len(cols) < self.config.probation_packets:
             return None
-        verdict, window = self._probation_window(cols)
+        if judged is None:
+            judged = self._probation_window(cols.seq.tolist(), cols.ts.tolist(),
+                                            _plausible_event(cols).tolist())
+        verdict, window = judged
         return window if verdict == _VALID else None
 
-    def _probation_window(self, cols: RtpColumns) -> tuple[int, int]:
-        """Judge the first ``probation_packets`` held packets, widening the window one
+    def _probation_window(self, seq: list[int], ts: list[int], like: list[bool]
+                          ) -> tuple[int, int]:
+        """Judge the first ``probation_packets`` held packets (their sequence numbers,
+        timestamps and whether each has an event's length), widening the window one
         packet at a time while undecided (a frame or event spanning packets), so the
         verdict rests on the fewest packets that show a stream: (verdict, window)."""
-        window = min(self.config.probation_packets, len(cols))
+        window = min(self.config.probation_packets, len(seq))
         while True:
-            verdict = self._probation_verdict(cols.take(np.arange(window)))
-            if verdict != _UNDECIDED or window >= len(cols):
+            verdict = self._probation_verdict(seq[:window], ts[:window], like[:window])
+            if verdict != _UNDECIDED or window >= len(seq):
                 return verdict, window
             window += 1
 
-    def _probation_verdict(self, c: RtpColumns) -> int:
+    def _probation_verdict(self, seq: list[int], ts: list[int], like: list[bool]) -> int:
         """`_VALID` when the packets, in sequence order, look like one RTP stream; `_BAD`
         when they cannot be; `_UNDECIDED` while too few, or while every step is
         plausible but no timestamp advanced yet and fewer than ``max_probation_hold``
-        are held."""
-        rel = ((c.seq - c.seq[0] + 32768) % 65536) - 32768  # signed, from the first arrival
-        order = np.argsort(rel, kind="stable")
-        dseq = np.diff(rel[order])
-        tsr = ((c.ts - c.ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31)
-        dts = np.diff(tsr[order])
-        event_only = bool(_plausible_event(c).all())
-        bad = (dseq > self.config.max_probation_step) | (dts < 0)
-        bad |= (dts > self.config.max_probation_ts_step) | ((dseq == 0) & (dts != 0))
-        if bad.any():
-            return _BAD
-        if len(c) < self.config.probation_packets:
+        are held. A handful of packets: plain Python (numpy costs more per call)."""
+        cfg = self.config
+        rel = [((q - seq[0] + 32768) % 65536) - 32768 for q in seq]  # signed, from the first
+        tsr = [((t - ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31) for t in ts]
+        order = sorted(range(len(seq)), key=rel.__getitem__)  # stable, as arrived
+        advanced = stamped = False
+        for a, b in itertools.pairwise(order):
+            dseq, dts = rel[b] - rel[a], tsr[b] - tsr[a]
+            if (dseq > cfg.max_probation_step or dts < 0 or dts > cfg.max_probation_ts_step
+                    or (dseq == 0 and dts != 0)):
+                return _BAD
+            advanced |= dseq > 0
+            stamped |= dts > 0
+        if len(seq) < cfg.probation_packets:
             return _UNDECIDED
-        if not (dseq > 0).any() or (not event_only and not (dts > 0).any()):
-            return _UNDECIDED if len(c) < self.config.max_probation_hold else _BAD
+        if not advanced or (not all(like) and not stamped):  # all(like): event-only
+            return _UNDECIDED if len(seq) < cfg.max_probation_hold else _BAD
         return _VALID
 
     def _media_rows(self, cols: RtpColumns, hints: PayloadMap) -> tuple[I64, int]:
@@ -492,14 +545,14 @@ class StreamTracker:
         main_pt = int(cols.pt[plain[0]])
         return np.flatnonzero(media_kind & (~like | (cols.pt == main_pt))), main_pt
 
-    def _clock_window(self, cols: RtpColumns, hints: PayloadMap) -> int | None:
+    def _clock_window(self, cols: RtpColumns, media: I64, main_pt: int) -> int | None:
         """How many of the held packets the clock is judged on, None to hold more.
 
         A static type's clock is the table's: the first packet decides. A dynamic one's
         is estimated (or the SDP's checked) from the first media packets that span
         ``CLOCK_SPAN_S`` (at least ``probation_packets`` of them), or the first
-        ``CLOCK_MAX_HOLD`` packets: always the same packets, whatever the batching."""
-        media, main_pt = self._media_rows(cols, {**self.pt_hints, **hints})
+        ``CLOCK_MAX_HOLD`` packets: always the same packets, whatever the batching.
+        ``media``, ``main_pt``: `_media_rows` of the held packets under their SDP."""
         if main_pt < DYNAMIC_PT_MIN or media.size == 0:
             return 1
         arr = cols.arrival_s[media]
@@ -511,15 +564,16 @@ class StreamTracker:
         return CLOCK_MAX_HOLD if len(cols) >= CLOCK_MAX_HOLD else None
 
     def _validate(self, key: Key, cols: RtpColumns, announced: EndpointMedia | None,
-                  out: FeedResult, window: int | None = None, decided: int | None = None
-                  ) -> RtpColumns:
+                  out: FeedResult, window: int | None = None, decided: int | None = None,
+                  opened: _Media | None = None) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
             # the least recently seen: the idle heap's front, once refreshed (O(log n))
             self.next_deadline()
             out.ended.append(self._close(self._sid[self._idle[0][2]]))
             self.counters.streams_evicted += 1
-        described = announced
-        if described is None:  # an answer may have come while the candidate was held
+        if opened is not None:  # as `_candidate` found it, a moment ago
+            described = opened.described
+        elif (described := announced) is None:  # an answer may have come while it was held
             described = self._announced(key, float(cols.arrival_s[-1]))
         ep_hints = described.payloads if described is not None else None
         hints = {**self.pt_hints, **ep_hints} if ep_hints else self.pt_hints
@@ -527,7 +581,8 @@ class StreamTracker:
         for pt, hinted in (ep_hints or {}).items():
             if 0 <= pt < 128:
                 kinds[pt] = int(hinted.kind)
-        media, main_pt = self._media_rows(cols, hints)
+        media, main_pt = ((opened.rows, opened.main_pt) if opened is not None
+                          else self._media_rows(cols, hints))
         info = lookup(main_pt, hints)
         if info is None and media.size == 0:  # an event-only stream (RFC 4733 §2.5.1)
             info = TELEPHONE_EVENT
@@ -646,13 +701,14 @@ class StreamTracker:
         return cand is not None and cand.serial == entry[1]
 
     def _held_since(self, key: Key) -> tuple[float, Key]:
-        return float(self._cands[key].cols.arrival_s[0]), key
+        held = self._cands[key].cols
+        return (held[1] if isinstance(held, tuple) else float(held.arrival_s[0])), key
 
     def _flush(self, key: Key) -> list[StreamStats]:
         """A stream still held for its clock check opens on what it has and ends at once
         (it stopped before its clock window was complete)."""
         cand = self._cands.pop(key)
-        rows = self._validate(key, cand.cols, cand.announced, FeedResult())
+        rows = self._validate(key, _held(cand.cols), cand.announced, FeedResult())
         self._update([rows])
         self.counters.streams_expired += 1
         return [self._close(self._sid[key])]
@@ -714,7 +770,12 @@ def _stream_key(key: Key) -> StreamKey:
 def _plausible_event(c: RtpColumns) -> npt.NDArray[np.bool_]:
     """Rows whose payload has an event's length on a stream without SDP (the kind column
     holds a candidate's payload length)."""
-    return np.isin(c.kind, _EVENT_LENGTHS)
+    return _UNSIGNALLED_ROW[c.kind]  # the kind column is 0..MAX_EVENT_PAYLOAD_BYTES
+
+
+def _held(held: RtpColumns | Row) -> RtpColumns:
+    """A candidate's packets as columns (of the dtypes `StreamTracker._columns` makes)."""
+    return RtpColumns.of_row(held) if isinstance(held, tuple) else held
 
 
 def _with_sid(c: RtpColumns, sid: I64) -> RtpColumns:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 import struct
 
+import numpy as np
 from framesbuild import Row, build_frames, g711_stream, rtp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.media.payloads import PayloadInfo, PayloadKind
-from agent.rtp.tracker import StreamTracker, TrackerConfig
+from agent.rtp.tracker import _BAD, _UNDECIDED, _VALID, StreamTracker, TrackerConfig
 
 T0 = 1_700_000_000.0
 
@@ -155,3 +158,70 @@ def test_five_tuple_memory_is_capped() -> None:
         tracker.feed(build_frames(rows))
     assert len(tracker._by_tuple) <= 5 and len(tracker.streams()) <= 5
     assert tracker.counters.streams_evicted == 35
+
+
+def test_lone_packets_held_across_batches_open_the_same_streams() -> None:
+    # every key has one packet per batch (a flood's shape), held as a lone-packet
+    # candidate until the next batch continues it: same streams as fed at once
+    rows = sorted(g711_stream(T0, "10.0.0.1", 4000, "10.0.0.2", 5000, 0x1111, 12)
+                  + g711_stream(T0 + 0.005, "10.0.0.3", 4002, "10.0.0.2", 5002, 0x2222, 12,
+                                pt=0))
+    whole = StreamTracker()
+    whole.feed(build_frames(rows))
+    lone = StreamTracker()
+    for a in range(0, len(rows), 2):
+        lone.feed(build_frames(rows[a:a + 2]))
+    got, want = lone.finish(), whole.finish()
+    assert [s.to_json() for s in got] == [s.to_json() for s in want]
+    assert [(s.key.ssrc, s.packets, s.first_ts) for s in got] == [(0x1111, 12, T0),
+                                                                   (0x2222, 12, T0 + 0.005)]
+
+
+def test_idle_lone_candidates_are_expired_and_counted() -> None:
+    tracker = StreamTracker(TrackerConfig(idle_timeout_s=5.0, max_candidates=3))
+    for i in range(5):  # five lone packets, the table holds three
+        tracker.feed(build_frames([(T0 + i, "10.0.0.1", 4000 + i, "10.0.0.2", 5000,
+                                    rtp(7 * i, 0, 0x100 + i))]))
+    assert tracker.counters.candidates_evicted == 2
+    assert min(t for t, _ in tracker.due_by(T0 + 9.0)) == T0 + 2 + 5.0  # the oldest kept
+    assert tracker.expire(T0 + 8.5) == []
+    assert tracker.counters.candidates_expired == 2
+    tracker.finish()
+    assert tracker.counters.candidates_unvalidated == 1
+
+
+def _numpy_verdict(cfg: TrackerConfig, seq: np.ndarray, ts: np.ndarray, like: np.ndarray
+                   ) -> int:
+    """The probation verdict as first written, on numpy columns (the twin of
+    `StreamTracker._probation_verdict`, which takes lists)."""
+    rel = ((seq - seq[0] + 32768) % 65536) - 32768
+    order = np.argsort(rel, kind="stable")
+    dseq = np.diff(rel[order])
+    tsr = ((ts - ts[0] + (1 << 31)) % (1 << 32)) - (1 << 31)
+    dts = np.diff(tsr[order])
+    bad = (dseq > cfg.max_probation_step) | (dts < 0)
+    bad |= (dts > cfg.max_probation_ts_step) | ((dseq == 0) & (dts != 0))
+    if bad.any():
+        return _BAD
+    if len(seq) < cfg.probation_packets:
+        return _UNDECIDED
+    if not (dseq > 0).any() or (not like.all() and not (dts > 0).any()):
+        return _UNDECIDED if len(seq) < cfg.max_probation_hold else _BAD
+    return _VALID
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 65535), st.integers(0, (1 << 32) - 1), st.booleans()),
+                min_size=1, max_size=20),
+       st.integers(-3, 3), st.integers(0, 65535), st.integers(0, (1 << 32) - 1))
+def test_probation_verdict_matches_its_numpy_twin(
+        raw: list[tuple[int, int, bool]], step: int, seq0: int, ts0: int) -> None:
+    # mostly near-stream windows (small steps from a start, wrapping), some random ones
+    rows = raw if step == 0 else [((seq0 + step * i + (q & 3)) % 65536,
+                                   (ts0 + 160 * i * (q & 1)) % (1 << 32), e)
+                                  for i, (q, _, e) in enumerate(raw)]
+    seq, ts, like = (list(c) for c in zip(*rows, strict=True))
+    tracker = StreamTracker()
+    want = _numpy_verdict(tracker.config, np.array(seq, np.int64), np.array(ts, np.int64),
+                          np.array(like, bool))
+    assert tracker._probation_verdict(seq, ts, like) == want

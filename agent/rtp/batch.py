@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from agent.media.payloads import PayloadKind
 from agent.rtp import jbuffer
-from agent.rtp.columns import RtpColumns
+from agent.rtp.columns import RtpColumns, group_starts
 from agent.rtp.model import StreamStats
 from agent.rtp.rules import (
     HOLE_WINDOW,
@@ -105,9 +105,7 @@ def stable_order(x: I64) -> I64:
 
 def _runs(key: I64) -> tuple[I64, I64]:
     """(first row, length) of each run of equal values of ``key``."""
-    start = np.ones(key.size, bool)
-    np.not_equal(key[1:], key[:-1], out=start[1:])
-    first = np.flatnonzero(start)
+    first = np.flatnonzero(group_starts(key))
     return first, np.diff(np.append(first, key.size))
 
 
@@ -255,8 +253,7 @@ class BatchStats:
     def _sequence_flags(self, c: RtpColumns) -> tuple[B, B, I64, B]:
         """(accepted, starts a segment, step to last accepted, held for the next batch)."""
         sid, seq = c.sid, c.seq
-        start = np.ones(len(c), bool)
-        start[1:] = sid[1:] != sid[:-1]
+        start = group_starts(sid)
         has_prev = ~start | (self.s["has_seq"][sid] > 0)
         prev = _shift(seq, start, self.s["last_seq"][sid[start]])
         step = ((seq - prev + SEQ_MOD // 2) & (SEQ_MOD - 1)) - SEQ_MOD // 2
@@ -294,9 +291,7 @@ class BatchStats:
     def _count(self, c: RtpColumns) -> None:
         """Per-packet counters (strays included)."""
         s, sid = self.s, c.sid
-        start = np.ones(len(c), bool)
-        start[1:] = sid[1:] != sid[:-1]
-        starts = np.flatnonzero(start)
+        starts = np.flatnonzero(group_starts(sid))
         u = sid[starts]
         new = s["packets"][u] == 0
         s["vlan"][u[new]] = c.vlan[starts[new]]
@@ -322,8 +317,7 @@ class BatchStats:
     def _sequence(self, c: RtpColumns, ns: B, step: I64) -> None:
         """Sequence space, holes and jitter for accepted rows."""
         s, sid = self.s, c.sid
-        sstart = np.ones(len(c), bool)
-        sstart[1:] = sid[1:] != sid[:-1]
+        sstart = group_starts(sid)
         reset = ns | sstart
         val = np.where(ns, c.seq, step)
         cont_first = sstart & ~ns
@@ -484,8 +478,7 @@ class BatchStats:
             jbuffer.reset(s, sid[newseg_rows])
             return
         jsid, jg, arr, ts = sid[j], gseg[j], c.arrival_s[j], c.ts[j]
-        jstart = np.ones(j.size, bool)
-        jstart[1:] = jsid[1:] != jsid[:-1]
+        jstart = group_starts(jsid)
         segstart = jstart.copy()
         segstart[1:] |= jg[1:] != jg[:-1]
         has_ref = ~segstart | (seg_cont[jg] & (s["jref_ok"][jsid] > 0))

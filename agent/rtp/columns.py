@@ -17,6 +17,14 @@ I64 = npt.NDArray[np.int64]
 Row = tuple[int, float, int, int, int, bool, int, int, int, int]
 
 
+def group_starts(key: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+    """True at each row whose ``key`` differs from the previous row's (and at row 0):
+    where each group of a column sorted by group begins."""
+    start = np.ones(key.size, bool)
+    np.not_equal(key[1:], key[:-1], out=start[1:])
+    return start
+
+
 @dataclass(frozen=True, slots=True)
 class RtpColumns:
     """Equal-length columns, one row per RTP packet, in arrival order within a stream.

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from agent.rtp.columns import group_starts
 from agent.rtp.rules import (
     HOLE_WINDOW,
     JB_INF,
@@ -194,9 +195,7 @@ def _buffer_rows(s: State, r: JitterRows) -> _Rows | None:
             return None
         b = JitterRows(*(getattr(r, f)[idx] for f in JitterRows.__slots__))
     sid, g = b.sid, b.gseg
-    bstart = np.empty(sid.size, bool)
-    bstart[0] = True
-    np.not_equal(sid[1:], sid[:-1], out=bstart[1:])
+    bstart = group_starts(sid)
     bs = np.flatnonzero(bstart)
     segstart = bstart.copy()
     segstart[1:] |= g[1:] != g[:-1]

@@ -131,6 +131,9 @@ def format_endpoint(hi: int, lo: int, port: int) -> str:
 
 
 @functools.lru_cache(maxsize=8192)  # SDP endpoints are hinted again on every dialog event
+# SDP and SIP name the same few addresses in message after message; parsing one costs
+# several us. Bounded: a flood of new addresses evicts.
+@functools.lru_cache(maxsize=8192)
 def addr_to_words(addr: str) -> tuple[int, int]:
     """(hi, lo) column values of an IPv4 or IPv6 address string."""
     ip = ipaddress.ip_address(addr)

@@ -113,6 +113,10 @@ def sidetone_ist(p: EModelParams = DEFAULT_PARAMS, t_ms: float = 0.0) -> float:
     )
 
 
+# Pure functions of the (frozen) parameters and the delays, and the delays repeat: a call
+# without RTCP round trips is rated on its codec's and jitter buffer's assumed delays,
+# the same for every call of that codec. Bounded: measured delays evict.
+@functools.lru_cache(maxsize=4096)
 def simultaneous_is(p: EModelParams = DEFAULT_PARAMS, t_ms: float = 0.0) -> float:
     """Is = Iolr + Ist + Iq (G.107 §7.3); ``t_ms`` is the talker-echo delay T."""
     no = noise_power_no(p)
@@ -182,6 +186,7 @@ def absolute_delay_idd(p: EModelParams, ta_ms: float) -> float:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # see simultaneous_is
 def delay_impairment(
     t_ms: float, tr_ms: float, ta_ms: float, p: EModelParams = DEFAULT_PARAMS
 ) -> DelayImpairment:

@@ -531,8 +531,9 @@ class BatchStats:
         cur = s["max"] - s["base"] + 1 if s["has_seq"] else 0
         b = self.bursts[sid]
         bursts = BurstTotals(b.count, b.longest, b.total)
-        if sid in self.holes:
-            bursts.add(split_final_holes(self.holes[sid], None)[0])
+        holes = self.holes.get(sid)
+        if holes is not None and holes.size:
+            bursts.add(split_final_holes(holes, None)[0])
         return Totals(
             payload_types=tuple(sorted(self.pts[sid])),
             packets=s["packets"],

@@ -55,6 +55,7 @@ streams on demand (their call ended), `snapshot` reads one without ending it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import itertools
 from collections import OrderedDict
@@ -95,10 +96,12 @@ CLOCK_SPAN_S = 0.2  # a dynamic type's clock is judged on the first packets span
 CLOCK_MAX_HOLD = 50  # ... or on this many packets when they arrive faster
 
 
-def _length_row(lengths: Iterable[int]) -> npt.NDArray[np.bool_]:
-    """True at each payload length an event of a stream can have."""
+@functools.lru_cache(maxsize=256)  # a few SRTP trailer sizes in practice; bounded
+def _length_row(lengths: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """True at each payload length an event of a stream can have (read-only, shared)."""
     row = np.zeros(MAX_EVENT_PAYLOAD_BYTES + 1, np.bool_)
     row[[n for n in lengths if 0 < n <= MAX_EVENT_PAYLOAD_BYTES]] = True
+    row.flags.writeable = False
     return row
 
 

@@ -259,7 +259,7 @@ class Dialog:
         self.dscp[dscp] = self.dscp.get(dscp, 0) + 1
         self._is_duplicate(invite)
         self._count(invite)
-        self.user_agent = invite.headers.get("User-Agent")
+        self.user_agent = invite.header("User-Agent")
         return self._add_sdp(invite, src, ts)
 
     def timeout(self, now: float) -> bool:
@@ -339,11 +339,11 @@ class Dialog:
         elif event is Event.BYE_DONE and code is not None and code < 300:
             self.disconnect_ts = ts if self.disconnect_ts is None else self.disconnect_ts
         if self.user_agent is None and msg.is_request:
-            self.user_agent = msg.headers.get("User-Agent")
+            self.user_agent = msg.header("User-Agent")
         if code is not None and 200 <= code < 300 and msg.method in ("INVITE", "UPDATE"):
             # RFC 4028 §9: the 2xx states the session interval both sides use; one without
             # Session-Expires turns the timer off.
-            self.session_expires_s = _session_interval(msg.headers.get("Session-Expires"))
+            self.session_expires_s = _session_interval(msg.header("Session-Expires"))
         return self._add_sdp(msg, src, ts)
 
     def _record_response(self, msg: SipMessage, code: int, ts: float) -> None:

@@ -58,6 +58,7 @@ from typing import TypeVar
 
 from agent.sip.errors import SipParseError
 from agent.sip.headers import (
+    LIST_HEADERS,
     CSeq,
     Headers,
     NameAddr,
@@ -148,6 +149,18 @@ class SipMessage:
     @cached_property
     def top_via(self) -> Via | None:
         return parse_via(self._raw_via) if self._raw_via is not None else None
+
+    def header(self, name: str) -> str | None:
+        """``headers.get(name)``, without building `headers` for a header that is not a
+        list: a dialog reads a User-Agent or a Session-Expires of most messages, and
+        nothing else of the fields `parse_message` did not pick."""
+        key = lookup_key(name)
+        if key in LIST_HEADERS or "headers" in self.__dict__:
+            return self.headers.get(name)
+        for field, value in self._raw_fields:
+            if lookup_key(field) == key:
+                return value.strip()
+        return None
 
     @property
     def is_response(self) -> bool:

@@ -45,6 +45,10 @@ def outcome(parse: object, *args: object) -> tuple[str, object]:
 
 def view(msg: SipMessage | ref.RefMessage) -> dict[str, object]:
     """Everything the rest of the probe (and a test) can read of a message."""
+    # first, before anything builds `headers`: `header` reads the raw fields then
+    named = ("User-Agent", "session-expires", "x", "Contact", "Max-Forwards", "Subject")
+    one = {n: msg.header(n) if isinstance(msg, SipMessage) else msg.headers.get(n)
+           for n in named}
     vias = outcome(msg.vias)
     return {
         "is_request": msg.is_request, "method": msg.method, "request_uri": msg.request_uri,
@@ -59,6 +63,9 @@ def view(msg: SipMessage | ref.RefMessage) -> dict[str, object]:
         "get_all": {n: msg.headers.get_all(n) for n, _ in msg.headers},
         "get": {n: msg.headers.get(n) for n in ("Via", "Contact", "User-Agent", "v", "m")},
         "vias": vias,
+        "header": one,
+        "header_built": {n: msg.header(n) if isinstance(msg, SipMessage)
+                         else msg.headers.get(n) for n in named},
     }
 
 

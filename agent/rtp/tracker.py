@@ -280,7 +280,7 @@ class StreamTracker:
         if h.rows.size == 0:
             return out
         batch = self._columns(frames, h)
-        _, first, inverse = np.unique(batch.keys, return_index=True, return_inverse=True)
+        first, inverse = _groups(frames, h, batch.keys)
         keys = self._keys(frames, h, first)
         sid_get = self._sid.get
         sid_of = np.fromiter((sid_get(k, -1) for k in keys), np.int64, len(keys))
@@ -360,7 +360,7 @@ class StreamTracker:
         for col in (frames.dst_hi[r], frames.dst_lo[r],
                     (frames.sport[r].astype(np.uint64) << np.uint64(16)) | frames.dport[r],
                     h.ssrc.astype(np.uint64) | at):
-            k = (k * _M64) ^ col  # 64-bit mix; a full-key check happens per unique hash
+            k = (k * _M64) ^ col  # 64-bit mix; `_groups` checks the full keys
         return _Rows(cols, k, h, frames)
 
     @staticmethod
@@ -760,6 +760,24 @@ class StreamTracker:
         self._cand_idle.clear()
         self._idle.clear()
         return sorted(out, key=lambda s: (s.first_ts, s.key))
+
+
+def _groups(frames: Frames, h: RtpHeaders, hashed: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
+    """(first row of each key, each row's key) for the full keys (5-tuple, SSRC, point) of
+    header rows: grouped by the rows' 64-bit key hash, checked column by column against
+    each group's first row, and grouped by the full key only when two keys share a hash
+    (a flood can craft one: the mix is invertible), so no flow is ever merged into
+    another's stream."""
+    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+    lead = first[inverse]
+    r = h.rows
+    cols = [c[r] for c in (frames.src_hi, frames.src_lo, frames.sport, frames.dst_hi,
+                           frames.dst_lo, frames.dport, frames.point)] + [h.ssrc]
+    if all(np.array_equal(c, c[lead]) for c in cols):
+        return first, inverse
+    full = np.stack([c.astype(np.uint64) for c in cols], axis=1)
+    _, first, inverse = np.unique(full, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 def _tuple(k: StreamKey) -> Key:

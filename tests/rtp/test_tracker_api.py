@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pytest
 from framesbuild import Row, build_frames, g711_stream, rtp
 
@@ -200,3 +201,28 @@ def test_event_length_batching_invariant() -> None:
     # the JSON form: a running mean summed over other cuts may differ in the last ulp
     a, b = [s.to_json() for s in whole.finish()], [s.to_json() for s in one.finish()]
     assert a == b and a[0]["telephone_event_packets"] == 15
+
+
+def test_flows_sharing_a_key_hash_stay_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker groups rows by a 64-bit hash of the full key, which a flood can make
+    collide (the mix is invertible). With a multiplier of 0 every flow of one SSRC and
+    point shares a hash: three such flows, interleaved, must still be three streams with
+    their own counts, as with the real mix."""
+    def flows() -> list[Row]:
+        rows = (g711_stream(T0, A, 4000, B, 5000, 0x77, 60)
+                + g711_stream(T0 + 0.001, C, 4002, B, 5000, 0x77, 40, seq0=9000)
+                + g711_stream(T0 + 0.002, A, 4004, C, 5002, 0x77, 30, seq0=50))
+        return sorted(rows, key=lambda r: r[0])
+
+    def streams() -> list[tuple[str, int, int, int, int]]:
+        tracker = StreamTracker()
+        for lo in range(0, 130, 7):  # several batches, keys split across them
+            tracker.feed(build_frames(flows()[lo:lo + 7]))
+        return sorted((str(s.key.src_endpoint), s.key.sport, s.packets, s.lost, s.expected)
+                      for s in tracker.finish())
+
+    want = [(f"{A}:4000", 4000, 60, 0, 60), (f"{A}:4004", 4004, 30, 0, 30),
+            (f"{C}:4002", 4002, 40, 0, 40)]
+    assert streams() == want
+    monkeypatch.setattr("agent.rtp.tracker._M64", np.uint64(0))
+    assert streams() == want

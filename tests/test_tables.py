@@ -196,3 +196,36 @@ def test_sdp_retention_stays_under_its_byte_budget() -> None:
     held = sum(d.media_bytes for d in e.sip._dialogs.values())
     assert held == e.sip.sdp_bytes <= budget
     assert e.counters()["sip_dialogs_evicted"] == 400 - budget // len(body)
+
+
+def _interleave(a: floods.Packets, b: floods.Packets) -> floods.Packets:
+    """Two captures merged in packet time (stable: ``a`` first on a tie)."""
+    rows = sorted(zip(a[1] + b[1], range(len(a[1]) + len(b[1])), a[0] + b[0], strict=True))
+    return [r[2] for r in rows], [r[0] for r in rows]
+
+
+def _run_cut(packets: floods.Packets, size: int, **tables: int
+             ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    e = engine(**tables)
+    data, ts = packets
+    events: list[Event] = []
+    for a in range(0, len(data), size):
+        events += e.feed(Batch.from_packets(data[a:a + size], ts[a:a + size], LinkType.RAW))
+    events += e.finish()
+    return records(events), e.counters()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams=st.integers(5, 40), packets=st.integers(2, 6), junk=st.integers(0, 60),
+       cap=st.integers(4, 30), size=st.sampled_from([1, 3, 17, 64]))
+def test_tables_at_their_caps_do_not_depend_on_batching(
+        streams: int, packets: int, junk: int, cap: int, size: int) -> None:
+    """Unsignalled streams and RTP-looking junk past the candidate and loose-stream caps:
+    the records and every counter (evictions included) are those of the whole capture
+    fed as one batch, cut anywhere (DESIGN: packet order and time only)."""
+    flood = _interleave(floods.loose_streams(streams, packets), floods.rtp_flows(junk, 2))
+    tables = {"rtp_candidates": cap, "loose_streams": max(2, cap // 3)}
+    want = _run_cut(flood, len(flood[0]), **tables)
+    got = _run_cut(flood, size, **tables)
+    assert got[0] == want[0]
+    assert got[1] == want[1]

@@ -295,37 +295,107 @@ class StreamTracker:
 
     def _unknown(self, cols: RtpColumns, keys: list[Key], first: I64, inverse: I64,
                  sid_of: I64, out: FeedResult) -> list[RtpColumns]:
-        """Rows of keys with no stream, key by key in the order of their first rows: held
-        as candidates, or the rows of the streams they open (in the order they opened).
-        A key's lone packet that starts a candidate (the common case under a flood of
-        RTP-looking flows) is held as one row of scalars: no columns are gathered."""
-        unk = np.flatnonzero(sid_of < 0)
-        unk = unk[np.argsort(first[unk], kind="stable")]  # arrival order
+        """Rows of keys with no stream: held as candidates, or the rows of the streams they
+        open (in the order they opened), as if fed packet by packet. The candidate table
+        is an LRU of the keys by their latest packet: when this batch's new keys fit in
+        it, no candidate can be evicted and every key's rows are judged at once;
+        otherwise the rows go in pieces, each with only as many new keys as evict
+        nothing, or the first row of a new key alone when the table is full, so each
+        eviction falls where it would packet by packet."""
         rows = np.flatnonzero(sid_of[inverse] < 0)  # arrival order
+        cap, cands = self.config.max_candidates, self._cands
+        new = sum(1 for u in np.flatnonzero(sid_of < 0).tolist() if keys[u] not in cands)
+        if new <= cap - len(cands):
+            return self._unknown_rows(cols, keys, inverse, rows, out)
+        parts: list[RtpColumns] = []
+        at = inverse[rows].tolist()
+        as_row = cols.rows(rows)  # a flood's pieces are single rows: their scalars at once
+        i = 0
+        while i < rows.size:
+            j = self._piece_end(keys, at, i)
+            if j == i + 1:
+                one = self._unknown_key(keys[at[i]], cols, rows[i:j], out, row=as_row[i])
+                parts += [] if one is None else [one]
+            else:
+                parts += self._unknown_rows(cols, keys, inverse, rows[i:j], out)
+            i = j
+        return parts
+
+    def _piece_end(self, keys: list[Key], at: list[int], i: int) -> int:
+        """End of the piece of unknown rows (keys ``keys[at[r]]``) that starts at row
+        ``i`` (see `_unknown`); a key that opened a stream meanwhile is no candidate."""
+        cands, sids, n = self._cands, self._sid, len(at)
+        free = self.config.max_candidates - len(cands)
+        new = keys[at[i]]
+        j = i + 1
+        if free <= 0 and new not in cands and new not in sids:
+            # a new key with the table full: its first row alone, as packet by packet it
+            # is held (evicting the least recently fed) before any later row is looked at
+            return j
+        fresh: set[Key] = set() if new in cands or new in sids else {new}
+        while j < n:
+            k = keys[at[j]]
+            if k not in cands and k not in sids and k not in fresh:
+                if len(fresh) >= free:
+                    break
+                fresh.add(k)
+            j += 1
+        return j
+
+    def _unknown_rows(self, cols: RtpColumns, keys: list[Key], inverse: I64, rows: I64,
+                      out: FeedResult) -> list[RtpColumns]:
+        """`_unknown` for ``rows`` (arrival order; a piece that evicts no candidate): key
+        by key in the order of their first rows, the table left in the order of their
+        latest rows."""
         grouped = rows[np.argsort(inverse[rows], kind="stable")]  # by key, each in arrival order
-        key_of_row = inverse[grouped]
-        starts = np.searchsorted(key_of_row, unk)
-        ends = np.searchsorted(key_of_row, unk, side="right")
-        last = cols.arrival_s[grouped[ends - 1]].tolist()
-        lone = (ends - starts == 1) & (self.config.probation_packets > 1)
-        row_of = cols.rows(first[unk])
+        unk, starts = np.unique(inverse[grouped], return_index=True)
+        ends = np.append(starts[1:], grouped.size)
+        order = np.argsort(grouped[starts], kind="stable")  # keys by their first row
+        unk, starts, ends = unk[order], starts[order], ends[order]
         opening: list[tuple[int, _Opening]] = []
-        for j, (u, a, b, one) in enumerate(zip(unk.tolist(), starts.tolist(), ends.tolist(),
-                                               lone.tolist(), strict=True)):
-            key = keys[u]
-            if self.shed and self._shed(key, last[j]):
-                self.counters.shed_rows += b - a
-                continue
-            if one and key not in self._cands and self._announced(key, last[j]) is None:
-                # what `_candidate` does with it: one packet is never bad, nor enough
-                self._hold(key, row_of[j], last[j], None, False)
-                continue
+        streams: list[RtpColumns] = []
+        firsts = cols.rows(grouped[starts])
+        for u, a, b, first in zip(unk.tolist(), starts.tolist(), ends.tolist(), firsts,
+                                  strict=True):
             idx = grouped[a:b]
-            o = self._candidate(key, cols.take(idx))
-            if o is not None:  # opens at the row that decided it
-                opening.append((int(idx[o.at]), o))
-        return [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided, o.opened)
-                for _, o in sorted(opening, key=lambda t: t[0])]  # in the order they opened
+            got = self._unknown_key(keys[u], cols, idx, out, opening,
+                                    row=first if b - a == 1 else None)
+            if got is not None:
+                streams.append(got)
+        if unk.size > 1:  # packet by packet, the key fed last is the most recent
+            for u in unk[np.argsort(grouped[ends - 1], kind="stable")].tolist():
+                if keys[u] in self._cands:
+                    self._cands.move_to_end(keys[u])
+        return streams + [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided,
+                                         o.opened)
+                          for _, o in sorted(opening, key=lambda t: t[0])]  # as they opened
+
+    def _unknown_key(self, key: Key, cols: RtpColumns, idx: I64, out: FeedResult,
+                     opening: list[tuple[int, _Opening]] | None = None,
+                     row: Row | None = None) -> RtpColumns | None:
+        """Rows ``idx`` of one key with no stream when the batch began: the rows of its
+        stream if an earlier piece of the batch opened one; else held, shed, or found to
+        open a stream (added to ``opening``, or opened now without it). ``row``: the one
+        row's scalars, when ``idx`` is one row and the caller has them."""
+        sid = self._sid.get(key)
+        if sid is not None:  # opened by an earlier piece of this batch
+            return _with_sid(cols.take(idx), np.full(idx.size, sid, np.int64))
+        last = row[1] if row is not None else float(cols.arrival_s[idx[-1]])
+        if self.shed and self._shed(key, last):
+            self.counters.shed_rows += int(idx.size)
+            return None
+        if (idx.size == 1 and self.config.probation_packets > 1 and key not in self._cands
+                and self._announced(key, last) is None):
+            # what `_candidate` does with it: one packet is never bad, nor enough
+            self._hold(key, row if row is not None else cols.rows(idx)[0], last, None, False)
+            return None
+        o = self._candidate(key, cols.take(idx))
+        if o is None:
+            return None
+        if opening is not None:  # opens at the row that decided it
+            opening.append((int(idx[o.at]), o))
+            return None
+        return self._validate(o.key, o.cols, o.announced, out, o.window, o.decided, o.opened)
 
     def _still_rtp(self, frames: Frames, rows: I64, udptl: I64) -> tuple[I64, I64]:
         """Split rows to T.38 endpoints into (RTP rows with them, UDPTL rows): RTP where

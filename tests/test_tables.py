@@ -229,3 +229,19 @@ def test_tables_at_their_caps_do_not_depend_on_batching(
     got = _run_cut(flood, size, **tables)
     assert got[0] == want[0]
     assert got[1] == want[1]
+
+
+def test_a_stream_evicted_in_a_batch_keeps_its_rows() -> None:
+    """Five unsignalled streams of four packets, interleaved, past a two-stream cap: each
+    opening evicts the least recently seen stream within the batch. Its slot is taken
+    by the new stream only after the batch's rows so far are counted, so every stream's
+    record has its own four packets, in one batch as packet by packet (before, the
+    batch's rows of an evicted stream went to the stream given its slot: records of 0
+    and 12 packets)."""
+    flood = floods.loose_streams(5, 4)
+    tables = {"rtp_candidates": 5, "rtp_streams": 2, "loose_streams": 2}
+    whole, counters = _run_cut(flood, len(flood[0]), **tables)
+    packets = sorted(d["stream"]["packets"] for r in whole for d in r["directions"])
+    assert packets == [4] * 5
+    assert counters["rtp_streams_evicted"] == 3
+    assert _run_cut(flood, 1, **tables) == (whole, counters)

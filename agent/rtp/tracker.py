@@ -232,6 +232,7 @@ class StreamTracker:
         # 5-tuple -> last validated SSRC (for previous_ssrc); LRU, capped like the streams
         self._by_tuple: OrderedDict[tuple[int, ...], int] = OrderedDict()  # + point
         self._cands: OrderedDict[Key, _Candidate] = OrderedDict()  # least recently fed first
+        self._pending: list[RtpColumns] = []  # a batch's stream rows not yet accounted
         # (last seen, serial, key): finds idle candidates without a scan
         self._cand_idle: LazyHeap[float, Key] = LazyHeap(self._cand_entry)
         # Lazy idle timers: (deadline, serial, key); re-armed when the stream was busy.
@@ -286,28 +287,31 @@ class StreamTracker:
         sid_of = np.fromiter((sid_get(k, -1) for k in keys), np.int64, len(keys))
         row_sid = sid_of[inverse]
         known = np.flatnonzero(row_sid >= 0)
-        parts = [_with_sid(batch.cols, row_sid) if known.size == row_sid.size  # (mostly)
-                 else _with_sid(batch.cols.take(known), row_sid[known])]
+        # the batch's rows of streams, accounted at the end (or before a stream is evicted)
+        self._pending = [_with_sid(batch.cols, row_sid) if known.size == row_sid.size
+                         else _with_sid(batch.cols.take(known), row_sid[known])]
         if known.size < row_sid.size:
-            parts += self._unknown(batch.cols, keys, first, inverse, sid_of, out)
+            self._unknown(batch.cols, keys, first, inverse, sid_of, out)
+        parts, self._pending = self._pending, []
         self._update(parts)
         return out
 
     def _unknown(self, cols: RtpColumns, keys: list[Key], first: I64, inverse: I64,
-                 sid_of: I64, out: FeedResult) -> list[RtpColumns]:
+                 sid_of: I64, out: FeedResult) -> None:
         """Rows of keys with no stream: held as candidates, or the rows of the streams they
         open (in the order they opened), as if fed packet by packet. The candidate table
         is an LRU of the keys by their latest packet: when this batch's new keys fit in
         it, no candidate can be evicted and every key's rows are judged at once;
         otherwise the rows go in pieces, each with only as many new keys as evict
         nothing, or the first row of a new key alone when the table is full, so each
-        eviction falls where it would packet by packet."""
+        eviction falls where it would packet by packet. The rows of the streams they
+        open go to the batch's pending rows."""
         rows = np.flatnonzero(sid_of[inverse] < 0)  # arrival order
         cap, cands = self.config.max_candidates, self._cands
         new = sum(1 for u in np.flatnonzero(sid_of < 0).tolist() if keys[u] not in cands)
         if new <= cap - len(cands):
-            return self._unknown_rows(cols, keys, inverse, rows, out)
-        parts: list[RtpColumns] = []
+            self._unknown_rows(cols, keys, inverse, rows, out)
+            return
         at = inverse[rows].tolist()
         as_row = cols.rows(rows)  # a flood's pieces are single rows: their scalars at once
         i = 0
@@ -315,11 +319,11 @@ class StreamTracker:
             j = self._piece_end(keys, at, i)
             if j == i + 1:
                 one = self._unknown_key(keys[at[i]], cols, rows[i:j], out, row=as_row[i])
-                parts += [] if one is None else [one]
+                if one is not None:
+                    self._pending.append(one)
             else:
-                parts += self._unknown_rows(cols, keys, inverse, rows[i:j], out)
+                self._unknown_rows(cols, keys, inverse, rows[i:j], out)
             i = j
-        return parts
 
     def _piece_end(self, keys: list[Key], at: list[int], i: int) -> int:
         """End of the piece of unknown rows (keys ``keys[at[r]]``) that starts at row
@@ -343,7 +347,7 @@ class StreamTracker:
         return j
 
     def _unknown_rows(self, cols: RtpColumns, keys: list[Key], inverse: I64, rows: I64,
-                      out: FeedResult) -> list[RtpColumns]:
+                      out: FeedResult) -> None:
         """`_unknown` for ``rows`` (arrival order; a piece that evicts no candidate): key
         by key in the order of their first rows, the table left in the order of their
         latest rows."""
@@ -353,7 +357,6 @@ class StreamTracker:
         order = np.argsort(grouped[starts], kind="stable")  # keys by their first row
         unk, starts, ends = unk[order], starts[order], ends[order]
         opening: list[tuple[int, _Opening]] = []
-        streams: list[RtpColumns] = []
         firsts = cols.rows(grouped[starts])
         for u, a, b, first in zip(unk.tolist(), starts.tolist(), ends.tolist(), firsts,
                                   strict=True):
@@ -361,14 +364,16 @@ class StreamTracker:
             got = self._unknown_key(keys[u], cols, idx, out, opening,
                                     row=first if b - a == 1 else None)
             if got is not None:
-                streams.append(got)
+                self._pending.append(got)
         if unk.size > 1:  # packet by packet, the key fed last is the most recent
             for u in unk[np.argsort(grouped[ends - 1], kind="stable")].tolist():
                 if keys[u] in self._cands:
                     self._cands.move_to_end(keys[u])
-        return streams + [self._validate(o.key, o.cols, o.announced, out, o.window, o.decided,
-                                         o.opened)
-                          for _, o in sorted(opening, key=lambda t: t[0])]  # as they opened
+        for _, o in sorted(opening, key=lambda t: t[0]):  # in the order they opened
+            # (_validate may account and replace the pending list: append after it)
+            part = self._validate(o.key, o.cols, o.announced, out, o.window, o.decided,
+                                  o.opened)
+            self._pending.append(part)
 
     def _unknown_key(self, key: Key, cols: RtpColumns, idx: I64, out: FeedResult,
                      opening: list[tuple[int, _Opening]] | None = None,
@@ -443,6 +448,8 @@ class StreamTracker:
                         h.ssrc[at].tolist(), frames.point[r].tolist(), strict=True))
 
     def _update(self, parts: list[RtpColumns]) -> None:
+        if not parts:
+            return
         cols = RtpColumns.concat(parts) if len(parts) > 1 else parts[0]
         if len(cols):
             self.stats.update(self._kinds(cols))
@@ -640,6 +647,11 @@ class StreamTracker:
                   out: FeedResult, window: int | None = None, decided: int | None = None,
                   opened: _Media | None = None) -> RtpColumns:
         if len(self._sid) >= self.config.max_streams:
+            # Before a slot is freed and taken, the batch's rows so far are accounted: the
+            # evicted stream's are among them (its later rows in the batch too: the
+            # choice sees the whole batch of open streams, not packet by packet).
+            parts, self._pending = self._pending, []
+            self._update(parts)
             # the least recently seen: the idle heap's front, once refreshed (O(log n))
             self.next_deadline()
             out.ended.append(self._close(self._sid[self._idle[0][2]]))

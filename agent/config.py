@@ -430,7 +430,7 @@ HEP_OUT_PRIVACY = (
 # `default_config()`. A section's default is its defaults unvalidated
 # (``model_construct``): the same values validation would give, as no section has a
 # validator that changes its defaults (tests/test_config.py holds it, section by
-# section). The SLA default is validated: it is built from a mapping of thresholds.
+# section); so is the SLA default (`default_sla_config`, tests/sla/test_sla_config.py).
 
 
 class Config(BaseModel):

@@ -166,8 +166,9 @@ def test_the_unvalidated_defaults_are_what_validation_gives() -> None:
         assert constructed.model_dump() == checked.model_dump(), section.__name__
         assert constructed.model_fields_set == checked.model_fields_set, section.__name__
     # and nothing was validated on the way (the validators are built at first use)
-    code = ("import agent.config as c; c.default_config(); "
-            "print(c.Config.__pydantic_complete__, c.CaptureConfig.__pydantic_complete__)")
+    code = ("import agent.config as c, agent.sla.config as s; c.default_config(); "
+            "print(c.Config.__pydantic_complete__, c.CaptureConfig.__pydantic_complete__, "
+            "s.SlaConfig.__pydantic_complete__, s.SlaProfile.__pydantic_complete__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False"] * 4

@@ -14,6 +14,7 @@ not judged.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,6 +50,15 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {
 }
 
 
+# The shipped default SLA section; `default_sla_config` is what it validates to.
+DEFAULT_SLA: dict[str, Any] = {
+    "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+    "peers": [],
+    "default_profile": DEFAULT_PROFILE,
+    "profiles": {DEFAULT_PROFILE: DEFAULT_THRESHOLDS},
+}
+
+
 class SlaConfigError(ValueError):
     """Invalid SLA configuration; the message lists ``field.path: problem (got value)``."""
 
@@ -71,7 +81,7 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 class SlaProfile(BaseModel):
     """Thresholds of one SLA profile. ``None`` = not judged."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = DEFAULT_PROFILE  # set from the key under ``profiles``
     min_mos_cq: Annotated[float, Field(ge=1.0, le=4.5)] | None = None
@@ -92,7 +102,7 @@ class SlaProfile(BaseModel):
 class Peer(BaseModel):
     """A remote party (carrier SBC / trunk) by address ranges, bound to a profile."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str
     networks: tuple[IPvAnyNetwork, ...]
@@ -116,7 +126,7 @@ class Peer(BaseModel):
 class SlaConfig(BaseModel):
     """Local networks, peers and profiles. Every peer's profile must exist."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     local_networks: tuple[IPvAnyNetwork, ...] = ()
     peers: tuple[Peer, ...] = ()
@@ -180,14 +190,20 @@ class SlaConfig(BaseModel):
 
 
 def default_sla_config() -> SlaConfig:
-    """The shipped default (config/sla-default.yaml): usual carrier figures, STANDARDS.md."""
-    return SlaConfig.model_validate(
-        {
-            "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
-            "peers": [],
-            "default_profile": DEFAULT_PROFILE,
-            "profiles": {DEFAULT_PROFILE: DEFAULT_THRESHOLDS},
-        }
+    """The shipped default (config/sla-default.yaml): usual carrier figures, STANDARDS.md.
+
+    Built without validating (``model_construct``), so `analyze` without --config
+    builds no SLA validator (start-up, bench/startup.py): the values below are what
+    validating `DEFAULT_SLA` gives, DSCP lists as tuples and networks as
+    `ipaddress` networks (tests/sla/test_sla_config.py holds the two equal)."""
+    thresholds: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in DEFAULT_THRESHOLDS.items()}
+    profile = SlaProfile.model_construct(name=DEFAULT_PROFILE, **thresholds)
+    return SlaConfig.model_construct(
+        local_networks=tuple(ipaddress.ip_network(n) for n in DEFAULT_SLA["local_networks"]),
+        peers=(),
+        default_profile=DEFAULT_PROFILE,
+        profiles={DEFAULT_PROFILE: profile},
     )
 
 

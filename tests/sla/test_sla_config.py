@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from agent.sla import SlaConfigError, default_sla_config, load_sla_config, parse_sla_config
-from agent.sla.config import SlaConfig
+from agent.sla.config import DEFAULT_SLA, SlaConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_YAML = REPO / "config" / "sla-default.yaml"
@@ -45,6 +45,18 @@ def test_shipped_yaml_sla_section_equals_default() -> None:
     p = shipped.profiles["default"]
     assert p.min_dscp_compliance_ratio == 0.95
     assert p.require_two_way_media is False and p.two_way_media_after_s == 5.0
+
+
+def test_the_unvalidated_default_is_what_validation_gives() -> None:
+    """`default_sla_config` skips validation (start-up): value for value, type for type,
+    it is what validating the shipped default section gives."""
+    built, checked = default_sla_config(), SlaConfig.model_validate(DEFAULT_SLA)
+    assert built == checked and built.model_dump() == checked.model_dump()
+    for b, c in ((built, checked), (built.profiles["default"], checked.profiles["default"])):
+        assert b.model_fields_set == c.model_fields_set
+        assert {k: type(v) for k, v in vars(b).items()} == {k: type(v) for k, v in vars(c).items()}
+    assert [type(n) for n in built.local_networks] == [type(n) for n in checked.local_networks]
+    assert built.profiles["default"].media_dscp == (46,)
 
 
 def test_no_profiles_means_the_built_in_default_profile() -> None:

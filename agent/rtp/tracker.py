@@ -61,6 +61,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -87,6 +88,7 @@ from agent.rtp.rules import JitterBufferSpec, StreamMeta
 
 I64 = npt.NDArray[np.int64]
 Key = tuple[int, int, int, int, int, int, int, int]  # 5-tuple, SSRC, point id
+KeyColumns = tuple[npt.NDArray[Any], ...]  # the `Key` fields of many rows, one array each
 _VALID = 0  # probation verdicts: a stream
 _UNDECIDED = 1  # hold on, wait for more packets
 _BAD = 2  # cannot be one stream: drop the first held packet
@@ -206,6 +208,7 @@ class _Rows:
 
     cols: RtpColumns
     keys: npt.NDArray[np.uint64]
+    key_cols: KeyColumns  # each row's full key, column by column (`Key` order)
     h: RtpHeaders
     frames: Frames = field(repr=False)
 
@@ -281,8 +284,8 @@ class StreamTracker:
         if h.rows.size == 0:
             return out
         batch = self._columns(frames, h)
-        first, inverse = _groups(frames, h, batch.keys)
-        keys = self._keys(frames, h, first)
+        first, inverse = _groups(batch.key_cols, batch.keys)
+        keys = _key_list(batch.key_cols, first)
         sid_get = self._sid.get
         sid_of = np.fromiter((sid_get(k, -1) for k in keys), np.int64, len(keys))
         row_sid = sid_of[inverse]
@@ -408,7 +411,7 @@ class StreamTracker:
         h = parse_headers(frames, udptl)
         if h.rows.size == 0 or not self._sid:
             return rows, udptl
-        keys = self._keys(frames, h, np.arange(h.rows.size))
+        keys = _key_list(_key_columns(frames, h))
         open_ = np.array([k in self._sid for k in keys], bool)
         if not open_.any():
             return rows, udptl
@@ -430,22 +433,13 @@ class StreamTracker:
             pt=h.pt, marker=h.marker, kind=np.where(evcand, h.payload_len, 0).astype(np.int64),
             dscp=frames.dscp[r].astype(np.int64), vlan=frames.vlan[r].astype(np.int64),
             pcp=frames.pcp[r].astype(np.int64))
-        k = (frames.src_hi[r] * _M64) ^ frames.src_lo[r]
-        at = frames.point[r].astype(np.uint64) << np.uint64(32)
-        for col in (frames.dst_hi[r], frames.dst_lo[r],
-                    (frames.sport[r].astype(np.uint64) << np.uint64(16)) | frames.dport[r],
-                    h.ssrc.astype(np.uint64) | at):
+        kc = _key_columns(frames, h)
+        src_hi, src_lo, sport, dst_hi, dst_lo, dport, ssrc, point = kc
+        k = (src_hi * _M64) ^ src_lo
+        for col in (dst_hi, dst_lo, (sport.astype(np.uint64) << np.uint64(16)) | dport,
+                    ssrc.astype(np.uint64) | (point.astype(np.uint64) << np.uint64(32))):
             k = (k * _M64) ^ col  # 64-bit mix; `_groups` checks the full keys
-        return _Rows(cols, k, h, frames)
-
-    @staticmethod
-    def _keys(frames: Frames, h: RtpHeaders, at: I64) -> list[Key]:
-        """The keys of header rows ``at``, as Python ints (one conversion per column)."""
-        r = h.rows[at]
-        return list(zip(frames.src_hi[r].tolist(), frames.src_lo[r].tolist(),
-                        frames.sport[r].tolist(), frames.dst_hi[r].tolist(),
-                        frames.dst_lo[r].tolist(), frames.dport[r].tolist(),
-                        h.ssrc[at].tolist(), frames.point[r].tolist(), strict=True))
+        return _Rows(cols, k, kc, h, frames)
 
     def _update(self, parts: list[RtpColumns]) -> None:
         if not parts:
@@ -844,7 +838,19 @@ class StreamTracker:
         return sorted(out, key=lambda s: (s.first_ts, s.key))
 
 
-def _groups(frames: Frames, h: RtpHeaders, hashed: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
+def _key_columns(frames: Frames, h: RtpHeaders) -> KeyColumns:
+    """The full key of each header row, one column per `Key` field."""
+    r = h.rows
+    return (frames.src_hi[r], frames.src_lo[r], frames.sport[r], frames.dst_hi[r],
+            frames.dst_lo[r], frames.dport[r], h.ssrc, frames.point[r])
+
+
+def _key_list(kc: KeyColumns, at: I64 | None = None) -> list[Key]:
+    """The keys of rows ``at`` (default: all), as Python ints (one conversion per column)."""
+    return list(zip(*((c if at is None else c[at]).tolist() for c in kc), strict=True))
+
+
+def _groups(kc: KeyColumns, hashed: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
     """(first row of each key, each row's key) for the full keys (5-tuple, SSRC, point) of
     header rows: grouped by the rows' 64-bit key hash, checked column by column against
     each group's first row, and grouped by the full key only when two keys share a hash
@@ -852,12 +858,9 @@ def _groups(frames: Frames, h: RtpHeaders, hashed: npt.NDArray[np.uint64]) -> tu
     another's stream."""
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
     lead = first[inverse]
-    r = h.rows
-    cols = [c[r] for c in (frames.src_hi, frames.src_lo, frames.sport, frames.dst_hi,
-                           frames.dst_lo, frames.dport, frames.point)] + [h.ssrc]
-    if all(np.array_equal(c, c[lead]) for c in cols):
+    if all(np.array_equal(c, c[lead]) for c in kc):
         return first, inverse
-    full = np.stack([c.astype(np.uint64) for c in cols], axis=1)
+    full = np.stack([c.astype(np.uint64) for c in kc], axis=1)
     _, first, inverse = np.unique(full, axis=0, return_index=True, return_inverse=True)
     return first, inverse.reshape(-1)
 
